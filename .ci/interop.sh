@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Starts the real `hexflow serve` on 127.0.0.1, drives it with `hexflow-bench` for a few
+# seconds, stops it with SIGTERM (graceful: everything acked is flushed to Parquet), then
+# checks the Parquet with DuckDB and pyarrow from a virtualenv made here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --locked --bin hexflow -p hexflow
+cargo build --locked --bin hexflow-bench -p bench
+work=$(mktemp -d)
+data="$work/data"
+port=$(( 20000 + RANDOM % 20000 ))
+./target/debug/hexflow serve --data-dir "$data" --listen "127.0.0.1:$port" >"$work/server.log" 2>&1 &
+server=$!
+trap 'kill -9 $server 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do [ -f "$data/tls/ca.pem" ] && grep -q "listening" "$work/server.log" && break; sleep 0.2; done
+./target/debug/hexflow-bench --server "127.0.0.1:$port" --ca "$data/tls/ca.pem" --data-dir "$data" \
+  --devices 2000 --connections 200 --duration 5 --no-progress --json "$work/report.json"
+kill -TERM $server
+wait $server || { echo "server exited non-zero"; tail -50 "$work/server.log"; exit 1; }
+trap - EXIT
+tail -5 "$work/server.log"
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check duckdb pyarrow
+.venv/bin/python .ci/interop.py "$data" "$work/report.json"
+rm -rf "$work"

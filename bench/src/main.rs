@@ -1,0 +1,44 @@
+//! `hexflow-bench` binary: parses flags, runs the load, prints the summary, writes the JSON
+//! report. The only place that touches the terminal, the environment and the report file.
+//! Exits non-zero when the run could not start or nothing was acked.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use bench::cli::Args;
+use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hexflow-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let report = bench::run::run(&args)?;
+    print!("{}", report.summary());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_vec_pretty(&report).context("serialising the report")?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if report.fixes_acked == 0 {
+        eprintln!("hexflow-bench: nothing was acked");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,119 @@
+//! Storage stage benches: H3 indexing, Arrow + Parquet encoding, WAL record encoding.
+//!
+//! Run with `cargo bench --bench storage`. Throughput is reported in fixes
+//! (rows) per second.
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_main};
+use h3o::Resolution;
+use storage::batch::RowBuffer;
+use storage::writer::{ParquetOptions, encode_parquet};
+use storage::{ABSENT_U32, FixBatch, index, wal};
+
+const BATCH_FIXES: usize = 50;
+
+/// A 50-fix batch of a device moving about 10 m between fixes, or standing still.
+fn batch(device_id: u64, seq: u64, moving: bool) -> FixBatch {
+    let step = if moving { 1_000 } else { 0 };
+    let t0 = 1_795_561_200_000 + seq as i64 * 50_000;
+    FixBatch {
+        device_id,
+        batch_seq: seq,
+        received_at_ms: t0 + 50_000,
+        time_ms: (0..BATCH_FIXES as i64).map(|i| t0 + i * 1_000).collect(),
+        lat_e7: (0..BATCH_FIXES as i32)
+            .map(|i| 488_566_000 + (device_id as i32 % 1_000) * 10_000 + i * step)
+            .collect(),
+        lon_e7: (0..BATCH_FIXES as i32)
+            .map(|i| 23_522_000 - (device_id as i32 % 1_000) * 7_000 + i * step)
+            .collect(),
+        accuracy_cm: (0..BATCH_FIXES as u32)
+            .map(|i| if i % 10 == 0 { ABSENT_U32 } else { 400 })
+            .collect(),
+        speed_cmps: vec![if moving { 1_000 } else { 0 }; BATCH_FIXES],
+        ..FixBatch::default()
+    }
+}
+
+fn bench_index(c: &mut Criterion) {
+    let mut group = c.benchmark_group("storage/h3_index_50_fixes");
+    group.throughput(Throughput::Elements(BATCH_FIXES as u64));
+    for (name, moving) in [("moving", true), ("stationary", false)] {
+        let input = batch(7, 1, moving);
+        group.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || input.clone(),
+                |batch| index::index_batch(black_box(batch), Resolution::Ten),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+fn rows_100k() -> RowBuffer {
+    let mut rows = RowBuffer::default();
+    for n in 0..100_000 / BATCH_FIXES {
+        let mut b = batch(n as u64 % 5_000 + 1, n as u64 / 5_000 + 1, true);
+        index::index_batch(&mut b, Resolution::Ten);
+        rows.push_batch(&b);
+    }
+    rows
+}
+
+fn bench_parquet(c: &mut Criterion) {
+    let rows = rows_100k();
+    let opts = ParquetOptions {
+        zstd_level: 3,
+        row_group_rows_max: 131_072,
+    };
+    let mut group = c.benchmark_group("storage/encode_100k_rows");
+    group.throughput(Throughput::Elements(rows.len() as u64));
+    group.sample_size(10);
+    group.bench_function("sort_and_arrow", |b| {
+        b.iter(|| {
+            let order = rows.sort_order();
+            black_box(rows.to_record_batch(&order).expect("valid rows"))
+        })
+    });
+    let record_batch = rows
+        .to_record_batch(&rows.sort_order())
+        .expect("valid rows");
+    group.bench_function("parquet_zstd3", |b| {
+        b.iter(|| black_box(encode_parquet(&record_batch, opts).expect("encodes")))
+    });
+    group.finish();
+}
+
+fn bench_wal(c: &mut Criterion) {
+    let mut input = batch(7, 1, true);
+    index::index_batch(&mut input, Resolution::Ten);
+    let mut group = c.benchmark_group("storage/wal_encode_record_50_fixes");
+    group.throughput(Throughput::Elements(BATCH_FIXES as u64));
+    let mut out = Vec::with_capacity(wal::record_len(&input));
+    group.bench_function("encode", |b| {
+        b.iter(|| {
+            out.clear();
+            wal::encode_record(black_box(&input), 42, &mut out);
+            black_box(out.len())
+        })
+    });
+    let mut segment = Vec::new();
+    wal::encode_header(1, &mut segment);
+    for lsn in 1..=100 {
+        wal::encode_record(&input, lsn, &mut segment);
+    }
+    group.throughput(Throughput::Elements(100 * BATCH_FIXES as u64));
+    group.bench_function("decode_segment_100_records", |b| {
+        b.iter(|| black_box(wal::decode_segment(black_box(&segment)).0.len()))
+    });
+    group.finish();
+}
+
+// A private module: `criterion_group!` generates an undocumented `pub fn`.
+mod entry {
+    use super::{bench_index, bench_parquet, bench_wal};
+    criterion::criterion_group!(benches, bench_index, bench_parquet, bench_wal);
+}
+criterion_main!(entry::benches);

@@ -1,0 +1,81 @@
+//! Wire codec throughput: encoding and decoding a 50-fix BATCH (zstd level 3 and raw).
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ingest::wire::{self, Fix, Fixes, Limits};
+use std::hint::black_box;
+
+const NOW_MS: i64 = 1_767_225_600_000;
+const FIXES: usize = 50;
+
+/// A realistic track: one fix per second, small moves, all optional fields present.
+fn track() -> Fixes {
+    let mut f = Fixes::default();
+    for i in 0..FIXES as i64 {
+        f.push(&Fix {
+            accuracy_cm: Some(300 + (i as u32 % 7) * 10),
+            altitude_cm: Some(3_500 + i as i32),
+            speed_cmps: Some(1_200 + (i as u32 % 5)),
+            heading_cdeg: Some(9_000 + (i as u32 % 11)),
+            ..Fix::from_degrees(
+                NOW_MS - 60_000 + i * 1_000,
+                48.8566 + i as f64 * 1e-5,
+                2.3522 + i as f64 * 2e-5,
+            )
+        });
+    }
+    f
+}
+
+fn bench_wire(c: &mut Criterion) {
+    let fixes = track();
+    let limits = Limits::default();
+    let mut group = c.benchmark_group("wire_batch_50");
+    group.throughput(Throughput::Elements(FIXES as u64));
+
+    let mut out = Vec::with_capacity(4096);
+    group.bench_function("encode_zstd3", |b| {
+        b.iter(|| {
+            out.clear();
+            wire::encode_batch_frame(black_box(7), black_box(&fixes), 3, &mut out)
+                .expect("valid fixes");
+            black_box(out.len())
+        })
+    });
+    group.bench_function("encode_raw", |b| {
+        b.iter(|| {
+            out.clear();
+            wire::encode_batch_frame_raw(black_box(7), black_box(&fixes), &mut out)
+                .expect("valid fixes");
+            black_box(out.len())
+        })
+    });
+
+    let mut zstd_frame = Vec::new();
+    wire::encode_batch_frame(7, &fixes, 3, &mut zstd_frame).expect("valid fixes");
+    let mut raw_frame = Vec::new();
+    wire::encode_batch_frame_raw(7, &fixes, &mut raw_frame).expect("valid fixes");
+    group.bench_function("decode_zstd3", |b| {
+        b.iter(|| {
+            wire::decode_batch(
+                black_box(&zstd_frame[wire::FRAME_HEADER_LEN..]),
+                &limits,
+                NOW_MS,
+            )
+            .expect("valid")
+        })
+    });
+    group.bench_function("decode_raw", |b| {
+        b.iter(|| {
+            wire::decode_batch(
+                black_box(&raw_frame[wire::FRAME_HEADER_LEN..]),
+                &limits,
+                NOW_MS,
+            )
+            .expect("valid")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_wire);
+criterion_main!(benches);

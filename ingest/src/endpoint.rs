@@ -1,0 +1,857 @@
+//! The QUIC endpoint: accept connections, authenticate devices, read frames, hand batches to
+//! a [`BatchSink`], write acks.
+//!
+//! # Contract
+//! * A connection carries exactly one device: the first frame must be `HELLO` with a token
+//!   that verifies ([`crate::auth`]); every batch on that connection is stored under that
+//!   device id. A connection can never send fixes for another device.
+//! * Every `BATCH` frame gets exactly one `ACK`. A success ack (`OK`/`DUPLICATE`) is written
+//!   only after the sink reported the batch durable; the endpoint never acks on its own.
+//! * A bad batch (undecodable, oversized, invalid values) is answered with its own status
+//!   and a precise reason; the connection stays open and other connections are unaffected.
+//!   Only protocol violations (no `HELLO`, unknown frame type, a frame far over any limit)
+//!   close the connection, with a `CLOSE` frame naming the reason.
+//! * Everything is bounded: connections (`connections_max`), pipelined batches per
+//!   connection (`inflight_batches_max`, advertised in `WELCOME`), frame sizes, QUIC
+//!   receive windows, the hello deadline and the idle timeout.
+//! * The endpoint never blocks on storage: [`BatchSink::submit`] must not block; a full
+//!   sink answers `OVERLOADED` with a retry-after.
+//!
+//! The endpoint is the only part of `ingest` that reads the clock, and it does so through
+//! [`Clock`] so tests can control time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use prost::Message;
+use quinn::{RecvStream, SendStream, VarInt};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::auth::TokenKey;
+use crate::wire::{self, FrameType, Status};
+
+/// Source of the current time (Unix milliseconds). The endpoint never reads the clock any
+/// other way.
+pub trait Clock: Send + Sync + 'static {
+    /// Current Unix time in milliseconds.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// What the sink says about one submitted batch; becomes the batch's `ACK`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkOutcome {
+    /// Ack status (`OK`, `DUPLICATE`, or a rejection).
+    pub status: Status,
+    /// Human-readable reason (empty on success).
+    pub reason: String,
+    /// For transient statuses: how long the device should wait before resending.
+    pub retry_after_ms: u32,
+}
+
+impl SinkOutcome {
+    /// A success outcome.
+    pub fn ok() -> Self {
+        Self {
+            status: Status::Ok,
+            reason: String::new(),
+            retry_after_ms: 0,
+        }
+    }
+}
+
+/// Called exactly once with the outcome of a submitted batch; may be called from any thread.
+pub type SinkCallback = Box<dyn FnOnce(SinkOutcome) + Send + 'static>;
+
+/// A decoded, validated batch handed to the sink.
+#[derive(Debug)]
+pub struct AcceptedBatch {
+    /// The authenticated device.
+    pub device_id: u64,
+    /// The device's batch sequence number.
+    pub batch_seq: u64,
+    /// Server time when the batch frame was read (Unix ms).
+    pub received_at_ms: i64,
+    /// The fixes (validated: coordinates in range, times plausible, columns consistent).
+    pub fixes: wire::Fixes,
+}
+
+/// Where accepted batches go (the binary connects this to storage).
+pub trait BatchSink: Send + Sync + 'static {
+    /// Queues a batch without blocking. `done` must eventually be called exactly once, after
+    /// the batch is durable (status `OK`), found to be a duplicate of a durable batch
+    /// (`DUPLICATE`), or refused. When the sink cannot take the batch right now it may call
+    /// `done` immediately with `OVERLOADED`.
+    fn submit(&self, batch: AcceptedBatch, done: SinkCallback);
+}
+
+/// Observes device activity (the binary feeds the silence table with it).
+pub trait Activity: Send + Sync + 'static {
+    /// Any frame arrived from the device (including heartbeats), at `now_ms`.
+    fn on_contact(&self, device_id: u64, now_ms: i64);
+    /// A batch was durably stored; `newest_fix_ms` is its newest fix time.
+    fn on_fixes_stored(&self, device_id: u64, newest_fix_ms: i64, now_ms: i64);
+}
+
+/// Activity sink that ignores everything.
+#[derive(Debug, Default)]
+pub struct NoActivity;
+
+impl Activity for NoActivity {
+    fn on_contact(&self, _: u64, _: i64) {}
+    fn on_fixes_stored(&self, _: u64, _: i64, _: i64) {}
+}
+
+/// Endpoint limits and settings. Every field is a documented key in `config/hexflow.toml`.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Batch limits and timestamp plausibility window.
+    pub limits: wire::Limits,
+    /// Open connections allowed at once; more are refused at the QUIC level.
+    pub connections_max: usize,
+    /// Batches one connection may have waiting for an ack; the endpoint stops reading that
+    /// connection's stream while this many are pending (QUIC flow control then pushes back).
+    pub inflight_batches_max: u32,
+    /// Size of the per-device dedup window, advertised to clients.
+    pub dedup_window_batches: u32,
+    /// Oversized `BATCH` frames up to this many bytes are read and discarded so the device
+    /// gets `BATCH_TOO_LARGE` and the connection lives on; larger frames close the connection.
+    pub oversize_discard_bytes_max: u32,
+    /// Deadline for the `HELLO` frame after the handshake.
+    pub hello_timeout_ms: u64,
+    /// QUIC idle timeout.
+    pub idle_timeout_ms: u64,
+    /// QUIC per-stream receive window.
+    pub stream_receive_window_bytes: u32,
+    /// QUIC per-connection receive window.
+    pub connection_receive_window_bytes: u32,
+    /// QUIC per-connection send window.
+    pub send_window_bytes: u32,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            limits: wire::Limits::default(),
+            connections_max: 10_000,
+            inflight_batches_max: 32,
+            dedup_window_batches: 64,
+            oversize_discard_bytes_max: 4 * 1024 * 1024,
+            hello_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            stream_receive_window_bytes: 512 * 1024,
+            connection_receive_window_bytes: 1024 * 1024,
+            send_window_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// The TLS configuration was refused.
+    #[error("invalid TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// rustls offered no TLS 1.3 cipher suite usable by QUIC.
+    #[error("TLS configuration has no QUIC-capable cipher suite")]
+    NoQuicCipherSuite,
+    /// Binding the UDP socket failed.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// A configured limit is out of range.
+    #[error("invalid endpoint setting {key}: {reason}")]
+    InvalidSetting {
+        /// Config key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Builds the quinn server configuration: TLS 1.3 only, ALPN `hexflow/1`, ring provider,
+/// one bidirectional stream per connection, bounded windows.
+///
+/// # Errors
+/// [`EndpointError`] when the certificate/key are refused or a setting is out of range.
+pub fn server_config(
+    cert_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+    cfg: &EndpointConfig,
+) -> Result<quinn::ServerConfig, EndpointError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(cert_chain, key)?;
+    tls.alpn_protocols = vec![wire::ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|_| EndpointError::NoQuicCipherSuite)?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport_config(cfg)?));
+    Ok(server)
+}
+
+fn transport_config(cfg: &EndpointConfig) -> Result<quinn::TransportConfig, EndpointError> {
+    let idle =
+        quinn::IdleTimeout::try_from(Duration::from_millis(cfg.idle_timeout_ms)).map_err(|_| {
+            EndpointError::InvalidSetting {
+                key: "quic.idle_timeout_ms",
+                reason: format!("{} is out of range", cfg.idle_timeout_ms),
+            }
+        })?;
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(1))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(cfg.stream_receive_window_bytes))
+        .receive_window(VarInt::from_u32(cfg.connection_receive_window_bytes))
+        .send_window(u64::from(cfg.send_window_bytes))
+        .max_idle_timeout(Some(idle))
+        .datagram_receive_buffer_size(None);
+    Ok(t)
+}
+
+/// Live counters of the endpoint (read by metrics and tests).
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    /// Connections open right now.
+    pub connections_open: AtomicUsize,
+    /// Connections accepted since start.
+    pub connections_accepted: AtomicU64,
+    /// Connections refused because `connections_max` was reached.
+    pub connections_refused: AtomicU64,
+    /// Connections that failed authentication.
+    pub auth_failures: AtomicU64,
+    /// Batches acked `OK`.
+    pub batches_ok: AtomicU64,
+    /// Batches acked `DUPLICATE`.
+    pub batches_duplicate: AtomicU64,
+    /// Batches refused (any other status).
+    pub batches_rejected: AtomicU64,
+    /// Fixes in batches acked `OK`.
+    pub fixes_ok: AtomicU64,
+}
+
+/// Shared state of one running endpoint.
+struct Shared {
+    cfg: EndpointConfig,
+    key: TokenKey,
+    sink: Arc<dyn BatchSink>,
+    activity: Arc<dyn Activity>,
+    clock: Arc<dyn Clock>,
+    stats: Arc<EndpointStats>,
+    shutdown: CancellationToken,
+}
+
+/// A running QUIC endpoint.
+pub struct Endpoint {
+    endpoint: quinn::Endpoint,
+    stats: Arc<EndpointStats>,
+    shutdown: CancellationToken,
+    accept_task: tokio::task::JoinHandle<()>,
+    connections: tokio_util::task::TaskTracker,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("local_addr", &self.endpoint.local_addr().ok())
+            .finish()
+    }
+}
+
+/// Everything [`Endpoint::start`] needs.
+pub struct EndpointParts {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// quinn server configuration (see [`server_config`]).
+    pub server_config: quinn::ServerConfig,
+    /// Endpoint limits.
+    pub cfg: EndpointConfig,
+    /// Token key used to verify devices.
+    pub key: TokenKey,
+    /// Where batches go.
+    pub sink: Arc<dyn BatchSink>,
+    /// Who hears about device activity.
+    pub activity: Arc<dyn Activity>,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Endpoint {
+    /// Binds and starts accepting connections on the current tokio runtime.
+    ///
+    /// # Errors
+    /// [`EndpointError::Bind`] when the socket cannot be bound.
+    pub fn start(parts: EndpointParts) -> Result<Self, EndpointError> {
+        let endpoint =
+            quinn::Endpoint::server(parts.server_config, parts.listen).map_err(|source| {
+                EndpointError::Bind {
+                    addr: parts.listen,
+                    source,
+                }
+            })?;
+        let stats = Arc::new(EndpointStats::default());
+        let shutdown = CancellationToken::new();
+        let connections = tokio_util::task::TaskTracker::new();
+        let shared = Arc::new(Shared {
+            cfg: parts.cfg,
+            key: parts.key,
+            sink: parts.sink,
+            activity: parts.activity,
+            clock: parts.clock,
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+        });
+        let accept_task = tokio::spawn(accept_loop(endpoint.clone(), shared, connections.clone()));
+        Ok(Self {
+            endpoint,
+            stats,
+            shutdown,
+            accept_task,
+            connections,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    ///
+    /// # Errors
+    /// The OS error if the socket address cannot be read.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> Arc<EndpointStats> {
+        self.stats.clone()
+    }
+
+    /// Graceful shutdown: stop accepting, let every connection finish the batches it has in
+    /// flight (each gets its ack), send `CLOSE(SHUTTING_DOWN)`, then close the endpoint.
+    /// Waits at most `grace` for connections to finish.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropping the future midway leaves connections to the idle timeout.
+    pub async fn shutdown(self, grace: Duration) {
+        self.shutdown.cancel();
+        self.accept_task.abort();
+        self.connections.close();
+        if tokio::time::timeout(grace, self.connections.wait())
+            .await
+            .is_err()
+        {
+            warn!("connections still open after the shutdown grace period; closing them");
+        }
+        self.endpoint.close(
+            VarInt::from_u32(Status::ShuttingDown.code()),
+            b"shutting down",
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    tracker: tokio_util::task::TaskTracker,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        if shared.shutdown.is_cancelled() {
+            incoming.refuse();
+            continue;
+        }
+        let open = shared.stats.connections_open.fetch_add(1, Ordering::AcqRel);
+        if open >= shared.cfg.connections_max {
+            shared.stats.connections_open.fetch_sub(1, Ordering::AcqRel);
+            shared
+                .stats
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(remote = %incoming.remote_address(), "connections_max reached, refusing");
+            incoming.refuse();
+            continue;
+        }
+        shared
+            .stats
+            .connections_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        tracker.spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.accept() {
+                Ok(connecting) => match connecting.await {
+                    Ok(conn) => serve_connection(conn, &shared).await,
+                    Err(e) => debug!(%remote, error = %e, "handshake failed"),
+                },
+                Err(e) => debug!(%remote, error = %e, "accept failed"),
+            }
+            shared.stats.connections_open.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+/// Why a connection ended early (for logs).
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("stream read failed: {0}")]
+    Read(#[from] quinn::ReadExactError),
+    #[error("stream write failed: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("connection lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("{status:?}: {reason}")]
+    Refused { status: Status, reason: String },
+}
+
+async fn write_close(send: &mut SendStream, status: Status, reason: &str) {
+    let body = wire::Close {
+        status: status.code(),
+        reason: reason.to_string(),
+        retry_after_ms: 0,
+    }
+    .encode_to_vec();
+    let mut out = Vec::with_capacity(wire::FRAME_HEADER_LEN + body.len());
+    wire::encode_frame(FrameType::Close, &body, &mut out);
+    let _ = send.write_all(&out).await;
+    let _ = send.finish();
+}
+
+async fn serve_connection(conn: quinn::Connection, shared: &Arc<Shared>) {
+    let remote = conn.remote_address();
+    let hello_deadline = Duration::from_millis(shared.cfg.hello_timeout_ms);
+    let result = tokio::select! {
+        r = tokio::time::timeout(hello_deadline, handshake(&conn, shared)) => match r {
+            Ok(r) => r,
+            Err(_) => Err(ConnError::Refused {
+                status: Status::ProtocolViolation,
+                reason: format!("no HELLO within {} ms", shared.cfg.hello_timeout_ms),
+            }),
+        },
+        () = shared.shutdown.cancelled() => Err(ConnError::Refused {
+            status: Status::ShuttingDown,
+            reason: "server is shutting down".into(),
+        }),
+    };
+    let (device_id, send, recv) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            debug!(%remote, error = %e, "connection refused during hello");
+            let (code, reason) = match &e {
+                ConnError::Refused { status, reason } => (status.code(), reason.clone()),
+                _ => (Status::ProtocolViolation.code(), e.to_string()),
+            };
+            conn.close(VarInt::from_u32(code), reason.as_bytes());
+            return;
+        }
+    };
+    debug!(%remote, device_id, "device authenticated");
+    match serve_device(device_id, send, recv, shared).await {
+        Ok(()) => conn.close(VarInt::from_u32(0), b"bye"),
+        Err(ConnError::Refused { status, reason }) => {
+            info!(%remote, device_id, ?status, %reason, "closing connection");
+            conn.close(VarInt::from_u32(status.code()), reason.as_bytes());
+        }
+        Err(e) => debug!(%remote, device_id, error = %e, "connection ended"),
+    }
+}
+
+/// Reads `HELLO`, verifies the token, writes `WELCOME`.
+async fn handshake(
+    conn: &quinn::Connection,
+    shared: &Arc<Shared>,
+) -> Result<(u64, SendStream, RecvStream), ConnError> {
+    let (mut send, mut recv) = conn.accept_bi().await?;
+    let mut header = [0u8; wire::FRAME_HEADER_LEN];
+    recv.read_exact(&mut header).await?;
+    let refuse = |status: Status, reason: String| ConnError::Refused { status, reason };
+    let header = wire::parse_frame_header(&header)
+        .map_err(|e| refuse(Status::MalformedFrame, e.to_string()))?;
+    if header.frame_type != FrameType::Hello {
+        let reason = format!("first frame must be HELLO, got {:?}", header.frame_type);
+        write_close(&mut send, Status::ProtocolViolation, &reason).await;
+        return Err(refuse(Status::ProtocolViolation, reason));
+    }
+    if header.len > HELLO_BYTES_MAX {
+        let reason = format!("HELLO is {} bytes, at most {HELLO_BYTES_MAX}", header.len);
+        write_close(&mut send, Status::MalformedFrame, &reason).await;
+        return Err(refuse(Status::MalformedFrame, reason));
+    }
+    let mut body = vec![0u8; header.len as usize];
+    recv.read_exact(&mut body).await?;
+    let hello = match wire::decode_hello(&body) {
+        Ok(h) => h,
+        Err(e) => {
+            let reason = format!("undecodable HELLO: {e}");
+            write_close(&mut send, Status::MalformedFrame, &reason).await;
+            return Err(refuse(Status::MalformedFrame, reason));
+        }
+    };
+    if hello.protocol_version != wire::PROTOCOL_VERSION {
+        let reason = format!(
+            "protocol version {} not supported, this server speaks {}",
+            hello.protocol_version,
+            wire::PROTOCOL_VERSION
+        );
+        write_close(&mut send, Status::UnsupportedVersion, &reason).await;
+        return Err(refuse(Status::UnsupportedVersion, reason));
+    }
+    let device_id = match shared.key.verify(&hello.token) {
+        Ok(id) => id,
+        Err(e) => {
+            shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            info!(remote = %conn.remote_address(), error = %e, "authentication failed");
+            // The device learns only that its token is not valid, not why.
+            let reason = "token not valid for this server".to_string();
+            write_close(&mut send, Status::Unauthenticated, &reason).await;
+            return Err(refuse(Status::Unauthenticated, reason));
+        }
+    };
+    let now_ms = shared.clock.now_ms();
+    shared.activity.on_contact(device_id, now_ms);
+    let limits = &shared.cfg.limits;
+    let welcome = wire::Welcome {
+        device_id,
+        batch_bytes_max: limits.batch_bytes_max,
+        batch_fixes_max: limits.batch_fixes_max,
+        inflight_batches_max: shared.cfg.inflight_batches_max,
+        decompressed_bytes_max: limits.decompressed_bytes_max,
+        server_time_ms: now_ms,
+        dedup_window_batches: shared.cfg.dedup_window_batches,
+    }
+    .encode_to_vec();
+    let mut out = Vec::with_capacity(wire::FRAME_HEADER_LEN + welcome.len());
+    wire::encode_frame(FrameType::Welcome, &welcome, &mut out);
+    send.write_all(&out).await?;
+    Ok((device_id, send, recv))
+}
+
+/// Largest `HELLO` body accepted (a token plus a short agent string).
+const HELLO_BYTES_MAX: u32 = 1024;
+
+/// An ack waiting to be written, with what the activity observer needs.
+struct PendingAck {
+    ack: wire::Ack,
+    newest_fix_ms: Option<i64>,
+}
+
+/// Serves an authenticated device until it closes, errs, or the server shuts down.
+///
+/// A reader loop reads frames and submits batches; a writer task writes acks in completion
+/// order. A semaphore of `inflight_batches_max` permits bounds the batches between the two.
+async fn serve_device(
+    device_id: u64,
+    send: SendStream,
+    mut recv: RecvStream,
+    shared: &Arc<Shared>,
+) -> Result<(), ConnError> {
+    let inflight = shared.cfg.inflight_batches_max.max(1) as usize;
+    let permits = Arc::new(Semaphore::new(inflight));
+    // Capacity = permits + 1 (a CLOSE request), so `try_send` from a callback never fails
+    // for lack of room: a sender holds a permit for each ack it may send.
+    let (ack_tx, ack_rx) = mpsc::channel::<WriterMsg>(inflight + 1);
+    let writer = tokio::spawn(ack_writer(
+        send,
+        ack_rx,
+        permits.clone(),
+        device_id,
+        shared.clone(),
+    ));
+    let read_result = read_frames(device_id, &mut recv, &permits, &ack_tx, shared).await;
+    // Wait until every pending ack is written (all permits back), unless the writer dies
+    // first (connection gone): then there is no one left to ack to.
+    let mut writer = writer;
+    let mut write_result = None;
+    tokio::select! {
+        drained = permits.acquire_many(inflight as u32) => {
+            let final_msg = match &read_result {
+                Ok(ReadEnd::PeerClosed) => None,
+                Ok(ReadEnd::Shutdown) => {
+                    Some((Status::ShuttingDown, "server is shutting down".to_string()))
+                }
+                Err(ConnError::Refused { status, reason }) => Some((*status, reason.clone())),
+                Err(_) => None,
+            };
+            let _ = ack_tx.send(WriterMsg::Close(final_msg)).await;
+            drop(drained);
+        }
+        r = &mut writer => write_result = Some(r),
+    }
+    drop(ack_tx);
+    let write_result = match write_result {
+        Some(r) => r,
+        None => writer.await,
+    }
+    .unwrap_or(Ok(()));
+    read_result.and(write_result)
+}
+
+enum WriterMsg {
+    Ack(PendingAck),
+    Close(Option<(Status, String)>),
+}
+
+enum ReadEnd {
+    PeerClosed,
+    Shutdown,
+}
+
+async fn ack_writer(
+    mut send: SendStream,
+    mut rx: mpsc::Receiver<WriterMsg>,
+    permits: Arc<Semaphore>,
+    device_id: u64,
+    shared: Arc<Shared>,
+) -> Result<(), ConnError> {
+    let mut out = Vec::with_capacity(4096);
+    let mut body = Vec::with_capacity(128);
+    let mut msgs = Vec::with_capacity(64);
+    loop {
+        if rx.recv_many(&mut msgs, 64).await == 0 {
+            return Ok(());
+        }
+        out.clear();
+        let mut close = None;
+        let mut acks = 0;
+        for msg in msgs.drain(..) {
+            match msg {
+                WriterMsg::Ack(p) => {
+                    acks += 1;
+                    let status = Status::from_code(p.ack.status);
+                    match status {
+                        Some(Status::Ok) => {
+                            shared.stats.batches_ok.fetch_add(1, Ordering::Relaxed);
+                            if let Some(t) = p.newest_fix_ms {
+                                shared.activity.on_fixes_stored(
+                                    device_id,
+                                    t,
+                                    shared.clock.now_ms(),
+                                );
+                            }
+                        }
+                        Some(Status::Duplicate) => {
+                            shared
+                                .stats
+                                .batches_duplicate
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            shared
+                                .stats
+                                .batches_rejected
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    body.clear();
+                    p.ack.encode(&mut body).expect("Vec grows as needed");
+                    wire::encode_frame(FrameType::Ack, &body, &mut out);
+                }
+                WriterMsg::Close(c) => close = Some(c),
+            }
+        }
+        if !out.is_empty() {
+            let r = send.write_all(&out).await;
+            permits.add_permits(acks);
+            r?;
+        }
+        if let Some(c) = close {
+            if let Some((status, reason)) = c {
+                write_close(&mut send, status, &reason).await;
+            } else {
+                let _ = send.finish();
+            }
+            return Ok(());
+        }
+    }
+}
+
+async fn read_frames(
+    device_id: u64,
+    recv: &mut RecvStream,
+    permits: &Arc<Semaphore>,
+    ack_tx: &mpsc::Sender<WriterMsg>,
+    shared: &Arc<Shared>,
+) -> Result<ReadEnd, ConnError> {
+    let limits = &shared.cfg.limits;
+    // A BATCH body is seq (8) + encoding (1) + payload (<= batch_bytes_max).
+    let batch_frame_max = limits.batch_bytes_max.saturating_add(9);
+    let mut header = [0u8; wire::FRAME_HEADER_LEN];
+    let mut body: Vec<u8> = Vec::new();
+    loop {
+        // Take a permit before reading the next frame: with `inflight_batches_max` acks
+        // pending we stop reading and QUIC flow control holds the device back.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            () = shared.shutdown.cancelled() => return Ok(ReadEnd::Shutdown),
+        };
+        let read = tokio::select! {
+            r = read_header(recv, &mut header) => r?,
+            () = shared.shutdown.cancelled() => return Ok(ReadEnd::Shutdown),
+        };
+        if !read {
+            return Ok(ReadEnd::PeerClosed);
+        }
+        let now_ms = shared.clock.now_ms();
+        shared.activity.on_contact(device_id, now_ms);
+        let header = match wire::parse_frame_header(&header) {
+            Ok(h) => h,
+            Err(e) => {
+                return Err(ConnError::Refused {
+                    status: Status::MalformedFrame,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        match header.frame_type {
+            FrameType::Batch => {}
+            FrameType::Heartbeat => {
+                if header.len != 0 {
+                    return Err(ConnError::Refused {
+                        status: Status::MalformedFrame,
+                        reason: format!("HEARTBEAT must be empty, got {} bytes", header.len),
+                    });
+                }
+                drop(permit);
+                continue;
+            }
+            FrameType::Close => return Ok(ReadEnd::PeerClosed),
+            other => {
+                return Err(ConnError::Refused {
+                    status: Status::ProtocolViolation,
+                    reason: format!("frame {other:?} is not allowed from a device here"),
+                });
+            }
+        }
+        if header.len > batch_frame_max {
+            if header.len > shared.cfg.oversize_discard_bytes_max.max(batch_frame_max) {
+                return Err(ConnError::Refused {
+                    status: Status::BatchTooLarge,
+                    reason: format!(
+                        "BATCH frame of {} bytes exceeds {} (batch_bytes_max {}); closing",
+                        header.len, shared.cfg.oversize_discard_bytes_max, limits.batch_bytes_max
+                    ),
+                });
+            }
+            let seq = discard_body(recv, header.len).await?;
+            let reason = format!(
+                "BATCH body is {} bytes, batch_bytes_max is {}",
+                header.len.saturating_sub(9),
+                limits.batch_bytes_max
+            );
+            permit.forget();
+            send_ack(
+                ack_tx,
+                reject_ack(seq.unwrap_or(0), Status::BatchTooLarge, reason),
+            );
+            continue;
+        }
+        body.clear();
+        body.resize(header.len as usize, 0);
+        recv.read_exact(&mut body).await?;
+        permit.forget();
+        match wire::decode_batch(&body, limits, now_ms) {
+            Err(e) => {
+                send_ack(
+                    ack_tx,
+                    reject_ack(e.batch_seq.unwrap_or(0), e.status, e.reason),
+                );
+            }
+            Ok((batch_seq, fixes)) => {
+                let newest_fix_ms = fixes.time_ms.iter().copied().max();
+                let tx = ack_tx.clone();
+                let done: SinkCallback = Box::new(move |outcome: SinkOutcome| {
+                    let ack = wire::Ack {
+                        batch_seq,
+                        status: outcome.status.code(),
+                        reason: outcome.reason,
+                        retry_after_ms: outcome.retry_after_ms,
+                    };
+                    send_ack(&tx, PendingAck { ack, newest_fix_ms });
+                });
+                shared.sink.submit(
+                    AcceptedBatch {
+                        device_id,
+                        batch_seq,
+                        received_at_ms: now_ms,
+                        fixes,
+                    },
+                    done,
+                );
+            }
+        }
+    }
+}
+
+fn reject_ack(batch_seq: u64, status: Status, reason: String) -> PendingAck {
+    PendingAck {
+        ack: wire::Ack {
+            batch_seq,
+            status: status.code(),
+            reason,
+            retry_after_ms: 0,
+        },
+        newest_fix_ms: None,
+    }
+}
+
+fn send_ack(tx: &mpsc::Sender<WriterMsg>, ack: PendingAck) {
+    // Cannot be full: the sender of every ack holds one of `inflight` permits and the
+    // channel has `inflight + 1` slots. It can be closed only if the writer died, in which
+    // case the connection is gone and the ack has no one to go to.
+    if let Err(e) = tx.try_send(WriterMsg::Ack(ack)) {
+        debug!(error = %e, "ack dropped: connection writer is gone");
+    }
+}
+
+/// Reads a frame header; `Ok(false)` on a clean end of stream before any header byte.
+async fn read_header(
+    recv: &mut RecvStream,
+    header: &mut [u8; wire::FRAME_HEADER_LEN],
+) -> Result<bool, ConnError> {
+    match recv.read_exact(header).await {
+        Ok(()) => Ok(true),
+        Err(quinn::ReadExactError::FinishedEarly(0)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads and drops an oversized body, returning its batch seq when present.
+async fn discard_body(recv: &mut RecvStream, len: u32) -> Result<Option<u64>, ConnError> {
+    let mut left = len as usize;
+    let mut seq = None;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut first = true;
+    while left > 0 {
+        let n = left.min(buf.len());
+        recv.read_exact(&mut buf[..n]).await?;
+        if first && n >= 8 {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[..8]);
+            seq = Some(u64::from_be_bytes(b));
+        }
+        first = false;
+        left -= n;
+    }
+    Ok(seq)
+}

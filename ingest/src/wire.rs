@@ -1,0 +1,46 @@
+//! The pure wire codec of protocol v1 (see `docs/PROTOCOL.md`): frames, control messages,
+//! BATCH payloads and status codes.
+//!
+//! Contract:
+//! * No IO, no clock, no tokio, no quinn: the server, the client library, the load
+//!   generator and the fuzz targets all use these functions on byte slices. Time enters as
+//!   `now_ms` arguments.
+//! * Decoding never panics on arbitrary bytes and never allocates beyond the configured
+//!   [`Limits`] (frame bodies are length-checked from the header before they are read; zstd
+//!   output is capped at `decompressed_bytes_max`).
+//! * Every rejection carries a stable [`Status`] code and a reason naming the offending fix,
+//!   value and limit.
+//!
+//! ```text
+//! frame = type:u8 | len:u32 (big-endian) | body[len]
+//! BATCH body = batch_seq:u64 (big-endian) | encoding:u8 (0 raw, 1 zstd) | payload
+//! ```
+
+mod batch;
+mod frame;
+mod status;
+
+pub use batch::{
+    BATCH_PREFIX_LEN, Batch, BatchDecoder, BatchEncoder, BatchError, Compression, EncodeError,
+    Encoding, Fix, Fixes, HEADING_CDEG_END, LAT_E7_MAX, LON_E7_MAX, Limits, decode_batch,
+    encode_batch_frame, encode_batch_frame_raw, validate,
+};
+pub use frame::{
+    Ack, CONTROL_FRAME_BODY_BYTES_MAX, Close, FRAME_HEADER_LEN, FrameError, FrameHeader, FrameType,
+    Hello, Welcome, decode_ack, decode_close, decode_hello, decode_welcome, encode_ack,
+    encode_close, encode_frame, encode_heartbeat, encode_hello, encode_welcome, frame_body_len_max,
+    parse_frame_header,
+};
+pub use status::{Status, StatusClass};
+
+/// The QUIC ALPN protocol id of v1.
+pub const ALPN: &[u8] = b"hexflow/1";
+/// The protocol version a v1 client sends in HELLO.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Marks an absent value in the u32 optional columns.
+pub const ABSENT_U32: u32 = u32::MAX;
+/// Marks an absent value in the i32 optional columns.
+pub const ABSENT_I32: i32 = i32::MIN;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,355 @@
+//! The client library against a minimal in-test quinn server speaking protocol v1:
+//! pipelining and the in-flight bound, retry-after honouring, reconnect-and-resend with the
+//! same seq, and rejection of a bad token.
+#![cfg(feature = "client")]
+
+use ingest::client::{ClientConfig, ClientError, Device, client_endpoint};
+use ingest::wire::{self, Ack, Close, Fix, Fixes, FrameType, Limits, Status, Welcome};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Self-signed `localhost` certificate (P-256, CA:FALSE, valid until 2126), test only.
+const CERT_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBuTCCAV+gAwIBAgIUK4U5zJYG+dbuGOXUj22UdJkUgIkwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyNTExMzg1NloYDzIxMjYxMTAx
+MTEzODU2WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAQE9nH94UHCobiXJnccKBGoRjk6ykwisYrWBdNUJl74G3YdfOH0lOZO
+8AD8JLeZIIMxGqy85q7z/q2a/PPRTGp3o4GMMIGJMB0GA1UdDgQWBBTk8BfARsED
++2P5V96hY3HbbZAaYTAfBgNVHSMEGDAWgBTk8BfARsED+2P5V96hY3HbbZAaYTAU
+BgNVHREEDTALgglsb2NhbGhvc3QwDAYDVR0TAQH/BAIwADAOBgNVHQ8BAf8EBAMC
+B4AwEwYDVR0lBAwwCgYIKwYBBQUHAwEwCgYIKoZIzj0EAwIDSAAwRQIgOEokYjFE
+b2sUd5PypXHwPdKuW3iDxCcfyZnhQ8u29KMCIQCu050Gc6fEBK9YOzJ+OTZ3obxV
+TeSDP6iK24BSgJbGNw==
+-----END CERTIFICATE-----
+";
+const KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg774YSYrfVaidSMh+
+mAvK4ALUh0E77UuWLNqNAJMsEsahRANCAAQE9nH94UHCobiXJnccKBGoRjk6ykwi
+sYrWBdNUJl74G3YdfOH0lOZO8AD8JLeZIIMxGqy85q7z/q2a/PPRTGp3
+-----END PRIVATE KEY-----
+";
+const TOKEN: &str = "good-token";
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+fn server_endpoint() -> quinn::Endpoint {
+    let cert = CertificateDer::from_pem_slice(CERT_PEM.as_bytes()).expect("cert");
+    let key = PrivateKeyDer::from_pem_slice(KEY_PEM.as_bytes()).expect("key");
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("tls13")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .expect("cert and key match");
+    tls.alpn_protocols = vec![wire::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("quic suite");
+    let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    quinn::Endpoint::server(config, "127.0.0.1:0".parse().expect("addr")).expect("bind server")
+}
+
+fn client_config(addr: SocketAddr, token: &str) -> ClientConfig {
+    let mut cfg = ClientConfig::new(addr, CERT_PEM.as_bytes().to_vec(), token.to_string());
+    cfg.ack_timeout_ms = 5_000;
+    cfg.connect_timeout_ms = 5_000;
+    cfg
+}
+
+fn welcome(inflight_batches_max: u32) -> Welcome {
+    let l = Limits::default();
+    Welcome {
+        device_id: 77,
+        batch_bytes_max: l.batch_bytes_max,
+        batch_fixes_max: l.batch_fixes_max,
+        inflight_batches_max,
+        decompressed_bytes_max: l.decompressed_bytes_max,
+        server_time_ms: now_ms(),
+        dedup_window_batches: 64,
+    }
+}
+
+fn fixes(n: usize) -> Fixes {
+    let mut f = Fixes::default();
+    let t = now_ms();
+    for i in 0..n {
+        f.push(&Fix::from_degrees(
+            t - 1000 + i as i64,
+            52.52 + i as f64 * 1e-4,
+            13.405,
+        ));
+    }
+    f
+}
+
+async fn read_frame(recv: &mut quinn::RecvStream) -> Option<(FrameType, Vec<u8>)> {
+    let mut header = [0u8; wire::FRAME_HEADER_LEN];
+    recv.read_exact(&mut header).await.ok()?;
+    let header = wire::parse_frame_header(&header).expect("client sends valid headers");
+    header
+        .check_len(&Limits::default())
+        .expect("client respects limits");
+    let mut body = vec![0u8; header.len as usize];
+    recv.read_exact(&mut body).await.ok()?;
+    Some((header.frame_type, body))
+}
+
+async fn write(send: &mut quinn::SendStream, frame: &[u8]) {
+    send.write_all(frame).await.expect("server write");
+}
+
+async fn ack(send: &mut quinn::SendStream, ack: &Ack) {
+    let mut out = vec![];
+    wire::encode_ack(ack, &mut out);
+    write(send, &out).await;
+}
+
+/// Accepts one connection and its stream, checks HELLO; answers WELCOME when the token is
+/// right, CLOSE(UNAUTHENTICATED) otherwise (returning `None`).
+async fn accept(
+    endpoint: &quinn::Endpoint,
+    inflight: u32,
+) -> Option<(quinn::Connection, quinn::SendStream, quinn::RecvStream)> {
+    let incoming = endpoint.accept().await?;
+    let conn = incoming.await.expect("handshake");
+    let (mut send, mut recv) = conn.accept_bi().await.expect("stream");
+    let (frame_type, body) = read_frame(&mut recv).await.expect("hello");
+    assert_eq!(frame_type, FrameType::Hello, "HELLO comes first");
+    let hello = wire::decode_hello(&body).expect("hello body");
+    assert_eq!(hello.protocol_version, wire::PROTOCOL_VERSION);
+    assert!(hello.client_agent.starts_with("hexflow-client/"));
+    let mut out = vec![];
+    if hello.token != TOKEN {
+        let status = Status::Unauthenticated;
+        wire::encode_close(
+            &Close {
+                status: status.code(),
+                reason: "unknown token".into(),
+                retry_after_ms: 0,
+            },
+            &mut out,
+        );
+        write(&mut send, &out).await;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+        conn.close(quinn::VarInt::from_u32(status.code()), b"unknown token");
+        return None;
+    }
+    wire::encode_welcome(&welcome(inflight), &mut out);
+    write(&mut send, &out).await;
+    Some((conn, send, recv))
+}
+
+/// Keeps the connection open until the client sends CLOSE or goes away: dropping a quinn
+/// connection discards acks not yet delivered.
+async fn wait_for_client_close(recv: &mut quinn::RecvStream) {
+    while let Some((frame_type, body)) = read_frame(recv).await {
+        if frame_type == FrameType::Close {
+            let close = wire::decode_close(&body).expect("close body");
+            assert_eq!(close.status, Status::Ok.code());
+            return;
+        }
+    }
+}
+
+async fn read_batch(recv: &mut quinn::RecvStream) -> Option<(u64, Fixes)> {
+    loop {
+        let (frame_type, body) = read_frame(recv).await?;
+        match frame_type {
+            FrameType::Batch => {
+                return Some(
+                    wire::decode_batch(&body, &Limits::default(), now_ms()).expect("valid batch"),
+                );
+            }
+            FrameType::Heartbeat => continue,
+            other => panic!("unexpected {other}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_pipelined_up_to_the_server_bound_and_acks_match_by_seq() {
+    let server = server_endpoint();
+    let addr = server.local_addr().expect("addr");
+    let max_unacked = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&max_unacked);
+    let server_task = tokio::spawn(async move {
+        let (_conn, mut send, mut recv) = accept(&server, 2).await.expect("session");
+        let mut fixes_seen = 0;
+        for _round in 0..3 {
+            // Two batches arrive back to back (pipelined, no ack in between)...
+            let (a, fa) = read_batch(&mut recv).await.expect("batch");
+            let (b, fb) = read_batch(&mut recv).await.expect("batch");
+            fixes_seen += fa.len() + fb.len();
+            seen.fetch_max(2, Ordering::SeqCst);
+            // ...and no third one while both are unacked (the WELCOME bound is 2).
+            let third =
+                tokio::time::timeout(Duration::from_millis(200), read_frame(&mut recv)).await;
+            assert!(third.is_err(), "client exceeded inflight_batches_max");
+            // Ack out of order: the client must match acks by seq.
+            ack(&mut send, &Ack::new(b, Status::Ok, "")).await;
+            ack(&mut send, &Ack::new(a, Status::Duplicate, "")).await;
+        }
+        wait_for_client_close(&mut recv).await;
+        fixes_seen
+    });
+
+    let endpoint = client_endpoint("127.0.0.1:0".parse().expect("addr")).expect("client endpoint");
+    let mut cfg = client_config(addr, TOKEN);
+    cfg.inflight_batches_max = 8;
+    let device = Arc::new(Device::connect(&endpoint, cfg).await.expect("connect"));
+    assert_eq!(device.device_id(), 77);
+    assert_eq!(device.welcome().inflight_batches_max, 2);
+    device.heartbeat().await.expect("heartbeat");
+
+    let mut tasks = vec![];
+    for seq in 1..=6u64 {
+        let device = Arc::clone(&device);
+        tasks.push(tokio::spawn(async move {
+            (seq, device.send_once(seq, &fixes(seq as usize)).await)
+        }));
+    }
+    for task in tasks {
+        let (seq, result) = task.await.expect("task");
+        let ack = result.expect("acked");
+        assert_eq!(ack.batch_seq, seq);
+        assert!(ack.known_status().expect("known").is_success());
+    }
+    device.close().await;
+    assert_eq!(
+        server_task.await.expect("server"),
+        21,
+        "every fix of 1..=6 arrived"
+    );
+    assert_eq!(max_unacked.load(Ordering::SeqCst), 2);
+    assert!(matches!(
+        device.send_once(9, &fixes(1)).await,
+        Err(ClientError::Closed)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_status_is_retried_with_the_same_seq_after_retry_after() {
+    let server = server_endpoint();
+    let addr = server.local_addr().expect("addr");
+    let server_task = tokio::spawn(async move {
+        let (_conn, mut send, mut recv) = accept(&server, 4).await.expect("session");
+        let (seq, first) = read_batch(&mut recv).await.expect("batch");
+        let refused_at = Instant::now();
+        ack(
+            &mut send,
+            &Ack {
+                batch_seq: seq,
+                status: Status::Overloaded.code(),
+                reason: "busy".into(),
+                retry_after_ms: 300,
+            },
+        )
+        .await;
+        let (seq2, second) = read_batch(&mut recv).await.expect("resend");
+        let waited = refused_at.elapsed();
+        ack(&mut send, &Ack::new(seq2, Status::Ok, "")).await;
+        // Permanent rejections are returned, not retried.
+        let (seq3, _) = read_batch(&mut recv).await.expect("batch");
+        ack(
+            &mut send,
+            &Ack::new(seq3, Status::InvalidCoordinates, "fix 0: lat_e7 ..."),
+        )
+        .await;
+        // The next frame is the client's CLOSE, not a resend of the rejected batch.
+        let (next, _) = read_frame(&mut recv).await.expect("close");
+        assert_eq!(next, FrameType::Close, "a 1xx rejection must not be resent");
+        assert_eq!(first, second, "same content resent");
+        (seq, seq2, waited)
+    });
+
+    let endpoint = client_endpoint("127.0.0.1:0".parse().expect("addr")).expect("client endpoint");
+    let device = Device::connect(&endpoint, client_config(addr, TOKEN))
+        .await
+        .expect("connect");
+    let ack = device.send(41, &fixes(5)).await.expect("eventually stored");
+    assert_eq!((ack.batch_seq, ack.known_status()), (41, Some(Status::Ok)));
+    let rejected = device.send(42, &fixes(1)).await.expect("an ack");
+    assert_eq!(rejected.known_status(), Some(Status::InvalidCoordinates));
+    device.close().await;
+    let (seq, seq2, waited) = server_task.await.expect("server");
+    assert_eq!((seq, seq2), (41, 41));
+    assert!(
+        waited >= Duration::from_millis(300),
+        "resent after {waited:?}, before retry_after_ms"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_connection_is_reconnected_and_the_batch_resent_with_the_same_seq() {
+    let server = server_endpoint();
+    let addr = server.local_addr().expect("addr");
+    let server_task = tokio::spawn(async move {
+        let (conn, _send, mut recv) = accept(&server, 4).await.expect("first session");
+        let (seq, _) = read_batch(&mut recv).await.expect("batch");
+        // Drop the connection without acking, as a crashing server would.
+        conn.close(
+            quinn::VarInt::from_u32(Status::ShuttingDown.code()),
+            b"restarting",
+        );
+        let (_conn2, mut send2, mut recv2) = accept(&server, 4).await.expect("second session");
+        let (seq2, _) = read_batch(&mut recv2).await.expect("resend");
+        ack(
+            &mut send2,
+            &Ack::new(seq2, Status::Duplicate, "already stored"),
+        )
+        .await;
+        wait_for_client_close(&mut recv2).await;
+        (seq, seq2)
+    });
+
+    let endpoint = client_endpoint("127.0.0.1:0".parse().expect("addr")).expect("client endpoint");
+    let mut cfg = client_config(addr, TOKEN);
+    cfg.retry.backoff_initial_ms = 10;
+    let device = Device::connect(&endpoint, cfg).await.expect("connect");
+    let ack = device
+        .send(1_700_000_000_000_000, &fixes(3))
+        .await
+        .expect("stored");
+    assert_eq!(ack.known_status(), Some(Status::Duplicate));
+    device.close().await;
+    let (seq, seq2) = server_task.await.expect("server");
+    assert_eq!(seq, 1_700_000_000_000_000);
+    assert_eq!(seq2, seq);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_token_is_rejected_at_connect() {
+    let server = server_endpoint();
+    let addr = server.local_addr().expect("addr");
+    let server_task = tokio::spawn(async move { accept(&server, 4).await.is_none() });
+    let endpoint = client_endpoint("127.0.0.1:0".parse().expect("addr")).expect("client endpoint");
+    let err = Device::connect(&endpoint, client_config(addr, "wrong"))
+        .await
+        .expect_err("rejected");
+    match err {
+        ClientError::Rejected { status, reason, .. } => {
+            assert_eq!(status, Status::Unauthenticated);
+            assert_eq!(reason, "unknown token");
+        }
+        other => panic!("expected Rejected, got {other}"),
+    }
+    assert!(
+        !ClientError::Rejected {
+            status: Status::Unauthenticated,
+            reason: String::new(),
+            retry_after_ms: 0
+        }
+        .is_retryable()
+    );
+    assert!(server_task.await.expect("server"));
+}

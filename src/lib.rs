@@ -1,0 +1,14 @@
+//! The `hexflow` binary's library half: configuration, TLS and key material, and the wiring
+//! that connects `ingest` (QUIC, auth, silence) to `storage` (WAL, H3, Parquet).
+//!
+//! Libraries below this crate never read flags, the environment or config files; this crate
+//! does, once, and passes typed values down. End-to-end tests start a [`server::Server`]
+//! in-process through this library.
+
+pub mod config;
+pub mod events;
+pub mod secret;
+pub mod server;
+pub mod tls;
+
+pub use ingest::endpoint::{Clock, SystemClock};

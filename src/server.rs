@@ -1,0 +1,452 @@
+//! Wiring: storage, the silence table and scanner, and the QUIC endpoint, connected through
+//! the narrow interfaces each side defines ([`ingest::endpoint::BatchSink`],
+//! [`ingest::endpoint::Activity`], [`storage::Storage::submit`]).
+//!
+//! Start-up order: data directory, token key, TLS material, storage (recovers the WAL before
+//! anything is accepted), silence table + scanner thread, endpoint. Shutdown runs in the
+//! reverse order: the endpoint stops reading and acks what is in flight, storage flushes
+//! every buffered row to Parquet and checkpoints the WAL, the scanner stops.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ingest::endpoint::{
+    AcceptedBatch, Activity, BatchSink, Clock, Endpoint, EndpointParts, SinkCallback, SinkOutcome,
+};
+use ingest::silence::{Policy, SilenceEvent, SilenceTable};
+use ingest::wire::Status;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::events::EventLog;
+
+/// The server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Creating the data directory failed.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// Directory.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// Token key.
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+    /// TLS material.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// Storage failed to open or to shut down.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The endpoint failed to start.
+    #[error(transparent)]
+    Endpoint(#[from] ingest::endpoint::EndpointError),
+    /// The events log could not be opened.
+    #[error("events log: {0}")]
+    Events(std::io::Error),
+    /// The silence policy or table settings are invalid.
+    #[error("silence: {0}")]
+    Policy(String),
+}
+
+/// Where things are on disk (printed at start).
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// The CA file devices trust (development mode), if known.
+    pub ca_path: Option<PathBuf>,
+    /// Token key file.
+    pub key_path: PathBuf,
+    /// Parquet root.
+    pub positions_dir: PathBuf,
+    /// Silence events file.
+    pub events_path: PathBuf,
+}
+
+/// A running server.
+pub struct Server {
+    endpoint: Endpoint,
+    storage: storage::Storage,
+    silence: Arc<SilenceTable>,
+    scanner: Scanner,
+    paths: Paths,
+    local_addr: SocketAddr,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Starts everything on the current tokio runtime.
+    ///
+    /// # Errors
+    /// [`ServerError`] saying which part failed.
+    pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Self, ServerError> {
+        let data_dir = cfg.server.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| ServerError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+
+        let key_path = crate::secret::key_path(&data_dir);
+        let (key, key_new) = crate::secret::load_or_generate(&key_path)?;
+        if key_new {
+            info!(path = %key_path.display(), "generated token key");
+        }
+
+        let tls = if cfg.tls.cert_path.as_os_str().is_empty() {
+            crate::tls::load_or_generate_dev(&data_dir.join("tls"), &cfg.tls.server_names)?
+        } else {
+            crate::tls::load(&cfg.tls.cert_path, &cfg.tls.key_path)?
+        };
+        if tls.generated {
+            info!("generated development CA and server certificate");
+        }
+
+        let storage_cfg = cfg.storage_config();
+        let positions_dir = data_dir.join("positions");
+        let (storage, report) =
+            storage::Storage::open(storage_cfg).map_err(|e| ServerError::Storage(e.to_string()))?;
+        info!(?report, "storage opened");
+
+        let policy = Policy::new(cfg.silence.warning_after_s, cfg.silence.expiry_after_s)
+            .map_err(|e| ServerError::Policy(e.to_string()))?;
+        let silence = Arc::new(
+            SilenceTable::with_capacity(cfg.silence.devices_max)
+                .map_err(|e| ServerError::Policy(e.to_string()))?,
+        );
+        let events = EventLog::open(&data_dir).map_err(ServerError::Events)?;
+        let events_path = events.path().to_path_buf();
+        let scanner = Scanner::start(
+            silence.clone(),
+            policy,
+            events,
+            clock.clone(),
+            Duration::from_millis(cfg.silence.scan_interval_ms),
+        );
+
+        let h3_resolution = h3o::Resolution::try_from(cfg.storage.h3_resolution)
+            .map_err(|e| ServerError::Storage(e.to_string()))?;
+        let sink = Arc::new(StorageSink {
+            storage: storage.clone(),
+            h3_resolution,
+            retry_after_ms: cfg.server.overloaded_retry_after_ms,
+            jitter: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+        });
+        let ep_cfg = cfg.endpoint_config();
+        let server_config = ingest::endpoint::server_config(tls.cert_chain, tls.key, &ep_cfg)?;
+        let endpoint = Endpoint::start(EndpointParts {
+            listen: cfg.server.listen,
+            server_config,
+            cfg: ep_cfg,
+            key,
+            sink,
+            activity: Arc::new(SilenceActivity(silence.clone())),
+            clock,
+        })?;
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|source| ServerError::DataDir {
+                path: data_dir.clone(),
+                source,
+            })?;
+        let paths = Paths {
+            data_dir,
+            ca_path: tls.ca_path,
+            key_path,
+            positions_dir,
+            events_path,
+        };
+        Ok(Self {
+            endpoint,
+            storage,
+            silence,
+            scanner,
+            paths,
+            local_addr,
+            grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
+        })
+    }
+
+    /// The address the endpoint is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Paths of the files the server uses.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// The silence table (read-only use: lookups for one device).
+    pub fn silence(&self) -> &Arc<SilenceTable> {
+        &self.silence
+    }
+
+    /// Endpoint counters.
+    pub fn endpoint_stats(&self) -> Arc<ingest::endpoint::EndpointStats> {
+        self.endpoint.stats()
+    }
+
+    /// Runs one silence scan now (in addition to the periodic ones) and returns its events
+    /// after they were written to the events log.
+    pub fn scan_now(&self) -> Vec<SilenceEvent> {
+        self.scanner.scan_now()
+    }
+
+    /// Graceful shutdown: endpoint, then storage (flush + checkpoint), then the scanner.
+    ///
+    /// # Errors
+    /// [`ServerError::Storage`] when the final flush fails.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.endpoint.shutdown(self.grace).await;
+        let storage = self.storage;
+        let report = tokio::task::spawn_blocking(move || storage.shutdown())
+            .await
+            .map_err(|e| ServerError::Storage(e.to_string()))?
+            .map_err(|e| ServerError::Storage(e.to_string()))?;
+        info!(?report, "storage shut down");
+        self.scanner.stop();
+        Ok(())
+    }
+}
+
+/// Connects the endpoint to storage.
+struct StorageSink {
+    storage: storage::Storage,
+    h3_resolution: h3o::Resolution,
+    retry_after_ms: u32,
+    jitter: AtomicU64,
+}
+
+impl StorageSink {
+    /// `retry_after_ms` plus up to 100% jitter, so refused devices do not come back in step.
+    fn retry_after(&self) -> u32 {
+        // xorshift on a shared counter: cheap, lock-free, good enough for jitter.
+        let mut x = self
+            .jitter
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        let base = u64::from(self.retry_after_ms.max(1));
+        u32::try_from(base + x % base).unwrap_or(u32::MAX)
+    }
+}
+
+impl BatchSink for StorageSink {
+    fn submit(&self, batch: AcceptedBatch, done: SinkCallback) {
+        let f = batch.fixes;
+        let mut fixes = storage::FixBatch {
+            device_id: batch.device_id,
+            batch_seq: batch.batch_seq,
+            received_at_ms: batch.received_at_ms,
+            time_ms: f.time_ms,
+            lat_e7: f.lat_e7,
+            lon_e7: f.lon_e7,
+            accuracy_cm: f.accuracy_cm,
+            altitude_cm: f.altitude_cm,
+            speed_cmps: f.speed_cmps,
+            heading_cdeg: f.heading_cdeg,
+            h3: Vec::new(),
+        };
+        // H3 indexing runs here, on the connection's tokio worker, so it spreads over cores
+        // instead of serialising in the storage writer thread.
+        storage::index::index_batch(&mut fixes, self.h3_resolution);
+        let retry_after_ms = self.retry_after();
+        // storage drops the callback uncalled when `submit` fails, so keep `done` where both
+        // paths can take it; exactly one of them does.
+        let slot = Arc::new(std::sync::Mutex::new(Some(done)));
+        let take = |slot: &std::sync::Mutex<Option<SinkCallback>>| {
+            slot.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+        };
+        let callback: storage::Done = {
+            let slot = slot.clone();
+            Box::new(move |r: Result<storage::Committed, storage::CommitError>| {
+                if let Some(done) = take(&slot) {
+                    done(commit_outcome(r, retry_after_ms));
+                }
+            })
+        };
+        if let Err(e) = self.storage.submit(fixes, callback) {
+            if let Some(done) = take(&slot) {
+                let (status, reason) = match e {
+                    storage::SubmitError::Overloaded { .. } => {
+                        (Status::Overloaded, format!("server busy: {e}"))
+                    }
+                    storage::SubmitError::ShuttingDown => {
+                        (Status::ShuttingDown, "server is shutting down".to_string())
+                    }
+                    other => (Status::Internal, other.to_string()),
+                };
+                let retry_after_ms = if status.is_retryable() {
+                    retry_after_ms
+                } else {
+                    0
+                };
+                done(SinkOutcome {
+                    status,
+                    reason,
+                    retry_after_ms,
+                });
+            }
+        }
+    }
+}
+
+fn commit_outcome(
+    r: Result<storage::Committed, storage::CommitError>,
+    retry_after_ms: u32,
+) -> SinkOutcome {
+    match r {
+        Ok(storage::Committed::Stored { .. }) => SinkOutcome::ok(),
+        Ok(storage::Committed::Duplicate) => SinkOutcome {
+            status: Status::Duplicate,
+            reason: "batch already stored".into(),
+            retry_after_ms: 0,
+        },
+        Err(e) => {
+            let status = match &e {
+                storage::CommitError::StaleSequence { .. } => Status::StaleSequence,
+                storage::CommitError::DiskFull => Status::Overloaded,
+                storage::CommitError::ShuttingDown => Status::ShuttingDown,
+                _ => Status::StorageUnavailable,
+            };
+            if status != Status::StaleSequence {
+                warn!(error = %e, "batch not committed");
+            }
+            let retry = if status.is_retryable() {
+                retry_after_ms
+            } else {
+                0
+            };
+            SinkOutcome {
+                status,
+                reason: e.to_string(),
+                retry_after_ms: retry,
+            }
+        }
+    }
+}
+
+/// Feeds device activity into the silence table.
+struct SilenceActivity(Arc<SilenceTable>);
+
+fn unix_s(ms: i64) -> u32 {
+    u32::try_from(ms.max(0) / 1000).unwrap_or(u32::MAX)
+}
+
+impl Activity for SilenceActivity {
+    fn on_contact(&self, device_id: u64, now_ms: i64) {
+        if let Err(e) = self.0.record_contact(device_id, unix_s(now_ms)) {
+            warn!(device_id, error = %e, "silence table full; device not tracked");
+        }
+    }
+
+    fn on_fixes_stored(&self, device_id: u64, newest_fix_ms: i64, now_ms: i64) {
+        // A fix claiming to be newer than now (within the allowed skew) counts as now.
+        let fix_s = unix_s(newest_fix_ms.min(now_ms));
+        if let Err(e) = self.0.record_fix(device_id, fix_s) {
+            warn!(device_id, error = %e, "silence table full; device not tracked");
+        }
+    }
+}
+
+/// The periodic silence scanner (its own thread: a sweep is CPU work, not async work).
+struct Scanner {
+    tx: crossbeam_channel::Sender<ScanRequest>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+enum ScanRequest {
+    Now(crossbeam_channel::Sender<Vec<SilenceEvent>>),
+    Stop,
+}
+
+impl Scanner {
+    fn start(
+        table: Arc<SilenceTable>,
+        policy: Policy,
+        mut log: EventLog,
+        clock: Arc<dyn Clock>,
+        interval: Duration,
+    ) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded::<ScanRequest>(4);
+        let thread = std::thread::Builder::new()
+            .name("hexflow-scanner".into())
+            .spawn(move || {
+                let mut events = Vec::new();
+                let mut scan = |events: &mut Vec<SilenceEvent>| {
+                    events.clear();
+                    let now_s = unix_s(clock.now_ms());
+                    if let Err(e) = table.scan(now_s, &policy, events) {
+                        // Only one scanner thread exists, so this is a bug; say so loudly.
+                        error!(error = %e, "silence scan refused");
+                    }
+                    if let Err(e) = log.append(events) {
+                        error!(path = %log.path().display(), error = %e, "cannot write events log");
+                    }
+                };
+                loop {
+                    match rx.recv_timeout(interval) {
+                        Ok(ScanRequest::Now(reply)) => {
+                            scan(&mut events);
+                            let _ = reply.send(events.clone());
+                        }
+                        Ok(ScanRequest::Stop)
+                        | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                            return;
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => scan(&mut events),
+                    }
+                }
+            })
+            .expect("spawning the scanner thread");
+        Self {
+            tx,
+            thread: Some(thread),
+        }
+    }
+
+    fn scan_now(&self) -> Vec<SilenceEvent> {
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        if self.tx.send(ScanRequest::Now(reply_tx)).is_err() {
+            return Vec::new();
+        }
+        reply_rx.recv().unwrap_or_default()
+    }
+
+    fn stop(mut self) {
+        let _ = self.tx.send(ScanRequest::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Prints where things are, for the operator.
+pub fn print_paths(paths: &Paths, local_addr: SocketAddr) {
+    println!("hexflow listening on {local_addr} (QUIC, ALPN hexflow/1)");
+    println!("  data directory: {}", paths.data_dir.display());
+    if let Some(ca) = &paths.ca_path {
+        println!("  devices trust:  {}", ca.display());
+    }
+    println!("  token key:      {}", paths.key_path.display());
+    println!("  parquet:        {}", paths.positions_dir.display());
+    println!("  silence events: {}", paths.events_path.display());
+}

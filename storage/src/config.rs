@@ -1,0 +1,303 @@
+//! Storage configuration: every limit, with documented defaults.
+//!
+//! Contract: [`StorageConfig::validate`] is pure and is called by
+//! [`crate::Storage::open`]; a configuration that passes it cannot make a
+//! storage thread panic. The library never reads files or environment
+//! variables for its configuration; the binary builds this struct.
+
+use std::path::PathBuf;
+
+use h3o::Resolution;
+
+use crate::dedup::WINDOW_BATCHES_LIMIT;
+use crate::fix::BATCH_FIXES_LIMIT;
+use crate::partition::PartitionScheme;
+
+/// Upper bound of `flush_interval_ms` by default policy: at most one minute of
+/// acknowledged fixes waits in memory (and in the WAL) before it is queryable.
+pub const FLUSH_INTERVAL_MS_LIMIT: u64 = 60_000;
+
+/// Storage configuration. See each field for its default and bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// Root directory; `wal/` and `positions/` are created under it.
+    /// Default `data`.
+    pub data_dir: PathBuf,
+    /// H3 resolution of the `h3` column, `0..=15`. Default 10 (cells of about
+    /// 15,000 m², edge about 66 m): about the size of a city block and a few
+    /// times the typical GPS error, so a device standing still or walking stays
+    /// in one cell for many fixes (long runs compress well and sort together),
+    /// while a region query at any coarser resolution becomes one id range.
+    pub h3_resolution: u8,
+    /// Optional partition keys besides `date`. Default: none (date only).
+    pub partition: PartitionScheme,
+    /// A segment is rolled once it holds this many bytes (it can exceed it by
+    /// one group). `1 MiB..=4 GiB`, default 64 MiB.
+    pub wal_segment_bytes_max: u64,
+    /// A group commit stops gathering batches at this many record bytes.
+    /// `4 KiB..=256 MiB`, default 4 MiB.
+    pub wal_group_commit_bytes_max: usize,
+    /// How long a group commit waits for more batches after the first one,
+    /// µs, `0..=100_000`. Default 200 (0 = only what is already queued).
+    pub wal_group_commit_delay_us: u64,
+    /// `fdatasync` each group before acknowledging it. Default true.
+    /// **false is UNSAFE: acknowledged batches can be lost on power failure.
+    /// Benchmarks only.**
+    pub wal_fsync: bool,
+    /// Capacity of the submit queue, `1..=1_048_576`; when full `submit`
+    /// returns `Overloaded`. Default 8192.
+    pub queue_batches_max: usize,
+    /// Capacity of the queue from the WAL thread to the writer thread,
+    /// `1..=1_048_576`. Default 1024.
+    pub writer_queue_batches_max: usize,
+    /// Largest batch accepted, fixes, `1..=1_048_576`. Default 10,000.
+    pub batch_fixes_max: usize,
+    /// Buffered rows are flushed to Parquet this often, ms,
+    /// `100..=FLUSH_INTERVAL_MS_LIMIT`. Default 10,000.
+    pub flush_interval_ms: u64,
+    /// Delay between attempts of a failed flush, ms, `1..=60_000`. Default 1,000.
+    pub flush_retry_ms: u64,
+    /// Attempts of the final flush on shutdown before giving up (the WAL keeps
+    /// the data), `1..=100`. Default 3.
+    pub shutdown_flush_attempts: u32,
+    /// Memory bound: buffered rows never exceed this (about 64 bytes a row
+    /// buffered, plus the encoder's working set during a flush).
+    /// `batch_fixes_max..=u32::MAX`, default 1,000,000.
+    pub flush_rows_max: usize,
+    /// Rows per Parquet row group, `1..=16_777_216`. Default 131,072: small
+    /// enough that min/max statistics on `h3` prune finely.
+    pub row_group_rows_max: usize,
+    /// zstd level of Parquet pages, `1..=22`. Default 3.
+    pub zstd_level: i32,
+    /// Anti-replay window per device, batches, `1..=64`. Default 64.
+    pub dedup_window_batches: u32,
+    /// Devices tracked by deduplication (24 bytes each in the checkpoint, about
+    /// twice that in memory per table, two tables); a new device beyond this is
+    /// refused. `1..=1_000_000_000`, default 20,000,000.
+    pub dedup_devices_max: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("data"),
+            h3_resolution: 10,
+            partition: PartitionScheme::default(),
+            wal_segment_bytes_max: 64 << 20,
+            wal_group_commit_bytes_max: 4 << 20,
+            wal_group_commit_delay_us: 200,
+            wal_fsync: true,
+            queue_batches_max: 8192,
+            writer_queue_batches_max: 1024,
+            batch_fixes_max: 10_000,
+            flush_interval_ms: 10_000,
+            flush_retry_ms: 1_000,
+            shutdown_flush_attempts: 3,
+            flush_rows_max: 1_000_000,
+            row_group_rows_max: 131_072,
+            zstd_level: 3,
+            dedup_window_batches: 64,
+            dedup_devices_max: 20_000_000,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A value outside its documented bounds.
+    #[error("{key} = {value} is outside [{min}, {max}]")]
+    OutOfRange {
+        /// The configuration key.
+        key: &'static str,
+        /// The value given.
+        value: i128,
+        /// Smallest allowed.
+        min: i128,
+        /// Largest allowed.
+        max: i128,
+    },
+    /// `partition.h3_r3` needs cells at resolution 3 or finer.
+    #[error("partition by h3_r3 needs h3_resolution >= 3, got {h3_resolution}")]
+    H3PartitionTooCoarse {
+        /// The configured resolution.
+        h3_resolution: u8,
+    },
+}
+
+fn check(key: &'static str, value: i128, min: i128, max: i128) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange {
+            key,
+            value,
+            min,
+            max,
+        })
+    }
+}
+
+impl StorageConfig {
+    /// Checks every bound documented on the fields.
+    ///
+    /// # Errors
+    /// The first value out of bounds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check("h3_resolution", self.h3_resolution.into(), 0, 15)?;
+        check(
+            "wal_segment_bytes_max",
+            self.wal_segment_bytes_max.into(),
+            1 << 20,
+            4 << 30,
+        )?;
+        check(
+            "wal_group_commit_bytes_max",
+            self.wal_group_commit_bytes_max as i128,
+            4 << 10,
+            256 << 20,
+        )?;
+        check(
+            "wal_group_commit_delay_us",
+            self.wal_group_commit_delay_us.into(),
+            0,
+            100_000,
+        )?;
+        check(
+            "queue_batches_max",
+            self.queue_batches_max as i128,
+            1,
+            1 << 20,
+        )?;
+        check(
+            "writer_queue_batches_max",
+            self.writer_queue_batches_max as i128,
+            1,
+            1 << 20,
+        )?;
+        check(
+            "batch_fixes_max",
+            self.batch_fixes_max as i128,
+            1,
+            BATCH_FIXES_LIMIT as i128,
+        )?;
+        check(
+            "flush_interval_ms",
+            self.flush_interval_ms.into(),
+            100,
+            FLUSH_INTERVAL_MS_LIMIT.into(),
+        )?;
+        check("flush_retry_ms", self.flush_retry_ms.into(), 1, 60_000)?;
+        check(
+            "shutdown_flush_attempts",
+            self.shutdown_flush_attempts.into(),
+            1,
+            100,
+        )?;
+        check(
+            "flush_rows_max",
+            self.flush_rows_max as i128,
+            self.batch_fixes_max as i128,
+            u32::MAX.into(),
+        )?;
+        check(
+            "row_group_rows_max",
+            self.row_group_rows_max as i128,
+            1,
+            1 << 24,
+        )?;
+        check("zstd_level", self.zstd_level.into(), 1, 22)?;
+        check(
+            "dedup_window_batches",
+            self.dedup_window_batches.into(),
+            1,
+            WINDOW_BATCHES_LIMIT.into(),
+        )?;
+        check(
+            "dedup_devices_max",
+            self.dedup_devices_max as i128,
+            1,
+            1_000_000_000,
+        )?;
+        if self.partition.h3_r3 && self.h3_resolution < 3 {
+            return Err(ConfigError::H3PartitionTooCoarse {
+                h3_resolution: self.h3_resolution,
+            });
+        }
+        Ok(())
+    }
+
+    /// The configured resolution as an h3o value (valid after [`validate`](Self::validate)).
+    pub fn resolution(&self) -> Resolution {
+        Resolution::try_from(self.h3_resolution).unwrap_or(Resolution::Ten)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_edges_are_enforced() {
+        let cfg = StorageConfig::default();
+        assert_eq!(cfg.validate(), Ok(()));
+        assert_eq!(cfg.resolution(), Resolution::Ten);
+        let edge = StorageConfig {
+            flush_interval_ms: FLUSH_INTERVAL_MS_LIMIT,
+            ..StorageConfig::default()
+        };
+        assert_eq!(edge.validate(), Ok(()));
+        let over = StorageConfig {
+            flush_interval_ms: FLUSH_INTERVAL_MS_LIMIT + 1,
+            ..StorageConfig::default()
+        };
+        assert!(matches!(
+            over.validate(),
+            Err(ConfigError::OutOfRange {
+                key: "flush_interval_ms",
+                value: 60_001,
+                ..
+            })
+        ));
+        let zero_queue = StorageConfig {
+            queue_batches_max: 0,
+            ..StorageConfig::default()
+        };
+        assert!(matches!(
+            zero_queue.validate(),
+            Err(ConfigError::OutOfRange {
+                key: "queue_batches_max",
+                ..
+            })
+        ));
+        let rows = StorageConfig {
+            flush_rows_max: 9_999,
+            ..StorageConfig::default()
+        };
+        assert!(matches!(
+            rows.validate(),
+            Err(ConfigError::OutOfRange {
+                key: "flush_rows_max",
+                ..
+            })
+        ));
+        let window = StorageConfig {
+            dedup_window_batches: 65,
+            ..StorageConfig::default()
+        };
+        assert!(window.validate().is_err());
+        let coarse = StorageConfig {
+            h3_resolution: 2,
+            partition: PartitionScheme {
+                hour: false,
+                h3_r3: true,
+            },
+            ..StorageConfig::default()
+        };
+        assert_eq!(
+            coarse.validate(),
+            Err(ConfigError::H3PartitionTooCoarse { h3_resolution: 2 })
+        );
+    }
+}

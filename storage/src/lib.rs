@@ -1,0 +1,571 @@
+//! hexflow storage: everything after a batch is accepted.
+//!
+//! Contract: a batch is acknowledged `Stored` only once its WAL record is
+//! covered by an fsync; every acknowledged fix lands in exactly one published
+//! Parquet file, across crashes (see `docs/STORAGE.md`, "exactly once"). This
+//! crate never depends on quinn, tokio or `ingest`, runs on two std threads
+//! (WAL, writer), and bounds every queue and buffer by configuration.
+//!
+//! Data flow:
+//!
+//! ```text
+//! submit() --bounded queue--> WAL thread --bounded queue--> writer thread
+//!   (validate,                (dedup, group commit:          (index H3, buffer per
+//!    Overloaded when full)     one write + one fdatasync,     partition, flush to
+//!                              then callbacks)                Parquet, checkpoint,
+//!                                                             delete old segments)
+//! ```
+//!
+//! Modules: [`wal`] (log format + segment IO), [`commit`] (WAL thread),
+//! [`dedup`], [`index`] (H3), [`batch`] (Arrow schema), [`partition`] (hive
+//! paths), [`writer`] (Parquet + writer thread), [`checkpoint`], [`config`].
+
+#![deny(clippy::unwrap_used)]
+
+pub mod batch;
+pub mod checkpoint;
+pub mod commit;
+pub mod config;
+pub mod dedup;
+pub mod error;
+pub mod fix;
+pub mod index;
+pub mod partition;
+mod stats;
+pub mod wal;
+pub mod writer;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, TrySendError};
+
+pub use commit::{Committed, Done};
+pub use config::{ConfigError, FLUSH_INTERVAL_MS_LIMIT, StorageConfig};
+pub use error::{CommitError, OpenError, ShutdownError, SubmitError};
+pub use fix::{ABSENT_I32, ABSENT_U32, FixBatch, InvalidBatch, validate_batch};
+pub use partition::{PartitionKey, PartitionScheme};
+pub use stats::StorageStats;
+pub use wal::TailError;
+
+use commit::{Ack, GroupCommit, GroupLimits, Submission, WalExit, WalMsg};
+use dedup::DedupTable;
+use stats::Stats;
+use wal::{FileSink, HEADER_LEN};
+use writer::{ParquetOptions, Writer, WriterExit, WriterMsg, WriterTiming};
+
+/// A torn or corrupt tail found (and cut off) in the last WAL segment on open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment.
+    pub segment: PathBuf,
+    /// Bytes kept.
+    pub valid_len: u64,
+    /// Bytes discarded (never acknowledged: the fsync covering them did not return).
+    pub discarded_bytes: u64,
+    /// What was wrong at `valid_len`.
+    pub error: TailError,
+}
+
+/// What [`Storage::open`] found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Checkpoint lsn found (0 = none).
+    pub checkpoint_lsn: u64,
+    /// The lsn the next stored batch gets.
+    pub next_lsn: u64,
+    /// WAL segments read.
+    pub segments_read: usize,
+    /// Records above the checkpoint, replayed into the writer.
+    pub records_replayed: u64,
+    /// Fixes in those records.
+    pub fixes_replayed: u64,
+    /// Records at or below the checkpoint (already in Parquet), skipped.
+    pub records_skipped: u64,
+    /// Torn tail cut off the last segment, if any.
+    pub torn_tail: Option<TornTail>,
+    /// Parquet files of an unfinished flush (from_lsn > checkpoint), deleted.
+    pub orphan_files_deleted: Vec<PathBuf>,
+    /// Temporary `.part-*.parquet.tmp` files deleted.
+    pub tmp_files_deleted: usize,
+    /// Devices in the rebuilt dedup table.
+    pub dedup_devices: usize,
+}
+
+/// What [`Storage::shutdown`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// The final checkpoint: every stored batch has `lsn <= checkpoint_lsn`.
+    pub checkpoint_lsn: u64,
+    /// Rows written by the final flush.
+    pub rows_flushed: u64,
+    /// Files written by the final flush.
+    pub files_written: usize,
+    /// WAL segments deleted after the final checkpoint.
+    pub wal_segments_deleted: usize,
+}
+
+struct Threads {
+    wal: JoinHandle<WalExit>,
+    writer: JoinHandle<WriterExit>,
+}
+
+struct Inner {
+    tx: Sender<WalMsg>,
+    writer_tx: Sender<WriterMsg>,
+    shutting_down: AtomicBool,
+    writer_stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+    threads: Mutex<Option<Threads>>,
+    wal_dir: PathBuf,
+    queue_batches_max: usize,
+    batch_fixes_max: usize,
+    resolution: h3o::Resolution,
+}
+
+/// Handle to the storage threads. Cheap to clone; `Send + Sync`.
+///
+/// Dropping every handle without [`Storage::shutdown`] lets the threads finish
+/// in the background (best effort); call `shutdown` to know the data is in
+/// Parquet.
+#[derive(Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("wal_dir", &self.inner.wal_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
+    move |source| OpenError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Deletes `.part-*.parquet.tmp` files and published files with
+/// `from_lsn > checkpoint_lsn` under `dir` (depth bounded by the scheme: 3).
+fn delete_orphans(
+    dir: &Path,
+    checkpoint_lsn: u64,
+    depth: usize,
+    report: &mut RecoveryReport,
+) -> Result<(), OpenError> {
+    let mut removed = false;
+    for entry in fs::read_dir(dir).map_err(io_at(dir))? {
+        let entry = entry.map_err(io_at(dir))?;
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(io_at(&path))?;
+        if file_type.is_dir() {
+            if depth < 3 {
+                delete_orphans(&path, checkpoint_lsn, depth + 1, report)?;
+            }
+            continue;
+        }
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(".part-") && name.ends_with(".parquet.tmp") {
+            fs::remove_file(&path).map_err(io_at(&path))?;
+            report.tmp_files_deleted += 1;
+            removed = true;
+        } else if let Some((from_lsn, _)) = partition::parse_part_file_name(name) {
+            if from_lsn > checkpoint_lsn {
+                fs::remove_file(&path).map_err(io_at(&path))?;
+                report.orphan_files_deleted.push(path);
+                removed = true;
+            }
+        }
+    }
+    if removed {
+        wal::sync_dir(dir).map_err(io_at(dir))?;
+    }
+    Ok(())
+}
+
+fn spawn<T: Send + 'static>(
+    name: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, OpenError> {
+    std::thread::Builder::new()
+        .name(format!("hexflow-{name}"))
+        .spawn(f)
+        .map_err(|source| OpenError::Spawn {
+            thread: name,
+            source,
+        })
+}
+
+/// Reads every segment, cuts a torn tail off the last one, feeds records
+/// above the checkpoint to the writer and every record to `dedup`.
+fn replay(
+    wal_dir: &Path,
+    checkpoint_lsn: u64,
+    dedup: &mut DedupTable,
+    writer_tx: &Sender<WriterMsg>,
+    report: &mut RecoveryReport,
+) -> Result<u64, OpenError> {
+    let segments = wal::list_segments(wal_dir).map_err(io_at(wal_dir))?;
+    let mut last_lsn = checkpoint_lsn;
+    let mut expected: Option<u64> = None;
+    for (i, (name_lsn, path)) in segments.iter().enumerate() {
+        let is_last = i + 1 == segments.len();
+        let bytes = fs::read(path).map_err(io_at(path))?;
+        report.segments_read += 1;
+        let (records, tail) = wal::decode_segment(&bytes);
+        if let Some(error) = tail {
+            if !is_last {
+                return Err(OpenError::CorruptWal {
+                    segment: path.clone(),
+                    source: error,
+                });
+            }
+            let valid_len = error.valid_len();
+            if valid_len < HEADER_LEN {
+                // A segment whose creation did not complete: no record in it.
+                fs::remove_file(path).map_err(io_at(path))?;
+            } else {
+                let file = fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io_at(path))?;
+                file.set_len(valid_len as u64).map_err(io_at(path))?;
+                file.sync_all().map_err(io_at(path))?;
+            }
+            tracing::warn!(segment = %path.display(), valid_len, error = %error, "cut a torn WAL tail");
+            report.torn_tail = Some(TornTail {
+                segment: path.clone(),
+                valid_len: valid_len as u64,
+                discarded_bytes: (bytes.len() - valid_len) as u64,
+                error,
+            });
+        }
+        if let Ok(header) = wal::decode_header(&bytes) {
+            if header.first_lsn != *name_lsn {
+                return Err(OpenError::SegmentNameMismatch {
+                    segment: path.clone(),
+                    name_lsn: *name_lsn,
+                    header_lsn: header.first_lsn,
+                });
+            }
+        }
+        for record in records {
+            // Records are consecutive, and the first one may not skip past
+            // the checkpoint (segments are only deleted when fully covered).
+            let want = match expected {
+                Some(next) => next,
+                None => record.lsn.min(checkpoint_lsn + 1),
+            };
+            if record.lsn != want {
+                return Err(OpenError::LsnGap {
+                    segment: path.clone(),
+                    expected: want,
+                    found: record.lsn,
+                });
+            }
+            expected = Some(record.lsn + 1);
+            last_lsn = last_lsn.max(record.lsn);
+            dedup.observe(record.batch.device_id, record.batch.batch_seq);
+            if record.lsn > checkpoint_lsn {
+                report.records_replayed += 1;
+                report.fixes_replayed += record.batch.len() as u64;
+                writer_tx
+                    .send(WriterMsg::Batch {
+                        lsn: record.lsn,
+                        batch: record.batch,
+                    })
+                    .map_err(|_| OpenError::WriterStopped)?;
+            } else {
+                report.records_skipped += 1;
+            }
+        }
+    }
+    Ok(last_lsn + 1)
+}
+
+impl Storage {
+    /// Opens (creating directories) and recovers: deletes orphan Parquet files
+    /// of an unfinished flush, replays the WAL past the checkpoint into the
+    /// writer, rebuilds the dedup state, then starts the WAL and writer threads.
+    ///
+    /// # Errors
+    /// See [`OpenError`]; on error no thread is left running.
+    pub fn open(cfg: StorageConfig) -> Result<(Storage, RecoveryReport), OpenError> {
+        cfg.validate()?;
+        let data_dir = cfg.data_dir.clone();
+        fs::create_dir_all(&data_dir).map_err(io_at(&data_dir))?;
+        for sub in ["wal", "positions"] {
+            writer::create_dir_durable(&data_dir, Path::new(sub)).map_err(io_at(&data_dir))?;
+        }
+        let wal_dir = data_dir.join("wal");
+        let positions_dir = data_dir.join("positions");
+        let mut report = RecoveryReport::default();
+
+        let checkpoint = match checkpoint::read(&wal_dir).map_err(io_at(&wal_dir))? {
+            None => checkpoint::Checkpoint::default(),
+            Some(Ok(cp)) => cp,
+            Some(Err(source)) => {
+                return Err(OpenError::Checkpoint {
+                    path: wal_dir.join(checkpoint::FILE_NAME),
+                    source,
+                });
+            }
+        };
+        report.checkpoint_lsn = checkpoint.to_lsn;
+        delete_orphans(&positions_dir, checkpoint.to_lsn, 0, &mut report)?;
+
+        let mut dedup = DedupTable::new(cfg.dedup_window_batches, cfg.dedup_devices_max);
+        dedup.load(&checkpoint.windows);
+        let stats = Arc::new(Stats::default());
+        let writer_stop = Arc::new(AtomicBool::new(false));
+        let (writer_tx, writer_rx) = crossbeam_channel::bounded(cfg.writer_queue_batches_max);
+        let writer = Writer {
+            positions_dir,
+            wal_dir: wal_dir.clone(),
+            scheme: cfg.partition,
+            resolution: cfg.resolution(),
+            parquet: ParquetOptions {
+                zstd_level: cfg.zstd_level,
+                row_group_rows_max: cfg.row_group_rows_max,
+            },
+            flush_rows_max: cfg.flush_rows_max,
+            partitions: BTreeMap::new(),
+            rows: 0,
+            from_lsn: None,
+            to_lsn: checkpoint.to_lsn,
+            checkpoint_lsn: checkpoint.to_lsn,
+            dedup: dedup.clone(),
+            stats: stats.clone(),
+        };
+        let timing = WriterTiming {
+            flush_interval: Duration::from_millis(cfg.flush_interval_ms),
+            flush_retry: Duration::from_millis(cfg.flush_retry_ms),
+            shutdown_flush_attempts: cfg.shutdown_flush_attempts,
+        };
+        let stop = writer_stop.clone();
+        let writer_handle = spawn("writer", move || writer.run(writer_rx, timing, stop))?;
+        let abort_writer = |writer_tx: &Sender<WriterMsg>, handle: JoinHandle<WriterExit>| {
+            writer_stop.store(true, Ordering::Release);
+            let _ = writer_tx.send(WriterMsg::Abandon);
+            let _ = handle.join();
+        };
+
+        let next_lsn = match replay(
+            &wal_dir,
+            checkpoint.to_lsn,
+            &mut dedup,
+            &writer_tx,
+            &mut report,
+        ) {
+            Ok(next) => next,
+            Err(e) => {
+                abort_writer(&writer_tx, writer_handle);
+                return Err(e);
+            }
+        };
+        report.next_lsn = next_lsn;
+        report.dedup_devices = dedup.len();
+
+        let sink = match FileSink::create(&wal_dir, next_lsn, cfg.wal_fsync) {
+            Ok(sink) => sink,
+            Err(e) => {
+                abort_writer(&writer_tx, writer_handle);
+                return Err(OpenError::Io {
+                    path: wal_dir,
+                    source: e,
+                });
+            }
+        };
+        let gc = GroupCommit::new(
+            sink,
+            dedup,
+            next_lsn,
+            cfg.wal_segment_bytes_max,
+            cfg.dedup_devices_max,
+            stats.clone(),
+        );
+        let limits = GroupLimits {
+            bytes_max: cfg.wal_group_commit_bytes_max,
+            delay: Duration::from_micros(cfg.wal_group_commit_delay_us),
+        };
+        let (tx, rx) = crossbeam_channel::bounded(cfg.queue_batches_max);
+        let wal_writer_tx = writer_tx.clone();
+        let wal_handle = match spawn("wal", move || commit::run(gc, rx, wal_writer_tx, limits)) {
+            Ok(h) => h,
+            Err(e) => {
+                abort_writer(&writer_tx, writer_handle);
+                return Err(e);
+            }
+        };
+        if !cfg.wal_fsync {
+            tracing::warn!(
+                "wal_fsync = false: acknowledged batches can be lost on power failure (benchmark mode)"
+            );
+        }
+        let storage = Storage {
+            inner: Arc::new(Inner {
+                tx,
+                writer_tx,
+                shutting_down: AtomicBool::new(false),
+                writer_stop,
+                stats,
+                threads: Mutex::new(Some(Threads {
+                    wal: wal_handle,
+                    writer: writer_handle,
+                })),
+                wal_dir,
+                queue_batches_max: cfg.queue_batches_max,
+                batch_fixes_max: cfg.batch_fixes_max,
+                resolution: cfg.resolution(),
+            }),
+        };
+        Ok((storage, report))
+    }
+
+    /// Queues a batch without blocking. `done` is called exactly once, from the
+    /// WAL thread, after the fsync that covers the batch (or with the error).
+    ///
+    /// # Errors
+    /// - [`SubmitError::Overloaded`] when the bounded queue is full (answer
+    ///   OVERLOADED + retry-after),
+    /// - [`SubmitError::ShuttingDown`] after shutdown began,
+    /// - [`SubmitError::Invalid`] for a batch breaking [`FixBatch`]'s invariants.
+    ///
+    /// On `Err`, `done` is dropped without being called.
+    pub fn submit(&self, batch: FixBatch, done: Done) -> Result<(), SubmitError> {
+        let inner = &self.inner;
+        if inner.shutting_down.load(Ordering::Acquire) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        if let Err(e) = validate_batch(&batch, inner.batch_fixes_max, inner.resolution) {
+            inner.stats.rejected_invalid.fetch_add(1, Ordering::Relaxed);
+            return Err(SubmitError::Invalid(e));
+        }
+        let msg = WalMsg::Submit(Submission {
+            batch,
+            ack: Ack::new(done),
+        });
+        match inner.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(msg)) => {
+                if let WalMsg::Submit(s) = msg {
+                    s.ack.disarm();
+                }
+                inner
+                    .stats
+                    .rejected_overloaded
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(SubmitError::Overloaded {
+                    queue_batches_max: inner.queue_batches_max,
+                })
+            }
+            Err(TrySendError::Disconnected(msg)) => {
+                if let WalMsg::Submit(s) = msg {
+                    s.ack.disarm();
+                }
+                Err(SubmitError::ShuttingDown)
+            }
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> StorageStats {
+        self.inner
+            .stats
+            .snapshot(self.inner.tx.len(), self.inner.writer_tx.len())
+    }
+
+    fn begin_stop(&self, abandon: bool) -> Result<Threads, ShutdownError> {
+        let inner = &self.inner;
+        if inner.shutting_down.swap(true, Ordering::AcqRel) {
+            return Err(ShutdownError::AlreadyShuttingDown);
+        }
+        // A flush that keeps failing must not hold shutdown forever: the
+        // writer gives up after its current attempt (the WAL keeps the data).
+        inner.writer_stop.store(true, Ordering::Release);
+        let threads = inner
+            .threads
+            .lock()
+            .map_err(|_| ShutdownError::ThreadPanicked { thread: "caller" })?
+            .take()
+            .ok_or(ShutdownError::AlreadyShuttingDown)?;
+        // Blocks while the queue is full; the WAL thread is draining it.
+        let _ = inner.tx.send(WalMsg::Stop { abandon });
+        Ok(threads)
+    }
+
+    /// Commits everything queued, flushes everything to Parquet, writes the
+    /// checkpoint, deletes the covered WAL segments and stops the threads.
+    /// After this a restart has nothing to replay.
+    ///
+    /// # Errors
+    /// See [`ShutdownError`]; after a failed final flush the WAL still holds
+    /// every acknowledged batch and the next open replays it.
+    pub fn shutdown(self) -> Result<ShutdownReport, ShutdownError> {
+        let threads = self.begin_stop(false)?;
+        let wal_exit = threads
+            .wal
+            .join()
+            .map_err(|_| ShutdownError::ThreadPanicked { thread: "wal" })?;
+        // Every batch the WAL thread stored is queued ahead of this marker.
+        let _ = self.inner.writer_tx.send(WriterMsg::Finish);
+        let writer_exit = threads
+            .writer
+            .join()
+            .map_err(|_| ShutdownError::ThreadPanicked { thread: "writer" })?;
+        match writer_exit {
+            WriterExit::Flushed {
+                checkpoint_lsn,
+                rows,
+                files,
+            } => {
+                let deleted = writer::delete_covered_segments(
+                    &self.inner.wal_dir,
+                    checkpoint_lsn,
+                    Some(wal_exit.next_lsn),
+                )
+                .map_err(|source| ShutdownError::Io {
+                    path: self.inner.wal_dir.clone(),
+                    source,
+                })?;
+                Ok(ShutdownReport {
+                    checkpoint_lsn,
+                    rows_flushed: rows,
+                    files_written: files,
+                    wal_segments_deleted: deleted,
+                })
+            }
+            WriterExit::Failed(e) => Err(ShutdownError::Flush(e)),
+            WriterExit::Abandoned => Err(ShutdownError::ThreadPanicked { thread: "writer" }),
+        }
+    }
+
+    /// Test hook simulating a crash: stops both threads WITHOUT flushing
+    /// Parquet or writing a checkpoint. Acknowledged batches stay durable in
+    /// the WAL; the next [`Storage::open`] replays them.
+    ///
+    /// # Errors
+    /// Shutdown was already requested, or a thread panicked.
+    pub fn abandon(self) -> Result<(), ShutdownError> {
+        let threads = self.begin_stop(true)?;
+        threads
+            .wal
+            .join()
+            .map_err(|_| ShutdownError::ThreadPanicked { thread: "wal" })?;
+        threads
+            .writer
+            .join()
+            .map_err(|_| ShutdownError::ThreadPanicked { thread: "writer" })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,557 @@
+//! Parquet files: encode, publish atomically, checkpoint, and the writer thread.
+//!
+//! Contract:
+//! - [`encode_parquet`] / [`write_parquet`] are synchronous encoders with no
+//!   side effect beyond the given sink.
+//! - A flush publishes, for every buffered partition, exactly one file
+//!   `<partition>/part-<from_lsn:020>-<to_lsn:020>.parquet` holding every
+//!   buffered row of that partition sorted by `(h3, time)`; it writes
+//!   `.part-….parquet.tmp`, fsyncs it, renames it, fsyncs the directory (and
+//!   the parent of every directory it creates), and only then writes the
+//!   checkpoint `to_lsn`. A failed flush keeps the buffer unchanged, so the
+//!   retry writes the same names with the same content; the writer accepts no
+//!   new batch until the flush succeeds (that backpressure reaches the WAL
+//!   thread, then `submit`).
+//! - Buffered rows never exceed `flush_rows_max`: a batch that would cross it
+//!   triggers a flush first.
+//! - Never deletes a WAL segment holding a record above the checkpoint.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::error::ArrowError;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use h3o::Resolution;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use crate::batch::{COL_H3, COL_TIME, RowBuffer};
+use crate::checkpoint::{self, Checkpoint};
+use crate::dedup::DedupTable;
+use crate::partition::{PartitionKey, PartitionScheme, part_file_name, tmp_file_name};
+use crate::stats::Stats;
+use crate::wal::{list_segments, sync_dir};
+use crate::{FixBatch, index};
+
+/// How Parquet files are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParquetOptions {
+    /// zstd level, 1..=22.
+    pub zstd_level: i32,
+    /// Rows per row group, >= 1.
+    pub row_group_rows_max: usize,
+}
+
+/// The writer properties storage uses: zstd, page-level statistics, row
+/// groups of `row_group_rows_max`, sorting columns `(h3, time)` declared.
+///
+/// # Errors
+/// An invalid zstd level.
+pub fn writer_properties(opts: ParquetOptions) -> Result<WriterProperties, ParquetError> {
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(opts.zstd_level)?))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(opts.row_group_rows_max.max(1)))
+        .set_sorting_columns(Some(vec![
+            SortingColumn {
+                column_idx: COL_H3 as i32,
+                descending: false,
+                nulls_first: false,
+            },
+            SortingColumn {
+                column_idx: COL_TIME as i32,
+                descending: false,
+                nulls_first: false,
+            },
+        ]))
+        .build())
+}
+
+/// Encodes `batch` as one Parquet file into `out` and returns `out`.
+///
+/// # Errors
+/// Encoding or writing to `out` failed.
+pub fn write_parquet<W: Write + Send>(
+    out: W,
+    batch: &RecordBatch,
+    opts: ParquetOptions,
+) -> Result<W, ParquetError> {
+    let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(writer_properties(opts)?))?;
+    writer.write(batch)?;
+    writer.into_inner()
+}
+
+/// Encodes `batch` as one Parquet file in memory.
+///
+/// # Errors
+/// Encoding failed.
+pub fn encode_parquet(batch: &RecordBatch, opts: ParquetOptions) -> Result<Vec<u8>, ParquetError> {
+    write_parquet(Vec::new(), batch, opts)
+}
+
+/// Why a flush failed. The buffer is kept; the flush will be retried.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// A file or directory operation failed.
+    #[error("flush IO on {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// Parquet encoding failed.
+    #[error("parquet encoding of {path}: {source}")]
+    Parquet {
+        /// The file being written.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: ParquetError,
+    },
+    /// Arrow rejected the columns (a bug).
+    #[error("arrow batch: {0}")]
+    Arrow(#[from] ArrowError),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FlushError + '_ {
+    move |source| FlushError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Creates `root/rel` one component at a time, fsyncing the parent of each
+/// directory it creates.
+///
+/// # Errors
+/// Creating or syncing failed.
+pub fn create_dir_durable(root: &Path, rel: &Path) -> io::Result<()> {
+    let mut current = root.to_path_buf();
+    for component in rel.components() {
+        let parent = current.clone();
+        current.push(component);
+        match fs::create_dir(&current) {
+            Ok(()) => sync_dir(&parent)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes every segment whose records all have `lsn <= to_lsn`. The last
+/// segment is only considered when `next_lsn` (the lsn its next record would
+/// get) is known, i.e. when no WAL thread is appending to it.
+///
+/// # Errors
+/// Listing, removing or syncing failed.
+pub fn delete_covered_segments(
+    wal_dir: &Path,
+    to_lsn: u64,
+    next_lsn: Option<u64>,
+) -> io::Result<usize> {
+    let segments = list_segments(wal_dir)?;
+    let mut deleted = 0;
+    for (i, (_, path)) in segments.iter().enumerate() {
+        // The first lsn after this segment's records.
+        let end = match segments.get(i + 1) {
+            Some(&(next_first, _)) => Some(next_first),
+            None => next_lsn,
+        };
+        if end.is_some_and(|end| end <= to_lsn.saturating_add(1)) {
+            fs::remove_file(path)?;
+            deleted += 1;
+        }
+    }
+    if deleted > 0 {
+        sync_dir(wal_dir)?;
+    }
+    Ok(deleted)
+}
+
+/// Whether a batch of `incoming` rows must wait for a flush first, given
+/// `buffered` rows and the bound `rows_max`. Pure.
+pub fn needs_flush_before(buffered: usize, incoming: usize, rows_max: usize) -> bool {
+    buffered > 0 && buffered.saturating_add(incoming) > rows_max
+}
+
+/// What one flush did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlushOutcome {
+    /// Files published.
+    pub files: Vec<PathBuf>,
+    /// Rows written.
+    pub rows: u64,
+    /// The checkpoint written (unchanged when nothing was buffered).
+    pub checkpoint_lsn: u64,
+}
+
+/// Buffers rows per partition and flushes them to Parquet.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub(crate) positions_dir: PathBuf,
+    pub(crate) wal_dir: PathBuf,
+    pub(crate) scheme: PartitionScheme,
+    pub(crate) resolution: Resolution,
+    pub(crate) parquet: ParquetOptions,
+    pub(crate) flush_rows_max: usize,
+    pub(crate) partitions: BTreeMap<PartitionKey, RowBuffer>,
+    pub(crate) rows: usize,
+    pub(crate) from_lsn: Option<u64>,
+    pub(crate) to_lsn: u64,
+    pub(crate) checkpoint_lsn: u64,
+    pub(crate) dedup: DedupTable,
+    pub(crate) stats: Arc<Stats>,
+}
+
+impl Writer {
+    /// Adds a logged batch. The caller has flushed first when
+    /// [`needs_flush_before`] said so.
+    pub(crate) fn append(&mut self, lsn: u64, mut batch: FixBatch) {
+        index::index_batch(&mut batch, self.resolution);
+        self.dedup.observe(batch.device_id, batch.batch_seq);
+        let mut last: Option<(PartitionKey, &mut RowBuffer)> = None;
+        for i in 0..batch.len() {
+            let key = PartitionKey::for_fix(self.scheme, batch.time_ms[i], batch.h3[i]);
+            let rows = match last {
+                Some((k, rows)) if k == key => rows,
+                _ => self.partitions.entry(key).or_default(),
+            };
+            rows.push_fix(&batch, i);
+            last = Some((key, rows));
+        }
+        self.rows += batch.len();
+        self.from_lsn.get_or_insert(lsn);
+        self.to_lsn = lsn;
+    }
+
+    /// Publishes every buffered partition, then the checkpoint, then deletes
+    /// covered WAL segments. Keeps the buffer when anything fails.
+    pub(crate) fn flush(&mut self) -> Result<FlushOutcome, FlushError> {
+        let Some(from_lsn) = self.from_lsn else {
+            return Ok(FlushOutcome {
+                checkpoint_lsn: self.checkpoint_lsn,
+                ..FlushOutcome::default()
+            });
+        };
+        let to_lsn = self.to_lsn;
+        let mut outcome = FlushOutcome::default();
+        for (key, rows) in &self.partitions {
+            let rel = key.rel_path();
+            create_dir_durable(&self.positions_dir, &rel).map_err(io_at(&self.positions_dir))?;
+            let dir = self.positions_dir.join(&rel);
+            let batch = rows.to_record_batch(&rows.sort_order())?;
+            let tmp = dir.join(tmp_file_name(from_lsn, to_lsn));
+            let path = dir.join(part_file_name(from_lsn, to_lsn));
+            let file = File::create(&tmp).map_err(io_at(&tmp))?;
+            let mut out =
+                write_parquet(BufWriter::new(file), &batch, self.parquet).map_err(|source| {
+                    FlushError::Parquet {
+                        path: tmp.clone(),
+                        source,
+                    }
+                })?;
+            out.flush().map_err(io_at(&tmp))?;
+            let file = out.into_inner().map_err(|e| FlushError::Io {
+                path: tmp.clone(),
+                source: e.into_error(),
+            })?;
+            file.sync_all().map_err(io_at(&tmp))?;
+            drop(file);
+            fs::rename(&tmp, &path).map_err(io_at(&path))?;
+            sync_dir(&dir).map_err(io_at(&dir))?;
+            outcome.rows += rows.len() as u64;
+            outcome.files.push(path);
+        }
+        let cp = Checkpoint {
+            to_lsn,
+            windows: self.dedup.snapshot(),
+        };
+        checkpoint::write(&self.wal_dir, &cp).map_err(io_at(&self.wal_dir))?;
+        self.partitions.clear();
+        self.rows = 0;
+        self.from_lsn = None;
+        self.checkpoint_lsn = to_lsn;
+        outcome.checkpoint_lsn = to_lsn;
+        self.stats
+            .record_flush(outcome.files.len() as u64, outcome.rows);
+        // Failing to delete old segments loses nothing: the next flush retries.
+        if let Err(e) = delete_covered_segments(&self.wal_dir, to_lsn, None) {
+            tracing::warn!(error = %e, "could not delete WAL segments covered by the checkpoint");
+        }
+        Ok(outcome)
+    }
+
+    /// Writes the checkpoint even when nothing is buffered (used on shutdown).
+    pub(crate) fn write_checkpoint(&self) -> Result<(), FlushError> {
+        let cp = Checkpoint {
+            to_lsn: self.checkpoint_lsn,
+            windows: self.dedup.snapshot(),
+        };
+        checkpoint::write(&self.wal_dir, &cp).map_err(io_at(&self.wal_dir))
+    }
+}
+
+/// A message to the writer thread.
+#[derive(Debug)]
+// Nearly every message is the large variant: boxing would add one allocation
+// per batch and save nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum WriterMsg {
+    /// A batch that is durable in the WAL at `lsn`.
+    Batch {
+        /// Its lsn.
+        lsn: u64,
+        /// The batch.
+        batch: FixBatch,
+    },
+    /// No more batches: flush everything, checkpoint, stop.
+    Finish,
+    /// Stop now without flushing (simulated crash).
+    Abandon,
+}
+
+/// How the writer thread ended.
+#[derive(Debug)]
+pub(crate) enum WriterExit {
+    /// Finished (or channel closed): everything flushed and checkpointed.
+    Flushed {
+        /// The final checkpoint.
+        checkpoint_lsn: u64,
+        /// Rows of the last flush.
+        rows: u64,
+        /// Files of the last flush.
+        files: usize,
+    },
+    /// Stopped on request without flushing.
+    Abandoned,
+    /// The final flush failed; the WAL still holds everything not checkpointed.
+    Failed(FlushError),
+}
+
+/// Timing of the writer thread.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriterTiming {
+    pub(crate) flush_interval: Duration,
+    pub(crate) flush_retry: Duration,
+    pub(crate) shutdown_flush_attempts: u32,
+}
+
+impl Writer {
+    /// Flushes, retrying every `retry` until it succeeds or `stop` is set.
+    fn flush_until_ok(&mut self, retry: Duration, stop: &AtomicBool) -> Result<(), FlushError> {
+        loop {
+            match self.flush() {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    self.stats.flush_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, retry_ms = retry.as_millis() as u64, "parquet flush failed; will retry, ingest is back-pressured meanwhile");
+                    if stop.load(Ordering::Acquire) {
+                        return Err(e);
+                    }
+                    std::thread::sleep(retry);
+                }
+            }
+        }
+    }
+
+    /// The writer thread body.
+    pub(crate) fn run(
+        mut self,
+        rx: Receiver<WriterMsg>,
+        timing: WriterTiming,
+        stop: Arc<AtomicBool>,
+    ) -> WriterExit {
+        let mut deadline = Instant::now() + timing.flush_interval;
+        loop {
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(timeout) {
+                Ok(WriterMsg::Batch { lsn, batch }) => {
+                    if needs_flush_before(self.rows, batch.len(), self.flush_rows_max) {
+                        if let Err(e) = self.flush_until_ok(timing.flush_retry, &stop) {
+                            return WriterExit::Failed(e);
+                        }
+                        deadline = Instant::now() + timing.flush_interval;
+                    }
+                    self.append(lsn, batch);
+                }
+                Ok(WriterMsg::Abandon) => return WriterExit::Abandoned,
+                Ok(WriterMsg::Finish) => return self.finish(timing),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(e) = self.flush_until_ok(timing.flush_retry, &stop) {
+                        return WriterExit::Failed(e);
+                    }
+                    deadline = Instant::now() + timing.flush_interval;
+                }
+                Err(RecvTimeoutError::Disconnected) => return self.finish(timing),
+            }
+        }
+    }
+
+    fn finish(mut self, timing: WriterTiming) -> WriterExit {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self.flush().and_then(|o| {
+                self.write_checkpoint()?;
+                Ok(o)
+            });
+            match result {
+                Ok(o) => {
+                    return WriterExit::Flushed {
+                        checkpoint_lsn: o.checkpoint_lsn,
+                        rows: o.rows,
+                        files: o.files.len(),
+                    };
+                }
+                Err(e) if attempt >= timing.shutdown_flush_attempts => {
+                    tracing::error!(error = %e, "final parquet flush failed; the WAL keeps the data for replay");
+                    return WriterExit::Failed(e);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "final parquet flush failed; retrying");
+                    std::thread::sleep(timing.flush_retry);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{record_batch_from_batches, schema};
+    use arrow::array::{Array, Float32Array, Int64Array};
+    use arrow::datatypes::{DataType, TimeUnit};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    fn moving(device_id: u64, n: usize) -> FixBatch {
+        let mut b = FixBatch {
+            device_id,
+            batch_seq: 1,
+            received_at_ms: 1_795_593_600_000,
+            time_ms: (0..n as i64)
+                .rev()
+                .map(|i| 1_795_593_000_000 + i * 1_000)
+                .collect(),
+            lat_e7: (0..n as i32).map(|i| 485_000_000 + i * 10_000).collect(),
+            lon_e7: (0..n as i32).map(|i| 23_000_000 - i * 7_000).collect(),
+            accuracy_cm: (0..n as u32)
+                .map(|i| {
+                    if i % 3 == 0 {
+                        crate::ABSENT_U32
+                    } else {
+                        i * 10
+                    }
+                })
+                .collect(),
+            ..FixBatch::default()
+        };
+        index::index_batch(&mut b, Resolution::Ten);
+        b
+    }
+
+    #[test]
+    fn parquet_round_trip_types_and_order() {
+        let batches = vec![moving(1, 300), moving(2, 200)];
+        let rb = record_batch_from_batches(&batches).expect("valid");
+        let opts = ParquetOptions {
+            zstd_level: 3,
+            row_group_rows_max: 128,
+        };
+        let bytes = encode_parquet(&rb, opts).expect("encode");
+        let bytes = bytes::Bytes::from(bytes);
+        let reader = SerializedFileReader::new(bytes.clone()).expect("parquet");
+        let meta = reader.metadata();
+        assert_eq!(meta.num_row_groups(), 4); // 500 rows / 128
+        for rg in meta.row_groups() {
+            // The level is not recorded in the file, only the codec.
+            assert!(matches!(
+                rg.column(COL_H3).compression(),
+                Compression::ZSTD(_)
+            ));
+            assert!(rg.column(COL_H3).statistics().is_some());
+            assert_eq!(rg.sorting_columns().map(Vec::len), Some(2));
+        }
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("reader");
+        assert_eq!(builder.schema(), &schema());
+        let read: Vec<RecordBatch> = builder
+            .build()
+            .expect("build")
+            .collect::<Result<_, _>>()
+            .expect("read");
+        let read = arrow::compute::concat_batches(&schema(), &read).expect("concat");
+        assert_eq!(read, rb);
+        assert_eq!(
+            read.schema().field(2).data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        );
+        let h3 = read
+            .column(COL_H3)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("i64");
+        assert!(h3.values().windows(2).all(|w| w[0] <= w[1]));
+        let mut expected: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| b.h3.iter().map(|&c| c as i64))
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(h3.values().to_vec(), expected);
+        let acc = read
+            .column(6)
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .expect("f32");
+        assert_eq!(acc.null_count(), 100 + 67);
+    }
+
+    #[test]
+    fn flush_bound_edges() {
+        assert!(!needs_flush_before(0, 10, 5));
+        assert!(!needs_flush_before(5, 5, 10));
+        assert!(needs_flush_before(5, 6, 10));
+        assert!(!needs_flush_before(9, 0, 9));
+    }
+
+    #[test]
+    fn segment_deletion_rule() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for first in [1u64, 11, 21] {
+            crate::wal::FileSink::create(dir.path(), first, true).expect("segment");
+        }
+        // Records 1..=10 in the first, 11..=20 in the second.
+        assert_eq!(delete_covered_segments(dir.path(), 9, None).expect("io"), 0);
+        assert_eq!(
+            delete_covered_segments(dir.path(), 10, None).expect("io"),
+            1
+        );
+        assert_eq!(
+            delete_covered_segments(dir.path(), 25, None).expect("io"),
+            1
+        );
+        // The last one only when its end is known.
+        assert_eq!(
+            delete_covered_segments(dir.path(), 25, Some(27)).expect("io"),
+            0
+        );
+        assert_eq!(
+            delete_covered_segments(dir.path(), 25, Some(26)).expect("io"),
+            1
+        );
+        assert!(list_segments(dir.path()).expect("io").is_empty());
+    }
+}

@@ -1,0 +1,162 @@
+//! Shared helpers for the end-to-end tests: an in-process server on 127.0.0.1 with a
+//! controllable clock, raw protocol access for hostile inputs, and a Parquet reader.
+#![allow(dead_code, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use hexflow::config::Config;
+use hexflow::server::Server;
+use ingest::endpoint::Clock;
+
+/// A clock the test moves by hand.
+#[derive(Debug)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(now_ms: i64) -> Arc<Self> {
+        Arc::new(Self(AtomicI64::new(now_ms)))
+    }
+    pub fn advance_ms(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+    pub fn set_ms(&self, ms: i64) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+pub fn system_now_ms() -> i64 {
+    hexflow::SystemClock.now_ms()
+}
+
+/// A test configuration: loopback, port 0, fast flushes, small tables.
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.server.data_dir = data_dir.to_path_buf();
+    cfg.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    cfg.server.shutdown_grace_ms = 5_000;
+    cfg.storage.flush_interval_ms = 300;
+    cfg.silence.devices_max = 10_000;
+    cfg.silence.scan_interval_ms = 3_600_000;
+    cfg
+}
+
+pub struct TestServer {
+    pub server: Server,
+    pub addr: SocketAddr,
+    pub ca_pem: Vec<u8>,
+    pub key: ingest::auth::TokenKey,
+    pub data_dir: PathBuf,
+}
+
+pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> TestServer {
+    let server = Server::start(cfg, clock).await.expect("server starts");
+    let addr = server.local_addr();
+    let ca_path = server.paths().ca_path.clone().expect("dev CA generated");
+    let ca_pem = std::fs::read(ca_path).expect("CA readable");
+    let key = hexflow::secret::load(&server.paths().key_path).expect("key");
+    TestServer {
+        server,
+        addr,
+        ca_pem,
+        key,
+        data_dir: cfg.server.data_dir.clone(),
+    }
+}
+
+/// One stored row, as read back from Parquet.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Row {
+    pub device_id: i64,
+    pub batch_seq: i64,
+    pub time_us: i64,
+    pub lat: f64,
+    pub lon: f64,
+    pub h3: i64,
+}
+
+/// Reads every Parquet file under `<data_dir>/positions`, checking the column types.
+pub fn read_positions(data_dir: &Path) -> Vec<Row> {
+    let mut files = Vec::new();
+    collect_parquet(&data_dir.join("positions"), &mut files);
+    let mut rows = Vec::new();
+    for f in files {
+        let file = std::fs::File::open(&f).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let col = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .unwrap_or_else(|| panic!("{name}"))
+            };
+            assert_eq!(
+                col("time").data_type(),
+                &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+            );
+            assert_eq!(col("h3").data_type(), &DataType::Int64);
+            let dev = col("device_id").as_primitive::<Int64Type>();
+            let seq = col("batch_seq").as_primitive::<Int64Type>();
+            let time = col("time").as_primitive::<TimestampMicrosecondType>();
+            let lat = col("lat").as_primitive::<Float64Type>();
+            let lon = col("lon").as_primitive::<Float64Type>();
+            let h3 = col("h3").as_primitive::<Int64Type>();
+            assert_eq!(h3.null_count(), 0);
+            for i in 0..batch.num_rows() {
+                rows.push(Row {
+                    device_id: dev.value(i),
+                    batch_seq: seq.value(i),
+                    time_us: time.value(i),
+                    lat: lat.value(i),
+                    lon: lon.value(i),
+                    h3: h3.value(i),
+                });
+            }
+        }
+    }
+    rows
+}
+
+fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            collect_parquet(&p, out);
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            out.push(p);
+        }
+    }
+}
+
+/// Rows keyed for an exact multiset comparison.
+pub fn count_by_key(rows: &[Row]) -> BTreeMap<(i64, i64, i64, i64, i64), usize> {
+    let mut m = BTreeMap::new();
+    for r in rows {
+        let key = (
+            r.device_id,
+            r.batch_seq,
+            r.time_us,
+            (r.lat * 1e7).round() as i64,
+            (r.lon * 1e7).round() as i64,
+        );
+        *m.entry(key).or_insert(0) += 1;
+    }
+    m
+}
