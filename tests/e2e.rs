@@ -4,6 +4,8 @@
 //! H3 cell must equal h3o's answer, and the silence scanner must flag the silent device and
 //! not the reporting one.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! Shared helpers for the end-to-end tests: an in-process server on 127.0.0.1 with a
 //! controllable clock, raw protocol access for hostile inputs, and a Parquet reader.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
