@@ -217,17 +217,36 @@ impl Default for StorageSection {
 }
 
 /// `[silence]`
+///
+/// The built-in policy `default` uses `warning_after_s` / `expiry_after_s`; more policies,
+/// groups and exemptions are arrays of tables (`[[silence.policies]]`, ...). See
+/// `docs/SILENCE.md` for the rules and [`SilenceSection::policy_set`] for the loading.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SilenceSection {
     /// Devices tracked at most (memory is reserved up front for this many).
     pub devices_max: usize,
-    /// A device is warned after this long without a fix.
+    /// A device of the built-in `default` policy is warned after this long without a fix.
     pub warning_after_s: u64,
-    /// A device is expired after this long without a fix.
+    /// A device of the built-in `default` policy is expired after this long without a fix.
     pub expiry_after_s: u64,
     /// How often the scanner runs.
     pub scan_interval_ms: u64,
+    /// The policy of devices in no group.
+    pub default_policy: String,
+    /// Directory holding `<calendar>/<year>.toml` files (relative to the working directory).
+    pub calendars_dir: PathBuf,
+    /// How often the silence state is snapshotted to `<data>/silence/snapshot.bin` (also at
+    /// shutdown).
+    pub snapshot_interval_ms: u64,
+    /// Server outages remembered (not counted against devices); the oldest are dropped.
+    pub outages_max: usize,
+    /// Named policies besides `default`.
+    pub policies: Vec<PolicySection>,
+    /// Device groups, each following one policy.
+    pub groups: Vec<GroupSection>,
+    /// Devices or groups that raise no events.
+    pub exemptions: Vec<ExemptionSection>,
 }
 
 impl Default for SilenceSection {
@@ -237,7 +256,321 @@ impl Default for SilenceSection {
             warning_after_s: 2 * 86_400,
             expiry_after_s: 3 * 86_400,
             scan_interval_ms: 10_000,
+            default_policy: "default".into(),
+            calendars_dir: PathBuf::from("config/calendars"),
+            snapshot_interval_ms: 300_000,
+            outages_max: 64,
+            policies: Vec::new(),
+            groups: Vec::new(),
+            exemptions: Vec::new(),
         }
+    }
+}
+
+/// `[[silence.policies]]`: one named policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// Its name.
+    pub name: String,
+    /// `"36h"`-style duration or `"N working days"`.
+    pub warning: String,
+    /// `"36h"`-style duration or `"N working days"`.
+    pub expiry: String,
+    /// Calendar (a directory under `calendars_dir`) for working-day thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<String>,
+    /// Time zone the days are counted in; default: the calendar's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// What a confirmation resets: `"warning"` (default) or `"full"`.
+    #[serde(default = "default_confirm_resets")]
+    pub confirm_resets: String,
+}
+
+fn default_confirm_resets() -> String {
+    "warning".into()
+}
+
+/// `[[silence.groups]]`: devices following one policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSection {
+    /// Its name.
+    pub name: String,
+    /// Its policy.
+    pub policy: String,
+    /// Inclusive id ranges, `[[first, last], ...]`.
+    #[serde(default)]
+    pub ranges: Vec<[u64; 2]>,
+    /// Individual device ids.
+    #[serde(default)]
+    pub devices: Vec<u64>,
+}
+
+/// `[[silence.exemptions]]`: a device or a group that raises no events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExemptionSection {
+    /// One device (set exactly one of `device` and `group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<u64>,
+    /// A group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Start, RFC 3339; absent = already in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// End (exclusive), RFC 3339; absent = permanent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Why (recorded in `<data>/events/exemptions.jsonl`).
+    pub reason: String,
+}
+
+/// The `[silence]` policies, groups, exemptions or calendars could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SilenceConfigError {
+    /// A calendar directory or file could not be read.
+    #[error("cannot read calendar {path}: {source}")]
+    CalendarRead {
+        /// The path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// A calendar directory holds no `*.toml` file.
+    #[error("calendar {calendar:?}: no *.toml files in {dir}")]
+    CalendarEmpty {
+        /// The calendar.
+        calendar: String,
+        /// Its directory.
+        dir: PathBuf,
+    },
+    /// A calendar file is invalid (the error names the file and line).
+    #[error(transparent)]
+    Calendar(#[from] ingest::silence::calendar::CalendarError),
+    /// A threshold string is invalid.
+    #[error("silence.policies {policy:?}.{key}: {source}")]
+    Threshold {
+        /// The policy.
+        policy: String,
+        /// `warning` or `expiry`.
+        key: &'static str,
+        /// Why.
+        source: ingest::silence::ThresholdParseError,
+    },
+    /// An unknown time zone.
+    #[error("silence.policies {policy:?}.time_zone = {time_zone:?}: unknown IANA time zone")]
+    TimeZone {
+        /// The policy.
+        policy: String,
+        /// The name.
+        time_zone: String,
+    },
+    /// `confirm_resets` is neither `warning` nor `full`.
+    #[error(
+        "silence.policies {policy:?}.confirm_resets = {value:?}: must be \"warning\" or \"full\""
+    )]
+    ConfirmResets {
+        /// The policy.
+        policy: String,
+        /// The value.
+        value: String,
+    },
+    /// An exemption time is not RFC 3339 within the u32 Unix-seconds range.
+    #[error("silence.exemptions[{index}].{key} = {value:?}: not an RFC 3339 time in 1970..2106")]
+    ExemptionTime {
+        /// Index in the array.
+        index: usize,
+        /// `from` or `until`.
+        key: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// An exemption must name exactly one of `device` and `group`.
+    #[error("silence.exemptions[{index}]: set exactly one of device and group")]
+    ExemptionTarget {
+        /// Index in the array.
+        index: usize,
+    },
+    /// A policy, group or exemption rule was violated.
+    #[error("silence: {0}")]
+    Rules(#[from] ingest::silence::PolicySetError),
+    /// A duration is out of range.
+    #[error("silence.{key} = {value}: {reason}")]
+    Range {
+        /// Key.
+        key: &'static str,
+        /// Value.
+        value: u64,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+impl SilenceSection {
+    /// Builds the policy set: reads every calendar a policy names from
+    /// `calendars_dir/<calendar>/*.toml`, parses thresholds and exemptions, validates all.
+    ///
+    /// # Errors
+    /// [`SilenceConfigError`] naming the key, file or line.
+    pub fn policy_set(&self) -> Result<ingest::silence::PolicySet, SilenceConfigError> {
+        use ingest::silence::calendar::{Calendar, CalendarYear};
+        use ingest::silence::{
+            ConfirmResets, GroupDef, PolicyDef, PolicySet, Threshold, parse_threshold,
+        };
+        use std::collections::HashMap;
+        use std::sync::Arc;
+        let to_u32 = |key, value: u64| {
+            u32::try_from(value)
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or(SilenceConfigError::Range {
+                    key,
+                    value,
+                    reason: "must be 1..=4294967295",
+                })
+        };
+        let mut policies = vec![PolicyDef {
+            name: "default".into(),
+            warning: Threshold::Duration {
+                seconds: to_u32("warning_after_s", self.warning_after_s)?,
+            },
+            expiry: Threshold::Duration {
+                seconds: to_u32("expiry_after_s", self.expiry_after_s)?,
+            },
+            confirm_resets: ConfirmResets::Warning,
+        }];
+        let mut calendars: HashMap<String, Arc<Calendar>> = HashMap::new();
+        for p in &self.policies {
+            let calendar = match &p.calendar {
+                None => None,
+                Some(name) => {
+                    if !calendars.contains_key(name) {
+                        let dir = self.calendars_dir.join(name);
+                        let read_err = |source| SilenceConfigError::CalendarRead {
+                            path: dir.clone(),
+                            source,
+                        };
+                        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                            .map_err(read_err)?
+                            .filter_map(|e| e.ok().map(|e| e.path()))
+                            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                            .collect();
+                        files.sort();
+                        if files.is_empty() {
+                            return Err(SilenceConfigError::CalendarEmpty {
+                                calendar: name.clone(),
+                                dir,
+                            });
+                        }
+                        let mut years = Vec::new();
+                        for f in files {
+                            let text = std::fs::read_to_string(&f).map_err(|source| {
+                                SilenceConfigError::CalendarRead {
+                                    path: f.clone(),
+                                    source,
+                                }
+                            })?;
+                            years.push(CalendarYear::parse(&text, &f.display().to_string())?);
+                        }
+                        calendars.insert(name.clone(), Arc::new(Calendar::from_years(years)?));
+                    }
+                    calendars.get(name).cloned()
+                }
+            };
+            let tz = match (&p.time_zone, &calendar) {
+                (Some(name), _) => Some(ingest::silence::time_zone(name).ok_or_else(|| {
+                    SilenceConfigError::TimeZone {
+                        policy: p.name.clone(),
+                        time_zone: name.clone(),
+                    }
+                })?),
+                (None, Some(c)) => Some(c.time_zone().clone()),
+                (None, None) => None,
+            };
+            let cal = calendar.as_ref().zip(tz.as_ref());
+            let threshold = |key: &'static str, text: &str| {
+                parse_threshold(text, cal).map_err(|source| SilenceConfigError::Threshold {
+                    policy: p.name.clone(),
+                    key,
+                    source,
+                })
+            };
+            let confirm_resets = match p.confirm_resets.as_str() {
+                "warning" => ConfirmResets::Warning,
+                "full" => ConfirmResets::Full,
+                other => {
+                    return Err(SilenceConfigError::ConfirmResets {
+                        policy: p.name.clone(),
+                        value: other.to_string(),
+                    });
+                }
+            };
+            policies.push(PolicyDef {
+                name: p.name.clone(),
+                warning: threshold("warning", &p.warning)?,
+                expiry: threshold("expiry", &p.expiry)?,
+                confirm_resets,
+            });
+        }
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| GroupDef {
+                name: g.name.clone(),
+                policy: g.policy.clone(),
+                ranges: g.ranges.iter().map(|r| (r[0], r[1])).collect(),
+                devices: g.devices.clone(),
+            })
+            .collect();
+        let exemptions = self.exemptions()?;
+        Ok(PolicySet::new(
+            policies,
+            &self.default_policy,
+            groups,
+            exemptions,
+        )?)
+    }
+
+    /// The exemptions, typed.
+    ///
+    /// # Errors
+    /// [`SilenceConfigError::ExemptionTime`] or [`SilenceConfigError::ExemptionTarget`].
+    pub fn exemptions(&self) -> Result<Vec<ingest::silence::Exemption>, SilenceConfigError> {
+        use ingest::silence::{Exemption, ExemptionTarget};
+        let time = |index, key, v: &Option<String>| -> Result<Option<u32>, SilenceConfigError> {
+            v.as_ref()
+                .map(|text| {
+                    ingest::silence::parse_rfc3339(text)
+                        .and_then(|t| u32::try_from(t).ok())
+                        .ok_or_else(|| SilenceConfigError::ExemptionTime {
+                            index,
+                            key,
+                            value: text.clone(),
+                        })
+                })
+                .transpose()
+        };
+        self.exemptions
+            .iter()
+            .enumerate()
+            .map(|(index, e)| {
+                let target = match (&e.device, &e.group) {
+                    (Some(d), None) => ExemptionTarget::Device(*d),
+                    (None, Some(g)) => ExemptionTarget::Group(g.clone()),
+                    _ => return Err(SilenceConfigError::ExemptionTarget { index }),
+                };
+                Ok(Exemption {
+                    target,
+                    from_s: time(index, "from", &e.from)?,
+                    until_s: time(index, "until", &e.until)?,
+                    reason: e.reason.clone(),
+                })
+            })
+            .collect()
     }
 }
 
@@ -264,6 +597,9 @@ pub enum ConfigError {
     /// A storage setting is out of range (the key is named, relative to `[storage]`).
     #[error("invalid config [storage]: {0}")]
     Storage(storage::ConfigError),
+    /// The `[silence]` policies, groups, exemptions or calendars are invalid.
+    #[error("invalid config [silence]: {0}")]
+    Silence(#[from] SilenceConfigError),
     /// A value is out of range.
     #[error("invalid config: {key} = {value}: {reason}")]
     Invalid {
@@ -423,6 +759,21 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if s.snapshot_interval_ms < 1_000 {
+            return Err(invalid(
+                "silence.snapshot_interval_ms",
+                s.snapshot_interval_ms,
+                "must be at least 1000",
+            ));
+        }
+        if s.outages_max == 0 || s.outages_max > 10_000 {
+            return Err(invalid(
+                "silence.outages_max",
+                s.outages_max,
+                "must be 1..=10000",
+            ));
+        }
+        s.policy_set()?;
         if self.tls.cert_path.as_os_str().is_empty() != self.tls.key_path.as_os_str().is_empty() {
             return Err(invalid(
                 "tls.cert_path",

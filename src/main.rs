@@ -2,6 +2,8 @@
 //!
 //! * `hexflow serve [--config FILE] [--data-dir DIR] [--listen ADDR]`: runs the service.
 //! * `hexflow token DEVICE_ID [--data-dir DIR]`: prints a device token.
+//! * `hexflow policy when --policy NAME --last-fix RFC3339 [--device ID] [--config FILE]`:
+//!   prints when the warning and the expiry fire (`never` when the device is exempt).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +50,32 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Ask the silence policies questions (see docs/SILENCE.md).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Print when the warning and the expiry fire for a device whose newest fix is at
+    /// --last-fix: `warning: <RFC3339>` and `expiry: <RFC3339>` lines, `never` when exempt.
+    When {
+        /// Policy name (`default` is built from silence.warning_after_s/expiry_after_s).
+        #[arg(long)]
+        policy: String,
+        /// Time of the device's newest fix, RFC 3339 (e.g. 2026-05-01T18:00:00+02:00).
+        #[arg(long)]
+        last_fix: String,
+        /// Check this device's exemptions too (permanent ones print `never`; a window that
+        /// ends later moves the thresholds after it).
+        #[arg(long)]
+        device: Option<u64>,
+        /// TOML config file (policies, groups, exemptions, calendars).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn load_config(
@@ -85,6 +113,61 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("created token key {}", path.display());
             }
             println!("{}", key.mint(device_id));
+            Ok(())
+        }
+        Command::Policy {
+            command:
+                PolicyCommand::When {
+                    policy,
+                    last_fix,
+                    device,
+                    config,
+                },
+        } => {
+            let cfg = load_config(config.as_ref(), None, None)?;
+            let set = cfg.silence.policy_set()?;
+            let p = set.policy(&policy).with_context(|| {
+                let names: Vec<&str> = set.policies().iter().map(|p| p.name.as_str()).collect();
+                format!("unknown policy {policy:?}; defined: {names:?}")
+            })?;
+            let fix_s = ingest::silence::parse_rfc3339(&last_fix)
+                .with_context(|| format!("--last-fix {last_fix:?} is not an RFC 3339 time"))?;
+            let (mut from_w, mut from_e) = (fix_s, fix_s);
+            if let Some(d) = device {
+                // Exemptions in force at the fix time or later.
+                let at = u32::try_from(fix_s.max(0)).unwrap_or(u32::MAX);
+                let ended = set
+                    .exemptions()
+                    .iter()
+                    .filter(|e| match &e.target {
+                        ingest::silence::ExemptionTarget::Device(x) => *x == d,
+                        ingest::silence::ExemptionTarget::Group(g) => {
+                            set.assignment(d)
+                                .group
+                                .map(|i| &set.groups()[usize::from(i)].name)
+                                == Some(g)
+                        }
+                    })
+                    .map(|e| e.until_s)
+                    .filter(|u| u.is_none_or(|u| u > at))
+                    .max_by_key(|u| u.map_or(u64::MAX, u64::from));
+                match ended {
+                    Some(None) => {
+                        println!("warning: never");
+                        println!("expiry: never");
+                        return Ok(());
+                    }
+                    Some(Some(u)) => {
+                        from_w = from_w.max(i64::from(u));
+                        from_e = from_e.max(i64::from(u));
+                    }
+                    None => {}
+                }
+            }
+            let warning = p.warning.deadline_s(from_w);
+            let expiry = p.expiry.deadline_s(from_e);
+            println!("warning: {}", ingest::silence::rfc3339(warning));
+            println!("expiry: {}", ingest::silence::rfc3339(expiry));
             Ok(())
         }
         Command::Serve {

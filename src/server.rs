@@ -16,7 +16,7 @@ use std::time::Duration;
 use ingest::endpoint::{
     AcceptedBatch, Activity, BatchSink, Clock, Endpoint, EndpointParts, SinkCallback, SinkOutcome,
 };
-use ingest::silence::{Policy, SilenceEvent, SilenceTable};
+use ingest::silence::{Outage, PolicySet, SilenceEvent, SilenceTable};
 use ingest::wire::Status;
 use tracing::{error, info, warn};
 
@@ -122,21 +122,58 @@ impl Server {
             storage::Storage::open(storage_cfg).map_err(|e| ServerError::Storage(e.to_string()))?;
         info!(?report, "storage opened");
 
-        let policy = Policy::new(cfg.silence.warning_after_s, cfg.silence.expiry_after_s)
+        let mut policies = cfg
+            .silence
+            .policy_set()
             .map_err(|e| ServerError::Policy(e.to_string()))?;
         let silence = Arc::new(
             SilenceTable::with_capacity(cfg.silence.devices_max)
                 .map_err(|e| ServerError::Policy(e.to_string()))?,
         );
+        let start_s = unix_s(clock.now_ms());
+        let snapshot_path = crate::events::snapshot_path(&data_dir);
+        // Restore before the endpoint starts recording; the time since the last snapshot is an
+        // outage, not silence (docs/SILENCE.md, "Restarts").
+        let mut outages = Vec::new();
+        match crate::events::read_snapshot(&snapshot_path) {
+            Ok(Some(bytes)) => match silence.restore_snapshot(&bytes) {
+                Ok(info) => {
+                    info!(
+                        devices = info.devices,
+                        taken_s = info.taken_s,
+                        "silence state restored"
+                    );
+                    outages = info.outages;
+                    if info.taken_s < start_s {
+                        outages.push(Outage {
+                            down_s: info.taken_s,
+                            up_s: start_s,
+                        });
+                    }
+                }
+                Err(e) => {
+                    error!(path = %snapshot_path.display(), error = %e, "silence snapshot refused; starting empty");
+                }
+            },
+            Ok(None) => {}
+            Err(e) => return Err(ServerError::Events(e)),
+        }
+        policies.set_outages(outages, cfg.silence.outages_max);
+        crate::events::ExemptionLog::sync(&data_dir, policies.exemptions(), start_s)
+            .map_err(ServerError::Events)?;
+        let policies = Arc::new(policies);
         let events = EventLog::open(&data_dir).map_err(ServerError::Events)?;
         let events_path = events.path().to_path_buf();
-        let scanner = Scanner::start(
-            silence.clone(),
-            policy,
-            events,
-            clock.clone(),
-            Duration::from_millis(cfg.silence.scan_interval_ms),
-        );
+        let scanner = Scanner::start(ScannerParts {
+            table: silence.clone(),
+            policies,
+            log: events,
+            clock: clock.clone(),
+            interval: Duration::from_millis(cfg.silence.scan_interval_ms),
+            snapshot_path,
+            snapshot_interval_s: u32::try_from(cfg.silence.snapshot_interval_ms / 1000)
+                .unwrap_or(u32::MAX),
+        });
 
         let h3_resolution = h3o::Resolution::try_from(cfg.storage.h3_resolution)
             .map_err(|e| ServerError::Storage(e.to_string()))?;
@@ -201,10 +238,29 @@ impl Server {
         self.endpoint.stats()
     }
 
+    /// Asks a device to confirm its location over QUIC (see
+    /// [`ingest::endpoint::Endpoint::request_confirm`]): sent at once when it is connected,
+    /// otherwise right after its next WELCOME; one outstanding request per device.
+    ///
+    /// # Errors
+    /// [`ingest::endpoint::ConfirmRequestError`] when the request cannot be raised.
+    pub fn request_confirm(
+        &self,
+        device_id: u64,
+        reason: &str,
+    ) -> Result<ingest::endpoint::ConfirmDelivery, ingest::endpoint::ConfirmRequestError> {
+        self.endpoint.request_confirm(device_id, reason)
+    }
+
     /// Runs one silence scan now (in addition to the periodic ones) and returns its events
     /// after they were written to the events log.
     pub fn scan_now(&self) -> Vec<SilenceEvent> {
         self.scanner.scan_now()
+    }
+
+    /// Explains one device's silence state now (for an admin endpoint); `None` if untracked.
+    pub fn explain(&self, device_id: u64) -> Option<ingest::silence::Explanation> {
+        self.scanner.explain(&self.silence, device_id)
     }
 
     /// Graceful shutdown: endpoint, then storage (flush + checkpoint), then the scanner.
@@ -367,10 +423,13 @@ impl Activity for SilenceActivity {
     }
 }
 
-/// The periodic silence scanner (its own thread: a sweep is CPU work, not async work).
+/// The periodic silence scanner (its own thread: a sweep is CPU work, not async work). It also
+/// snapshots the table every `snapshot_interval_s` and when stopped.
 struct Scanner {
     tx: crossbeam_channel::Sender<ScanRequest>,
     thread: Option<std::thread::JoinHandle<()>>,
+    policies: Arc<PolicySet>,
+    clock: Arc<dyn Clock>,
 }
 
 enum ScanRequest {
@@ -378,41 +437,78 @@ enum ScanRequest {
     Stop,
 }
 
+struct ScannerParts {
+    table: Arc<SilenceTable>,
+    policies: Arc<PolicySet>,
+    log: EventLog,
+    clock: Arc<dyn Clock>,
+    interval: Duration,
+    snapshot_path: PathBuf,
+    snapshot_interval_s: u32,
+}
+
 impl Scanner {
-    fn start(
-        table: Arc<SilenceTable>,
-        policy: Policy,
-        mut log: EventLog,
-        clock: Arc<dyn Clock>,
-        interval: Duration,
-    ) -> Self {
+    fn start(parts: ScannerParts) -> Self {
+        let ScannerParts {
+            table,
+            policies,
+            mut log,
+            clock,
+            interval,
+            snapshot_path,
+            snapshot_interval_s,
+        } = parts;
         let (tx, rx) = crossbeam_channel::bounded::<ScanRequest>(4);
+        let set = policies.clone();
+        let thread_clock = clock.clone();
         let thread = std::thread::Builder::new()
             .name("hexflow-scanner".into())
             .spawn(move || {
+                let clock = thread_clock;
                 let mut events = Vec::new();
+                let mut snapshot_buf = Vec::new();
+                let mut last_snapshot_s = unix_s(clock.now_ms());
+                let snapshot = |now_s: u32, buf: &mut Vec<u8>| {
+                    table.encode_snapshot(now_s, set.outages(), buf);
+                    if let Err(e) = crate::events::write_atomic(&snapshot_path, buf) {
+                        error!(path = %snapshot_path.display(), error = %e, "cannot write silence snapshot");
+                    }
+                };
                 let mut scan = |events: &mut Vec<SilenceEvent>| {
                     events.clear();
                     let now_s = unix_s(clock.now_ms());
-                    if let Err(e) = table.scan(now_s, &policy, events) {
+                    let prepared = set.prepare(now_s);
+                    if let Err(e) = table.scan(now_s, &prepared, events) {
                         // Only one scanner thread exists, so this is a bug; say so loudly.
                         error!(error = %e, "silence scan refused");
                     }
-                    if let Err(e) = log.append(events) {
+                    let name = |i: u16| {
+                        set.policies()
+                            .get(usize::from(i))
+                            .map_or_else(String::new, |p| p.name.clone())
+                    };
+                    if let Err(e) = log.append(events, name) {
                         error!(path = %log.path().display(), error = %e, "cannot write events log");
                     }
+                    now_s
                 };
                 loop {
-                    match rx.recv_timeout(interval) {
+                    let now_s = match rx.recv_timeout(interval) {
                         Ok(ScanRequest::Now(reply)) => {
-                            scan(&mut events);
+                            let now_s = scan(&mut events);
                             let _ = reply.send(events.clone());
+                            now_s
                         }
                         Ok(ScanRequest::Stop)
                         | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                            snapshot(unix_s(clock.now_ms()), &mut snapshot_buf);
                             return;
                         }
                         Err(crossbeam_channel::RecvTimeoutError::Timeout) => scan(&mut events),
+                    };
+                    if now_s.saturating_sub(last_snapshot_s) >= snapshot_interval_s {
+                        snapshot(now_s, &mut snapshot_buf);
+                        last_snapshot_s = now_s;
                     }
                 }
             })
@@ -420,7 +516,23 @@ impl Scanner {
         Self {
             tx,
             thread: Some(thread),
+            policies,
+            clock,
         }
+    }
+
+    fn explain(
+        &self,
+        table: &SilenceTable,
+        device_id: u64,
+    ) -> Option<ingest::silence::Explanation> {
+        let state = table.get(device_id)?;
+        Some(ingest::silence::explain(
+            &state,
+            &self.policies,
+            table.confirmation(device_id),
+            unix_s(self.clock.now_ms()),
+        ))
     }
 
     fn scan_now(&self) -> Vec<SilenceEvent> {

@@ -25,4 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = wire::decode_welcome(body);
     let _ = wire::decode_ack(body);
     let _ = wire::decode_close(body);
+    let _ = wire::decode_confirm_request(body);
+    let _ = wire::decode_confirm(body);
+    let _ = wire::decode_confirm_ack(body);
 });

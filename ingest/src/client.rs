@@ -12,6 +12,12 @@
 //!   stored is acked DUPLICATE, which counts as success).
 //! * Frames are queued whole to a per-connection writer task, so dropping a send future
 //!   (cancellation, timeout) never leaves half a frame on the stream.
+//! * Confirm-location (`docs/PROTOCOL.md` §9): CONFIRM_REQUEST frames from the server reach
+//!   the app through [`Device::confirm_requests`] (each request once per `Device`, even when
+//!   the server redelivers it after a reconnect); the app answers with
+//!   [`Device::confirm_here`] or [`Device::confirm_with_fix`], which sign the CONFIRM with a
+//!   key derived from the device token and await the server's CONFIRM_ACK. Requests arrive
+//!   only while a connection is open: an app that may idle should send heartbeats.
 //! * TLS is rustls with the *ring* provider, TLS 1.3 only, ALPN `hexflow/1`, trusting only
 //!   the CA in [`ClientConfig::ca_pem`]. This module contains no server code.
 //!
@@ -27,8 +33,9 @@
 //! batch resent after falling out of the window cannot be recognised as a duplicate.
 
 use crate::wire::{
-    self, Ack, CONTROL_FRAME_BODY_BYTES_MAX, Close, EncodeError, FRAME_HEADER_LEN, Fixes,
-    FrameError, FrameType, Hello, Status, StatusClass, Welcome,
+    self, Ack, CONTROL_FRAME_BODY_BYTES_MAX, Close, Confirm, ConfirmAck, ConfirmKey, ConfirmKind,
+    ConfirmRequest, EncodeError, FRAME_HEADER_LEN, Fixes, FrameError, FrameType, Hello, Status,
+    StatusClass, Welcome,
 };
 use quinn::VarInt;
 use rustls_pki_types::CertificateDer;
@@ -117,6 +124,10 @@ pub struct ClientConfig {
     /// How long [`Device::close`] waits for the server to acknowledge the CLOSE frame.
     /// Default 1 s.
     pub close_linger_ms: u64,
+    /// Confirm requests buffered for the app ([`Device::confirm_requests`]); when full, a
+    /// new request is dropped (the server delivers it again after the next reconnect).
+    /// Default 8.
+    pub confirm_requests_max: usize,
 }
 
 impl ClientConfig {
@@ -136,6 +147,7 @@ impl ClientConfig {
             keep_alive_interval_ms: 10_000,
             receive_window_bytes: 64 * 1024,
             close_linger_ms: 1_000,
+            confirm_requests_max: 8,
         }
     }
 }
@@ -255,6 +267,31 @@ pub enum ClientError {
     /// [`Device::close`] was called.
     #[error("the device was closed")]
     Closed,
+    /// Another call is already waiting for the answer to this confirm request.
+    #[error("a CONFIRM for request {request_id} is already in flight on this device")]
+    ConfirmInFlight {
+        /// The request.
+        request_id: u64,
+    },
+    /// No CONFIRM_ACK arrived within `ack_timeout_ms`.
+    #[error("no CONFIRM_ACK for request {request_id} within {timeout_ms} ms")]
+    ConfirmTimeout {
+        /// The request.
+        request_id: u64,
+        /// The configured limit.
+        timeout_ms: u64,
+    },
+    /// [`Device::confirm_here`] / [`Device::confirm_with_fix`] used every attempt.
+    #[error("confirm of request {request_id} failed after {attempts} attempts; last error: {last}")]
+    ConfirmRetriesExhausted {
+        /// The request.
+        request_id: u64,
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        #[source]
+        last: Box<ClientError>,
+    },
     /// [`Device::send`] used every attempt.
     #[error("batch {batch_seq} failed after {attempts} attempts; last error: {last}")]
     RetriesExhausted {
@@ -279,7 +316,8 @@ impl ClientError {
             | ClientError::Write(_)
             | ClientError::StreamFinished
             | ClientError::ServerClosed { .. }
-            | ClientError::AckTimeout { .. } => true,
+            | ClientError::AckTimeout { .. }
+            | ClientError::ConfirmTimeout { .. } => true,
             ClientError::Rejected { status, .. } => status.is_retryable(),
             _ => false,
         }
@@ -373,6 +411,14 @@ impl ClientError {
     }
 }
 
+/// The device clock (Unix ms), signed into CONFIRM frames.
+fn unix_now_ms() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// One UDP socket shared by many simulated devices (the load generator opens thousands of
 /// connections on one endpoint). Must be called inside a tokio runtime. Per-connection
 /// settings (small receive windows, TLS) are applied by [`Device::connect`].
@@ -441,6 +487,8 @@ struct SharedState {
     /// seq -> (waiter id, ack channel). The id stops a finished caller from removing a
     /// later caller's registration of the same seq.
     waiters: HashMap<u64, (u64, oneshot::Sender<Ack>)>,
+    /// request_id -> (waiter id, CONFIRM_ACK channel), as `waiters`.
+    confirm_waiters: HashMap<u64, (u64, oneshot::Sender<ConfirmAck>)>,
     /// Why the session ended; set once.
     ended: Option<ClientError>,
 }
@@ -450,6 +498,7 @@ impl Shared {
         Shared {
             state: StdMutex::new(SharedState {
                 waiters: HashMap::new(),
+                confirm_waiters: HashMap::new(),
                 ended: None,
             }),
             inflight: Semaphore::new(inflight),
@@ -479,11 +528,44 @@ impl Shared {
         Ok((
             WaiterGuard {
                 shared: self,
-                batch_seq,
+                key: batch_seq,
                 id,
+                confirm: false,
             },
             rx,
         ))
+    }
+
+    fn register_confirm(
+        &self,
+        request_id: u64,
+    ) -> Result<(WaiterGuard<'_>, oneshot::Receiver<ConfirmAck>), ClientError> {
+        let mut state = self.lock();
+        if let Some(end) = &state.ended {
+            return Err(end.duplicate());
+        }
+        if state.confirm_waiters.contains_key(&request_id) {
+            return Err(ClientError::ConfirmInFlight { request_id });
+        }
+        let id = self.next_waiter_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        state.confirm_waiters.insert(request_id, (id, tx));
+        Ok((
+            WaiterGuard {
+                shared: self,
+                key: request_id,
+                id,
+                confirm: true,
+            },
+            rx,
+        ))
+    }
+
+    fn complete_confirm(&self, ack: ConfirmAck) {
+        let waiter = self.lock().confirm_waiters.remove(&ack.request_id);
+        if let Some((_, tx)) = waiter {
+            let _ = tx.send(ack);
+        }
     }
 
     fn complete(&self, ack: Ack) {
@@ -501,6 +583,7 @@ impl Shared {
         }
         // Dropping the senders wakes every waiter, which then reads `ended`.
         state.waiters.clear();
+        state.confirm_waiters.clear();
         drop(state);
         self.inflight.close();
     }
@@ -517,22 +600,57 @@ impl Shared {
     }
 }
 
-/// Removes a caller's registration when its `send_once` returns or is dropped.
+/// Removes a caller's registration when its `send_once` (or confirm) returns or is
+/// dropped.
 struct WaiterGuard<'a> {
     shared: &'a Shared,
-    batch_seq: u64,
+    /// batch_seq, or request_id when `confirm`.
+    key: u64,
     id: u64,
+    confirm: bool,
 }
 
 impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
-        if state
+        if self.confirm {
+            if state
+                .confirm_waiters
+                .get(&self.key)
+                .is_some_and(|(id, _)| *id == self.id)
+            {
+                state.confirm_waiters.remove(&self.key);
+            }
+        } else if state
             .waiters
-            .get(&self.batch_seq)
+            .get(&self.key)
             .is_some_and(|(id, _)| *id == self.id)
         {
-            state.waiters.remove(&self.batch_seq);
+            state.waiters.remove(&self.key);
+        }
+    }
+}
+
+/// Where CONFIRM_REQUESTs go: the app's bounded channel, without repeating the request
+/// last handed over (the server redelivers an unanswered request after each reconnect).
+struct Inbox {
+    tx: mpsc::Sender<ConfirmRequest>,
+    last_request_id: AtomicU64,
+}
+
+impl Inbox {
+    fn offer(&self, request: ConfirmRequest) {
+        let id = request.request_id;
+        if self.last_request_id.load(Ordering::Acquire) == id {
+            return;
+        }
+        match self.tx.try_send(request) {
+            Ok(()) => self.last_request_id.store(id, Ordering::Release),
+            Err(e) => tracing::warn!(
+                request_id = id,
+                error = %e,
+                "confirm request dropped (app not reading confirm_requests)"
+            ),
         }
     }
 }
@@ -589,7 +707,7 @@ fn close_error(body: &[u8]) -> ClientError {
     }
 }
 
-async fn read_loop(mut recv: quinn::RecvStream, shared: Arc<Shared>) {
+async fn read_loop(mut recv: quinn::RecvStream, shared: Arc<Shared>, inbox: Arc<Inbox>) {
     let why = loop {
         match read_frame(&mut recv).await {
             Ok((FrameType::Ack, body)) => match wire::decode_ack(&body) {
@@ -597,8 +715,14 @@ async fn read_loop(mut recv: quinn::RecvStream, shared: Arc<Shared>) {
                 Err(e) => break ClientError::from_frame(e),
             },
             Ok((FrameType::Close, body)) => break close_error(&body),
-            // Reserved for a later protocol version; a v1 client ignores it.
-            Ok((FrameType::ConfirmRequest, _)) => {}
+            Ok((FrameType::ConfirmRequest, body)) => match wire::decode_confirm_request(&body) {
+                Ok(request) => inbox.offer(request),
+                Err(e) => break ClientError::from_frame(e),
+            },
+            Ok((FrameType::ConfirmAck, body)) => match wire::decode_confirm_ack(&body) {
+                Ok(ack) => shared.complete_confirm(ack),
+                Err(e) => break ClientError::from_frame(e),
+            },
             Ok((frame_type, _)) => break ClientError::UnexpectedFrame { frame_type },
             Err(e) => break e,
         }
@@ -642,6 +766,9 @@ pub struct Device {
     session: AsyncMutex<Option<Arc<Session>>>,
     welcome: StdMutex<Welcome>,
     closed: AtomicBool,
+    confirm_key: ConfirmKey,
+    inbox: Arc<Inbox>,
+    confirm_rx: StdMutex<Option<mpsc::Receiver<ConfirmRequest>>>,
 }
 
 impl std::fmt::Debug for Device {
@@ -664,13 +791,20 @@ impl Device {
         cfg: ClientConfig,
     ) -> Result<Device, ClientError> {
         let quic = quic_client_config(&cfg)?;
+        let (confirm_tx, confirm_rx) = mpsc::channel(cfg.confirm_requests_max.max(1));
         let device = Device {
             endpoint: endpoint.clone(),
+            confirm_key: ConfirmKey::from_token(&cfg.token),
             cfg,
             quic,
             session: AsyncMutex::new(None),
             welcome: StdMutex::new(Welcome::default()),
             closed: AtomicBool::new(false),
+            inbox: Arc::new(Inbox {
+                tx: confirm_tx,
+                last_request_id: AtomicU64::new(0),
+            }),
+            confirm_rx: StdMutex::new(Some(confirm_rx)),
         };
         device.session().await?;
         Ok(device)
@@ -754,7 +888,11 @@ impl Device {
         // Room for every in-flight batch plus heartbeats and the final CLOSE.
         let (frames, frames_rx) = mpsc::channel(inflight.saturating_add(4).min(4096));
         let linger = Duration::from_millis(cfg.close_linger_ms);
-        tokio::spawn(read_loop(recv, Arc::clone(&shared)));
+        tokio::spawn(read_loop(
+            recv,
+            Arc::clone(&shared),
+            Arc::clone(&self.inbox),
+        ));
         tokio::spawn(write_loop(send, frames_rx, Arc::clone(&shared), linger));
         tracing::debug!(device_id = welcome.device_id, inflight, "device connected");
         Ok(Session {
@@ -858,6 +996,138 @@ impl Device {
             let delay_ms = policy.delay_ms(attempt, last.retry_after_ms(), rand::random());
             tracing::debug!(batch_seq, attempt, delay_ms, error = %last, "retrying batch");
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+    }
+
+    /// The server's confirm-location requests, in arrival order. Only the first call gets
+    /// the receiver (`None` afterwards). Each request appears once even if the server
+    /// redelivers it after a reconnect; answer it with [`Device::confirm_here`] or
+    /// [`Device::confirm_with_fix`]. At most `ClientConfig::confirm_requests_max` wait
+    /// unread.
+    pub fn confirm_requests(&self) -> Option<mpsc::Receiver<ConfirmRequest>> {
+        self.confirm_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Answers request `request_id` with a signed HERE ("I am here", no position) and
+    /// returns the server's CONFIRM_ACK whatever its status (OK = recorded). Retries like
+    /// [`Device::send`] after connection loss or a transient status; a retry whose first
+    /// attempt was in fact recorded is answered UNSOLICITED_CONFIRM.
+    ///
+    /// # Cancel safety
+    /// As [`Device::send_once`]: the frame is queued whole or not at all.
+    ///
+    /// # Errors
+    /// Connection errors, [`ClientError::ConfirmRetriesExhausted`],
+    /// [`ClientError::ConfirmInFlight`], [`ClientError::Closed`].
+    pub async fn confirm_here(&self, request_id: u64) -> Result<ConfirmAck, ClientError> {
+        self.confirm_retrying(request_id, None).await
+    }
+
+    /// Answers request `request_id` with a fresh position: sends `fixes` as batch
+    /// `batch_seq` (with retries, as [`Device::send`]), then a signed CONFIRM of kind FIX
+    /// naming it, and returns the server's CONFIRM_ACK whatever its status. If the
+    /// connection was replaced between the two (the server then answers FIX_NOT_FOUND), the
+    /// batch is resent with the same seq (acked DUPLICATE) and the CONFIRM repeated.
+    ///
+    /// # Cancel safety
+    /// As [`Device::send_once`].
+    ///
+    /// # Errors
+    /// [`ClientError::Rejected`] when the batch itself is refused (1xx), the errors of
+    /// [`Device::send`], and those of [`Device::confirm_here`].
+    pub async fn confirm_with_fix(
+        &self,
+        request_id: u64,
+        batch_seq: u64,
+        fixes: &Fixes,
+    ) -> Result<ConfirmAck, ClientError> {
+        self.confirm_retrying(request_id, Some((batch_seq, fixes)))
+            .await
+    }
+
+    async fn confirm_retrying(
+        &self,
+        request_id: u64,
+        fix: Option<(u64, &Fixes)>,
+    ) -> Result<ConfirmAck, ClientError> {
+        let policy = &self.cfg.retry;
+        let attempts_max = policy.attempts_max.max(1);
+        let (kind, batch_seq) = match fix {
+            Some((seq, _)) => (ConfirmKind::Fix, seq),
+            None => (ConfirmKind::Here, 0),
+        };
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            if let Some((seq, fixes)) = fix {
+                let ack = self.send(seq, fixes).await?;
+                if StatusClass::of_code(ack.status) != StatusClass::Success {
+                    return Err(ClientError::from_status(
+                        ack.status,
+                        ack.reason,
+                        ack.retry_after_ms,
+                    ));
+                }
+            }
+            let confirm = self
+                .confirm_key
+                .confirm(request_id, kind, batch_seq, unix_now_ms());
+            let last = match self.confirm_once(&confirm).await {
+                Ok(ack) if ack.status == Status::FixNotFound.code() && attempt < attempts_max => {
+                    // The batch was acked on an earlier connection; resend it on this one.
+                    tracing::debug!(request_id, batch_seq, "FIX_NOT_FOUND, resending the batch");
+                    continue;
+                }
+                Ok(ack) if StatusClass::of_code(ack.status) == StatusClass::Transient => {
+                    ClientError::from_status(ack.status, ack.reason, 0)
+                }
+                Ok(ack) => return Ok(ack),
+                Err(e) if e.is_retryable() => e,
+                Err(e) => return Err(e),
+            };
+            if attempt >= attempts_max {
+                return Err(ClientError::ConfirmRetriesExhausted {
+                    request_id,
+                    attempts: attempt,
+                    last: Box::new(last),
+                });
+            }
+            let delay_ms = policy.delay_ms(attempt, last.retry_after_ms(), rand::random());
+            tracing::debug!(request_id, attempt, delay_ms, error = %last, "retrying confirm");
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+    }
+
+    /// Sends one CONFIRM and awaits its CONFIRM_ACK, without retry.
+    async fn confirm_once(&self, confirm: &Confirm) -> Result<ConfirmAck, ClientError> {
+        let session = self.session().await?;
+        let mut frame = Vec::new();
+        wire::encode_confirm(confirm, &mut frame);
+        let shared = &session.shared;
+        // A CONFIRM takes one of the server's in-flight slots until its answer arrives.
+        let _permit = shared
+            .inflight
+            .acquire()
+            .await
+            .map_err(|_| shared.end_error())?;
+        let request_id = confirm.request_id;
+        let (_guard, rx) = shared.register_confirm(request_id)?;
+        session
+            .frames
+            .send(Outgoing::Frame(frame))
+            .await
+            .map_err(|_| shared.end_error())?;
+        let timeout_ms = self.cfg.ack_timeout_ms;
+        match tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await {
+            Ok(Ok(ack)) => Ok(ack),
+            Ok(Err(_)) => Err(shared.end_error()),
+            Err(_) => Err(ClientError::ConfirmTimeout {
+                request_id,
+                timeout_ms,
+            }),
         }
     }
 
@@ -1001,6 +1271,49 @@ mod tests {
             }
             .is_retryable()
         );
+    }
+
+    #[test]
+    fn inbox_hands_each_request_once_and_is_bounded() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let inbox = Inbox {
+            tx,
+            last_request_id: AtomicU64::new(0),
+        };
+        let req = |id| ConfirmRequest {
+            request_id: id,
+            requested_at_ms: 5,
+            reason: "r".into(),
+        };
+        inbox.offer(req(7));
+        inbox.offer(req(7)); // redelivered after a reconnect: not repeated
+        inbox.offer(req(8));
+        inbox.offer(req(9)); // channel full (2): dropped, the server redelivers later
+        assert_eq!(rx.try_recv().expect("7").request_id, 7);
+        assert_eq!(rx.try_recv().expect("8").request_id, 8);
+        assert!(rx.try_recv().is_err());
+        inbox.offer(req(9));
+        assert_eq!(rx.try_recv().expect("9 on redelivery").request_id, 9);
+    }
+
+    #[test]
+    fn confirm_waiters_are_matched_by_request_id() {
+        let shared = Shared::new(2);
+        let (g, mut rx) = shared.register_confirm(5).expect("register");
+        assert!(matches!(
+            shared.register_confirm(5),
+            Err(ClientError::ConfirmInFlight { request_id: 5 })
+        ));
+        // A batch with the same number is a different namespace.
+        let (_b, _brx) = shared.register(5).expect("batch 5");
+        shared.complete_confirm(ConfirmAck::new(6, Status::Ok, ""));
+        assert!(rx.try_recv().is_err());
+        shared.complete_confirm(ConfirmAck::new(5, Status::Ok, ""));
+        assert_eq!(rx.try_recv().expect("answered").request_id, 5);
+        drop(g);
+        let (_g, _rx) = shared.register_confirm(5).expect("free again");
+        shared.end(ClientError::StreamFinished);
+        assert!(shared.register_confirm(6).is_err());
     }
 
     #[test]

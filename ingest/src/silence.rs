@@ -15,6 +15,11 @@
 //!   `Warned → Expired`, `Reporting → Expired` when a scan came too late to see the warning,
 //!   and `Warned/Expired → Reporting` as [`EventKind::Resumed`] once a newer fix arrives). Only
 //!   the scanner writes a device's level, and at most one scan runs at a time.
+//! * **Policies people can rely on** ([`PolicySet`], rules in `docs/SILENCE.md`): duration or
+//!   working-day thresholds on data calendars ([`calendar`]), groups, exemptions, server
+//!   outages not counted, confirmations; prepared once per scan ([`PolicySet::prepare`]).
+//! * **Snapshots** ([`SilenceTable::encode_snapshot`] / [`SilenceTable::restore_snapshot`])
+//!   and **explanations** ([`explain`]), both pure.
 //! * Events serialise to one stable JSON object per line ([`SilenceEvent::to_json_line`]),
 //!   which the binary appends under `<data-dir>/events/`.
 //!
@@ -38,12 +43,24 @@
 //! does not build. This module needs nothing but std (and loom), so `lib.rs` compiles it under
 //! `any(feature = "server", loom)`.
 
+pub mod calendar;
 mod event;
+mod explain;
 mod policy;
+mod rules;
+mod snapshot;
 mod table;
 
-pub use event::{EventKind, SilenceEvent};
+pub use event::{EventKind, JsonStr, SilenceEvent};
+pub use explain::{Explanation, explain, parse_rfc3339, rfc3339, time_zone};
+pub use policy::Judgement;
 pub use policy::{Level, Policy, PolicyError, SilencePolicy, next_level};
+pub use rules::{
+    Assignment, ConfirmResets, Exemption, ExemptionState, ExemptionTarget, GroupDef, JudgeDetail,
+    Outage, PolicyDef, PolicySet, PolicySetError, Prepared, Threshold, ThresholdParseError,
+    ThresholdParseReason, WorkingDays, parse_threshold,
+};
+pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotError, SnapshotInfo};
 pub use table::{DeviceState, RecordError, ScanError, ScanStats, SilenceTable, TableConfigError};
 
 /// Atomics: std's normally, loom's under `cfg(loom)` so the loom models explore this code.

@@ -1,5 +1,5 @@
 //! The pure wire codec of protocol v1 (see `docs/PROTOCOL.md`): frames, control messages,
-//! BATCH payloads and status codes.
+//! BATCH payloads, the confirm-location messages and status codes.
 //!
 //! Contract:
 //! * No IO, no clock, no tokio, no quinn: the server, the client library, the load
@@ -17,6 +17,7 @@
 //! ```
 
 mod batch;
+mod confirm;
 mod frame;
 mod status;
 
@@ -24,6 +25,11 @@ pub use batch::{
     BATCH_PREFIX_LEN, Batch, BatchDecoder, BatchEncoder, BatchError, Compression, EncodeError,
     Encoding, Fix, Fixes, HEADING_CDEG_END, LAT_E7_MAX, LON_E7_MAX, Limits, decode_batch,
     encode_batch_frame, encode_batch_frame_raw, validate,
+};
+pub use confirm::{
+    CONFIRM_REASON_BYTES_MAX, CONFIRM_SIGNATURE_LEN, Confirm, ConfirmAck, ConfirmError, ConfirmKey,
+    ConfirmKind, ConfirmRequest, check_confirm, decode_confirm, decode_confirm_ack,
+    decode_confirm_request, encode_confirm, encode_confirm_ack, encode_confirm_request,
 };
 pub use frame::{
     Ack, CONTROL_FRAME_BODY_BYTES_MAX, Close, FRAME_HEADER_LEN, FrameError, FrameHeader, FrameType,

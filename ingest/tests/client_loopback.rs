@@ -353,3 +353,313 @@ async fn bad_token_is_rejected_at_connect() {
     );
     assert!(server_task.await.expect("server"));
 }
+
+// ---------------------------------------------------------------------------------------
+// Confirm-location against the real endpoint (ingest::endpoint) with a recording Activity.
+
+mod confirm {
+    use super::*;
+    use ingest::auth::TokenKey;
+    use ingest::endpoint::{
+        AcceptedBatch, Activity, BatchSink, ConfirmDelivery, ConfirmRequestError, Endpoint,
+        EndpointConfig, EndpointParts, SessionConfig, SinkCallback, SinkOutcome, SystemClock,
+    };
+    use ingest::wire::{ConfirmAck, ConfirmKey, ConfirmKind, ConfirmRequest};
+    use std::sync::Mutex;
+
+    /// Acks every batch OK at once.
+    struct OkSink;
+    impl BatchSink for OkSink {
+        fn submit(&self, _batch: AcceptedBatch, done: SinkCallback) {
+            done(SinkOutcome::ok());
+        }
+    }
+
+    /// Records every confirmation.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(u64, ConfirmKind, i64)>>);
+    impl Activity for Recorder {
+        fn on_contact(&self, _: u64, _: i64) {}
+        fn on_fixes_stored(&self, _: u64, _: i64, _: i64) {}
+        fn on_confirm(&self, device_id: u64, kind: ConfirmKind, at_ms: i64) {
+            self.0.lock().expect("lock").push((device_id, kind, at_ms));
+        }
+    }
+
+    fn start(session: SessionConfig) -> (Endpoint, Arc<Recorder>, TokenKey) {
+        let cert = CertificateDer::from_pem_slice(CERT_PEM.as_bytes()).expect("cert");
+        let key = PrivateKeyDer::from_pem_slice(KEY_PEM.as_bytes()).expect("key");
+        let cfg = EndpointConfig::default();
+        let server_config =
+            ingest::endpoint::server_config(vec![cert], key, &cfg).expect("server config");
+        let token_key = TokenKey::from_bytes(&[9; 32]).expect("key");
+        let recorder = Arc::new(Recorder::default());
+        let endpoint = Endpoint::start_with(
+            EndpointParts {
+                listen: "127.0.0.1:0".parse().expect("addr"),
+                server_config,
+                cfg,
+                key: token_key.clone(),
+                sink: Arc::new(OkSink),
+                activity: recorder.clone(),
+                clock: Arc::new(SystemClock),
+            },
+            session,
+        )
+        .expect("endpoint starts");
+        (endpoint, recorder, token_key)
+    }
+
+    async fn next_request(rx: &mut tokio::sync::mpsc::Receiver<ConfirmRequest>) -> ConfirmRequest {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a confirm request arrives")
+            .expect("channel open")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_are_bounded_delivered_and_answered() {
+        let (endpoint, recorder, key) = start(SessionConfig {
+            confirm_pending_max: 2,
+            ..SessionConfig::default()
+        });
+        let addr = endpoint.local_addr().expect("addr");
+
+        // Device 5 is not connected: queued, and one per device.
+        let first = endpoint
+            .request_confirm(5, "no fix for 36h")
+            .expect("raised");
+        let ConfirmDelivery::Queued { request_id: id1 } = first else {
+            panic!("expected Queued, got {first:?}");
+        };
+        assert_eq!(
+            endpoint.request_confirm(5, "again").expect("idempotent"),
+            ConfirmDelivery::AlreadyOutstanding { request_id: id1 }
+        );
+        // confirm_pending_max = 2 at its edge.
+        let id6 = endpoint
+            .request_confirm(6, "x")
+            .expect("second")
+            .request_id();
+        assert_eq!(
+            endpoint.request_confirm(7, "x"),
+            Err(ConfirmRequestError::PendingFull {
+                pending: 2,
+                pending_max: 2
+            })
+        );
+        assert_eq!(endpoint.cancel_confirm(6), Some(id6));
+        assert_eq!(endpoint.cancel_confirm(6), None);
+        assert_eq!(endpoint.confirms_outstanding(), 1);
+        let long = "r".repeat(wire::CONFIRM_REASON_BYTES_MAX + 1);
+        assert!(matches!(
+            endpoint.request_confirm(7, &long),
+            Err(ConfirmRequestError::ReasonTooLong { len, len_max: 256 }) if len == 257
+        ));
+        assert!(
+            endpoint
+                .request_confirm(7, &long[..wire::CONFIRM_REASON_BYTES_MAX])
+                .is_ok()
+        );
+        assert!(endpoint.cancel_confirm(7).is_some());
+        assert_eq!(
+            endpoint.request_confirm(0, "x"),
+            Err(ConfirmRequestError::InvalidDeviceId { device_id: 0 })
+        );
+
+        // The queued request arrives right after WELCOME.
+        let client = client_endpoint("127.0.0.1:0".parse().expect("addr")).expect("client");
+        let mut cfg = ClientConfig::new(addr, CERT_PEM.as_bytes().to_vec(), key.mint(5));
+        cfg.ack_timeout_ms = 5_000;
+        let device = Device::connect(&client, cfg).await.expect("connect");
+        let mut requests = device.confirm_requests().expect("first taker");
+        assert!(device.confirm_requests().is_none(), "only one taker");
+        let req = next_request(&mut requests).await;
+        assert_eq!(
+            (req.request_id, req.reason.as_str()),
+            (id1, "no fix for 36h")
+        );
+
+        let before = now_ms();
+        let ack = device.confirm_here(id1).await.expect("answered");
+        assert_eq!(ack, ConfirmAck::new(id1, Status::Ok, ""));
+        {
+            let seen = recorder.0.lock().expect("lock").clone();
+            assert_eq!(seen.len(), 1);
+            assert_eq!((seen[0].0, seen[0].1), (5, ConfirmKind::Here));
+            assert!(seen[0].2 >= before && seen[0].2 <= now_ms(), "{seen:?}");
+        }
+        assert!(endpoint.outstanding_confirm(5).is_none());
+        assert_eq!(endpoint.confirms_outstanding(), 0);
+        // Answering twice: the request is gone.
+        let again = device.confirm_here(id1).await.expect("an answer");
+        assert_eq!(again.known_status(), Some(Status::UnsolicitedConfirm));
+
+        // Connected: the request is sent at once; answered with a fresh fix.
+        let sent = endpoint.request_confirm(5, "still quiet").expect("raised");
+        let ConfirmDelivery::Sent { request_id: id2 } = sent else {
+            panic!("expected Sent, got {sent:?}");
+        };
+        assert_eq!(next_request(&mut requests).await.request_id, id2);
+        let f = fixes(3);
+        let newest = *f.time_ms.iter().max().expect("fixes");
+        let ack = device
+            .confirm_with_fix(id2, 100, &f)
+            .await
+            .expect("answered");
+        assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+        assert_eq!(
+            recorder.0.lock().expect("lock").last().copied(),
+            Some((5, ConfirmKind::Fix, newest))
+        );
+        let stats = endpoint.stats();
+        assert_eq!(stats.confirms_recorded.load(Ordering::SeqCst), 2);
+        assert_eq!(stats.confirms_rejected.load(Ordering::SeqCst), 1);
+        device.close().await;
+        endpoint.shutdown(Duration::from_secs(2)).await;
+    }
+
+    /// A raw protocol connection for CONFIRM frames the client library never sends.
+    struct Raw {
+        conn: quinn::Connection,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    }
+
+    impl Raw {
+        async fn open(addr: SocketAddr, token: &str) -> Self {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(CertificateDer::from_pem_slice(CERT_PEM.as_bytes()).expect("cert"))
+                .expect("root");
+            let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("tls13")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            tls.alpn_protocols = vec![wire::ALPN.to_vec()];
+            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("suite");
+            let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("ep");
+            ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+            let conn = ep
+                .connect(addr, "localhost")
+                .expect("connect")
+                .await
+                .expect("handshake");
+            let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+            let mut out = vec![];
+            wire::encode_hello(
+                &wire::Hello {
+                    protocol_version: wire::PROTOCOL_VERSION,
+                    token: token.to_string(),
+                    client_agent: "raw".into(),
+                },
+                &mut out,
+            );
+            send.write_all(&out).await.expect("hello");
+            let (t, _) = read_frame(&mut recv).await.expect("welcome");
+            assert_eq!(t, FrameType::Welcome);
+            Raw { conn, send, recv }
+        }
+
+        async fn confirm(&mut self, c: &wire::Confirm) -> Option<ConfirmAck> {
+            let mut out = vec![];
+            wire::encode_confirm(c, &mut out);
+            self.send.write_all(&out).await.ok()?;
+            let (t, body) = read_frame(&mut self.recv).await?;
+            if t == FrameType::Close {
+                let close = wire::decode_close(&body).expect("close");
+                assert_eq!(
+                    close.status,
+                    Status::ProtocolViolation.code(),
+                    "{}",
+                    close.reason
+                );
+                return None;
+            }
+            assert_eq!(t, FrameType::ConfirmAck);
+            Some(wire::decode_confirm_ack(&body).expect("confirm ack"))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forged_unsolicited_and_unknown_batches_are_refused_and_floods_closed() {
+        let (endpoint, recorder, key) = start(SessionConfig {
+            confirm_rejects_max: 3,
+            ..SessionConfig::default()
+        });
+        let addr = endpoint.local_addr().expect("addr");
+        let id = endpoint
+            .request_confirm(8, "quiet")
+            .expect("raised")
+            .request_id();
+        let token = key.mint(8);
+        let mut raw = Raw::open(addr, &token).await;
+        // The queued request is the frame right after WELCOME.
+        let (t, body) = read_frame(&mut raw.recv).await.expect("request");
+        assert_eq!(t, FrameType::ConfirmRequest);
+        assert_eq!(
+            wire::decode_confirm_request(&body).expect("req").request_id,
+            id
+        );
+
+        let good_key = ConfirmKey::from_token(&token);
+        let forged_key = ConfirmKey::from_token(&key.mint(9));
+        // 1: signed with another device's key.
+        let ack = raw
+            .confirm(&forged_key.confirm(id, ConfirmKind::Here, 0, 1))
+            .await
+            .expect("answered");
+        assert_eq!(ack.known_status(), Some(Status::InvalidSignature));
+        // A FIX naming a batch never acked here: refused, not counted as abuse.
+        let ack = raw
+            .confirm(&good_key.confirm(id, ConfirmKind::Fix, 999, 1))
+            .await
+            .expect("answered");
+        assert_eq!(ack.known_status(), Some(Status::FixNotFound));
+        // 2: unsolicited (wrong id).
+        let ack = raw
+            .confirm(&good_key.confirm(id + 1, ConfirmKind::Here, 0, 1))
+            .await
+            .expect("answered");
+        assert_eq!(ack.known_status(), Some(Status::UnsolicitedConfirm));
+        // 3: unknown kind.
+        let mut bad = good_key.confirm(id, ConfirmKind::Here, 0, 1);
+        bad.kind = 3;
+        let ack = raw.confirm(&bad).await.expect("answered");
+        assert_eq!(ack.known_status(), Some(Status::InvalidField));
+        assert!(recorder.0.lock().expect("lock").is_empty());
+        assert_eq!(
+            endpoint.outstanding_confirm(8).map(|o| o.request_id),
+            Some(id),
+            "refusals leave the request outstanding"
+        );
+        // 4 > confirm_rejects_max: the connection is closed.
+        assert!(
+            raw.confirm(&forged_key.confirm(id, ConfirmKind::Here, 0, 2))
+                .await
+                .is_none()
+        );
+        let closed = tokio::time::timeout(Duration::from_secs(5), raw.conn.closed())
+            .await
+            .expect("closed");
+        assert!(
+            matches!(&closed, quinn::ConnectionError::ApplicationClosed(c)
+                if c.error_code == quinn::VarInt::from_u32(Status::ProtocolViolation.code())),
+            "{closed:?}"
+        );
+        // A genuine answer on a new connection is recorded.
+        let mut raw = Raw::open(addr, &token).await;
+        let (t, _) = read_frame(&mut raw.recv).await.expect("redelivered");
+        assert_eq!(t, FrameType::ConfirmRequest);
+        let ack = raw
+            .confirm(&good_key.confirm(id, ConfirmKind::Here, 0, 3))
+            .await
+            .expect("answered");
+        assert_eq!(ack.known_status(), Some(Status::Ok));
+        assert_eq!(recorder.0.lock().expect("lock").len(), 1);
+        endpoint.shutdown(Duration::from_secs(2)).await;
+    }
+}

@@ -14,12 +14,11 @@
 //!  crc32c covers every byte before it.
 //! ```
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use crate::dedup::Window;
-use crate::wal::sync_dir;
+use crate::fs::Fs;
 
 /// Checkpoint file magic.
 pub const MAGIC: [u8; 8] = *b"HXFCKPT\0";
@@ -156,14 +155,14 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
 ///
 /// # Errors
 /// Any IO failure; the previous checkpoint is then still in place.
-pub fn write(wal_dir: &Path, cp: &Checkpoint) -> io::Result<()> {
+pub fn write(fs: &dyn Fs, wal_dir: &Path, cp: &Checkpoint) -> io::Result<()> {
     let tmp = wal_dir.join(TMP_FILE_NAME);
-    let mut file = File::create(&tmp)?;
-    file.write_all(&encode(cp))?;
+    let mut file = fs.create(&tmp)?;
+    file.write_all_at(&encode(cp), 0)?;
     file.sync_all()?;
     drop(file);
-    fs::rename(&tmp, wal_dir.join(FILE_NAME))?;
-    sync_dir(wal_dir)
+    fs.rename(&tmp, &wal_dir.join(FILE_NAME))?;
+    fs.sync_dir(wal_dir)
 }
 
 /// Reads the checkpoint in `wal_dir`: `Ok(None)` when there is none yet,
@@ -171,8 +170,11 @@ pub fn write(wal_dir: &Path, cp: &Checkpoint) -> io::Result<()> {
 ///
 /// # Errors
 /// Reading the file failed.
-pub fn read(wal_dir: &Path) -> io::Result<Option<Result<Checkpoint, CheckpointError>>> {
-    match fs::read(wal_dir.join(FILE_NAME)) {
+pub fn read(
+    fs: &dyn Fs,
+    wal_dir: &Path,
+) -> io::Result<Option<Result<Checkpoint, CheckpointError>>> {
+    match fs.read(&wal_dir.join(FILE_NAME)) {
         Ok(bytes) => Ok(Some(decode(&bytes))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
@@ -212,8 +214,9 @@ mod tests {
         assert!(matches!(decode(&bad), Err(CheckpointError::Length { .. })));
 
         let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(read(dir.path()).expect("io"), None);
-        write(dir.path(), &cp).expect("write");
-        assert_eq!(read(dir.path()).expect("io"), Some(Ok(cp)));
+        let fs = crate::fs::RealFs;
+        assert_eq!(read(&fs, dir.path()).expect("io"), None);
+        write(&fs, dir.path(), &cp).expect("write");
+        assert_eq!(read(&fs, dir.path()).expect("io"), Some(Ok(cp)));
     }
 }

@@ -18,7 +18,16 @@
 //!
 //! Modules: [`wal`] (log format + segment IO), [`commit`] (WAL thread),
 //! [`dedup`], [`index`] (H3), [`batch`] (Arrow schema), [`partition`] (hive
-//! paths), [`writer`] (Parquet + writer thread), [`checkpoint`], [`config`].
+//! paths), [`writer`] (Parquet + writer thread), [`checkpoint`], [`config`],
+//! [`fs`] (every file operation, behind a trait), [`sim`] (a simulated file
+//! system with fault injection and a power-loss model, for tests).
+//!
+//! Crash model: the process may die, or the machine lose power, between any
+//! two file operations; data and names not yet fsynced may then be lost, kept
+//! or torn (see [`sim`]). Invariant, whatever the crash point: after
+//! [`Storage::open`] every batch acknowledged `Stored`/`Duplicate` is
+//! recognised as a duplicate when resent, and reaches Parquet exactly once.
+//! `storage/tests/fault_injection.rs` crashes at every operation to check it.
 
 #![deny(clippy::unwrap_used)]
 
@@ -29,14 +38,15 @@ pub mod config;
 pub mod dedup;
 pub mod error;
 pub mod fix;
+pub mod fs;
 pub mod index;
 pub mod partition;
+pub mod sim;
 mod stats;
 pub mod wal;
 pub mod writer;
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +66,7 @@ pub use wal::TailError;
 
 use commit::{Ack, GroupCommit, GroupLimits, Submission, WalExit, WalMsg};
 use dedup::DedupTable;
+use fs::{Fs, RealFs};
 use stats::Stats;
 use wal::{FileSink, HEADER_LEN};
 use writer::{ParquetOptions, Writer, WriterExit, WriterMsg, WriterTiming};
@@ -123,6 +134,7 @@ struct Inner {
     writer_stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
     threads: Mutex<Option<Threads>>,
+    fs: Arc<dyn Fs>,
     wal_dir: PathBuf,
     queue_batches_max: usize,
     batch_fixes_max: usize,
@@ -157,38 +169,36 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
 /// Deletes `.part-*.parquet.tmp` files and published files with
 /// `from_lsn > checkpoint_lsn` under `dir` (depth bounded by the scheme: 3).
 fn delete_orphans(
+    fs: &dyn Fs,
     dir: &Path,
     checkpoint_lsn: u64,
     depth: usize,
     report: &mut RecoveryReport,
 ) -> Result<(), OpenError> {
     let mut removed = false;
-    for entry in fs::read_dir(dir).map_err(io_at(dir))? {
-        let entry = entry.map_err(io_at(dir))?;
-        let path = entry.path();
-        let file_type = entry.file_type().map_err(io_at(&path))?;
-        if file_type.is_dir() {
+    for entry in fs.list_dir(dir).map_err(io_at(dir))? {
+        let path = entry.path;
+        if entry.is_dir {
             if depth < 3 {
-                delete_orphans(&path, checkpoint_lsn, depth + 1, report)?;
+                delete_orphans(fs, &path, checkpoint_lsn, depth + 1, report)?;
             }
             continue;
         }
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+        let name = entry.name.as_str();
         if name.starts_with(".part-") && name.ends_with(".parquet.tmp") {
-            fs::remove_file(&path).map_err(io_at(&path))?;
+            fs.remove_file(&path).map_err(io_at(&path))?;
             report.tmp_files_deleted += 1;
             removed = true;
         } else if let Some((from_lsn, _)) = partition::parse_part_file_name(name) {
             if from_lsn > checkpoint_lsn {
-                fs::remove_file(&path).map_err(io_at(&path))?;
+                fs.remove_file(&path).map_err(io_at(&path))?;
                 report.orphan_files_deleted.push(path);
                 removed = true;
             }
         }
     }
     if removed {
-        wal::sync_dir(dir).map_err(io_at(dir))?;
+        fs.sync_dir(dir).map_err(io_at(dir))?;
     }
     Ok(())
 }
@@ -209,18 +219,19 @@ fn spawn<T: Send + 'static>(
 /// Reads every segment, cuts a torn tail off the last one, feeds records
 /// above the checkpoint to the writer and every record to `dedup`.
 fn replay(
+    fs: &dyn Fs,
     wal_dir: &Path,
     checkpoint_lsn: u64,
     dedup: &mut DedupTable,
     writer_tx: &Sender<WriterMsg>,
     report: &mut RecoveryReport,
 ) -> Result<u64, OpenError> {
-    let segments = wal::list_segments(wal_dir).map_err(io_at(wal_dir))?;
+    let segments = wal::list_segments(fs, wal_dir).map_err(io_at(wal_dir))?;
     let mut last_lsn = checkpoint_lsn;
     let mut expected: Option<u64> = None;
     for (i, (name_lsn, path)) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
-        let bytes = fs::read(path).map_err(io_at(path))?;
+        let bytes = fs.read(path).map_err(io_at(path))?;
         report.segments_read += 1;
         let (records, tail) = wal::decode_segment(&bytes);
         if let Some(error) = tail {
@@ -233,12 +244,10 @@ fn replay(
             let valid_len = error.valid_len();
             if valid_len < HEADER_LEN {
                 // A segment whose creation did not complete: no record in it.
-                fs::remove_file(path).map_err(io_at(path))?;
+                fs.remove_file(path).map_err(io_at(path))?;
+                fs.sync_dir(wal_dir).map_err(io_at(wal_dir))?;
             } else {
-                let file = fs::OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(io_at(path))?;
+                let mut file = fs.open_write(path).map_err(io_at(path))?;
                 file.set_len(valid_len as u64).map_err(io_at(path))?;
                 file.sync_all().map_err(io_at(path))?;
             }
@@ -301,17 +310,30 @@ impl Storage {
     /// # Errors
     /// See [`OpenError`]; on error no thread is left running.
     pub fn open(cfg: StorageConfig) -> Result<(Storage, RecoveryReport), OpenError> {
+        Storage::open_with_fs(cfg, Arc::new(RealFs))
+    }
+
+    /// [`Storage::open`] on the given file system (tests inject faults and
+    /// crashes through [`sim::SimFs`]).
+    ///
+    /// # Errors
+    /// See [`OpenError`]; on error no thread is left running.
+    pub fn open_with_fs(
+        cfg: StorageConfig,
+        fs: Arc<dyn Fs>,
+    ) -> Result<(Storage, RecoveryReport), OpenError> {
         cfg.validate()?;
         let data_dir = cfg.data_dir.clone();
-        fs::create_dir_all(&data_dir).map_err(io_at(&data_dir))?;
+        fs.create_dir_all(&data_dir).map_err(io_at(&data_dir))?;
         for sub in ["wal", "positions"] {
-            writer::create_dir_durable(&data_dir, Path::new(sub)).map_err(io_at(&data_dir))?;
+            writer::create_dir_durable(&*fs, &data_dir, Path::new(sub))
+                .map_err(io_at(&data_dir))?;
         }
         let wal_dir = data_dir.join("wal");
         let positions_dir = data_dir.join("positions");
         let mut report = RecoveryReport::default();
 
-        let checkpoint = match checkpoint::read(&wal_dir).map_err(io_at(&wal_dir))? {
+        let checkpoint = match checkpoint::read(&*fs, &wal_dir).map_err(io_at(&wal_dir))? {
             None => checkpoint::Checkpoint::default(),
             Some(Ok(cp)) => cp,
             Some(Err(source)) => {
@@ -322,7 +344,7 @@ impl Storage {
             }
         };
         report.checkpoint_lsn = checkpoint.to_lsn;
-        delete_orphans(&positions_dir, checkpoint.to_lsn, 0, &mut report)?;
+        delete_orphans(&*fs, &positions_dir, checkpoint.to_lsn, 0, &mut report)?;
 
         let mut dedup = DedupTable::new(cfg.dedup_window_batches, cfg.dedup_devices_max);
         dedup.load(&checkpoint.windows);
@@ -330,6 +352,7 @@ impl Storage {
         let writer_stop = Arc::new(AtomicBool::new(false));
         let (writer_tx, writer_rx) = crossbeam_channel::bounded(cfg.writer_queue_batches_max);
         let writer = Writer {
+            fs: fs.clone(),
             positions_dir,
             wal_dir: wal_dir.clone(),
             scheme: cfg.partition,
@@ -361,6 +384,7 @@ impl Storage {
         };
 
         let next_lsn = match replay(
+            &*fs,
             &wal_dir,
             checkpoint.to_lsn,
             &mut dedup,
@@ -376,7 +400,7 @@ impl Storage {
         report.next_lsn = next_lsn;
         report.dedup_devices = dedup.len();
 
-        let sink = match FileSink::create(&wal_dir, next_lsn, cfg.wal_fsync) {
+        let sink = match FileSink::create(fs.clone(), &wal_dir, next_lsn, cfg.wal_fsync) {
             Ok(sink) => sink,
             Err(e) => {
                 abort_writer(&writer_tx, writer_handle);
@@ -423,6 +447,7 @@ impl Storage {
                     wal: wal_handle,
                     writer: writer_handle,
                 })),
+                fs,
                 wal_dir,
                 queue_batches_max: cfg.queue_batches_max,
                 batch_fixes_max: cfg.batch_fixes_max,
@@ -530,6 +555,7 @@ impl Storage {
                 files,
             } => {
                 let deleted = writer::delete_covered_segments(
+                    &*self.inner.fs,
                     &self.inner.wal_dir,
                     checkpoint_lsn,
                     Some(wal_exit.next_lsn),

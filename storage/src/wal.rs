@@ -39,13 +39,13 @@
 //! The payload length must equal exactly what `n` and `presence` imply, and no
 //! other presence bit may be set; anything else is a corrupt record.
 
-use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::FixBatch;
 use crate::fix::BATCH_FIXES_LIMIT;
+use crate::fs::{Fs, FsFile};
 
 /// Segment file magic.
 pub const MAGIC: [u8; 8] = *b"HXFWAL\0\0";
@@ -468,25 +468,15 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 ///
 /// # Errors
 /// Reading the directory failed.
-pub fn list_segments(wal_dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+pub fn list_segments(fs: &dyn Fs, wal_dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut segments = Vec::new();
-    for entry in fs::read_dir(wal_dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if let Some(first_lsn) = name.to_str().and_then(parse_segment_file_name) {
-            segments.push((first_lsn, entry.path()));
+    for entry in fs.list_dir(wal_dir)? {
+        if let Some(first_lsn) = parse_segment_file_name(&entry.name) {
+            segments.push((first_lsn, entry.path));
         }
     }
     segments.sort_unstable_by_key(|&(lsn, _)| lsn);
     Ok(segments)
-}
-
-/// Fsyncs a directory so that entries created, renamed or removed in it are durable.
-///
-/// # Errors
-/// Opening or syncing the directory failed.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// The destination of WAL appends: one segment file at a time.
@@ -518,11 +508,12 @@ pub trait LogSink: Send {
     fn roll(&mut self, first_lsn: u64) -> io::Result<()>;
 }
 
-/// [`LogSink`] over real segment files in a directory.
+/// [`LogSink`] over segment files in a directory of an [`Fs`].
 #[derive(Debug)]
 pub struct FileSink {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
-    file: File,
+    file: Box<dyn FsFile>,
     good_len: u64,
     fsync: bool,
 }
@@ -534,9 +525,15 @@ impl FileSink {
     ///
     /// # Errors
     /// Any IO failure.
-    pub fn create(dir: &Path, first_lsn: u64, fsync: bool) -> io::Result<FileSink> {
-        let file = create_segment(dir, first_lsn)?;
+    pub fn create(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        first_lsn: u64,
+        fsync: bool,
+    ) -> io::Result<FileSink> {
+        let file = create_segment(&*fs, dir, first_lsn)?;
         Ok(FileSink {
+            fs,
             dir: dir.to_path_buf(),
             file,
             good_len: HEADER_LEN as u64,
@@ -545,18 +542,14 @@ impl FileSink {
     }
 }
 
-fn create_segment(dir: &Path, first_lsn: u64) -> io::Result<File> {
+fn create_segment(fs: &dyn Fs, dir: &Path, first_lsn: u64) -> io::Result<Box<dyn FsFile>> {
     let path = dir.join(segment_file_name(first_lsn));
-    let file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(&path)?;
+    let mut file = fs.create(&path)?;
     let mut header = Vec::with_capacity(HEADER_LEN);
     encode_header(first_lsn, &mut header);
     file.write_all_at(&header, 0)?;
     file.sync_all()?;
-    sync_dir(dir)?;
+    fs.sync_dir(dir)?;
     Ok(file)
 }
 
@@ -576,7 +569,13 @@ impl LogSink for FileSink {
     }
 
     fn truncate_to_good(&mut self) -> io::Result<()> {
-        self.file.set_len(self.good_len)
+        self.file.set_len(self.good_len)?;
+        // Make the cut durable before anything else: a rolled segment must
+        // never leave a garbage tail behind in a segment that is not the last.
+        if self.fsync {
+            self.file.sync_all()?;
+        }
+        Ok(())
     }
 
     fn segment_len(&self) -> u64 {
@@ -584,7 +583,7 @@ impl LogSink for FileSink {
     }
 
     fn roll(&mut self, first_lsn: u64) -> io::Result<()> {
-        let file = create_segment(&self.dir, first_lsn)?;
+        let file = create_segment(&*self.fs, &self.dir, first_lsn)?;
         self.file = file;
         self.good_len = HEADER_LEN as u64;
         Ok(())

@@ -15,9 +15,12 @@
 //! - Buffered rows never exceed `flush_rows_max`: a batch that would cross it
 //!   triggers a flush first.
 //! - Never deletes a WAL segment holding a record above the checkpoint.
+//! - Every file operation goes through [`crate::fs::Fs`]. A retried flush
+//!   never re-fsyncs a file whose fsync failed: it creates the `.tmp` file
+//!   afresh (truncating it), so nothing relies on pages a failed fsync may
+//!   have dropped; the checkpoint is likewise rewritten from scratch.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,9 +40,10 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use crate::batch::{COL_H3, COL_TIME, RowBuffer};
 use crate::checkpoint::{self, Checkpoint};
 use crate::dedup::DedupTable;
+use crate::fs::{Fs, SeqWriter};
 use crate::partition::{PartitionKey, PartitionScheme, part_file_name, tmp_file_name};
 use crate::stats::Stats;
-use crate::wal::{list_segments, sync_dir};
+use crate::wal::list_segments;
 use crate::{FixBatch, index};
 
 /// How Parquet files are encoded.
@@ -98,6 +102,9 @@ pub fn encode_parquet(batch: &RecordBatch, opts: ParquetOptions) -> Result<Vec<u
     write_parquet(Vec::new(), batch, opts)
 }
 
+/// Bytes buffered before each write of a Parquet file (one file operation each).
+const WRITE_BUFFER_BYTES: usize = 256 << 10;
+
 /// Why a flush failed. The buffer is kept; the flush will be retried.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -137,13 +144,13 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FlushError + '_ {
 ///
 /// # Errors
 /// Creating or syncing failed.
-pub fn create_dir_durable(root: &Path, rel: &Path) -> io::Result<()> {
+pub fn create_dir_durable(fs: &dyn Fs, root: &Path, rel: &Path) -> io::Result<()> {
     let mut current = root.to_path_buf();
     for component in rel.components() {
         let parent = current.clone();
         current.push(component);
-        match fs::create_dir(&current) {
-            Ok(()) => sync_dir(&parent)?,
+        match fs.create_dir(&current) {
+            Ok(()) => fs.sync_dir(&parent)?,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
@@ -158,11 +165,12 @@ pub fn create_dir_durable(root: &Path, rel: &Path) -> io::Result<()> {
 /// # Errors
 /// Listing, removing or syncing failed.
 pub fn delete_covered_segments(
+    fs: &dyn Fs,
     wal_dir: &Path,
     to_lsn: u64,
     next_lsn: Option<u64>,
 ) -> io::Result<usize> {
-    let segments = list_segments(wal_dir)?;
+    let segments = list_segments(fs, wal_dir)?;
     let mut deleted = 0;
     for (i, (_, path)) in segments.iter().enumerate() {
         // The first lsn after this segment's records.
@@ -171,12 +179,12 @@ pub fn delete_covered_segments(
             None => next_lsn,
         };
         if end.is_some_and(|end| end <= to_lsn.saturating_add(1)) {
-            fs::remove_file(path)?;
+            fs.remove_file(path)?;
             deleted += 1;
         }
     }
     if deleted > 0 {
-        sync_dir(wal_dir)?;
+        fs.sync_dir(wal_dir)?;
     }
     Ok(deleted)
 }
@@ -201,6 +209,7 @@ pub struct FlushOutcome {
 /// Buffers rows per partition and flushes them to Parquet.
 #[derive(Debug)]
 pub(crate) struct Writer {
+    pub(crate) fs: Arc<dyn Fs>,
     pub(crate) positions_dir: PathBuf,
     pub(crate) wal_dir: PathBuf,
     pub(crate) scheme: PartitionScheme,
@@ -250,28 +259,31 @@ impl Writer {
         let mut outcome = FlushOutcome::default();
         for (key, rows) in &self.partitions {
             let rel = key.rel_path();
-            create_dir_durable(&self.positions_dir, &rel).map_err(io_at(&self.positions_dir))?;
+            create_dir_durable(&*self.fs, &self.positions_dir, &rel)
+                .map_err(io_at(&self.positions_dir))?;
             let dir = self.positions_dir.join(&rel);
             let batch = rows.to_record_batch(&rows.sort_order())?;
             let tmp = dir.join(tmp_file_name(from_lsn, to_lsn));
             let path = dir.join(part_file_name(from_lsn, to_lsn));
-            let file = File::create(&tmp).map_err(io_at(&tmp))?;
+            let file = self.fs.create(&tmp).map_err(io_at(&tmp))?;
+            let out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, SeqWriter::new(file));
             let mut out =
-                write_parquet(BufWriter::new(file), &batch, self.parquet).map_err(|source| {
-                    FlushError::Parquet {
-                        path: tmp.clone(),
-                        source,
-                    }
+                write_parquet(out, &batch, self.parquet).map_err(|source| FlushError::Parquet {
+                    path: tmp.clone(),
+                    source,
                 })?;
             out.flush().map_err(io_at(&tmp))?;
-            let file = out.into_inner().map_err(|e| FlushError::Io {
-                path: tmp.clone(),
-                source: e.into_error(),
-            })?;
+            let mut file = out
+                .into_inner()
+                .map_err(|e| FlushError::Io {
+                    path: tmp.clone(),
+                    source: e.into_error(),
+                })?
+                .into_file();
             file.sync_all().map_err(io_at(&tmp))?;
             drop(file);
-            fs::rename(&tmp, &path).map_err(io_at(&path))?;
-            sync_dir(&dir).map_err(io_at(&dir))?;
+            self.fs.rename(&tmp, &path).map_err(io_at(&path))?;
+            self.fs.sync_dir(&dir).map_err(io_at(&dir))?;
             outcome.rows += rows.len() as u64;
             outcome.files.push(path);
         }
@@ -279,7 +291,7 @@ impl Writer {
             to_lsn,
             windows: self.dedup.snapshot(),
         };
-        checkpoint::write(&self.wal_dir, &cp).map_err(io_at(&self.wal_dir))?;
+        checkpoint::write(&*self.fs, &self.wal_dir, &cp).map_err(io_at(&self.wal_dir))?;
         self.partitions.clear();
         self.rows = 0;
         self.from_lsn = None;
@@ -288,7 +300,7 @@ impl Writer {
         self.stats
             .record_flush(outcome.files.len() as u64, outcome.rows);
         // Failing to delete old segments loses nothing: the next flush retries.
-        if let Err(e) = delete_covered_segments(&self.wal_dir, to_lsn, None) {
+        if let Err(e) = delete_covered_segments(&*self.fs, &self.wal_dir, to_lsn, None) {
             tracing::warn!(error = %e, "could not delete WAL segments covered by the checkpoint");
         }
         Ok(outcome)
@@ -300,7 +312,7 @@ impl Writer {
             to_lsn: self.checkpoint_lsn,
             windows: self.dedup.snapshot(),
         };
-        checkpoint::write(&self.wal_dir, &cp).map_err(io_at(&self.wal_dir))
+        checkpoint::write(&*self.fs, &self.wal_dir, &cp).map_err(io_at(&self.wal_dir))
     }
 }
 
@@ -530,28 +542,33 @@ mod tests {
     #[test]
     fn segment_deletion_rule() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let real: Arc<dyn Fs> = Arc::new(crate::fs::RealFs);
         for first in [1u64, 11, 21] {
-            crate::wal::FileSink::create(dir.path(), first, true).expect("segment");
+            crate::wal::FileSink::create(real.clone(), dir.path(), first, true).expect("segment");
         }
+        let fs = &*real;
         // Records 1..=10 in the first, 11..=20 in the second.
-        assert_eq!(delete_covered_segments(dir.path(), 9, None).expect("io"), 0);
         assert_eq!(
-            delete_covered_segments(dir.path(), 10, None).expect("io"),
+            delete_covered_segments(fs, dir.path(), 9, None).expect("io"),
+            0
+        );
+        assert_eq!(
+            delete_covered_segments(fs, dir.path(), 10, None).expect("io"),
             1
         );
         assert_eq!(
-            delete_covered_segments(dir.path(), 25, None).expect("io"),
+            delete_covered_segments(fs, dir.path(), 25, None).expect("io"),
             1
         );
         // The last one only when its end is known.
         assert_eq!(
-            delete_covered_segments(dir.path(), 25, Some(27)).expect("io"),
+            delete_covered_segments(fs, dir.path(), 25, Some(27)).expect("io"),
             0
         );
         assert_eq!(
-            delete_covered_segments(dir.path(), 25, Some(26)).expect("io"),
+            delete_covered_segments(fs, dir.path(), 25, Some(26)).expect("io"),
             1
         );
-        assert!(list_segments(dir.path()).expect("io").is_empty());
+        assert!(list_segments(fs, dir.path()).expect("io").is_empty());
     }
 }

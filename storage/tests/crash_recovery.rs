@@ -226,7 +226,7 @@ fn crash_replay_dedup_and_exactly_once() {
     // Damage as a crash would: a torn record, a half-written file, an orphan
     // file of a flush whose checkpoint was never written.
     let wal_dir = dir.path().join("wal");
-    let segments = storage::wal::list_segments(&wal_dir).expect("segments");
+    let segments = storage::wal::list_segments(&storage::fs::RealFs, &wal_dir).expect("segments");
     assert!(!segments.is_empty());
     let (_, last) = segments.last().expect("a segment");
     let mut bytes = fs::read(last).expect("read");
@@ -271,7 +271,7 @@ fn crash_replay_dedup_and_exactly_once() {
     let shut = storage.shutdown().expect("shutdown");
     assert_eq!(shut.checkpoint_lsn, 1_203);
     assert!(
-        storage::wal::list_segments(&wal_dir)
+        storage::wal::list_segments(&storage::fs::RealFs, &wal_dir)
             .expect("segments")
             .is_empty()
     );

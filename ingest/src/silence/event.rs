@@ -18,6 +18,13 @@ pub enum EventKind {
     /// It reached [`Level::Expired`] (from `Warned`, or straight from `Reporting` when no scan
     /// ran while it was only warned).
     Expired,
+    /// The device answered a confirm-location request at `confirmed_at_s` (Unix seconds); the
+    /// policy's `confirm_resets` decides what that resets. `from`/`to` may be equal (a
+    /// confirmation while reporting, or one that does not lift an expiry).
+    Confirmed {
+        /// When it confirmed.
+        confirmed_at_s: u32,
+    },
     /// A newer fix ended its silence: back to [`Level::Reporting`].
     Resumed {
         /// When the silence began: the newest fix known while the device was silent, or its
@@ -28,12 +35,14 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// Stable lower-case name used in the JSON lines: `warned`, `expired`, `resumed`.
+    /// Stable lower-case name used in the JSON lines: `warned`, `expired`, `resumed`,
+    /// `confirmed`.
     pub const fn as_str(self) -> &'static str {
         match self {
             EventKind::Warned => "warned",
             EventKind::Expired => "expired",
             EventKind::Resumed { .. } => "resumed",
+            EventKind::Confirmed { .. } => "confirmed",
         }
     }
 }
@@ -45,6 +54,9 @@ pub struct SilenceEvent {
     pub device_id: u64,
     /// What happened.
     pub kind: EventKind,
+    /// Index of the device's policy (the name comes from the policy set, see
+    /// [`crate::silence::SilencePolicy::policy_name`]).
+    pub policy: u16,
     /// Level before the change.
     pub from: Level,
     /// Level after the change.
@@ -78,7 +90,8 @@ impl SilenceEvent {
     /// | key | type | meaning |
     /// |---|---|---|
     /// | `device_id` | integer | the device |
-    /// | `kind` | string | `warned`, `expired` or `resumed` |
+    /// | `kind` | string | `warned`, `expired`, `resumed` or `confirmed` |
+    /// | `policy` | string | the device's policy name |
     /// | `from`, `to` | string | `reporting`, `warned` or `expired` |
     /// | `last_fix_s` | integer or `null` | newest fix, Unix seconds; `null`: never sent a fix |
     /// | `last_contact_s` | integer or `null` | newest contact, Unix seconds; `null`: none |
@@ -86,12 +99,14 @@ impl SilenceEvent {
     /// | `threshold_s` | integer | see [`SilenceEvent::threshold_s`] |
     /// | `silent_since_s` | integer | `resumed` only: when the silence began |
     /// | `silent_s` | integer | `resumed` only: [`SilenceEvent::silent_interval_s`] |
+    /// | `confirmed_at_s` | integer | `confirmed` only: when the device confirmed |
     ///
     /// ```
     /// use ingest::silence::{EventKind, Level, SilenceEvent};
     /// let e = SilenceEvent {
     ///     device_id: 42,
     ///     kind: EventKind::Warned,
+    ///     policy: 0,
     ///     from: Level::Reporting,
     ///     to: Level::Warned,
     ///     last_fix_s: 1_700_000_000,
@@ -100,15 +115,16 @@ impl SilenceEvent {
     ///     threshold_s: 172_800,
     /// };
     /// assert_eq!(
-    ///     e.to_json_line(),
-    ///     r#"{"device_id":42,"kind":"warned","from":"reporting","to":"warned","last_fix_s":1700000000,"last_contact_s":null,"at_s":1700172800,"threshold_s":172800}"#
+    ///     e.to_json_line("default"),
+    ///     r#"{"device_id":42,"kind":"warned","policy":"default","from":"reporting","to":"warned","last_fix_s":1700000000,"last_contact_s":null,"at_s":1700172800,"threshold_s":172800}"#
     /// );
     /// ```
-    pub fn to_json_line(&self) -> String {
+    pub fn to_json_line(&self, policy: &str) -> String {
         let mut line = format!(
-            r#"{{"device_id":{},"kind":"{}","from":"{}","to":"{}","last_fix_s":{},"last_contact_s":{},"at_s":{},"threshold_s":{}"#,
+            r#"{{"device_id":{},"kind":"{}","policy":{},"from":"{}","to":"{}","last_fix_s":{},"last_contact_s":{},"at_s":{},"threshold_s":{}"#,
             self.device_id,
             self.kind.as_str(),
+            JsonStr(policy),
             self.from.as_str(),
             self.to.as_str(),
             NullIfZero(self.last_fix_s),
@@ -122,8 +138,31 @@ impl SilenceEvent {
                 r#","silent_since_s":{silent_since_s},"silent_s":{silent_s}"#
             ));
         }
+        if let EventKind::Confirmed { confirmed_at_s } = self.kind {
+            line.push_str(&format!(r#","confirmed_at_s":{confirmed_at_s}"#));
+        }
         line.push('}');
         line
+    }
+}
+
+/// Formats a string as a JSON string literal (quotes, backslashes and control characters
+/// escaped).
+pub struct JsonStr<'a>(pub &'a str);
+
+impl std::fmt::Display for JsonStr<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        f.write_char('"')?;
+        for c in self.0.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                c if u32::from(c) < 0x20 => write!(f, "\\u{:04x}", u32::from(c))?,
+                c => f.write_char(c)?,
+            }
+        }
+        f.write_char('"')
     }
 }
 
@@ -148,6 +187,7 @@ mod tests {
         let e = SilenceEvent {
             device_id: i64::MAX as u64,
             kind: EventKind::Expired,
+            policy: 0,
             from: Level::Reporting,
             to: Level::Expired,
             last_fix_s: 0,
@@ -156,8 +196,8 @@ mod tests {
             threshold_s: 3_000,
         };
         assert_eq!(
-            e.to_json_line(),
-            r#"{"device_id":9223372036854775807,"kind":"expired","from":"reporting","to":"expired","last_fix_s":null,"last_contact_s":1000,"at_s":5000,"threshold_s":3000}"#
+            e.to_json_line("default"),
+            r#"{"device_id":9223372036854775807,"kind":"expired","policy":"default","from":"reporting","to":"expired","last_fix_s":null,"last_contact_s":1000,"at_s":5000,"threshold_s":3000}"#
         );
         assert_eq!(e.silent_interval_s(), None);
     }
@@ -169,6 +209,7 @@ mod tests {
             kind: EventKind::Resumed {
                 silent_since_s: 1_000,
             },
+            policy: 1,
             from: Level::Warned,
             to: Level::Reporting,
             last_fix_s: 1_500,
@@ -178,9 +219,9 @@ mod tests {
         };
         assert_eq!(e.silent_interval_s(), Some(500));
         assert_eq!(
-            e.to_json_line(),
-            r#"{"device_id":7,"kind":"resumed","from":"warned","to":"reporting","last_fix_s":1500,"last_contact_s":1510,"at_s":1520,"threshold_s":100,"silent_since_s":1000,"silent_s":500}"#
+            e.to_json_line("fleet \"a\""),
+            r#"{"device_id":7,"kind":"resumed","policy":"fleet \"a\"","from":"warned","to":"reporting","last_fix_s":1500,"last_contact_s":1510,"at_s":1520,"threshold_s":100,"silent_since_s":1000,"silent_s":500}"#
         );
-        assert!(!e.to_json_line().contains('\n'));
+        assert!(!e.to_json_line("x\ny").contains('\n'));
     }
 }

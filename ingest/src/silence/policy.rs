@@ -81,6 +81,37 @@ pub trait SilencePolicy {
         let _ = now_s;
         u64::MAX
     }
+
+    /// Judges `device_id`, silent since `since_s`, that last confirmed its location at
+    /// `confirmed_s` (0: never), at `now_s`: [`Judgement::Exempt`] (the scanner leaves it alone
+    /// and raises nothing) or its level. The default ignores confirmations and exemptions.
+    fn judge(&self, device_id: u64, since_s: u32, confirmed_s: u32, now_s: u32) -> Judgement {
+        let _ = confirmed_s;
+        Judgement::Level(self.level(device_id, since_s, now_s))
+    }
+
+    /// For an event taking `device_id` to (or, for `resumed`, out of) `level`, silent since
+    /// `counted_from_s`: the index of its policy and the silence (seconds) the threshold
+    /// amounted to. The default: policy 0 and [`SilencePolicy::threshold_s`].
+    fn event_info(&self, device_id: u64, level: Level, counted_from_s: u32) -> (u16, u64) {
+        let _ = counted_from_s;
+        (0, self.threshold_s(device_id, level))
+    }
+
+    /// The name of policy `policy` (an index from [`SilencePolicy::event_info`]).
+    fn policy_name(&self, policy: u16) -> &str {
+        let _ = policy;
+        "default"
+    }
+}
+
+/// How a scan judges one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judgement {
+    /// Exempt: leave its level alone, raise nothing.
+    Exempt,
+    /// Its level.
+    Level(Level),
 }
 
 /// Silence policy v0: warned after `warning_after_s` without a fix, expired after

@@ -54,7 +54,7 @@
 use thiserror::Error;
 
 use super::event::{EventKind, SilenceEvent};
-use super::policy::{Level, SilencePolicy, next_level};
+use super::policy::{Judgement, Level, SilencePolicy, next_level};
 use super::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// One tracked device. See the module doc for the layout and who writes what.
@@ -110,6 +110,9 @@ pub struct SilenceTable {
     reserved: AtomicUsize,
     /// Set while a scan runs.
     scanning: AtomicBool,
+    /// Pending confirmations: device -> (confirmed at, already reported in an event). Rare
+    /// (only warned devices are asked), off the fix path, bounded by `devices_max`.
+    confirmations: std::sync::Mutex<std::collections::HashMap<u64, (u32, bool)>>,
 }
 
 /// [`SilenceTable::with_capacity`] refused its size.
@@ -174,6 +177,8 @@ pub struct ScanStats {
     pub expired: usize,
     /// Events appended to `out`.
     pub events: usize,
+    /// Devices skipped because they are exempt (also counted at their unchanged level).
+    pub exempt: usize,
 }
 
 /// A snapshot of one device, from [`SilenceTable::get`]. Each field is read atomically, the
@@ -223,6 +228,7 @@ impl SilenceTable {
             devices_max,
             reserved: AtomicUsize::new(0),
             scanning: AtomicBool::new(false),
+            confirmations: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -284,6 +290,38 @@ impl SilenceTable {
         Ok(())
     }
 
+    /// Records that `device_id` confirmed its location at `at_s` (Unix seconds, server clock),
+    /// answering a confirm-location request. The next scan reports it once as an
+    /// [`EventKind::Confirmed`] event and, from then on, the device's policy decides what it
+    /// resets (`confirm_resets`). Only the newest confirmation is kept; it is dropped once a
+    /// fix at least as new arrives. Takes a short lock (confirmations are rare and never on
+    /// the fix path); does not allocate once the map has grown.
+    ///
+    /// # Errors
+    /// As [`SilenceTable::record_fix`]; the device becomes tracked if it was not.
+    pub fn record_confirmation(&self, device_id: u64, at_s: u32) -> Result<(), RecordError> {
+        self.slot_for_update(device_id, at_s)?;
+        let mut map = self
+            .confirmations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Bounded: one entry per tracked device at most, and devices are bounded.
+        let entry = map.entry(device_id).or_insert((0, true));
+        if at_s > entry.0 {
+            *entry = (at_s, false);
+        }
+        Ok(())
+    }
+
+    /// The newest confirmation of `device_id` still pending (not superseded by a fix).
+    pub fn confirmation(&self, device_id: u64) -> Option<u32> {
+        self.confirmations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&device_id)
+            .map(|c| c.0)
+    }
+
     /// A snapshot of `device_id`, or `None` if it is not tracked (or not a valid id).
     pub fn get(&self, device_id: u64) -> Option<DeviceState> {
         if !valid_device_id(device_id) {
@@ -329,15 +367,24 @@ impl SilenceTable {
     ) -> Result<ScanStats, ScanError> {
         let _guard = ScanGuard::acquire(&self.scanning)?;
         let reporting_from_s = policy.reporting_from_s(now_s);
+        // Copy the (rare) pending confirmations so recorders never wait for the sweep.
+        let mut confirmations = self
+            .confirmations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let mut stats = ScanStats {
             slots_scanned: self.slots.len(),
             ..ScanStats::default()
         };
         let reporting_bits = Level::Reporting.to_bits();
+        let mut reported = Vec::new();
+        let mut superseded = Vec::new();
         for slot in self.slots.iter() {
             let last_fix_s = slot.last_fix_s.load(Ordering::Acquire);
             let state = slot.state.load(Ordering::Relaxed);
             // Fast path: recently reporting and was reporting. Two loads, no policy call.
+            // (Confirmations only make a device less silent, so they cannot change this.)
             if last_fix_s != 0
                 && u64::from(last_fix_s) >= reporting_from_s
                 && state == reporting_bits
@@ -358,7 +405,27 @@ impl SilenceTable {
             }
             stats.devices += 1;
             let previous = Level::from_bits(state);
-            let next = next_level(previous, policy.level(device_id, judged_from_s, now_s));
+            let (confirmed_s, confirm_new) = match confirmations.remove(&device_id) {
+                Some((at, _)) if at <= last_fix_s => {
+                    superseded.push(device_id);
+                    (0, false)
+                }
+                Some((at, done)) => (at, !done),
+                None => (0, false),
+            };
+            let judged = match policy.judge(device_id, judged_from_s, confirmed_s, now_s) {
+                Judgement::Exempt => {
+                    stats.exempt += 1;
+                    match previous {
+                        Level::Reporting => stats.reporting += 1,
+                        Level::Warned => stats.warned += 1,
+                        Level::Expired => stats.expired += 1,
+                    }
+                    continue;
+                }
+                Judgement::Level(l) => l,
+            };
+            let next = next_level(previous, judged);
             match next {
                 Level::Reporting => stats.reporting += 1,
                 Level::Warned => stats.warned += 1,
@@ -369,36 +436,172 @@ impl SilenceTable {
                 // still old, fix).
                 slot.since_s.store(judged_from_s, Ordering::Relaxed);
             }
+            let last_contact_s = slot.last_contact_s.load(Ordering::Acquire);
+            if confirm_new {
+                reported.push(device_id);
+                let (policy_index, threshold_s) =
+                    policy.event_info(device_id, previous, judged_from_s);
+                out.push(SilenceEvent {
+                    device_id,
+                    kind: EventKind::Confirmed {
+                        confirmed_at_s: confirmed_s,
+                    },
+                    policy: policy_index,
+                    from: previous,
+                    to: next,
+                    last_fix_s,
+                    last_contact_s,
+                    at_s: now_s,
+                    threshold_s,
+                });
+                stats.events += 1;
+            }
             if next == previous {
                 continue;
             }
-            let (kind, threshold_level) = match next {
+            slot.state.store(
+                (state & !super::policy::LEVEL_MASK) | next.to_bits(),
+                Ordering::Relaxed,
+            );
+            if confirm_new {
+                // The confirmed event above already tells this change.
+                continue;
+            }
+            let (kind, threshold_level, counted_from_s) = match next {
                 Level::Reporting => (
                     EventKind::Resumed {
                         silent_since_s: since_s,
                     },
                     previous,
+                    since_s,
                 ),
-                Level::Warned => (EventKind::Warned, next),
-                Level::Expired => (EventKind::Expired, next),
+                Level::Warned => (EventKind::Warned, next, judged_from_s),
+                Level::Expired => (EventKind::Expired, next, judged_from_s),
             };
-            slot.state.store(
-                (state & !super::policy::LEVEL_MASK) | next.to_bits(),
-                Ordering::Relaxed,
-            );
+            let (policy_index, threshold_s) =
+                policy.event_info(device_id, threshold_level, counted_from_s);
             out.push(SilenceEvent {
                 device_id,
                 kind,
+                policy: policy_index,
                 from: previous,
                 to: next,
                 last_fix_s,
-                last_contact_s: slot.last_contact_s.load(Ordering::Acquire),
+                last_contact_s,
                 at_s: now_s,
-                threshold_s: policy.threshold_s(device_id, threshold_level),
+                threshold_s,
             });
             stats.events += 1;
         }
+        // Confirmations of devices the fast path passed: reporting devices; report them once.
+        for (device_id, (at, done)) in confirmations {
+            let Some(slot) = self.find(device_id) else {
+                continue;
+            };
+            let last_fix_s = slot.last_fix_s.load(Ordering::Acquire);
+            if at <= last_fix_s {
+                superseded.push(device_id);
+                continue;
+            }
+            if done {
+                continue;
+            }
+            reported.push(device_id);
+            let level = Level::from_bits(slot.state.load(Ordering::Relaxed));
+            let (policy_index, threshold_s) = policy.event_info(device_id, level, last_fix_s);
+            out.push(SilenceEvent {
+                device_id,
+                kind: EventKind::Confirmed { confirmed_at_s: at },
+                policy: policy_index,
+                from: level,
+                to: level,
+                last_fix_s,
+                last_contact_s: slot.last_contact_s.load(Ordering::Acquire),
+                at_s: now_s,
+                threshold_s,
+            });
+            stats.events += 1;
+        }
+        if !reported.is_empty() || !superseded.is_empty() {
+            let mut map = self
+                .confirmations
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for d in reported {
+                if let Some(c) = map.get_mut(&d) {
+                    c.1 = true;
+                }
+            }
+            for d in superseded {
+                // Only if no newer confirmation arrived meanwhile.
+                if let Some(&(at, _)) = map.get(&d)
+                    && self
+                        .find(d)
+                        .is_some_and(|s| s.last_fix_s.load(Ordering::Acquire) >= at)
+                {
+                    map.remove(&d);
+                }
+            }
+        }
         Ok(stats)
+    }
+
+    /// Calls `f` with every tracked device's raw words (for snapshots), and returns the pending
+    /// confirmations. Safe while recorders run (each word is read atomically).
+    pub(crate) fn export(&self, mut f: impl FnMut(SlotRecord)) -> Vec<(u64, u32, bool)> {
+        for slot in self.slots.iter() {
+            let last_fix_s = slot.last_fix_s.load(Ordering::Acquire);
+            let last_contact_s = slot.last_contact_s.load(Ordering::Acquire);
+            let device_id = slot.device.load(Ordering::Acquire);
+            if device_id == 0 || (last_fix_s == 0 && last_contact_s == 0) {
+                continue;
+            }
+            f(SlotRecord {
+                device_id,
+                last_fix_s,
+                last_contact_s,
+                since_s: slot.since_s.load(Ordering::Acquire),
+                state: slot.state.load(Ordering::Relaxed),
+            });
+        }
+        let mut c: Vec<(u64, u32, bool)> = self
+            .confirmations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(d, (at, done))| (*d, *at, *done))
+            .collect();
+        c.sort_unstable();
+        c
+    }
+
+    /// Restores one device from a snapshot record. Meant for start-up, before recorders run;
+    /// times still only move forward, so a racing recorder is not undone.
+    pub(crate) fn import(&self, rec: SlotRecord) -> Result<(), RecordError> {
+        let slot = self.find_or_claim_valid(rec.device_id)?;
+        raise(&slot.last_fix_s, rec.last_fix_s);
+        raise(&slot.last_contact_s, rec.last_contact_s);
+        slot.since_s.store(rec.since_s, Ordering::Release);
+        slot.state.store(
+            Level::from_bits(rec.state).to_bits() | (rec.state & !super::policy::LEVEL_MASK),
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// Restores a pending confirmation from a snapshot.
+    pub(crate) fn import_confirmation(&self, device_id: u64, at_s: u32, done: bool) {
+        self.confirmations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(device_id, (at_s, done));
+    }
+
+    fn find_or_claim_valid(&self, device_id: u64) -> Result<&Slot, RecordError> {
+        if !valid_device_id(device_id) {
+            return Err(RecordError::InvalidDeviceId { device_id });
+        }
+        self.find_or_claim(device_id)
     }
 
     /// Validates an update and returns the device's slot, claiming one if the device is new.
@@ -499,6 +702,16 @@ impl SilenceTable {
     }
 }
 
+/// The raw words of one tracked device, as kept in a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SlotRecord {
+    pub(crate) device_id: u64,
+    pub(crate) last_fix_s: u32,
+    pub(crate) last_contact_s: u32,
+    pub(crate) since_s: u32,
+    pub(crate) state: u32,
+}
+
 /// Holds the table's "a scan is running" flag; clears it on drop (also on panic).
 struct ScanGuard<'a>(&'a AtomicBool);
 
@@ -516,7 +729,7 @@ impl Drop for ScanGuard<'_> {
     }
 }
 
-fn valid_device_id(device_id: u64) -> bool {
+pub(crate) fn valid_device_id(device_id: u64) -> bool {
     device_id >= 1 && device_id <= i64::MAX as u64
 }
 

@@ -29,10 +29,13 @@ pub enum FrameType {
     Heartbeat,
     /// 0x06, either way: protobuf [`Close`], then the sender closes the connection.
     Close,
-    /// 0x07, server to client: reserved for a later version (opaque body).
+    /// 0x07, server to client: protobuf [`super::ConfirmRequest`], please confirm your
+    /// location.
     ConfirmRequest,
-    /// 0x08, client to server: reserved for a later version (opaque body).
+    /// 0x08, client to server: protobuf [`super::Confirm`], the answer to a request.
     Confirm,
+    /// 0x09, server to client: protobuf [`super::ConfirmAck`], the outcome of a CONFIRM.
+    ConfirmAck,
 }
 
 impl FrameType {
@@ -47,6 +50,7 @@ impl FrameType {
             FrameType::Close => 0x06,
             FrameType::ConfirmRequest => 0x07,
             FrameType::Confirm => 0x08,
+            FrameType::ConfirmAck => 0x09,
         }
     }
 
@@ -61,6 +65,7 @@ impl FrameType {
             0x06 => FrameType::Close,
             0x07 => FrameType::ConfirmRequest,
             0x08 => FrameType::Confirm,
+            0x09 => FrameType::ConfirmAck,
             _ => return None,
         })
     }
@@ -76,6 +81,7 @@ impl FrameType {
             FrameType::Close => "CLOSE",
             FrameType::ConfirmRequest => "CONFIRM_REQUEST",
             FrameType::Confirm => "CONFIRM",
+            FrameType::ConfirmAck => "CONFIRM_ACK",
         }
     }
 }
@@ -194,7 +200,7 @@ pub fn encode_frame(frame_type: FrameType, body: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Appends a frame whose body is a protobuf message, encoded in place (no temporary).
-fn encode_message_frame<M: Message>(frame_type: FrameType, msg: &M, out: &mut Vec<u8>) {
+pub(super) fn encode_message_frame<M: Message>(frame_type: FrameType, msg: &M, out: &mut Vec<u8>) {
     let len = msg.encoded_len();
     let len32 = u32::try_from(len).expect("control messages are bounded far below 4 GiB");
     out.reserve(FRAME_HEADER_LEN + len);
@@ -203,7 +209,7 @@ fn encode_message_frame<M: Message>(frame_type: FrameType, msg: &M, out: &mut Ve
     msg.encode_raw(out);
 }
 
-fn decode_message<M: Message + Default>(
+pub(super) fn decode_message<M: Message + Default>(
     frame_type: FrameType,
     body: &[u8],
 ) -> Result<M, FrameError> {
@@ -370,7 +376,7 @@ mod tests {
             match FrameType::from_byte(b) {
                 Some(t) => assert_eq!(t.to_byte(), b),
                 None => {
-                    assert!(b == 0 || b > 8, "byte {b}");
+                    assert!(b == 0 || b > 9, "byte {b}");
                     let err = parse_frame_header(&[b, 0, 0, 0, 0]).expect_err("unknown type");
                     assert!(matches!(err, FrameError::UnknownType { type_byte } if type_byte == b));
                     assert_eq!(err.status(), Status::MalformedFrame);

@@ -1,4 +1,4 @@
-//! Status codes carried by ACK and CLOSE frames.
+//! Status codes carried by ACK, CONFIRM_ACK and CLOSE frames.
 //!
 //! Contract: every code is stable once published (it is part of the wire protocol, see
 //! `docs/PROTOCOL.md`); a code's class is decided by its numeric range alone, so a client
@@ -41,12 +41,21 @@ pub enum Status {
     TimeInFuture = 109,
     /// A fix's time is older than the server accepts.
     TimeTooOld = 110,
-    /// An optional field holds an invalid value (heading out of range, ...).
+    /// An optional field holds an invalid value (heading out of range, ...), or a CONFIRM
+    /// field is invalid (unknown kind, FIX without a batch, HERE with one, request id 0).
     InvalidField = 111,
     /// The seq is below the server's dedup window for this device.
     StaleSequence = 112,
     /// The seq is 0, which is reserved.
     InvalidSequence = 113,
+    /// A CONFIRM names no request outstanding for this device (never sent, already
+    /// answered, or cancelled). Do not resend it.
+    UnsolicitedConfirm = 114,
+    /// A CONFIRM's signature does not verify under the device's key (or is not 32 bytes).
+    InvalidSignature = 115,
+    /// A CONFIRM of kind FIX names a batch that was not acked OK/DUPLICATE among the last
+    /// 64 batches on this connection: send (or resend) the batch first, then CONFIRM.
+    FixNotFound = 116,
     /// The token in HELLO was rejected.
     Unauthenticated = 200,
     /// The protocol version in HELLO is not supported.
@@ -93,7 +102,7 @@ impl StatusClass {
 
 impl Status {
     /// Every status defined by protocol v1, in code order.
-    pub const ALL: [Status; 23] = [
+    pub const ALL: [Status; 26] = [
         Status::Ok,
         Status::Duplicate,
         Status::MalformedFrame,
@@ -110,6 +119,9 @@ impl Status {
         Status::InvalidField,
         Status::StaleSequence,
         Status::InvalidSequence,
+        Status::UnsolicitedConfirm,
+        Status::InvalidSignature,
+        Status::FixNotFound,
         Status::Unauthenticated,
         Status::UnsupportedVersion,
         Status::ProtocolViolation,
@@ -163,6 +175,9 @@ impl Status {
             Status::InvalidField => "INVALID_FIELD",
             Status::StaleSequence => "STALE_SEQUENCE",
             Status::InvalidSequence => "INVALID_SEQUENCE",
+            Status::UnsolicitedConfirm => "UNSOLICITED_CONFIRM",
+            Status::InvalidSignature => "INVALID_SIGNATURE",
+            Status::FixNotFound => "FIX_NOT_FOUND",
             Status::Unauthenticated => "UNAUTHENTICATED",
             Status::UnsupportedVersion => "UNSUPPORTED_VERSION",
             Status::ProtocolViolation => "PROTOCOL_VIOLATION",
@@ -219,6 +234,9 @@ mod tests {
             (111, "INVALID_FIELD"),
             (112, "STALE_SEQUENCE"),
             (113, "INVALID_SEQUENCE"),
+            (114, "UNSOLICITED_CONFIRM"),
+            (115, "INVALID_SIGNATURE"),
+            (116, "FIX_NOT_FOUND"),
             (200, "UNAUTHENTICATED"),
             (201, "UNSUPPORTED_VERSION"),
             (202, "PROTOCOL_VIOLATION"),

@@ -711,6 +711,9 @@ proptest! {
         let _ = decode_welcome(&body);
         let _ = decode_ack(&body);
         let _ = decode_close(&body);
+        let _ = decode_confirm_request(&body);
+        let _ = decode_confirm(&body);
+        let _ = decode_confirm_ack(&body);
     }
 }
 

@@ -230,6 +230,7 @@ fn each_transition_exactly_once() {
         warned,
         vec![SilenceEvent {
             device_id: 1,
+            policy: 0,
             kind: EventKind::Warned,
             from: Level::Reporting,
             to: Level::Warned,
@@ -248,6 +249,7 @@ fn each_transition_exactly_once() {
         expired,
         vec![SilenceEvent {
             device_id: 1,
+            policy: 0,
             kind: EventKind::Expired,
             from: Level::Warned,
             to: Level::Expired,
@@ -266,6 +268,7 @@ fn each_transition_exactly_once() {
         resumed,
         vec![SilenceEvent {
             device_id: 1,
+            policy: 0,
             kind: EventKind::Resumed {
                 silent_since_s: 1_000
             },
@@ -371,6 +374,7 @@ fn contact_without_fix_is_judged_from_first_contact() {
         e,
         vec![SilenceEvent {
             device_id: 5,
+            policy: 0,
             kind: EventKind::Warned,
             from: Level::Reporting,
             to: Level::Warned,
@@ -411,7 +415,8 @@ fn scan_stats_count_levels() {
             reporting: 2,
             warned: 1,
             expired: 1,
-            events: 2
+            events: 2,
+            exempt: 0,
         }
     );
     assert_eq!(out.len(), 2);
@@ -612,6 +617,7 @@ fn stress_writers_and_scanner() {
             EventKind::Warned => warned += 1,
             EventKind::Expired => expired += 1,
             EventKind::Resumed { .. } => resumed += 1,
+            EventKind::Confirmed { .. } => unreachable!("no confirmations in this run"),
         }
     }
     println!(
@@ -732,6 +738,7 @@ proptest! {
                             let threshold_level = if next == Level::Reporting { prev } else { next };
                             expected.push(SilenceEvent {
                                 device_id: device,
+                                policy: 0,
                                 kind,
                                 from: prev,
                                 to: next,
@@ -757,4 +764,99 @@ proptest! {
             prop_assert_eq!(s.level, m.level.unwrap_or(Level::Reporting));
         }
     }
+}
+
+#[test]
+fn policy_set_scan_exemptions_confirmations_and_restart() {
+    use crate::silence::{
+        ConfirmResets, Exemption, ExemptionTarget, Outage, PolicyDef, PolicySet, Threshold,
+    };
+    let def = PolicyDef {
+        name: "default".into(),
+        warning: Threshold::Duration { seconds: 100 },
+        expiry: Threshold::Duration { seconds: 1_000 },
+        confirm_resets: ConfirmResets::Warning,
+    };
+    let set = PolicySet::new(
+        vec![def],
+        "default",
+        Vec::new(),
+        vec![Exemption {
+            target: ExemptionTarget::Device(2),
+            from_s: None,
+            until_s: None,
+            reason: "lab".into(),
+        }],
+    )
+    .unwrap();
+    let t = SilenceTable::with_capacity(10).unwrap();
+    t.record_fix(1, 1_000).unwrap();
+    t.record_fix(2, 1_000).unwrap();
+    let mut out = Vec::new();
+    let stats = t.scan(1_150, &set.prepare(1_150), &mut out).unwrap();
+    // Exempt device 2 raises nothing.
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].device_id, out[0].kind), (1, EventKind::Warned));
+    assert_eq!(out[0].threshold_s, 100);
+    assert_eq!(stats.exempt, 1);
+    // A confirmation is reported exactly once and lifts the warning.
+    t.record_confirmation(1, 1_160).unwrap();
+    out.clear();
+    t.scan(1_170, &set.prepare(1_170), &mut out).unwrap();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        (out[0].kind, out[0].from, out[0].to),
+        (
+            EventKind::Confirmed {
+                confirmed_at_s: 1_160
+            },
+            Level::Warned,
+            Level::Reporting
+        )
+    );
+    out.clear();
+    t.scan(1_180, &set.prepare(1_180), &mut out).unwrap();
+    assert!(out.is_empty(), "{out:?}");
+    // Warned again 100 s after the confirmation, expired 1000 s after the fix.
+    t.scan(1_260, &set.prepare(1_260), &mut out).unwrap();
+    assert_eq!(
+        out.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [EventKind::Warned]
+    );
+    out.clear();
+    // Snapshot at 1_900, server down until 5_000: restored, the outage is not counted.
+    let mut buf = Vec::new();
+    t.encode_snapshot(1_900, &[], &mut buf);
+    let u = SilenceTable::with_capacity(10).unwrap();
+    let info = u.restore_snapshot(&buf).unwrap();
+    let mut set2 = set.clone();
+    set2.set_outages(
+        vec![Outage {
+            down_s: info.taken_s,
+            up_s: 5_000,
+        }],
+        8,
+    );
+    u.scan(5_001, &set2.prepare(5_001), &mut out).unwrap();
+    assert!(out.is_empty(), "a restart must not expire devices: {out:?}");
+    // 1_000 s of counted silence: 900 before the outage, 100 after it.
+    u.scan(5_100, &set2.prepare(5_100), &mut out).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].device_id, out[0].kind), (1, EventKind::Expired));
+    out.clear();
+    // A late batch with a fix inside the silent period but still old: nothing re-fires.
+    u.record_fix(1, 1_050).unwrap();
+    u.scan(5_200, &set2.prepare(5_200), &mut out).unwrap();
+    assert!(out.is_empty());
+    // A fresh fix closes the silence and records the interval.
+    u.record_fix(1, 5_150).unwrap();
+    u.scan(5_210, &set2.prepare(5_210), &mut out).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].kind,
+        EventKind::Resumed {
+            silent_since_s: 1_050
+        }
+    );
+    assert_eq!(out[0].silent_interval_s(), Some(4_100));
 }

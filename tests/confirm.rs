@@ -1,0 +1,226 @@
+//! Confirm-location end to end over real QUIC with a controllable clock: a device goes
+//! quiet, the server asks it to confirm its location on its live connection, it answers
+//! HERE and then with a fresh fix; a disconnected device gets its request right after it
+//! reconnects; a forged answer is refused with INVALID_SIGNATURE; the fresh fix lands in
+//! the positions table.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{ManualClock, TestServer};
+use ingest::client::{ClientConfig, Device, client_endpoint};
+use ingest::endpoint::{Clock, ConfirmDelivery};
+use ingest::wire::{self, ConfirmKey, ConfirmKind, ConfirmRequest, Fix, Fixes, FrameType, Status};
+
+const QUIET: u64 = 41;
+const OFFLINE: u64 = 42;
+const FORGER: u64 = 43;
+const DAY_MS: i64 = 86_400_000;
+
+fn client_cfg(ts: &TestServer, device_id: u64) -> ClientConfig {
+    let mut cfg = ClientConfig::new(ts.addr, ts.ca_pem.clone(), ts.key.mint(device_id));
+    cfg.ack_timeout_ms = 10_000;
+    cfg
+}
+
+fn fixes_at(time_ms: i64, n: usize) -> Fixes {
+    let mut f = Fixes::default();
+    for i in 0..n {
+        f.push(&Fix::from_degrees(
+            time_ms - (n - 1 - i) as i64 * 1000,
+            48.8566 + i as f64 * 1e-4,
+            2.3522,
+        ));
+    }
+    f
+}
+
+async fn next_request(rx: &mut tokio::sync::mpsc::Receiver<ConfirmRequest>) -> ConfirmRequest {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the confirm request arrives on the connection")
+        .expect("channel open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_device_is_asked_and_answers_over_quic() {
+    let dir = tempfile::tempdir().unwrap();
+    let start_ms = common::system_now_ms();
+    let clock = ManualClock::new(start_ms);
+    let ts = common::start(&common::test_config(dir.path()), clock.clone()).await;
+    let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+
+    // The device reports once, then goes quiet for two days (the clock is the server's).
+    let device = Device::connect(&ep, client_cfg(&ts, QUIET)).await.unwrap();
+    let mut requests = device.confirm_requests().unwrap();
+    let ack = device.send(1, &fixes_at(start_ms, 3)).await.unwrap();
+    assert_eq!(ack.known_status(), Some(Status::Ok));
+    clock.advance_ms(2 * DAY_MS);
+
+    // Connected: the request goes out on its connection at once.
+    let delivery = ts.server.request_confirm(QUIET, "no fix for 48h").unwrap();
+    let ConfirmDelivery::Sent { request_id } = delivery else {
+        panic!("expected Sent, got {delivery:?}");
+    };
+    let req = next_request(&mut requests).await;
+    assert_eq!(req.request_id, request_id);
+    assert_eq!(req.reason, "no fix for 48h");
+    assert_eq!(
+        req.requested_at_ms,
+        clock.now_ms(),
+        "stamped with the server clock"
+    );
+    let ack = device.confirm_here(request_id).await.unwrap();
+    assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+    assert_eq!(ack.request_id, request_id);
+    let stats = ts.server.endpoint_stats();
+    assert_eq!(stats.confirms_recorded.load(Ordering::SeqCst), 1);
+
+    // A second request, answered with a fresh fix (stored like any batch).
+    clock.advance_ms(DAY_MS);
+    let fix_time_ms = clock.now_ms() - 500;
+    let second = ts.server.request_confirm(QUIET, "still quiet").unwrap();
+    assert!(matches!(second, ConfirmDelivery::Sent { .. }), "{second:?}");
+    assert_eq!(
+        next_request(&mut requests).await.request_id,
+        second.request_id()
+    );
+    let ack = device
+        .confirm_with_fix(second.request_id(), 2, &fixes_at(fix_time_ms, 2))
+        .await
+        .unwrap();
+    assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+    assert_eq!(stats.confirms_recorded.load(Ordering::SeqCst), 2);
+    // Answered requests are gone: answering again is unsolicited.
+    let again = device.confirm_here(second.request_id()).await.unwrap();
+    assert_eq!(again.known_status(), Some(Status::UnsolicitedConfirm));
+    device.close().await;
+
+    // Not connected: queued, then delivered right after the next WELCOME.
+    let queued = ts
+        .server
+        .request_confirm(OFFLINE, "no fix for 36h")
+        .unwrap();
+    assert!(
+        matches!(queued, ConfirmDelivery::Queued { .. }),
+        "{queued:?}"
+    );
+    assert_eq!(
+        ts.server.request_confirm(OFFLINE, "again").unwrap(),
+        ConfirmDelivery::AlreadyOutstanding {
+            request_id: queued.request_id()
+        },
+        "one outstanding request per device"
+    );
+    let offline = Device::connect(&ep, client_cfg(&ts, OFFLINE))
+        .await
+        .unwrap();
+    let mut offline_requests = offline.confirm_requests().unwrap();
+    assert_eq!(
+        next_request(&mut offline_requests).await.request_id,
+        queued.request_id()
+    );
+    let ack = offline.confirm_here(queued.request_id()).await.unwrap();
+    assert_eq!(ack.known_status(), Some(Status::Ok));
+    offline.close().await;
+    assert_eq!(stats.confirms_recorded.load(Ordering::SeqCst), 3);
+
+    // A forged answer (signed with another device's token) is refused with its status.
+    let forged_id = ts
+        .server
+        .request_confirm(FORGER, "quiet")
+        .unwrap()
+        .request_id();
+    let forged = forged_answer(&ts, forged_id).await;
+    assert_eq!(forged.known_status(), Some(Status::InvalidSignature));
+    assert_eq!(stats.confirms_recorded.load(Ordering::SeqCst), 3);
+    assert!(stats.confirms_rejected.load(Ordering::SeqCst) >= 2);
+
+    ts.server.shutdown().await.unwrap();
+    // The confirming fix is in the positions table with its own time.
+    let rows = common::read_positions(dir.path());
+    let confirm_rows: Vec<_> = rows
+        .iter()
+        .filter(|r| r.device_id == QUIET as i64 && r.batch_seq == 2)
+        .collect();
+    assert_eq!(confirm_rows.len(), 2);
+    assert!(confirm_rows.iter().any(|r| r.time_us == fix_time_ms * 1000));
+}
+
+/// Opens a raw connection as FORGER, reads WELCOME and the queued CONFIRM_REQUEST, answers
+/// with a HERE signed under QUIET's token, returns the server's CONFIRM_ACK.
+async fn forged_answer(ts: &TestServer, request_id: u64) -> wire::ConfirmAck {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&ts.ca_pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![wire::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = ep
+        .connect_with(
+            quinn::ClientConfig::new(std::sync::Arc::new(crypto)),
+            ts.addr,
+            "localhost",
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let mut out = Vec::new();
+    wire::encode_hello(
+        &wire::Hello {
+            protocol_version: wire::PROTOCOL_VERSION,
+            token: ts.key.mint(FORGER),
+            client_agent: "forger".into(),
+        },
+        &mut out,
+    );
+    send.write_all(&out).await.unwrap();
+    let mut read = async || {
+        let mut h = [0u8; wire::FRAME_HEADER_LEN];
+        tokio::time::timeout(Duration::from_secs(10), recv.read_exact(&mut h))
+            .await
+            .unwrap()
+            .unwrap();
+        let h = wire::parse_frame_header(&h).unwrap();
+        let mut body = vec![0u8; h.len as usize];
+        recv.read_exact(&mut body).await.unwrap();
+        (h.frame_type, body)
+    };
+    assert_eq!(read().await.0, FrameType::Welcome);
+    let (t, body) = read().await;
+    assert_eq!(
+        t,
+        FrameType::ConfirmRequest,
+        "delivered right after WELCOME"
+    );
+    assert_eq!(
+        wire::decode_confirm_request(&body).unwrap().request_id,
+        request_id
+    );
+    let wrong_key = ConfirmKey::from_token(&ts.key.mint(QUIET));
+    out.clear();
+    wire::encode_confirm(
+        &wrong_key.confirm(request_id, ConfirmKind::Here, 0, 1),
+        &mut out,
+    );
+    send.write_all(&out).await.unwrap();
+    let (t, body) = read().await;
+    assert_eq!(t, FrameType::ConfirmAck);
+    let ack = wire::decode_confirm_ack(&body).unwrap();
+    conn.close(quinn::VarInt::from_u32(0), b"done");
+    ack
+}
