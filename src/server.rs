@@ -16,7 +16,7 @@ use std::time::Duration;
 use ingest::endpoint::{
     AcceptedBatch, Activity, BatchSink, Clock, Endpoint, EndpointParts, SinkCallback, SinkOutcome,
 };
-use ingest::silence::{Outage, PolicySet, SilenceEvent, SilenceTable};
+use ingest::silence::{EventKind, Outage, PolicySet, SilenceEvent, SilenceTable};
 use ingest::wire::Status;
 use tracing::{error, info, warn};
 
@@ -164,7 +164,9 @@ impl Server {
         let policies = Arc::new(policies);
         let events = EventLog::open(&data_dir).map_err(ServerError::Events)?;
         let events_path = events.path().to_path_buf();
+        let confirmer = Arc::new(std::sync::OnceLock::new());
         let scanner = Scanner::start(ScannerParts {
+            confirmer: confirmer.clone(),
             table: silence.clone(),
             policies,
             log: events,
@@ -194,6 +196,7 @@ impl Server {
             activity: Arc::new(SilenceActivity(silence.clone())),
             clock,
         })?;
+        let _ = confirmer.set(endpoint.confirmer());
         let local_addr = endpoint
             .local_addr()
             .map_err(|source| ServerError::DataDir {
@@ -400,6 +403,35 @@ fn commit_outcome(
     }
 }
 
+/// Turns scan events into confirm-location requests: a device that just crossed its warning
+/// threshold is asked to confirm (now if connected, else at its next connection); one whose
+/// silence ended with a fresh fix no longer needs to.
+fn request_confirmations(confirmer: &ingest::endpoint::Confirmer, events: &[SilenceEvent]) {
+    for e in events {
+        match e.kind {
+            EventKind::Warned => {
+                let reason = "no fix past the warning threshold; please confirm your location";
+                match confirmer.request_confirm(e.device_id, reason) {
+                    Ok(delivery) => {
+                        info!(
+                            device_id = e.device_id,
+                            ?delivery,
+                            "confirm-location requested"
+                        );
+                    }
+                    Err(err) => {
+                        warn!(device_id = e.device_id, error = %err, "confirm-location not requested");
+                    }
+                }
+            }
+            EventKind::Resumed { .. } => {
+                confirmer.cancel_confirm(e.device_id);
+            }
+            EventKind::Expired | EventKind::Confirmed { .. } => {}
+        }
+    }
+}
+
 /// Feeds device activity into the silence table.
 struct SilenceActivity(Arc<SilenceTable>);
 
@@ -421,6 +453,12 @@ impl Activity for SilenceActivity {
             warn!(device_id, error = %e, "silence table full; device not tracked");
         }
     }
+
+    fn on_confirm(&self, device_id: u64, kind: ingest::wire::ConfirmKind, at_ms: i64) {
+        if let Err(e) = self.0.record_confirmation(device_id, unix_s(at_ms)) {
+            warn!(device_id, ?kind, error = %e, "confirmation not recorded");
+        }
+    }
 }
 
 /// The periodic silence scanner (its own thread: a sweep is CPU work, not async work). It also
@@ -438,6 +476,8 @@ enum ScanRequest {
 }
 
 struct ScannerParts {
+    /// Set once the endpoint runs; the scanner asks warned devices to confirm through it.
+    confirmer: Arc<std::sync::OnceLock<ingest::endpoint::Confirmer>>,
     table: Arc<SilenceTable>,
     policies: Arc<PolicySet>,
     log: EventLog,
@@ -450,6 +490,7 @@ struct ScannerParts {
 impl Scanner {
     fn start(parts: ScannerParts) -> Self {
         let ScannerParts {
+            confirmer,
             table,
             policies,
             mut log,
@@ -489,6 +530,9 @@ impl Scanner {
                     };
                     if let Err(e) = log.append(events, name) {
                         error!(path = %log.path().display(), error = %e, "cannot write events log");
+                    }
+                    if let Some(confirmer) = confirmer.get() {
+                        request_confirmations(confirmer, events);
                     }
                     now_s
                 };

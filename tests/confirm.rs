@@ -224,3 +224,80 @@ async fn forged_answer(ts: &TestServer, request_id: u64) -> wire::ConfirmAck {
     conn.close(quinn::VarInt::from_u32(0), b"done");
     ack
 }
+
+/// The whole story, driven by the scanner: a device reports, goes quiet past its warning
+/// threshold, the scan warns it and the server asks it (on its live connection) to confirm;
+/// it answers HERE, the next scan records the confirmation; a fresh fix later ends the
+/// silence. The events log tells it in order, each transition once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scanner_warns_requests_and_records_the_answer() {
+    const STORY: u64 = 77;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::test_config(dir.path());
+    let start_ms = common::system_now_ms();
+    let clock = ManualClock::new(start_ms);
+    let ts = common::start(&cfg, clock.clone()).await;
+    let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let device = Device::connect(&ep, client_cfg(&ts, STORY)).await.unwrap();
+    let mut requests = device.confirm_requests().unwrap();
+    let ack = device.send(1, &fixes_at(start_ms, 3)).await.unwrap();
+    assert_eq!(ack.known_status(), Some(Status::Ok));
+    assert!(ts.server.scan_now().is_empty());
+
+    // Quiet past the warning threshold (but not the expiry): the scan warns and asks.
+    clock.advance_ms((cfg.silence.warning_after_s as i64 + 60) * 1000);
+    device.heartbeat().await.unwrap(); // connected and alive, but no fix
+    let now_s = (clock.now_ms() / 1000) as u32;
+    for _ in 0..100 {
+        let state = ts.server.silence().get(STORY).unwrap();
+        if state.last_contact_s >= Some(now_s) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = ts.server.scan_now();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].device_id, STORY);
+    assert!(matches!(events[0].kind, ingest::silence::EventKind::Warned));
+    assert!(
+        events[0].last_contact_s > events[0].last_fix_s,
+        "contact and fix are tracked apart"
+    );
+    let req = next_request(&mut requests).await;
+    assert!(req.reason.contains("warning"), "{}", req.reason);
+    let ack = device.confirm_here(req.request_id).await.unwrap();
+    assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+
+    let events = ts.server.scan_now();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.kind, ingest::silence::EventKind::Confirmed { .. })),
+        "the confirmation is an event: {events:?}"
+    );
+    // A fresh fix ends the silence.
+    clock.advance_ms(60_000);
+    let ack = device.send(2, &fixes_at(clock.now_ms(), 2)).await.unwrap();
+    assert_eq!(ack.known_status(), Some(Status::Ok));
+    let _ = ts.server.scan_now();
+    assert!(ts.server.scan_now().is_empty(), "nothing fires twice");
+
+    let log = std::fs::read_to_string(&ts.server.paths().events_path).unwrap();
+    let kinds: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("\"device_id\":{STORY},")))
+        .map(|l| {
+            let k = l.split("\"kind\":\"").nth(1).unwrap();
+            &k[..k.find('"').unwrap()]
+        })
+        .collect();
+    assert_eq!(kinds.first(), Some(&"warned"), "{log}");
+    assert!(kinds.contains(&"confirmed"), "{log}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "warned").count(),
+        1,
+        "warned once: {log}"
+    );
+    device.close().await;
+    ts.server.shutdown().await.unwrap();
+}

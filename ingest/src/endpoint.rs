@@ -512,12 +512,91 @@ impl Endpoint {
         self.stats.clone()
     }
 
+    /// A cloneable handle that raises and cancels confirm-location requests from any thread
+    /// (the silence scanner holds one).
+    pub fn confirmer(&self) -> Confirmer {
+        Confirmer {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Same as [`Confirmer::request_confirm`].
+    ///
+    /// # Errors
+    /// [`ConfirmRequestError`]: too many outstanding, reason too long, bad id, shutting down.
+    pub fn request_confirm(
+        &self,
+        device_id: u64,
+        reason: &str,
+    ) -> Result<ConfirmDelivery, ConfirmRequestError> {
+        self.confirmer().request_confirm(device_id, reason)
+    }
+
+    /// Same as [`Confirmer::cancel_confirm`].
+    pub fn cancel_confirm(&self, device_id: u64) -> Option<u64> {
+        self.confirmer().cancel_confirm(device_id)
+    }
+
+    /// The device's outstanding request, if any.
+    pub fn outstanding_confirm(&self, device_id: u64) -> Option<OutstandingConfirm> {
+        self.shared
+            .registry
+            .outstanding(device_id)
+            .map(|r| OutstandingConfirm {
+                request_id: r.request_id,
+                requested_at_ms: r.requested_at_ms,
+                reason: r.reason.clone(),
+            })
+    }
+
+    /// Requests outstanding across all devices.
+    pub fn confirms_outstanding(&self) -> usize {
+        self.shared.registry.pending.load(Ordering::Acquire)
+    }
+
+    /// Graceful shutdown: stop accepting, let every connection finish the batches it has in
+    /// flight (each gets its ack), send `CLOSE(SHUTTING_DOWN)`, then close the endpoint.
+    /// Waits at most `grace` for connections to finish.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropping the future midway leaves connections to the idle timeout.
+    pub async fn shutdown(self, grace: Duration) {
+        self.shutdown.cancel();
+        self.accept_task.abort();
+        self.connections.close();
+        if tokio::time::timeout(grace, self.connections.wait())
+            .await
+            .is_err()
+        {
+            warn!("connections still open after the shutdown grace period; closing them");
+        }
+        self.endpoint.close(
+            VarInt::from_u32(Status::ShuttingDown.code()),
+            b"shutting down",
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Raises and cancels confirm-location requests; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Confirmer {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Confirmer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Confirmer").finish_non_exhaustive()
+    }
+}
+
+impl Confirmer {
     /// Asks `device_id` to confirm its location. At most one request per device is
     /// outstanding: if one is, nothing changes and its id is returned. A new request is
     /// handed at once to the device's connection if it has one ([`ConfirmDelivery::Sent`]),
     /// otherwise kept for delivery right after its next `WELCOME`
     /// ([`ConfirmDelivery::Queued`]). The request stays outstanding, and is delivered again
-    /// after every reconnect, until the device answers it or [`Endpoint::cancel_confirm`]
+    /// after every reconnect, until the device answers it or [`Confirmer::cancel_confirm`]
     /// drops it. Lock-free; never blocks.
     ///
     /// # Errors
@@ -589,46 +668,6 @@ impl Endpoint {
         let id = self.shared.registry.answer(device_id, None)?;
         self.shared.registry.release();
         Some(id)
-    }
-
-    /// The device's outstanding request, if any.
-    pub fn outstanding_confirm(&self, device_id: u64) -> Option<OutstandingConfirm> {
-        self.shared
-            .registry
-            .outstanding(device_id)
-            .map(|r| OutstandingConfirm {
-                request_id: r.request_id,
-                requested_at_ms: r.requested_at_ms,
-                reason: r.reason.clone(),
-            })
-    }
-
-    /// Requests outstanding across all devices.
-    pub fn confirms_outstanding(&self) -> usize {
-        self.shared.registry.pending.load(Ordering::Acquire)
-    }
-
-    /// Graceful shutdown: stop accepting, let every connection finish the batches it has in
-    /// flight (each gets its ack), send `CLOSE(SHUTTING_DOWN)`, then close the endpoint.
-    /// Waits at most `grace` for connections to finish.
-    ///
-    /// # Cancel safety
-    /// Not cancel safe: dropping the future midway leaves connections to the idle timeout.
-    pub async fn shutdown(self, grace: Duration) {
-        self.shutdown.cancel();
-        self.accept_task.abort();
-        self.connections.close();
-        if tokio::time::timeout(grace, self.connections.wait())
-            .await
-            .is_err()
-        {
-            warn!("connections still open after the shutdown grace period; closing them");
-        }
-        self.endpoint.close(
-            VarInt::from_u32(Status::ShuttingDown.code()),
-            b"shutting down",
-        );
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 }
 
