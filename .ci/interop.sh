@@ -9,12 +9,24 @@ cargo build --locked --bin hexflow-bench -p bench
 work=$(mktemp -d)
 data="$work/data"
 port=$(( 20000 + RANDOM % 20000 ))
-./target/debug/hexflow serve --data-dir "$data" --listen "127.0.0.1:$port" >"$work/server.log" 2>&1 &
+HEXFLOW__ADMIN__LISTEN="127.0.0.1:$((port + 1))" \
+  ./target/debug/hexflow serve --data-dir "$data" --listen "127.0.0.1:$port" >"$work/server.log" 2>&1 &
 server=$!
 trap 'kill -9 $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do [ -f "$data/tls/ca.pem" ] && grep -q "listening" "$work/server.log" && break; sleep 0.2; done
 ./target/debug/hexflow-bench --server "127.0.0.1:$port" --ca "$data/tls/ca.pem" --data-dir "$data" \
   --devices 2000 --connections 200 --duration 5 --no-progress --json "$work/report.json"
+# The admin endpoint answers while the server runs: metrics agree with the report.
+python3 - "127.0.0.1:$((port + 1))" "$work/report.json" <<'PY'
+import json, sys, urllib.request
+base, report = "http://" + sys.argv[1], json.load(open(sys.argv[2]))
+metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+ok = int(next(l.split()[1] for l in metrics.splitlines() if l.startswith("hexflow_batches_ok_total ")))
+assert ok >= report["batches_acked"] - report["acks_by_status"].get("DUPLICATE", 0), (ok, report["batches_acked"])
+device = json.loads(urllib.request.urlopen(base + "/devices/1", timeout=5).read())
+assert device["device_id"] == 1, device
+print(f"admin ok: batches_ok_total={ok}, device 1: {device}")
+PY
 kill -TERM $server
 wait $server || { echo "server exited non-zero"; tail -50 "$work/server.log"; exit 1; }
 trap - EXIT

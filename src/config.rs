@@ -29,6 +29,27 @@ pub struct Config {
     pub storage: StorageSection,
     /// Silence detection.
     pub silence: SilenceSection,
+    /// Operator HTTP endpoint (metrics, one device's state).
+    pub admin: AdminSection,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Serve `/metrics`, `/healthz` and `/devices/<id>` over HTTP.
+    pub enabled: bool,
+    /// Address of the admin endpoint; loopback by default (it reveals device activity).
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
 }
 
 /// `[server]`
@@ -100,12 +121,17 @@ pub struct LimitsSection {
     pub oversize_discard_bytes_max: u32,
     /// Deadline for HELLO after the QUIC handshake.
     pub hello_timeout_ms: u64,
+    /// Confirm-location requests outstanding at once across all devices.
+    pub confirm_pending_max: usize,
+    /// Rejected CONFIRM frames one connection may send before it is closed.
+    pub confirm_rejects_max: u32,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         let w = ingest::wire::Limits::default();
         let e = ingest::endpoint::EndpointConfig::default();
+        let session = ingest::endpoint::SessionConfig::default();
         Self {
             batch_bytes_max: w.batch_bytes_max,
             batch_fixes_max: w.batch_fixes_max,
@@ -116,6 +142,8 @@ impl Default for LimitsSection {
             inflight_batches_max: e.inflight_batches_max,
             oversize_discard_bytes_max: e.oversize_discard_bytes_max,
             hello_timeout_ms: e.hello_timeout_ms,
+            confirm_pending_max: session.confirm_pending_max,
+            confirm_rejects_max: session.confirm_rejects_max,
         }
     }
 }
@@ -132,6 +160,8 @@ pub struct QuicSection {
     pub connection_receive_window_bytes: u32,
     /// Per-connection send window.
     pub send_window_bytes: u32,
+    /// After sending CLOSE, how long to wait for the device to read it before closing.
+    pub close_linger_ms: u64,
 }
 
 impl Default for QuicSection {
@@ -142,6 +172,7 @@ impl Default for QuicSection {
             stream_receive_window_bytes: e.stream_receive_window_bytes,
             connection_receive_window_bytes: e.connection_receive_window_bytes,
             send_window_bytes: e.send_window_bytes,
+            close_linger_ms: ingest::endpoint::SessionConfig::default().close_linger_ms,
         }
     }
 }
@@ -809,6 +840,15 @@ impl Config {
             zstd_level: s.zstd_level,
             dedup_window_batches: s.dedup_window_batches,
             dedup_devices_max: s.dedup_devices_max,
+        }
+    }
+
+    /// The endpoint's per-session settings (confirm-location bounds, close linger).
+    pub fn session_config(&self) -> ingest::endpoint::SessionConfig {
+        ingest::endpoint::SessionConfig {
+            confirm_pending_max: self.limits.confirm_pending_max,
+            confirm_rejects_max: self.limits.confirm_rejects_max,
+            close_linger_ms: self.quic.close_linger_ms,
         }
     }
 

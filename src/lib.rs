@@ -5,6 +5,7 @@
 //! does, once, and passes typed values down. End-to-end tests start a [`server::Server`]
 //! in-process through this library.
 
+pub mod admin;
 pub mod config;
 pub mod events;
 pub mod secret;

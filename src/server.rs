@@ -47,6 +47,14 @@ pub enum ServerError {
     /// The endpoint failed to start.
     #[error(transparent)]
     Endpoint(#[from] ingest::endpoint::EndpointError),
+    /// The admin endpoint could not bind.
+    #[error("admin endpoint {addr}: {source}")]
+    Admin {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
     /// The events log could not be opened.
     #[error("events log: {0}")]
     Events(std::io::Error),
@@ -73,6 +81,7 @@ pub struct Paths {
 /// A running server.
 pub struct Server {
     endpoint: Endpoint,
+    admin: Option<crate::admin::Admin>,
     storage: storage::Storage,
     silence: Arc<SilenceTable>,
     scanner: Scanner,
@@ -187,16 +196,38 @@ impl Server {
         });
         let ep_cfg = cfg.endpoint_config();
         let server_config = ingest::endpoint::server_config(tls.cert_chain, tls.key, &ep_cfg)?;
-        let endpoint = Endpoint::start(EndpointParts {
-            listen: cfg.server.listen,
-            server_config,
-            cfg: ep_cfg,
-            key,
-            sink,
-            activity: Arc::new(SilenceActivity(silence.clone())),
-            clock,
-        })?;
+        let endpoint = Endpoint::start_with(
+            EndpointParts {
+                listen: cfg.server.listen,
+                server_config,
+                cfg: ep_cfg,
+                key,
+                sink,
+                activity: Arc::new(SilenceActivity(silence.clone())),
+                clock,
+            },
+            cfg.session_config(),
+        )?;
         let _ = confirmer.set(endpoint.confirmer());
+        let admin = if cfg.admin.enabled {
+            let sources = crate::admin::Sources {
+                endpoint: endpoint.stats(),
+                storage: storage.clone(),
+                silence: silence.clone(),
+                explain: Some(scanner.explainer(silence.clone())),
+            };
+            let admin =
+                crate::admin::Admin::start(cfg.admin.listen, sources).map_err(|source| {
+                    ServerError::Admin {
+                        addr: cfg.admin.listen,
+                        source,
+                    }
+                })?;
+            info!(addr = %admin.local_addr(), "admin endpoint listening");
+            Some(admin)
+        } else {
+            None
+        };
         let local_addr = endpoint
             .local_addr()
             .map_err(|source| ServerError::DataDir {
@@ -212,6 +243,7 @@ impl Server {
         };
         Ok(Self {
             endpoint,
+            admin,
             storage,
             silence,
             scanner,
@@ -234,6 +266,11 @@ impl Server {
     /// The silence table (read-only use: lookups for one device).
     pub fn silence(&self) -> &Arc<SilenceTable> {
         &self.silence
+    }
+
+    /// The admin endpoint's address, when enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(crate::admin::Admin::local_addr)
     }
 
     /// Endpoint counters.
@@ -271,6 +308,9 @@ impl Server {
     /// # Errors
     /// [`ServerError::Storage`] when the final flush fails.
     pub async fn shutdown(self) -> Result<(), ServerError> {
+        if let Some(admin) = self.admin {
+            admin.stop();
+        }
         self.endpoint.shutdown(self.grace).await;
         let storage = self.storage;
         let report = tokio::task::spawn_blocking(move || storage.shutdown())
@@ -577,6 +617,22 @@ impl Scanner {
             table.confirmation(device_id),
             unix_s(self.clock.now_ms()),
         ))
+    }
+
+    /// A closure explaining one device as JSON, for the admin endpoint.
+    fn explainer(&self, table: Arc<SilenceTable>) -> crate::admin::Explainer {
+        let policies = self.policies.clone();
+        let clock = self.clock.clone();
+        Arc::new(move |device_id| {
+            let state = table.get(device_id)?;
+            let e = ingest::silence::explain(
+                &state,
+                &policies,
+                table.confirmation(device_id),
+                unix_s(clock.now_ms()),
+            );
+            Some(e.to_json())
+        })
     }
 
     fn scan_now(&self) -> Vec<SilenceEvent> {

@@ -61,6 +61,7 @@ impl Server {
             .arg("--listen")
             .arg(addr.to_string())
             .env("HEXFLOW__STORAGE__FLUSH_INTERVAL_MS", "200")
+            .env("HEXFLOW__ADMIN__LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

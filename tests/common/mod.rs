@@ -49,6 +49,7 @@ pub fn test_config(data_dir: &Path) -> Config {
     cfg.storage.flush_interval_ms = 300;
     cfg.silence.devices_max = 10_000;
     cfg.silence.scan_interval_ms = 3_600_000;
+    cfg.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     cfg
 }
 
