@@ -272,6 +272,24 @@ pub struct SilenceSection {
     pub snapshot_interval_ms: u64,
     /// Server outages remembered (not counted against devices); the oldest are dropped.
     pub outages_max: usize,
+    /// Events buffered for the Parquet `events` table are published once the oldest has waited
+    /// this long (0: after every scan that produced events).
+    pub events_flush_interval_ms: u64,
+    /// Events buffered for the Parquet `events` table at most (a fuller buffer is flushed first).
+    pub events_rows_max: usize,
+    /// `http://host:port/path` that receives each scan's events as a JSON array; empty: off.
+    /// Plain HTTP only (no TLS in v1).
+    pub webhook_url: String,
+    /// Webhook bodies (one per scan with events) queued at most; more are dropped and counted.
+    pub webhook_queue_max: usize,
+    /// Attempts per webhook body before its events are dropped and counted.
+    pub webhook_attempts_max: u32,
+    /// Deadline of one webhook request (connect, send, status line).
+    pub webhook_timeout_ms: u64,
+    /// Delay before the first webhook retry; doubles per retry, with jitter.
+    pub webhook_backoff_ms: u64,
+    /// Largest delay between webhook retries.
+    pub webhook_backoff_max_ms: u64,
     /// Named policies besides `default`.
     pub policies: Vec<PolicySection>,
     /// Device groups, each following one policy.
@@ -291,6 +309,14 @@ impl Default for SilenceSection {
             calendars_dir: PathBuf::from("config/calendars"),
             snapshot_interval_ms: 300_000,
             outages_max: 64,
+            events_flush_interval_ms: 60_000,
+            events_rows_max: 100_000,
+            webhook_url: String::new(),
+            webhook_queue_max: 1_000,
+            webhook_attempts_max: 8,
+            webhook_timeout_ms: 5_000,
+            webhook_backoff_ms: 500,
+            webhook_backoff_max_ms: 60_000,
             policies: Vec::new(),
             groups: Vec::new(),
             exemptions: Vec::new(),
@@ -442,6 +468,68 @@ pub enum SilenceConfigError {
 }
 
 impl SilenceSection {
+    /// The webhook settings, `None` when `webhook_url` is empty.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first offending `webhook_*` key.
+    pub fn webhook(&self) -> Result<Option<crate::events::webhook::WebhookConfig>, ConfigError> {
+        fn invalid(key: &'static str, value: impl ToString, reason: &str) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                value: value.to_string(),
+                reason: reason.into(),
+            }
+        }
+        if self.webhook_queue_max == 0 || self.webhook_queue_max > 1_000_000 {
+            return Err(invalid(
+                "silence.webhook_queue_max",
+                self.webhook_queue_max,
+                "must be 1..=1000000",
+            ));
+        }
+        if self.webhook_attempts_max == 0 || self.webhook_attempts_max > 100 {
+            return Err(invalid(
+                "silence.webhook_attempts_max",
+                self.webhook_attempts_max,
+                "must be 1..=100",
+            ));
+        }
+        if self.webhook_timeout_ms < 10 || self.webhook_timeout_ms > 600_000 {
+            return Err(invalid(
+                "silence.webhook_timeout_ms",
+                self.webhook_timeout_ms,
+                "must be 10..=600000",
+            ));
+        }
+        if self.webhook_backoff_ms == 0 || self.webhook_backoff_ms > self.webhook_backoff_max_ms {
+            return Err(invalid(
+                "silence.webhook_backoff_ms",
+                self.webhook_backoff_ms,
+                "must be >= 1 and <= silence.webhook_backoff_max_ms",
+            ));
+        }
+        if self.webhook_backoff_max_ms > 3_600_000 {
+            return Err(invalid(
+                "silence.webhook_backoff_max_ms",
+                self.webhook_backoff_max_ms,
+                "must be <= 3600000 (one hour)",
+            ));
+        }
+        if self.webhook_url.is_empty() {
+            return Ok(None);
+        }
+        let url = crate::events::webhook::WebhookUrl::parse(&self.webhook_url)
+            .map_err(|e| invalid("silence.webhook_url", &self.webhook_url, &e.to_string()))?;
+        Ok(Some(crate::events::webhook::WebhookConfig {
+            url,
+            queue_max: self.webhook_queue_max,
+            attempts_max: self.webhook_attempts_max,
+            timeout_ms: self.webhook_timeout_ms,
+            backoff_ms: self.webhook_backoff_ms,
+            backoff_max_ms: self.webhook_backoff_max_ms,
+        }))
+    }
+
     /// Builds the policy set: reads every calendar a policy names from
     /// `calendars_dir/<calendar>/*.toml`, parses thresholds and exemptions, validates all.
     ///
@@ -804,6 +892,21 @@ impl Config {
                 "must be 1..=10000",
             ));
         }
+        if s.events_flush_interval_ms > 86_400_000 {
+            return Err(invalid(
+                "silence.events_flush_interval_ms",
+                s.events_flush_interval_ms,
+                "must be 0..=86400000 (one day)",
+            ));
+        }
+        if s.events_rows_max == 0 || s.events_rows_max > 10_000_000 {
+            return Err(invalid(
+                "silence.events_rows_max",
+                s.events_rows_max,
+                "must be 1..=10000000",
+            ));
+        }
+        s.webhook()?;
         s.policy_set()?;
         if self.tls.cert_path.as_os_str().is_empty() != self.tls.key_path.as_os_str().is_empty() {
             return Err(invalid(
@@ -995,5 +1098,78 @@ mod tests {
                 .to_string()
                 .contains("tls.cert_path")
         );
+    }
+
+    #[test]
+    fn silence_event_and_webhook_keys_at_their_edges() {
+        let check = |f: &dyn Fn(&mut Config), key: &str| {
+            let mut c = Config::default();
+            f(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        };
+        let ok = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate().unwrap();
+        };
+        ok(&|c| c.silence.events_flush_interval_ms = 0);
+        ok(&|c| c.silence.events_flush_interval_ms = 86_400_000);
+        check(
+            &|c| c.silence.events_flush_interval_ms = 86_400_001,
+            "silence.events_flush_interval_ms",
+        );
+        ok(&|c| c.silence.events_rows_max = 1);
+        ok(&|c| c.silence.events_rows_max = 10_000_000);
+        check(
+            &|c| c.silence.events_rows_max = 0,
+            "silence.events_rows_max",
+        );
+        check(
+            &|c| c.silence.events_rows_max = 10_000_001,
+            "silence.events_rows_max",
+        );
+        ok(&|c| c.silence.webhook_queue_max = 1);
+        check(
+            &|c| c.silence.webhook_queue_max = 0,
+            "silence.webhook_queue_max",
+        );
+        ok(&|c| c.silence.webhook_attempts_max = 1);
+        ok(&|c| c.silence.webhook_attempts_max = 100);
+        check(
+            &|c| c.silence.webhook_attempts_max = 0,
+            "silence.webhook_attempts_max",
+        );
+        check(
+            &|c| c.silence.webhook_attempts_max = 101,
+            "silence.webhook_attempts_max",
+        );
+        ok(&|c| c.silence.webhook_timeout_ms = 10);
+        check(
+            &|c| c.silence.webhook_timeout_ms = 9,
+            "silence.webhook_timeout_ms",
+        );
+        ok(&|c| c.silence.webhook_backoff_ms = c.silence.webhook_backoff_max_ms);
+        check(
+            &|c| c.silence.webhook_backoff_ms = c.silence.webhook_backoff_max_ms + 1,
+            "silence.webhook_backoff_ms",
+        );
+        check(
+            &|c| {
+                c.silence.webhook_backoff_max_ms = 3_600_001;
+            },
+            "silence.webhook_backoff_max_ms",
+        );
+        assert_eq!(Config::default().silence.webhook().unwrap(), None);
+        check(
+            &|c| c.silence.webhook_url = "https://example.invalid/x".into(),
+            "silence.webhook_url",
+        );
+        let mut c = Config::default();
+        c.silence.webhook_url = "http://127.0.0.1:9/hook".into();
+        c.validate().unwrap();
+        let w = c.silence.webhook().unwrap().unwrap();
+        assert_eq!((w.url.port, w.url.path.as_str()), (9, "/hook"));
+        assert_eq!(w.attempts_max, 8);
     }
 }

@@ -10,8 +10,16 @@
 //! * `<data>/silence/snapshot.bin`: the table's state (format in `ingest::silence` snapshot
 //!   docs), written atomically: temporary file, fsync, rename, fsync of the directory. A torn
 //!   or damaged snapshot is refused whole by its checksum.
+//! * `<data>/events/date=…/part-….parquet` and `<data>/device_status/date=…/part-….parquet`:
+//!   the same events, and a daily status of every device, as Parquet tables ([`tables`]).
+//! * The optional HTTP webhook that POSTs each scan's events ([`webhook`]).
+//!
+//! The JSON Lines file is written (and fsynced) first; the table and the webhook follow it.
 //!
 //! Never: rewrites or truncates a log.
+
+pub mod tables;
+pub mod webhook;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -22,6 +22,8 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::events::EventLog;
+use crate::events::tables::{EventTable, EventTableConfig};
+use crate::events::webhook::{Webhook, json_array};
 
 /// The server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,9 @@ pub enum ServerError {
     /// The silence policy or table settings are invalid.
     #[error("silence: {0}")]
     Policy(String),
+    /// The Parquet events table could not be opened.
+    #[error("events table: {0}")]
+    EventTable(#[from] crate::events::tables::TableError),
 }
 
 /// Where things are on disk (printed at start).
@@ -173,12 +178,40 @@ impl Server {
         let policies = Arc::new(policies);
         let events = EventLog::open(&data_dir).map_err(ServerError::Events)?;
         let events_path = events.path().to_path_buf();
+        let parquet = storage::writer::ParquetOptions {
+            zstd_level: cfg.storage.zstd_level,
+            row_group_rows_max: cfg.storage.row_group_rows_max,
+        };
+        let event_table = EventTable::open(
+            &data_dir,
+            EventTableConfig {
+                rows_max: cfg.silence.events_rows_max,
+                flush_interval_ms: cfg.silence.events_flush_interval_ms,
+                parquet,
+            },
+            policies.policies().iter().map(|p| p.name.clone()).collect(),
+        )?;
+        let webhook = match cfg
+            .silence
+            .webhook()
+            .map_err(|e| ServerError::Policy(e.to_string()))?
+        {
+            Some(w) => {
+                info!(host = %w.url.host, port = w.url.port, path = %w.url.path, "silence webhook on (plain HTTP)");
+                Some(Webhook::start(w).map_err(ServerError::Events)?)
+            }
+            None => None,
+        };
         let confirmer = Arc::new(std::sync::OnceLock::new());
         let scanner = Scanner::start(ScannerParts {
             confirmer: confirmer.clone(),
             table: silence.clone(),
             policies,
             log: events,
+            event_table,
+            webhook,
+            data_dir: data_dir.clone(),
+            parquet,
             clock: clock.clone(),
             interval: Duration::from_millis(cfg.silence.scan_interval_ms),
             snapshot_path,
@@ -521,10 +554,65 @@ struct ScannerParts {
     table: Arc<SilenceTable>,
     policies: Arc<PolicySet>,
     log: EventLog,
+    /// The Parquet `events` table (published on the scanner's cadence).
+    event_table: EventTable,
+    /// Posts each scan's events, when configured.
+    webhook: Option<Webhook>,
+    /// Where `device_status/` goes.
+    data_dir: PathBuf,
+    /// Encoding of the device status table.
+    parquet: storage::writer::ParquetOptions,
     clock: Arc<dyn Clock>,
     interval: Duration,
     snapshot_path: PathBuf,
     snapshot_interval_s: u32,
+}
+
+/// Writes the `device_status` table once per UTC day (and at start when today's is missing).
+struct DailyStatus {
+    data_dir: PathBuf,
+    parquet: storage::writer::ParquetOptions,
+    /// The UTC day (days since 1970) whose file is known to exist.
+    day: Option<u32>,
+}
+
+impl DailyStatus {
+    /// Writes today's file unless it was written (or found) already; a failure is logged and
+    /// retried at the next scan.
+    fn maybe_write(
+        &mut self,
+        now_s: u32,
+        table: &SilenceTable,
+        set: &PolicySet,
+        buf: &mut Vec<u8>,
+    ) {
+        let today = now_s / 86_400;
+        if self.day == Some(today) {
+            return;
+        }
+        if crate::events::tables::device_status_exists(&self.data_dir, now_s) {
+            self.day = Some(today);
+            return;
+        }
+        table.encode_snapshot(now_s, set.outages(), buf);
+        match crate::events::tables::write_device_status(
+            &storage::fs::RealFs,
+            &self.data_dir,
+            now_s,
+            buf,
+            table,
+            set,
+            self.parquet,
+        ) {
+            Ok((path, rows)) => {
+                info!(path = %path.display(), rows, "device status written");
+                self.day = Some(today);
+            }
+            Err(e) => {
+                error!(error = %e, "cannot write device status; retrying at the next scan");
+            }
+        }
+    }
 }
 
 impl Scanner {
@@ -534,11 +622,20 @@ impl Scanner {
             table,
             policies,
             mut log,
+            mut event_table,
+            webhook,
+            data_dir,
+            parquet,
             clock,
             interval,
             snapshot_path,
             snapshot_interval_s,
         } = parts;
+        let mut daily = DailyStatus {
+            data_dir,
+            parquet,
+            day: None,
+        };
         let (tx, rx) = crossbeam_channel::bounded::<ScanRequest>(4);
         let set = policies.clone();
         let thread_clock = clock.clone();
@@ -555,7 +652,7 @@ impl Scanner {
                         error!(path = %snapshot_path.display(), error = %e, "cannot write silence snapshot");
                     }
                 };
-                let mut scan = |events: &mut Vec<SilenceEvent>| {
+                let mut scan = |events: &mut Vec<SilenceEvent>, event_table: &mut EventTable| {
                     events.clear();
                     let now_s = unix_s(clock.now_ms());
                     let prepared = set.prepare(now_s);
@@ -563,7 +660,7 @@ impl Scanner {
                         // Only one scanner thread exists, so this is a bug; say so loudly.
                         error!(error = %e, "silence scan refused");
                     }
-                    let name = |i: u16| {
+                    let name = &|i: u16| {
                         set.policies()
                             .get(usize::from(i))
                             .map_or_else(String::new, |p| p.name.clone())
@@ -571,24 +668,54 @@ impl Scanner {
                     if let Err(e) = log.append(events, name) {
                         error!(path = %log.path().display(), error = %e, "cannot write events log");
                     }
+                    let now_ms = clock.now_ms();
+                    if let Err(e) = event_table.push(events, now_ms) {
+                        error!(error = %e, dropped_total = event_table.dropped(), "events table full and not publishable; events dropped from the table (still in the events log)");
+                    }
+                    if event_table.due(now_ms) {
+                        if let Err(e) = event_table.flush() {
+                            error!(error = %e, buffered = event_table.buffered(), "cannot publish events table; retrying at the next scan");
+                        }
+                    }
+                    if let Some(webhook) = &webhook {
+                        if !events.is_empty() {
+                            let lines: Vec<String> = events
+                                .iter()
+                                .map(|e| e.to_json_line(&name(e.policy)))
+                                .collect();
+                            webhook.enqueue(json_array(&lines), events.len());
+                        }
+                    }
                     if let Some(confirmer) = confirmer.get() {
                         request_confirmations(confirmer, events);
                     }
                     now_s
                 };
+                daily.maybe_write(unix_s(clock.now_ms()), &table, &set, &mut snapshot_buf);
                 loop {
                     let now_s = match rx.recv_timeout(interval) {
                         Ok(ScanRequest::Now(reply)) => {
-                            let now_s = scan(&mut events);
+                            let now_s = scan(&mut events, &mut event_table);
+                            // Before the reply, so a caller sees today's status once it returns.
+                            daily.maybe_write(now_s, &table, &set, &mut snapshot_buf);
                             let _ = reply.send(events.clone());
                             now_s
                         }
                         Ok(ScanRequest::Stop)
                         | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                            if let Err(e) = event_table.flush() {
+                                error!(error = %e, buffered = event_table.buffered(), "cannot publish events table at shutdown; those rows are only in the events log");
+                            }
                             snapshot(unix_s(clock.now_ms()), &mut snapshot_buf);
+                            // The webhook (if any) is dropped with this thread: its attempt in
+                            // flight finishes, queued bodies are counted as dropped.
                             return;
                         }
-                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => scan(&mut events),
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                            let now_s = scan(&mut events, &mut event_table);
+                            daily.maybe_write(now_s, &table, &set, &mut snapshot_buf);
+                            now_s
+                        }
                     };
                     if now_s.saturating_sub(last_snapshot_s) >= snapshot_interval_s {
                         snapshot(now_s, &mut snapshot_buf);

@@ -61,22 +61,32 @@ pub struct ParquetOptions {
 /// # Errors
 /// An invalid zstd level.
 pub fn writer_properties(opts: ParquetOptions) -> Result<WriterProperties, ParquetError> {
+    writer_properties_sorted_by(opts, &[COL_H3, COL_TIME])
+}
+
+/// The same encoding as [`writer_properties`] (zstd, page-level statistics,
+/// row groups of `row_group_rows_max`) for any table, declaring the rows
+/// sorted ascending by the columns at `sorting_columns` (none: unsorted).
+///
+/// # Errors
+/// An invalid zstd level.
+pub fn writer_properties_sorted_by(
+    opts: ParquetOptions,
+    sorting_columns: &[usize],
+) -> Result<WriterProperties, ParquetError> {
+    let sorting: Vec<SortingColumn> = sorting_columns
+        .iter()
+        .map(|&c| SortingColumn {
+            column_idx: i32::try_from(c).unwrap_or(i32::MAX),
+            descending: false,
+            nulls_first: false,
+        })
+        .collect();
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(opts.zstd_level)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(opts.row_group_rows_max.max(1)))
-        .set_sorting_columns(Some(vec![
-            SortingColumn {
-                column_idx: COL_H3 as i32,
-                descending: false,
-                nulls_first: false,
-            },
-            SortingColumn {
-                column_idx: COL_TIME as i32,
-                descending: false,
-                nulls_first: false,
-            },
-        ]))
+        .set_sorting_columns((!sorting.is_empty()).then_some(sorting))
         .build())
 }
 
@@ -156,6 +166,58 @@ pub fn create_dir_durable(fs: &dyn Fs, root: &Path, rel: &Path) -> io::Result<()
         }
     }
     Ok(())
+}
+
+/// Publishes one Parquet file `root/rel/file_name` with the discipline of a
+/// flush: creates `rel` durably ([`create_dir_durable`]), writes
+/// `.<file_name>.tmp` afresh (truncating a leftover), encodes `batches` into
+/// it with `props` (one `write` per batch, so memory stays at one batch plus
+/// the open row group), fsyncs it, renames it to `file_name` (replacing a file
+/// of that name) and fsyncs the directory. Returns the published path.
+///
+/// On error nothing is published under `file_name` by this call; a retry with
+/// the same arguments writes the same name.
+///
+/// # Errors
+/// [`FlushError::Io`] naming the path, [`FlushError::Parquet`] when encoding
+/// fails, [`FlushError::Arrow`] when `batches` yields an error.
+pub fn publish_parquet(
+    fs: &dyn Fs,
+    root: &Path,
+    rel: &Path,
+    file_name: &str,
+    schema: arrow::datatypes::SchemaRef,
+    batches: impl IntoIterator<Item = Result<RecordBatch, ArrowError>>,
+    props: WriterProperties,
+) -> Result<PathBuf, FlushError> {
+    create_dir_durable(fs, root, rel).map_err(io_at(root))?;
+    let dir = root.join(rel);
+    let tmp = dir.join(format!(".{file_name}.tmp"));
+    let path = dir.join(file_name);
+    let file = fs.create(&tmp).map_err(io_at(&tmp))?;
+    let out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, SeqWriter::new(file));
+    let parquet_err = |source| FlushError::Parquet {
+        path: tmp.clone(),
+        source,
+    };
+    let mut writer = ArrowWriter::try_new(out, schema, Some(props)).map_err(parquet_err)?;
+    for batch in batches {
+        writer.write(&batch?).map_err(parquet_err)?;
+    }
+    let mut out = writer.into_inner().map_err(parquet_err)?;
+    out.flush().map_err(io_at(&tmp))?;
+    let mut file = out
+        .into_inner()
+        .map_err(|e| FlushError::Io {
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?
+        .into_file();
+    file.sync_all().map_err(io_at(&tmp))?;
+    drop(file);
+    fs.rename(&tmp, &path).map_err(io_at(&path))?;
+    fs.sync_dir(&dir).map_err(io_at(&dir))?;
+    Ok(path)
 }
 
 /// Deletes every segment whose records all have `lsn <= to_lsn`. The last
@@ -259,31 +321,23 @@ impl Writer {
         let mut outcome = FlushOutcome::default();
         for (key, rows) in &self.partitions {
             let rel = key.rel_path();
-            create_dir_durable(&*self.fs, &self.positions_dir, &rel)
-                .map_err(io_at(&self.positions_dir))?;
-            let dir = self.positions_dir.join(&rel);
             let batch = rows.to_record_batch(&rows.sort_order())?;
-            let tmp = dir.join(tmp_file_name(from_lsn, to_lsn));
-            let path = dir.join(part_file_name(from_lsn, to_lsn));
-            let file = self.fs.create(&tmp).map_err(io_at(&tmp))?;
-            let out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, SeqWriter::new(file));
-            let mut out =
-                write_parquet(out, &batch, self.parquet).map_err(|source| FlushError::Parquet {
-                    path: tmp.clone(),
+            debug_assert_eq!(
+                format!(".{}.tmp", part_file_name(from_lsn, to_lsn)),
+                tmp_file_name(from_lsn, to_lsn)
+            );
+            let path = publish_parquet(
+                &*self.fs,
+                &self.positions_dir,
+                &rel,
+                &part_file_name(from_lsn, to_lsn),
+                batch.schema(),
+                [Ok(batch)],
+                writer_properties(self.parquet).map_err(|source| FlushError::Parquet {
+                    path: self.positions_dir.join(&rel),
                     source,
-                })?;
-            out.flush().map_err(io_at(&tmp))?;
-            let mut file = out
-                .into_inner()
-                .map_err(|e| FlushError::Io {
-                    path: tmp.clone(),
-                    source: e.into_error(),
-                })?
-                .into_file();
-            file.sync_all().map_err(io_at(&tmp))?;
-            drop(file);
-            self.fs.rename(&tmp, &path).map_err(io_at(&path))?;
-            self.fs.sync_dir(&dir).map_err(io_at(&dir))?;
+                })?,
+            )?;
             outcome.rows += rows.len() as u64;
             outcome.files.push(path);
         }
