@@ -299,5 +299,52 @@ async fn scanner_warns_requests_and_records_the_answer() {
         "warned once: {log}"
     );
     device.close().await;
+    let data_dir = ts.data_dir.clone();
     ts.server.shutdown().await.unwrap();
+
+    // The Parquet events table tells the same story (flushed at shutdown).
+    let parquet_kinds = read_event_kinds(&data_dir.join("events"), STORY);
+    assert_eq!(parquet_kinds, kinds, "events table equals the JSON lines");
+}
+
+/// `kind` of every row of one device in the Parquet `events` table, ordered by `seq`.
+fn read_event_kinds(dir: &std::path::Path, device_id: u64) -> Vec<String> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    let mut rows = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                let file = std::fs::File::open(&p).unwrap();
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .unwrap()
+                        .build()
+                        .unwrap();
+                for batch in reader {
+                    let batch = batch.unwrap();
+                    let seq = batch
+                        .column_by_name("seq")
+                        .unwrap()
+                        .as_primitive::<Int64Type>();
+                    let dev = batch
+                        .column_by_name("device_id")
+                        .unwrap()
+                        .as_primitive::<Int64Type>();
+                    let kind = batch.column_by_name("kind").unwrap().as_string::<i32>();
+                    for i in 0..batch.num_rows() {
+                        if dev.value(i) == device_id as i64 {
+                            rows.push((seq.value(i), kind.value(i).to_string()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    rows.sort();
+    rows.into_iter().map(|(_, k)| k).collect()
 }
