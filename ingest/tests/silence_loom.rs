@@ -194,3 +194,122 @@ fn concurrent_scans_emit_a_transition_once() {
         "overlapping and sequential scans must be explored"
     );
 }
+
+/// A new device (fix 50, expired at 105) is claimed while a scan at 105 runs, and a final scan
+/// at 105 follows. With `dirty_before`, a third device was claimed just before, so the racing
+/// scan visits the whole block and the claim can land in the middle of that visit; without,
+/// the racing scan finds the block summarised as all reporting. Either way the claim marks
+/// the block dirty, the device is judged by one of the two scans, and its transition is
+/// emitted exactly once; the other devices, reporting, produce nothing.
+fn claim_racing_a_scan(dirty_before: bool) -> BTreeSet<bool> {
+    explore(move || {
+        // devices_max 3 → 4 slots, one summary block.
+        let table = Arc::new(SilenceTable::with_capacity(3).expect("valid size"));
+        table.record_fix(5, 100).expect("room");
+        let mut events = Vec::new();
+        table
+            .scan(100, &policy(), &mut events)
+            .expect("only scanner");
+        // The summary now proves device 5 reporting: nothing is loaded.
+        let stats = table
+            .scan(101, &policy(), &mut events)
+            .expect("only scanner");
+        assert_eq!(stats.slots_visited, 0);
+        assert!(events.is_empty());
+        if dirty_before {
+            table.record_fix(7, 100).expect("room");
+        }
+        let (writer_table, scanner_table) = (table.clone(), table.clone());
+        // Fix 50 is 55 s old at 105: expired (>= 20 s). Fix 100 is 5 s old: reporting.
+        let writer = thread::spawn(move || writer_table.record_fix(6, 50).expect("room"));
+        let scanner = thread::spawn(move || {
+            let mut events = Vec::new();
+            scanner_table
+                .scan(105, &policy(), &mut events)
+                .expect("only scanner");
+            events
+        });
+        writer.join().expect("thread");
+        let mut events = scanner.join().expect("thread");
+        let racing_scan_saw_it = !events.is_empty();
+        table
+            .scan(105, &policy(), &mut events)
+            .expect("only scanner");
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(
+            (events[0].device_id, events[0].kind, events[0].last_fix_s),
+            (6, EventKind::Expired, 50)
+        );
+        assert_eq!(table.get(6).expect("tracked").level, Level::Expired);
+        assert_eq!(table.get(5).expect("tracked").level, Level::Reporting);
+        racing_scan_saw_it
+    })
+}
+
+/// The claim races a scan that skips the block by its summary.
+#[test]
+fn claim_racing_a_scan_of_a_summarised_block_is_never_skipped() {
+    assert_eq!(
+        claim_racing_a_scan(false),
+        BTreeSet::from([false, true]),
+        "the claim must be explored before and after the scan"
+    );
+}
+
+/// The claim races a scan that rebuilds the block's summary: the rebuilt summary must not
+/// hide the new device (the final compare-exchange from "visiting" fails).
+#[test]
+fn claim_racing_a_summary_rebuild_is_never_skipped() {
+    assert_eq!(
+        claim_racing_a_scan(true),
+        BTreeSet::from([false, true]),
+        "the claim must be explored before and after the scan"
+    );
+}
+
+/// A silent (watched) device resumes while a scan that may skip its block's reporting slots
+/// runs: the resume is emitted exactly once, and the block is summarised again afterwards.
+#[test]
+fn fix_racing_a_partial_visit_resumes_once() {
+    let seen = explore(|| {
+        let table = Arc::new(SilenceTable::with_capacity(2).expect("valid size"));
+        table.record_fix(5, 100).expect("room");
+        table.record_fix(6, 70).expect("room");
+        let mut events = Vec::new();
+        // At 100 device 6 is 30 s old: expired; device 5 is fast.
+        table
+            .scan(100, &policy(), &mut events)
+            .expect("only scanner");
+        assert_eq!(events.len(), 1);
+        events.clear();
+        let (writer_table, scanner_table) = (table.clone(), table.clone());
+        let writer = thread::spawn(move || writer_table.record_fix(6, 104).expect("known"));
+        let scanner = thread::spawn(move || {
+            let mut events = Vec::new();
+            let stats = scanner_table
+                .scan(105, &policy(), &mut events)
+                .expect("only scanner");
+            assert_eq!(stats.slots_visited, 1, "only the watched device is loaded");
+            events
+        });
+        writer.join().expect("thread");
+        let mut events = scanner.join().expect("thread");
+        let racing_scan_saw_it = !events.is_empty();
+        let stats = table
+            .scan(105, &policy(), &mut events)
+            .expect("only scanner");
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(
+            (events[0].device_id, events[0].kind, events[0].last_fix_s),
+            (6, EventKind::Resumed { silent_since_s: 70 }, 104)
+        );
+        if racing_scan_saw_it {
+            assert_eq!(
+                stats.slots_visited, 0,
+                "both devices are provably reporting"
+            );
+        }
+        racing_scan_saw_it
+    });
+    assert_eq!(seen, BTreeSet::from([false, true]));
+}

@@ -2,12 +2,15 @@
 //!
 //! # Contract
 //!
-//! * **Fixed capacity, allocated once.** `capacity = ceil(devices_max * 4 / 3)` slots of 24
-//!   bytes in one boxed slice: 32 bytes per device at `devices_max`. Measured with
-//!   [`SilenceTable::memory_bytes`]: 32,000,056 bytes for 1,000,000 devices and 320,000,056
-//!   for 10,000,000 (32.00 B/device; the 56 are one slot of rounding plus the 40-byte header).
-//!   An empty slot is all zero bits (release builds turn the fill into a zeroed allocation,
-//!   3 µs for 10M devices, and the OS commits pages as devices arrive). At most `devices_max` devices are ever tracked; a new device
+//! * **Fixed capacity, allocated once, ≤ 32 B per device.** `capacity =
+//!   max(devices_max + 1, floor(devices_max * 128 / 97))` slots of 24 bytes plus one 16-byte
+//!   scan summary per 64 slots, in two boxed slices: 24.25 B per slot at a load factor of
+//!   97/128 = 0.758 is 32 B per device at `devices_max` (the summary is paid for by a load
+//!   factor 0.008 above 3/4 rather than by extra bytes). [`SilenceTable::memory_bytes`] is at
+//!   most `32 * devices_max + 16 + size_of::<SilenceTable>()` once `devices_max >= 4`.
+//!   An empty slot and a fresh summary are all zero bits (release builds turn the fill into a
+//!   zeroed allocation, and the OS commits pages as devices arrive). At most `devices_max`
+//!   devices are ever tracked; a new device
 //!   beyond that gets [`RecordError::TableFull`] while known devices keep updating.
 //! * **Record path: lock-free, allocation-free, bounded.** Open addressing with linear probing;
 //!   the home slot is a multiply-shift hash of the device id mapped onto the capacity with
@@ -16,15 +19,14 @@
 //!   empty slot has proven the device absent. Times only move forward (`fetch_max`), so
 //!   concurrent recorders and out-of-order batches cannot move a device back in time. A probe
 //!   visits at most `capacity` slots.
-//! * **Scanner: one at a time, never blocks recorders.** [`SilenceTable::scan`] is the only
-//!   writer of a slot's `state` word; an `AtomicBool` guard makes a second concurrent scan fail
-//!   with [`ScanError::AlreadyRunning`] instead of emitting duplicates. The sweep is one
-//!   sequential pass; a device that is reporting and was reporting costs two loads
-//!   (`last_fix_s`, `state`) when the policy provides a [`SilencePolicy::reporting_from_s`]
-//!   bound. Measured (release, this 2-core dev box, ~all devices reporting): 1.4 ms for 1M
-//!   devices, 40 ms for 10M (4 ns/device: memory bandwidth over 320 MB); `record_fix` of a
-//!   newer fix on a known device 24 ns (1M table) to 58 ns (10M, cache misses). See
-//!   `benches/silence.rs`.
+//! * **Scanner: one at a time, never blocks recorders, work ∝ devices that may be due.**
+//!   [`SilenceTable::scan`] is the only writer of a slot's `state` word; an `AtomicBool` guard
+//!   makes a second concurrent scan fail with [`ScanError::AlreadyRunning`] instead of
+//!   emitting duplicates. Its result equals a sweep that judges every slot, but it only loads
+//!   the slots that could change level (see "Scan summary"): with a policy that provides a
+//!   [`SilencePolicy::reporting_from_s`] bound, a block of 64 reporting devices costs one
+//!   16-byte load. Measured figures are in `docs/PERFORMANCE.md`, "Silence table"
+//!   (`benches/silence.rs`).
 //! * **Never** reads the clock, does IO, locks, or frees a slot.
 //!
 //! # Slot layout (24 bytes, 8-aligned)
@@ -42,6 +44,32 @@
 //! contact). Whenever the scanner judges a device silent it stores the time it judged from
 //! (newest fix, else first contact) there, so a later [`EventKind::Resumed`] can report when
 //! the silence began. Recorders never write it once it is non-zero.
+//!
+//! # Scan summary (one `Block` per 64 slots)
+//!
+//! A slot is *fast* after a scan judged it `Reporting` with a fix at or after that scan's
+//! `reporting_from_s`; every other claimed slot (silent, exempt, no fix yet, time not yet
+//! published) is *watched*. Per block the scanner keeps the watch mask (one bit per slot) and
+//! a summary word: the number of fast slots and the *floor*, the oldest `last_fix_s` among
+//! them. A later scan with `floor >= reporting_from_s` skips every fast slot of the block,
+//! because a fast slot stays fast until a scan sees it otherwise: only the scanner (and the
+//! start-up [`import`](SilenceTable::import)) writes `state`, and `last_fix_s` only grows, so
+//! each such slot still has `state == Reporting` and `last_fix_s >= floor >=
+//! reporting_from_s`, which is exactly the old per-slot fast path. It then judges only the
+//! watched slots. Otherwise (floor behind, or the block dirty) it judges every slot and
+//! rebuilds mask and summary.
+//!
+//! What could break the proof is a slot becoming claimed or changing `state` outside a scan.
+//! So a recorder that claims a slot, and `import`, swap `FLOOR_DIRTY` (0) into the summary
+//! (`AcqRel`; one read-modify-write, only when a device is new; the fix path itself is
+//! unchanged). A full visit first swaps in `FLOOR_VISITING` (1) with `Acquire` and finally
+//! installs the rebuilt summary by compare-exchange from `FLOOR_VISITING`; a claim that lands
+//! during the visit makes that exchange fail, so the block stays dirty for the next scan and
+//! the new device is never skipped. Summary floors 0 and 1 therefore both mean "visit all".
+//!
+//! Work per scan: one summary load per 64 slots, plus one judged slot per watched device
+//! (silent, exempt or heartbeat-only devices), plus a full block for each block whose
+//! oldest fast fix fell behind the reporting window or that gained a device.
 //!
 //! # Memory ordering
 //!
@@ -99,12 +127,14 @@ fn raise(cell: &AtomicU32, value: u32) {
 ///
 /// # Memory
 ///
-/// `memory_bytes() = size_of::<SilenceTable>() + 24 * ceil(devices_max * 4 / 3)`, reserved in
-/// [`SilenceTable::with_capacity`] (32 B per device; 32 MB for a million devices). Nothing is
-/// allocated afterwards.
+/// `memory_bytes() = size_of::<SilenceTable>() + 24 * capacity + 16 * ceil(capacity / 64)`,
+/// reserved in [`SilenceTable::with_capacity`]: at most 32 B per device (32 MB for a million
+/// devices). Nothing is allocated afterwards.
 #[derive(Debug)]
 pub struct SilenceTable {
     slots: Box<[Slot]>,
+    /// One scan summary per `BLOCK_SLOTS` slots (the last block may be shorter).
+    blocks: Box<[Block]>,
     devices_max: usize,
     /// Devices claimed plus claims in flight; never exceeds `devices_max`.
     reserved: AtomicUsize,
@@ -165,8 +195,14 @@ pub enum ScanError {
 /// What one [`SilenceTable::scan`] saw. Device counts are per level after the scan's changes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScanStats {
-    /// Slots visited (the table's capacity).
+    /// Slots covered by the scan (the table's capacity): judged, or proven reporting by their
+    /// block's summary.
     pub slots_scanned: usize,
+    /// Slots actually loaded and judged; the rest were proven reporting by their block's
+    /// summary (see the module doc, "Scan summary").
+    pub slots_visited: usize,
+    /// Blocks of 64 slots skipped without loading a single slot.
+    pub blocks_skipped: usize,
     /// Devices with at least a fix or a contact recorded.
     pub devices: usize,
     /// Devices at [`Level::Reporting`].
@@ -203,7 +239,7 @@ impl SilenceTable {
     /// configuration mistake.
     pub const DEVICES_MAX_LIMIT: usize = u32::MAX as usize;
 
-    /// Bytes per slot (the table holds `ceil(devices_max * 4 / 3)` of them).
+    /// Bytes per slot (the table holds [`SilenceTable::capacity`] of them).
     pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
 
     /// A table for up to `devices_max` devices; all its memory is allocated (and zeroed) here.
@@ -217,14 +253,16 @@ impl SilenceTable {
                 limit: Self::DEVICES_MAX_LIMIT,
             });
         }
-        // ceil(n * 4 / 3) > n for every n >= 1, so a probe always finds a free slot while
-        // fewer than devices_max devices are claimed.
-        let capacity = (devices_max * 4).div_ceil(3);
+        let capacity = Self::capacity_for(devices_max);
         let slots = (0..capacity)
             .map(|_| Slot::empty())
             .collect::<Box<[Slot]>>();
+        let blocks = (0..capacity.div_ceil(BLOCK_SLOTS))
+            .map(|_| Block::dirty())
+            .collect::<Box<[Block]>>();
         Ok(Self {
             slots,
+            blocks,
             devices_max,
             reserved: AtomicUsize::new(0),
             scanning: AtomicBool::new(false),
@@ -237,9 +275,18 @@ impl SilenceTable {
         self.devices_max
     }
 
-    /// Number of slots: `ceil(devices_max * 4 / 3)`.
+    /// Number of slots: `max(devices_max + 1, floor(devices_max * 128 / 97))` (load factor
+    /// 0.758 at `devices_max`; see [`SilenceTable::memory_bytes`] for why 128/97).
     pub fn capacity(&self) -> usize {
         self.slots.len()
+    }
+
+    /// The slot count for `devices_max`. 24 B per slot plus a 16-byte summary per 64 slots
+    /// (24.25 B per slot) times 128/97 slots per device is exactly 32 B per device. Always more
+    /// than `devices_max`, so a probe finds a free slot while fewer than `devices_max` devices
+    /// are claimed.
+    fn capacity_for(devices_max: usize) -> usize {
+        (devices_max * 128 / 97).max(devices_max + 1)
     }
 
     /// Devices tracked. While another thread is claiming a new device this may already count
@@ -253,9 +300,14 @@ impl SilenceTable {
         self.len() == 0
     }
 
-    /// Bytes held by the table: its slots plus the struct itself. Constant after construction.
+    /// Bytes held by the table: its slots, its scan summaries and the struct itself (the
+    /// pending-confirmations map, empty unless devices were asked to confirm, is not counted).
+    /// Constant after construction; at most `32 * devices_max + 16 + size_of::<Self>()` once
+    /// `devices_max >= 4`.
     pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + std::mem::size_of_val::<[Slot]>(&self.slots)
+        std::mem::size_of::<Self>()
+            + std::mem::size_of_val::<[Slot]>(&self.slots)
+            + std::mem::size_of_val::<[Block]>(&self.blocks)
     }
 
     /// Records a fix of `device_id` taken at `fix_s` (Unix seconds, the fix's own timestamp).
@@ -346,10 +398,14 @@ impl SilenceTable {
         })
     }
 
-    /// Sweeps every slot once: judges each device with `policy` at `now_s` and appends one
-    /// [`SilenceEvent`] to `out` for each device whose level changed since the previous scan
+    /// Judges every device that could have changed level since the previous scan with `policy`
+    /// at `now_s` and appends one [`SilenceEvent`] to `out` for each device whose level changed
     /// (see [`next_level`] for which changes exist). `out` is not cleared; a scan appends at
     /// most one event per tracked device, so at most `devices_max`.
+    ///
+    /// The result is the same as judging every slot (see the module doc, "Scan summary"): a
+    /// block of 64 slots is skipped when its summary proves every device in it outside the
+    /// watch mask reporting at `now_s`, and only its watched slots are visited.
     ///
     /// A device with contacts but no fix yet is judged from its first contact. A device whose
     /// slot is claimed but whose first time is not yet published is skipped until the next scan.
@@ -366,133 +422,42 @@ impl SilenceTable {
         out: &mut Vec<SilenceEvent>,
     ) -> Result<ScanStats, ScanError> {
         let _guard = ScanGuard::acquire(&self.scanning)?;
-        let reporting_from_s = policy.reporting_from_s(now_s);
         // Copy the (rare) pending confirmations so recorders never wait for the sweep.
-        let mut confirmations = self
+        let confirmations = self
             .confirmations
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let mut stats = ScanStats {
-            slots_scanned: self.slots.len(),
-            ..ScanStats::default()
+        let mut sweep = Sweep {
+            policy,
+            now_s,
+            reporting_from_s: policy.reporting_from_s(now_s),
+            confirmations,
+            reported: Vec::new(),
+            superseded: Vec::new(),
+            stats: ScanStats {
+                slots_scanned: self.slots.len(),
+                ..ScanStats::default()
+            },
         };
-        let reporting_bits = Level::Reporting.to_bits();
-        let mut reported = Vec::new();
-        let mut superseded = Vec::new();
-        for slot in self.slots.iter() {
-            let last_fix_s = slot.last_fix_s.load(Ordering::Acquire);
-            let state = slot.state.load(Ordering::Relaxed);
-            // Fast path: recently reporting and was reporting. Two loads, no policy call.
-            // (Confirmations only make a device less silent, so they cannot change this.)
-            if last_fix_s != 0
-                && u64::from(last_fix_s) >= reporting_from_s
-                && state == reporting_bits
-            {
-                stats.devices += 1;
-                stats.reporting += 1;
-                continue;
+        for (b, block) in self.blocks.iter().enumerate() {
+            let start = b * BLOCK_SLOTS;
+            let slots = &self.slots[start..(start + BLOCK_SLOTS).min(self.slots.len())];
+            let summary = block.summary.load(Ordering::Acquire);
+            let (floor_s, _) = unpack_summary(summary);
+            if floor_s > FLOOR_VISITING && u64::from(floor_s) >= sweep.reporting_from_s {
+                self.visit_watched(block, slots, summary, &mut sweep, out);
+            } else {
+                self.visit_block(block, slots, &mut sweep, out);
             }
-            let device_id = slot.device.load(Ordering::Acquire);
-            if device_id == 0 {
-                continue;
-            }
-            let since_s = slot.since_s.load(Ordering::Acquire);
-            // Judge from the newest fix, else from the first contact.
-            let judged_from_s = if last_fix_s != 0 { last_fix_s } else { since_s };
-            if judged_from_s == 0 {
-                continue;
-            }
-            stats.devices += 1;
-            let previous = Level::from_bits(state);
-            let (confirmed_s, confirm_new) = match confirmations.remove(&device_id) {
-                Some((at, _)) if at <= last_fix_s => {
-                    superseded.push(device_id);
-                    (0, false)
-                }
-                Some((at, done)) => (at, !done),
-                None => (0, false),
-            };
-            let judged = match policy.judge(device_id, judged_from_s, confirmed_s, now_s) {
-                Judgement::Exempt => {
-                    stats.exempt += 1;
-                    match previous {
-                        Level::Reporting => stats.reporting += 1,
-                        Level::Warned => stats.warned += 1,
-                        Level::Expired => stats.expired += 1,
-                    }
-                    continue;
-                }
-                Judgement::Level(l) => l,
-            };
-            let next = next_level(previous, judged);
-            match next {
-                Level::Reporting => stats.reporting += 1,
-                Level::Warned => stats.warned += 1,
-                Level::Expired => stats.expired += 1,
-            }
-            if next != Level::Reporting && since_s != judged_from_s {
-                // Keep "silent since" current while silent (a late batch may bring a newer,
-                // still old, fix).
-                slot.since_s.store(judged_from_s, Ordering::Relaxed);
-            }
-            let last_contact_s = slot.last_contact_s.load(Ordering::Acquire);
-            if confirm_new {
-                reported.push(device_id);
-                let (policy_index, threshold_s) =
-                    policy.event_info(device_id, previous, judged_from_s);
-                out.push(SilenceEvent {
-                    device_id,
-                    kind: EventKind::Confirmed {
-                        confirmed_at_s: confirmed_s,
-                    },
-                    policy: policy_index,
-                    from: previous,
-                    to: next,
-                    last_fix_s,
-                    last_contact_s,
-                    at_s: now_s,
-                    threshold_s,
-                });
-                stats.events += 1;
-            }
-            if next == previous {
-                continue;
-            }
-            slot.state.store(
-                (state & !super::policy::LEVEL_MASK) | next.to_bits(),
-                Ordering::Relaxed,
-            );
-            if confirm_new {
-                // The confirmed event above already tells this change.
-                continue;
-            }
-            let (kind, threshold_level, counted_from_s) = match next {
-                Level::Reporting => (
-                    EventKind::Resumed {
-                        silent_since_s: since_s,
-                    },
-                    previous,
-                    since_s,
-                ),
-                Level::Warned => (EventKind::Warned, next, judged_from_s),
-                Level::Expired => (EventKind::Expired, next, judged_from_s),
-            };
-            let (policy_index, threshold_s) =
-                policy.event_info(device_id, threshold_level, counted_from_s);
-            out.push(SilenceEvent {
-                device_id,
-                kind,
-                policy: policy_index,
-                from: previous,
-                to: next,
-                last_fix_s,
-                last_contact_s,
-                at_s: now_s,
-                threshold_s,
-            });
-            stats.events += 1;
         }
+        let Sweep {
+            confirmations,
+            mut reported,
+            mut superseded,
+            mut stats,
+            ..
+        } = sweep;
         // Confirmations of devices the fast path passed: reporting devices; report them once.
         for (device_id, (at, done)) in confirmations {
             let Some(slot) = self.find(device_id) else {
@@ -546,6 +511,235 @@ impl SilenceTable {
         Ok(stats)
     }
 
+    /// A block whose summary floor is at or after `reporting_from_s`: every claimed slot outside
+    /// its watch mask is reporting with a fix at or after the floor, so only watched slots are
+    /// judged. Slots that turn fast leave the mask and join the summary.
+    fn visit_watched<P: SilencePolicy + ?Sized>(
+        &self,
+        block: &Block,
+        slots: &[Slot],
+        summary: u64,
+        sweep: &mut Sweep<'_, P>,
+        out: &mut Vec<SilenceEvent>,
+    ) {
+        let (floor_s, fast) = unpack_summary(summary);
+        sweep.stats.devices += fast as usize;
+        sweep.stats.reporting += fast as usize;
+        let mut watch = block.watch.load(Ordering::Relaxed);
+        if watch == 0 {
+            sweep.stats.blocks_skipped += 1;
+            return;
+        }
+        let (mut new_floor_s, mut new_fast) = (floor_s, fast);
+        let mut bits = watch;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            match self.visit(&slots[i], sweep, out) {
+                Visit::Fast { last_fix_s } => {
+                    watch &= !(1u64 << i);
+                    new_fast += 1;
+                    new_floor_s = new_floor_s.min(last_fix_s);
+                }
+                Visit::Watch => {}
+                // Watched slots are claimed and slots are never freed.
+                Visit::Empty => watch &= !(1u64 << i),
+            }
+        }
+        block.watch.store(watch, Ordering::Relaxed);
+        if new_fast != fast {
+            // Fails only if a recorder claimed a slot meanwhile and marked the block dirty:
+            // then the next scan visits the whole block and rebuilds mask and summary.
+            let _ = block.summary.compare_exchange(
+                summary,
+                pack_summary(new_floor_s, new_fast),
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// A block that is dirty (a slot was claimed or imported) or whose floor fell behind
+    /// `reporting_from_s`: judges every slot and rebuilds the watch mask and the summary.
+    fn visit_block<P: SilencePolicy + ?Sized>(
+        &self,
+        block: &Block,
+        slots: &[Slot],
+        sweep: &mut Sweep<'_, P>,
+        out: &mut Vec<SilenceEvent>,
+    ) {
+        // Acquire: a recorder marks the block dirty (an AcqRel swap) after it claims a slot, so
+        // if its mark is what this swap replaces, the sweep below sees the claimed device. A
+        // mark after this swap makes the final compare-exchange fail (or overwrites its
+        // result) and keeps the block dirty.
+        block
+            .summary
+            .swap(pack_summary(FLOOR_VISITING, 0), Ordering::AcqRel);
+        let (mut watch, mut floor_s, mut fast) = (0u64, u32::MAX, 0u32);
+        for (i, slot) in slots.iter().enumerate() {
+            match self.visit(slot, sweep, out) {
+                Visit::Fast { last_fix_s } => {
+                    fast += 1;
+                    floor_s = floor_s.min(last_fix_s);
+                }
+                Visit::Watch => watch |= 1u64 << i,
+                Visit::Empty => {}
+            }
+        }
+        block.watch.store(watch, Ordering::Relaxed);
+        let _ = block.summary.compare_exchange(
+            pack_summary(FLOOR_VISITING, 0),
+            pack_summary(floor_s, fast),
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Judges one slot (the body of the old full sweep) and says how the next scan must treat
+    /// it.
+    fn visit<P: SilencePolicy + ?Sized>(
+        &self,
+        slot: &Slot,
+        sweep: &mut Sweep<'_, P>,
+        out: &mut Vec<SilenceEvent>,
+    ) -> Visit {
+        let Sweep {
+            policy,
+            now_s,
+            reporting_from_s,
+            confirmations,
+            reported,
+            superseded,
+            stats,
+        } = sweep;
+        let (policy, now_s, reporting_from_s) = (*policy, *now_s, *reporting_from_s);
+        stats.slots_visited += 1;
+        let last_fix_s = slot.last_fix_s.load(Ordering::Acquire);
+        let state = slot.state.load(Ordering::Relaxed);
+        let reporting_bits = Level::Reporting.to_bits();
+        // Fast path: recently reporting and was reporting. Two loads, no policy call.
+        // (Confirmations only make a device less silent, so they cannot change this.)
+        if last_fix_s != 0 && u64::from(last_fix_s) >= reporting_from_s && state == reporting_bits {
+            stats.devices += 1;
+            stats.reporting += 1;
+            return Visit::Fast { last_fix_s };
+        }
+        let device_id = slot.device.load(Ordering::Acquire);
+        if device_id == 0 {
+            return Visit::Empty;
+        }
+        let since_s = slot.since_s.load(Ordering::Acquire);
+        // Judge from the newest fix, else from the first contact.
+        let judged_from_s = if last_fix_s != 0 { last_fix_s } else { since_s };
+        if judged_from_s == 0 {
+            return Visit::Watch;
+        }
+        stats.devices += 1;
+        let previous = Level::from_bits(state);
+        // (The emptiness check spares the hashing when, as usual, nothing is pending.)
+        let pending = if confirmations.is_empty() {
+            None
+        } else {
+            confirmations.remove(&device_id)
+        };
+        let (confirmed_s, confirm_new) = match pending {
+            Some((at, _)) if at <= last_fix_s => {
+                superseded.push(device_id);
+                (0, false)
+            }
+            Some((at, done)) => (at, !done),
+            None => (0, false),
+        };
+        let judged = match policy.judge(device_id, judged_from_s, confirmed_s, now_s) {
+            Judgement::Exempt => {
+                stats.exempt += 1;
+                match previous {
+                    Level::Reporting => stats.reporting += 1,
+                    Level::Warned => stats.warned += 1,
+                    Level::Expired => stats.expired += 1,
+                }
+                return Visit::Watch;
+            }
+            Judgement::Level(l) => l,
+        };
+        let next = next_level(previous, judged);
+        match next {
+            Level::Reporting => stats.reporting += 1,
+            Level::Warned => stats.warned += 1,
+            Level::Expired => stats.expired += 1,
+        }
+        // The fast-path condition as it holds after this visit.
+        let visit = if next == Level::Reporting
+            && last_fix_s != 0
+            && u64::from(last_fix_s) >= reporting_from_s
+        {
+            Visit::Fast { last_fix_s }
+        } else {
+            Visit::Watch
+        };
+        if next != Level::Reporting && since_s != judged_from_s {
+            // Keep "silent since" current while silent (a late batch may bring a newer,
+            // still old, fix).
+            slot.since_s.store(judged_from_s, Ordering::Relaxed);
+        }
+        let last_contact_s = slot.last_contact_s.load(Ordering::Acquire);
+        if confirm_new {
+            reported.push(device_id);
+            let (policy_index, threshold_s) = policy.event_info(device_id, previous, judged_from_s);
+            out.push(SilenceEvent {
+                device_id,
+                kind: EventKind::Confirmed {
+                    confirmed_at_s: confirmed_s,
+                },
+                policy: policy_index,
+                from: previous,
+                to: next,
+                last_fix_s,
+                last_contact_s,
+                at_s: now_s,
+                threshold_s,
+            });
+            stats.events += 1;
+        }
+        if next == previous {
+            return visit;
+        }
+        slot.state.store(
+            (state & !super::policy::LEVEL_MASK) | next.to_bits(),
+            Ordering::Relaxed,
+        );
+        if confirm_new {
+            // The confirmed event above already tells this change.
+            return visit;
+        }
+        let (kind, threshold_level, counted_from_s) = match next {
+            Level::Reporting => (
+                EventKind::Resumed {
+                    silent_since_s: since_s,
+                },
+                previous,
+                since_s,
+            ),
+            Level::Warned => (EventKind::Warned, next, judged_from_s),
+            Level::Expired => (EventKind::Expired, next, judged_from_s),
+        };
+        let (policy_index, threshold_s) =
+            policy.event_info(device_id, threshold_level, counted_from_s);
+        out.push(SilenceEvent {
+            device_id,
+            kind,
+            policy: policy_index,
+            from: previous,
+            to: next,
+            last_fix_s,
+            last_contact_s,
+            at_s: now_s,
+            threshold_s,
+        });
+        stats.events += 1;
+        visit
+    }
+
     /// Calls `f` with every tracked device's raw words (for snapshots), and returns the pending
     /// confirmations. Safe while recorders run (each word is read atomically).
     pub(crate) fn export(&self, mut f: impl FnMut(SlotRecord)) -> Vec<(u64, u32, bool)> {
@@ -578,7 +772,7 @@ impl SilenceTable {
     /// Restores one device from a snapshot record. Meant for start-up, before recorders run;
     /// times still only move forward, so a racing recorder is not undone.
     pub(crate) fn import(&self, rec: SlotRecord) -> Result<(), RecordError> {
-        let slot = self.find_or_claim_valid(rec.device_id)?;
+        let (index, slot) = self.find_or_claim_valid(rec.device_id)?;
         raise(&slot.last_fix_s, rec.last_fix_s);
         raise(&slot.last_contact_s, rec.last_contact_s);
         slot.since_s.store(rec.since_s, Ordering::Release);
@@ -586,6 +780,8 @@ impl SilenceTable {
             Level::from_bits(rec.state).to_bits() | (rec.state & !super::policy::LEVEL_MASK),
             Ordering::Relaxed,
         );
+        // The state word changed behind the scanner's back: its block must be judged again.
+        self.mark_dirty(index);
         Ok(())
     }
 
@@ -597,7 +793,7 @@ impl SilenceTable {
             .insert(device_id, (at_s, done));
     }
 
-    fn find_or_claim_valid(&self, device_id: u64) -> Result<&Slot, RecordError> {
+    fn find_or_claim_valid(&self, device_id: u64) -> Result<(usize, &Slot), RecordError> {
         if !valid_device_id(device_id) {
             return Err(RecordError::InvalidDeviceId { device_id });
         }
@@ -612,7 +808,7 @@ impl SilenceTable {
         if time_s == 0 {
             return Err(RecordError::ZeroTime { device_id });
         }
-        self.find_or_claim(device_id)
+        self.find_or_claim(device_id).map(|(_, slot)| slot)
     }
 
     /// The slot where a probe for `device_id` starts: multiply-shift hash, then fastrange onto
@@ -640,8 +836,9 @@ impl SilenceTable {
         None
     }
 
-    /// The device's slot, claiming the first empty slot on its probe path if it has none.
-    fn find_or_claim(&self, device_id: u64) -> Result<&Slot, RecordError> {
+    /// The device's slot and its index, claiming the first empty slot on its probe path if it
+    /// has none.
+    fn find_or_claim(&self, device_id: u64) -> Result<(usize, &Slot), RecordError> {
         let capacity = self.slots.len();
         let mut i = self.home(device_id);
         let mut reserved = false;
@@ -665,7 +862,10 @@ impl SilenceTable {
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 ) {
-                    Ok(_) => return Ok(slot),
+                    Ok(_) => {
+                        self.mark_dirty(i);
+                        return Ok((i, slot));
+                    }
                     Err(actual) => current = actual,
                 }
             }
@@ -674,7 +874,7 @@ impl SilenceTable {
                     // Another recorder claimed this device first; give our place back.
                     self.reserved.fetch_sub(1, Ordering::Relaxed);
                 }
-                return Ok(slot);
+                return Ok((i, slot));
             }
             i = if i + 1 == capacity { 0 } else { i + 1 };
         }
@@ -690,6 +890,20 @@ impl SilenceTable {
         Err(RecordError::TableFull {
             devices_max: self.devices_max,
         })
+    }
+
+    /// Makes the next scan visit every slot of the block holding slot `index` (after a claim
+    /// or an import changed what the block's summary describes). A read-modify-write, like
+    /// the scanner's swap and compare-exchange, so the three are totally ordered: either the
+    /// scanner's swap reads this mark (and, AcqRel, sees the claimed device word), or this mark
+    /// comes after the swap and the scanner's final compare-exchange fails or is overwritten.
+    /// (A plain `Release` store is not enough: the loom model
+    /// `claim_racing_a_summary_rebuild_is_never_skipped` finds the lost device.) Only on a
+    /// claim or an import, never on the fix path.
+    fn mark_dirty(&self, index: usize) {
+        self.blocks[index / BLOCK_SLOTS]
+            .summary
+            .swap(pack_summary(FLOOR_DIRTY, 0), Ordering::AcqRel);
     }
 
     /// Takes one of the `devices_max` places, if any is left.
@@ -710,6 +924,73 @@ pub(crate) struct SlotRecord {
     pub(crate) last_contact_s: u32,
     pub(crate) since_s: u32,
     pub(crate) state: u32,
+}
+
+/// Slots per scan-summary block: one bit each in the block's `u64` watch mask.
+const BLOCK_SLOTS: usize = 64;
+/// Summary floor written by a recorder that claimed a slot (or by an import): the next scan
+/// visits the whole block.
+const FLOOR_DIRTY: u32 = 0;
+/// Summary floor while the scanner rebuilds the block; also "visit the whole block".
+const FLOOR_VISITING: u32 = 1;
+
+/// The scan summary of `BLOCK_SLOTS` consecutive slots. See the module doc, "Scan summary".
+#[derive(Debug)]
+struct Block {
+    /// Slots the next scan must judge (not provably reporting). Scanner-owned.
+    watch: AtomicU64,
+    /// Low 32 bits: the floor, a lower bound of `last_fix_s` over the block's fast slots (its
+    /// claimed slots outside `watch`), or `FLOOR_DIRTY` / `FLOOR_VISITING`. High 32 bits: the
+    /// number of fast slots. Written by the scanner; recorders only store `FLOOR_DIRTY`.
+    summary: AtomicU64,
+}
+
+// 16 B per 64 slots: part of the 32 B/device budget (see `SilenceTable::capacity_for`).
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<Block>() == 16);
+
+impl Block {
+    /// A block the first scan visits in full. All-zero, like an empty slot.
+    fn dirty() -> Self {
+        Self {
+            watch: AtomicU64::new(0),
+            summary: AtomicU64::new(pack_summary(FLOOR_DIRTY, 0)),
+        }
+    }
+}
+
+fn pack_summary(floor_s: u32, fast: u32) -> u64 {
+    (u64::from(fast) << 32) | u64::from(floor_s)
+}
+
+fn unpack_summary(summary: u64) -> (u32, u32) {
+    // Truncations select the two halves.
+    (summary as u32, (summary >> 32) as u32)
+}
+
+/// How the next scan must treat a slot just judged.
+enum Visit {
+    /// Empty: nothing to judge (yet; a claim marks the block dirty).
+    Empty,
+    /// Reporting with a fix at or after this scan's `reporting_from_s`: provably reporting
+    /// until `reporting_from_s` passes `last_fix_s`.
+    Fast {
+        /// The fix time the scan saw (the device's time can only have grown since).
+        last_fix_s: u32,
+    },
+    /// Anything else: judge it again at the next scan.
+    Watch,
+}
+
+/// One scan's inputs and running results.
+struct Sweep<'p, P: ?Sized> {
+    policy: &'p P,
+    now_s: u32,
+    reporting_from_s: u64,
+    confirmations: std::collections::HashMap<u64, (u32, bool)>,
+    reported: Vec<u64>,
+    superseded: Vec<u64>,
+    stats: ScanStats,
 }
 
 /// Holds the table's "a scan is running" flag; clears it on drop (also on panic).

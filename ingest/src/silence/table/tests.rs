@@ -64,21 +64,41 @@ fn with_capacity_limits_and_memory() {
             limit
         }
     );
-    for (devices_max, capacity) in [(1, 2), (2, 3), (3, 4), (4, 6), (1_000_000, 1_333_334)] {
+    for (devices_max, capacity) in [
+        (1, 2),
+        (2, 3),
+        (3, 4),
+        (4, 5),
+        (97, 128),
+        (1_000_000, 1_319_587),
+    ] {
         let t = table(devices_max);
         assert_eq!(t.capacity(), capacity, "devices_max {devices_max}");
         assert_eq!(t.devices_max(), devices_max);
         assert_eq!(
             t.memory_bytes(),
-            std::mem::size_of::<SilenceTable>() + 24 * capacity
+            std::mem::size_of::<SilenceTable>() + 24 * capacity + 16 * capacity.div_ceil(64)
         );
         assert!(t.is_empty());
     }
-    // The memory target: <= 32 bytes per device (plus one slot of rounding and the header).
-    let t = table(1_000_000);
+    // The memory target: <= 32 bytes per device (plus one block of rounding and the header),
+    // summaries included, at every size from 4 on.
     assert_eq!(SilenceTable::SLOT_BYTES, 24);
-    assert!(t.memory_bytes() <= 32 * 1_000_000 + 24 + std::mem::size_of::<SilenceTable>());
-    assert_eq!(t.memory_bytes() / 1_000_000, 32);
+    for devices_max in (4..2_000).chain([999_999, 1_000_000, 1_000_001]) {
+        let t = table(devices_max);
+        assert!(t.capacity() > devices_max);
+        assert!(
+            t.memory_bytes() <= 32 * devices_max + 16 + std::mem::size_of::<SilenceTable>(),
+            "devices_max {devices_max}: {} bytes",
+            t.memory_bytes()
+        );
+    }
+    // 1,319,587 slots and 20,619 summaries: 31,999,992 bytes, 31.99999 B per device.
+    let t = table(1_000_000);
+    assert_eq!(
+        t.memory_bytes() - std::mem::size_of::<SilenceTable>(),
+        31_999_992
+    );
 }
 
 #[test]
@@ -411,6 +431,9 @@ fn scan_stats_count_levels() {
         stats,
         ScanStats {
             slots_scanned: t.capacity(),
+            // The first scan visits every slot (all blocks start dirty).
+            slots_visited: t.capacity(),
+            blocks_skipped: 0,
             devices: 4,
             reporting: 2,
             warned: 1,
@@ -427,6 +450,192 @@ fn scan_stats_count_levels() {
         (2, 1, 1, 0)
     );
     assert_eq!(out.len(), 2, "scan appends; it never clears out");
+    // Only the three devices that are not provably reporting were judged again: the warned,
+    // the expired and the contact-only one.
+    assert_eq!(stats.slots_visited, 3);
+}
+
+/// `devices` devices with ids `1..=devices`, fix at `fresh_s`, except every `silent_every`-th
+/// at `old_s`.
+/// Room is left for 10 more devices.
+fn fleet(devices: u64, silent_every: u64, fresh_s: u32, old_s: u32) -> SilenceTable {
+    let t = table(devices as usize + 10);
+    for id in 1..=devices {
+        let fix_s = if id % silent_every == 0 {
+            old_s
+        } else {
+            fresh_s
+        };
+        t.record_fix(id, fix_s).unwrap();
+    }
+    t
+}
+
+#[test]
+fn summary_skips_reporting_blocks_and_judges_only_watched_slots() {
+    const DEVICES: u64 = 10_000;
+    let t = fleet(DEVICES, 100, 10_000, 9_000);
+    let p = policy();
+    let mut out = vec![];
+    let first = t.scan(10_050, &p, &mut out).unwrap();
+    assert_eq!(first.slots_visited, t.capacity());
+    assert_eq!(first.blocks_skipped, 0);
+    assert_eq!((first.expired, first.events), (100, 100));
+    assert!(
+        out.iter()
+            .all(|e| e.device_id % 100 == 0 && e.kind == EventKind::Expired)
+    );
+    // Same inputs again: nothing happens, and only the 100 expired devices are loaded.
+    out.clear();
+    let second = t.scan(10_060, &p, &mut out).unwrap();
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(second.slots_visited, 100);
+    assert_eq!(
+        second.blocks_skipped,
+        t.capacity().div_ceil(64) - count_blocks_with_silent(&t, 100)
+    );
+    assert_eq!(
+        (
+            second.devices,
+            second.reporting,
+            second.warned,
+            second.expired
+        ),
+        (first.devices, first.reporting, first.warned, first.expired)
+    );
+    assert_eq!(second.slots_scanned, t.capacity());
+    // A fix brings an expired device back: judged (it is watched), resumed once, then fast.
+    t.record_fix(500, 10_070).unwrap();
+    out.clear();
+    let third = t.scan(10_070, &p, &mut out).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].device_id, out[0].kind),
+        (
+            500,
+            EventKind::Resumed {
+                silent_since_s: 9_000
+            }
+        )
+    );
+    assert_eq!(third.slots_visited, 100);
+    let fourth = t.scan(10_070, &p, &mut out).unwrap();
+    assert_eq!(fourth.slots_visited, 99);
+    assert_eq!(fourth.reporting, third.reporting);
+}
+
+/// The number of slots in the block holding `device_id`'s slot (64, or fewer for the last).
+fn block_len_of(t: &SilenceTable, device_id: u64) -> usize {
+    let i = t
+        .slots
+        .iter()
+        .position(|s| s.device.load(StdOrdering::Relaxed) == device_id)
+        .unwrap();
+    let start = i / 64 * 64;
+    (start + 64).min(t.capacity()) - start
+}
+
+/// Blocks of 64 slots holding at least one device whose id is a multiple of `every`.
+fn count_blocks_with_silent(t: &SilenceTable, every: u64) -> usize {
+    let mut blocks = std::collections::BTreeSet::new();
+    for (i, slot) in t.slots.iter().enumerate() {
+        let d = slot.device.load(StdOrdering::Relaxed);
+        if d != 0 && d % every == 0 {
+            blocks.insert(i / 64);
+        }
+    }
+    blocks.len()
+}
+
+#[test]
+fn summary_floor_falling_behind_makes_the_block_judged_again() {
+    let t = fleet(1_000, 1_000_000, 10_000, 1);
+    let p = policy();
+    let mut out = vec![];
+    t.scan(10_000, &p, &mut out).unwrap();
+    let skipped = t.scan(10_000 + WARN_S as u32 - 1, &p, &mut out).unwrap();
+    assert_eq!(
+        skipped.slots_visited, 0,
+        "every block is provably reporting"
+    );
+    assert!(out.is_empty());
+    // One second later every fix is exactly WARN_S old: every block must be judged.
+    let due = t.scan(10_000 + WARN_S as u32, &p, &mut out).unwrap();
+    assert_eq!(due.slots_visited, t.capacity());
+    assert_eq!((due.warned, out.len()), (1_000, 1_000));
+    assert!(out.iter().all(|e| e.kind == EventKind::Warned));
+}
+
+#[test]
+fn a_device_claimed_in_a_skipped_block_is_judged_by_the_next_scan() {
+    let t = fleet(640, 1_000_000, 10_000, 1);
+    let p = policy();
+    let mut out = vec![];
+    t.scan(10_000, &p, &mut out).unwrap();
+    assert_eq!(t.scan(10_010, &p, &mut out).unwrap().slots_visited, 0);
+    // A new device whose newest fix is long expired (a late batch after a restart, say): its
+    // block's floor still covers the old devices, but the claim marked the block dirty.
+    t.record_fix(100_000, 5_000).unwrap();
+    let stats = t.scan(10_020, &p, &mut out).unwrap();
+    assert_eq!(
+        stats.slots_visited,
+        block_len_of(&t, 100_000),
+        "exactly the dirty block"
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].device_id, out[0].kind, out[0].last_fix_s),
+        (100_000, EventKind::Expired, 5_000)
+    );
+    // A contact-only newcomer is watched until it sends a fix.
+    t.record_contact(100_001, 10_020).unwrap();
+    t.scan(10_030, &p, &mut out).unwrap();
+    assert_eq!(t.scan(10_040, &p, &mut out).unwrap().slots_visited, 2);
+    t.record_fix(100_001, 10_040).unwrap();
+    t.scan(10_040, &p, &mut out).unwrap();
+    assert_eq!(t.scan(10_050, &p, &mut out).unwrap().slots_visited, 1);
+    assert_eq!(out.len(), 1, "no other event");
+}
+
+#[test]
+fn import_into_a_skipped_block_is_judged_by_the_next_scan() {
+    let t = fleet(640, 1_000_000, 10_000, 1);
+    let p = policy();
+    let mut out = vec![];
+    t.scan(10_000, &p, &mut out).unwrap();
+    assert_eq!(t.scan(10_010, &p, &mut out).unwrap().slots_visited, 0);
+    // A snapshot says device 7 was expired, silent since 9_000; its fix is fresh now.
+    t.import(SlotRecord {
+        device_id: 7,
+        last_fix_s: 10_000,
+        last_contact_s: 10_000,
+        since_s: 9_000,
+        state: Level::Expired.to_bits(),
+    })
+    .unwrap();
+    let stats = t.scan(10_020, &p, &mut out).unwrap();
+    assert_eq!(stats.slots_visited, block_len_of(&t, 7));
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].device_id, out[0].kind),
+        (
+            7,
+            EventKind::Resumed {
+                silent_since_s: 9_000
+            }
+        )
+    );
+}
+
+#[test]
+fn a_policy_without_a_reporting_bound_visits_every_slot() {
+    let t = fleet(200, 1_000_000, 10_000, 1);
+    let mut out = vec![];
+    for now in [10_000, 10_001] {
+        let stats = t.scan(now, &ExemptOdd(policy()), &mut out).unwrap();
+        assert_eq!(stats.slots_visited, t.capacity());
+        assert_eq!(stats.blocks_skipped, 0);
+    }
 }
 
 #[test]
