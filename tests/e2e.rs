@@ -196,7 +196,9 @@ async fn hostile_device(ep: &quinn::Endpoint, ts: &TestServer, now_ms: i64) -> (
         many.push(&one);
     }
     cases.push((encoded_batch(10, &many), Status::TooManyFixes, ""));
-    let mut noise = vec![0u8; limits.batch_bytes_max as usize + 1000];
+    // One byte over the limit: batch_bytes_max bounds the whole BATCH body (seq + encoding +
+    // payload), so this body is batch_bytes_max + 1 bytes.
+    let mut noise = vec![0u8; limits.batch_bytes_max as usize + 1 - 9];
     rng.fill(&mut noise[..]);
     cases.push((batch_frame(11, 1, &noise), Status::BatchTooLarge, ""));
     cases.push((encoded_batch(0, &good), Status::InvalidSequence, ""));

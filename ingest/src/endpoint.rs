@@ -1334,8 +1334,9 @@ async fn read_frames(
     shared: &Arc<Shared>,
 ) -> Result<ReadEnd, ConnError> {
     let limits = &shared.cfg.limits;
-    // A BATCH body is seq (8) + encoding (1) + payload (<= batch_bytes_max).
-    let batch_frame_max = limits.batch_bytes_max.saturating_add(9);
+    // batch_bytes_max bounds the whole BATCH body (seq + encoding + payload), as the
+    // protocol spec says; checked from the header before any body byte is read.
+    let batch_frame_max = wire::frame_body_len_max(FrameType::Batch, limits);
     let mut header = [0u8; wire::FRAME_HEADER_LEN];
     let mut body: Vec<u8> = Vec::new();
     let mut confirm_key = None;
@@ -1438,8 +1439,7 @@ async fn read_frames(
             let seq = discard_body(recv, header.len).await?;
             let reason = format!(
                 "BATCH body is {} bytes, batch_bytes_max is {}",
-                header.len.saturating_sub(9),
-                limits.batch_bytes_max
+                header.len, limits.batch_bytes_max
             );
             permit.forget();
             send_ack(
