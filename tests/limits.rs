@@ -1,0 +1,71 @@
+//! Limits at their edges, over real QUIC on 127.0.0.1: `limits.connections_max` admits
+//! exactly that many devices, refuses the next one without disturbing the others, and admits
+//! it again once a slot frees up.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use ingest::client::{ClientConfig, Device, client_endpoint};
+use ingest::wire::{Fix, Fixes, Status};
+
+fn cfg_for(ts: &common::TestServer, device_id: u64) -> ClientConfig {
+    let mut cfg = ClientConfig::new(ts.addr, ts.ca_pem.clone(), ts.key.mint(device_id));
+    cfg.connect_timeout_ms = 3_000;
+    cfg
+}
+
+fn one_fix(now_ms: i64) -> Fixes {
+    let mut f = Fixes::default();
+    f.push(&Fix::from_degrees(now_ms, 52.52, 13.405));
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_max_is_enforced_at_its_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::test_config(dir.path());
+    cfg.limits.connections_max = 2;
+    let now_ms = common::system_now_ms();
+    let ts = common::start(&cfg, common::ManualClock::new(now_ms)).await;
+    let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+
+    let a = Device::connect(&ep, cfg_for(&ts, 1)).await.unwrap();
+    let b = Device::connect(&ep, cfg_for(&ts, 2)).await.unwrap();
+    // The third is refused during the handshake.
+    let c = Device::connect(&ep, cfg_for(&ts, 3)).await;
+    assert!(
+        c.is_err(),
+        "a third connection over connections_max = 2 was admitted"
+    );
+    assert!(
+        ts.server
+            .endpoint_stats()
+            .connections_refused
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1
+    );
+    // The admitted devices are unaffected.
+    for (dev, seq) in [(&a, 1), (&b, 1)] {
+        let ack = dev.send(seq, &one_fix(now_ms)).await.unwrap();
+        assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+    }
+    // A slot frees up: the third device gets in.
+    a.close().await;
+    let mut admitted = None;
+    for _ in 0..50 {
+        if let Ok(d) = Device::connect(&ep, cfg_for(&ts, 3)).await {
+            admitted = Some(d);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = admitted.expect("admitted once a connection closed");
+    let ack = c.send(1, &one_fix(now_ms)).await.unwrap();
+    assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+    b.close().await;
+    c.close().await;
+    ts.server.shutdown().await.unwrap();
+}
