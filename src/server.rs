@@ -236,7 +236,7 @@ impl Server {
                 cfg: ep_cfg,
                 key,
                 sink,
-                activity: Arc::new(SilenceActivity(silence.clone())),
+                activity: Arc::new(SilenceActivity::new(silence.clone())),
                 clock,
             },
             cfg.session_config(),
@@ -506,7 +506,40 @@ fn request_confirmations(confirmer: &ingest::endpoint::Confirmer, events: &[Sile
 }
 
 /// Feeds device activity into the silence table.
-struct SilenceActivity(Arc<SilenceTable>);
+struct SilenceActivity {
+    table: Arc<SilenceTable>,
+    /// Unix second of the last "not tracked" warning: a full table would otherwise log once
+    /// per frame of every untracked device.
+    last_warning_s: AtomicU64,
+}
+
+impl SilenceActivity {
+    fn new(table: Arc<SilenceTable>) -> Self {
+        Self {
+            table,
+            last_warning_s: AtomicU64::new(0),
+        }
+    }
+
+    /// Logs a recording failure at most once a minute (with the count of devices tracked).
+    fn warn_untracked(&self, device_id: u64, now_ms: i64, e: &ingest::silence::RecordError) {
+        let now_s = u64::from(unix_s(now_ms));
+        let last = self.last_warning_s.load(Ordering::Relaxed);
+        if now_s >= last.saturating_add(60)
+            && self
+                .last_warning_s
+                .compare_exchange(last, now_s, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            warn!(
+                device_id,
+                tracked = self.table.len(),
+                error = %e,
+                "device not tracked for silence (repeats are silenced for a minute)"
+            );
+        }
+    }
+}
 
 fn unix_s(ms: i64) -> u32 {
     u32::try_from(ms.max(0) / 1000).unwrap_or(u32::MAX)
@@ -514,21 +547,21 @@ fn unix_s(ms: i64) -> u32 {
 
 impl Activity for SilenceActivity {
     fn on_contact(&self, device_id: u64, now_ms: i64) {
-        if let Err(e) = self.0.record_contact(device_id, unix_s(now_ms)) {
-            warn!(device_id, error = %e, "silence table full; device not tracked");
+        if let Err(e) = self.table.record_contact(device_id, unix_s(now_ms)) {
+            self.warn_untracked(device_id, now_ms, &e);
         }
     }
 
     fn on_fixes_stored(&self, device_id: u64, newest_fix_ms: i64, now_ms: i64) {
         // A fix claiming to be newer than now (within the allowed skew) counts as now.
         let fix_s = unix_s(newest_fix_ms.min(now_ms));
-        if let Err(e) = self.0.record_fix(device_id, fix_s) {
-            warn!(device_id, error = %e, "silence table full; device not tracked");
+        if let Err(e) = self.table.record_fix(device_id, fix_s) {
+            self.warn_untracked(device_id, now_ms, &e);
         }
     }
 
     fn on_confirm(&self, device_id: u64, kind: ingest::wire::ConfirmKind, at_ms: i64) {
-        if let Err(e) = self.0.record_confirmation(device_id, unix_s(at_ms)) {
+        if let Err(e) = self.table.record_confirmation(device_id, unix_s(at_ms)) {
             warn!(device_id, ?kind, error = %e, "confirmation not recorded");
         }
     }
