@@ -1,6 +1,6 @@
 //! Limits at their edges, over real QUIC on 127.0.0.1: `limits.connections_max` admits
 //! exactly that many devices, refuses the next one without disturbing the others, and admits
-//! it again once a slot frees up.
+//! it again once a slot frees up. Also: configured TLS files replace the development CA.
 
 #![allow(clippy::unwrap_used)]
 
@@ -68,4 +68,36 @@ async fn connections_max_is_enforced_at_its_edge() {
     b.close().await;
     c.close().await;
     ts.server.shutdown().await.unwrap();
+}
+
+/// Configured certificate and key files are used instead of the development CA: a device that
+/// trusts the configured CA connects and stores a batch, and no development CA is generated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_certificates_are_used() {
+    let dir = tempfile::tempdir().unwrap();
+    // An operator's PKI, made here with the same generator into its own directory.
+    let pki = dir.path().join("pki");
+    hexflow::tls::load_or_generate_dev(&pki, &["localhost".to_string()]).unwrap();
+    let mut cfg = common::test_config(&dir.path().join("data"));
+    cfg.tls.cert_path = pki.join("server.pem");
+    cfg.tls.key_path = pki.join("server.key");
+    let now_ms = common::system_now_ms();
+    let server = hexflow::server::Server::start(&cfg, common::ManualClock::new(now_ms))
+        .await
+        .unwrap();
+    assert!(server.paths().ca_path.is_none(), "no development CA in use");
+    assert!(
+        !dir.path().join("data/tls/ca.pem").exists(),
+        "none generated either"
+    );
+    let key = hexflow::secret::load(&server.paths().key_path).unwrap();
+    let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let ca = std::fs::read(pki.join("ca.pem")).unwrap();
+    let dev = Device::connect(&ep, ClientConfig::new(server.local_addr(), ca, key.mint(9)))
+        .await
+        .unwrap();
+    let ack = dev.send(1, &one_fix(now_ms)).await.unwrap();
+    assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+    dev.close().await;
+    server.shutdown().await.unwrap();
 }
