@@ -483,12 +483,15 @@ struct Shared {
     next_waiter_id: AtomicU64,
 }
 
+/// key -> (waiter id, answer channel). The id stops a finished caller from removing a later
+/// caller's registration of the same key.
+type Waiters<T> = HashMap<u64, (u64, oneshot::Sender<T>)>;
+
 struct SharedState {
-    /// seq -> (waiter id, ack channel). The id stops a finished caller from removing a
-    /// later caller's registration of the same seq.
-    waiters: HashMap<u64, (u64, oneshot::Sender<Ack>)>,
-    /// request_id -> (waiter id, CONFIRM_ACK channel), as `waiters`.
-    confirm_waiters: HashMap<u64, (u64, oneshot::Sender<ConfirmAck>)>,
+    /// batch seq -> its ACK's waiter.
+    waiters: Waiters<Ack>,
+    /// request_id -> its CONFIRM_ACK's waiter.
+    confirm_waiters: Waiters<ConfirmAck>,
     /// Why the session ended; set once.
     ended: Option<ClientError>,
 }
@@ -515,47 +518,52 @@ impl Shared {
         &self,
         batch_seq: u64,
     ) -> Result<(WaiterGuard<'_>, oneshot::Receiver<Ack>), ClientError> {
-        let mut state = self.lock();
-        if let Some(end) = &state.ended {
-            return Err(end.duplicate());
-        }
-        if state.waiters.contains_key(&batch_seq) {
-            return Err(ClientError::SeqInFlight { batch_seq });
-        }
-        let id = self.next_waiter_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        state.waiters.insert(batch_seq, (id, tx));
-        Ok((
-            WaiterGuard {
-                shared: self,
-                key: batch_seq,
-                id,
-                confirm: false,
-            },
-            rx,
-        ))
+        self.register_in(
+            batch_seq,
+            false,
+            |s| &mut s.waiters,
+            |batch_seq| ClientError::SeqInFlight { batch_seq },
+        )
     }
 
     fn register_confirm(
         &self,
         request_id: u64,
     ) -> Result<(WaiterGuard<'_>, oneshot::Receiver<ConfirmAck>), ClientError> {
+        self.register_in(
+            request_id,
+            true,
+            |s| &mut s.confirm_waiters,
+            |request_id| ClientError::ConfirmInFlight { request_id },
+        )
+    }
+
+    /// Registers a waiter for `key` in the map `waiters` picks (batch acks or confirm acks);
+    /// `in_flight` is the error when `key` already has one.
+    fn register_in<T>(
+        &self,
+        key: u64,
+        confirm: bool,
+        waiters: fn(&mut SharedState) -> &mut Waiters<T>,
+        in_flight: fn(u64) -> ClientError,
+    ) -> Result<(WaiterGuard<'_>, oneshot::Receiver<T>), ClientError> {
         let mut state = self.lock();
         if let Some(end) = &state.ended {
             return Err(end.duplicate());
         }
-        if state.confirm_waiters.contains_key(&request_id) {
-            return Err(ClientError::ConfirmInFlight { request_id });
+        let map = waiters(&mut state);
+        if map.contains_key(&key) {
+            return Err(in_flight(key));
         }
         let id = self.next_waiter_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        state.confirm_waiters.insert(request_id, (id, tx));
+        map.insert(key, (id, tx));
         Ok((
             WaiterGuard {
                 shared: self,
-                key: request_id,
+                key,
                 id,
-                confirm: true,
+                confirm,
             },
             rx,
         ))
