@@ -612,13 +612,7 @@ struct DailyStatus {
 impl DailyStatus {
     /// Writes today's file unless it was written (or found) already; a failure is logged and
     /// retried at the next scan.
-    fn maybe_write(
-        &mut self,
-        now_s: u32,
-        table: &SilenceTable,
-        set: &PolicySet,
-        buf: &mut Vec<u8>,
-    ) {
+    fn maybe_write(&mut self, now_s: u32, table: &SilenceTable, set: &PolicySet) {
         let today = now_s / 86_400;
         if self.day == Some(today) {
             return;
@@ -627,12 +621,10 @@ impl DailyStatus {
             self.day = Some(today);
             return;
         }
-        table.encode_snapshot(now_s, set.outages(), buf);
         match crate::events::tables::write_device_status(
             &storage::fs::RealFs,
             &self.data_dir,
             now_s,
-            buf,
             table,
             set,
             self.parquet,
@@ -724,13 +716,13 @@ impl Scanner {
                     }
                     now_s
                 };
-                daily.maybe_write(unix_s(clock.now_ms()), &table, &set, &mut snapshot_buf);
+                daily.maybe_write(unix_s(clock.now_ms()), &table, &set);
                 loop {
                     let now_s = match rx.recv_timeout(interval) {
                         Ok(ScanRequest::Now(reply)) => {
                             let now_s = scan(&mut events, &mut event_table);
                             // Before the reply, so a caller sees today's status once it returns.
-                            daily.maybe_write(now_s, &table, &set, &mut snapshot_buf);
+                            daily.maybe_write(now_s, &table, &set);
                             let _ = reply.send(events.clone());
                             now_s
                         }
@@ -746,7 +738,7 @@ impl Scanner {
                         }
                         Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                             let now_s = scan(&mut events, &mut event_table);
-                            daily.maybe_write(now_s, &table, &set, &mut snapshot_buf);
+                            daily.maybe_write(now_s, &table, &set);
                             now_s
                         }
                     };

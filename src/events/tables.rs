@@ -150,12 +150,6 @@ pub enum TableError {
     /// Publishing a file failed (the buffer is kept for the retry).
     #[error(transparent)]
     Publish(#[from] FlushError),
-    /// The silence snapshot used to enumerate devices is not in the layout this code reads.
-    #[error("silence snapshot layout: {reason}")]
-    SnapshotLayout {
-        /// What did not match.
-        reason: &'static str,
-    },
 }
 
 /// What one [`EventTable::flush`] published.
@@ -440,44 +434,6 @@ fn us_nonzero(s: u32) -> Option<i64> {
     (s != 0).then(|| us(s))
 }
 
-/// The device ids held by a silence snapshot (`ingest::silence` snapshot layout, version 1),
-/// in slot order. The bytes come from [`SilenceTable::encode_snapshot`] in this process, so
-/// only the layout is checked, not the checksum.
-///
-/// # Errors
-/// [`TableError::SnapshotLayout`] when magic, version or lengths do not match.
-pub fn snapshot_device_ids(bytes: &[u8]) -> Result<impl Iterator<Item = u64> + '_, TableError> {
-    let bad = |reason| TableError::SnapshotLayout { reason };
-    let u32_at = |at: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-    };
-    if bytes.get(..8) != Some(&ingest::silence::SNAPSHOT_MAGIC[..]) {
-        return Err(bad("magic"));
-    }
-    if u32_at(8) != Some(1) || ingest::silence::SNAPSHOT_VERSION != 1 {
-        return Err(bad("version (this reader knows version 1)"));
-    }
-    let outages = u32_at(16).ok_or(bad("truncated header"))? as usize;
-    let at = 20 + outages * 8;
-    let count = bytes
-        .get(at..at + 8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .ok_or(bad("truncated device count"))?;
-    let start = at + 8;
-    let count = usize::try_from(count).map_err(|_| bad("device count"))?;
-    let end = count
-        .checked_mul(24)
-        .and_then(|n| n.checked_add(start))
-        .filter(|&end| end <= bytes.len())
-        .ok_or(bad("truncated devices"))?;
-    Ok(bytes[start..end].chunks_exact(24).map(|r| {
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&r[..8]);
-        u64::from_le_bytes(id)
-    }))
-}
-
 /// Whether `<data>/device_status/date=<day of now_s>/` already holds that day's file.
 pub fn device_status_exists(data_dir: &Path, now_s: u32) -> bool {
     data_dir
@@ -487,24 +443,21 @@ pub fn device_status_exists(data_dir: &Path, now_s: u32) -> bool {
         .exists()
 }
 
-/// Writes the device status of every device in `snapshot` (bytes of
-/// [`SilenceTable::encode_snapshot`] taken at `taken_s`) to
-/// `<data>/device_status/date=…/part-YYYYMMDD.parquet`, reading each device's current state from
-/// `table` and its policy and group from `set`. Streams in batches of 65,536 rows. Returns the
+/// Writes the status at `taken_s` of every device tracked in `table` to
+/// `<data>/device_status/date=…/part-YYYYMMDD.parquet`, with its policy and group from `set`. Streams in batches of 65,536 rows. Returns the
 /// path and the row count.
 ///
 /// # Errors
-/// [`TableError::SnapshotLayout`] or [`TableError::Publish`].
+/// [`TableError::Publish`].
 pub fn write_device_status(
     fs: &dyn Fs,
     data_dir: &Path,
     taken_s: u32,
-    snapshot: &[u8],
     table: &SilenceTable,
     set: &PolicySet,
     parquet: ParquetOptions,
 ) -> Result<(PathBuf, usize), TableError> {
-    let mut ids = snapshot_device_ids(snapshot)?.peekable();
+    let mut ids = table.device_ids().peekable();
     let root = data_dir.join("device_status");
     let rel = Path::new("device_status").join(date_dir(taken_s));
     let props =
@@ -622,24 +575,12 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_ids_follow_the_layout() {
+    fn device_ids_lists_every_tracked_device() {
         let t = SilenceTable::with_capacity(8).expect("table");
         t.record_fix(5, 100).expect("record");
         t.record_contact(9, 200).expect("record");
-        let mut buf = Vec::new();
-        t.encode_snapshot(
-            300,
-            &[ingest::silence::Outage { down_s: 1, up_s: 2 }],
-            &mut buf,
-        );
-        let mut ids: Vec<u64> = snapshot_device_ids(&buf).expect("layout").collect();
+        let mut ids: Vec<u64> = t.device_ids().collect();
         ids.sort_unstable();
         assert_eq!(ids, vec![5, 9]);
-        assert!(matches!(
-            snapshot_device_ids(&buf[..20]),
-            Err(TableError::SnapshotLayout { .. })
-        ));
-        buf[0] ^= 1;
-        assert!(snapshot_device_ids(&buf).is_err());
     }
 }

@@ -374,6 +374,15 @@ impl SilenceTable {
             .map(|c| c.0)
     }
 
+    /// The ids of every tracked device, in slot order (for listings such as the daily
+    /// `device_status` table). A device claimed while the iteration runs may be missed.
+    pub fn device_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots.iter().filter_map(|slot| {
+            let id = slot.device.load(Ordering::Acquire);
+            valid_device_id(id).then_some(id)
+        })
+    }
+
     /// A snapshot of `device_id`, or `None` if it is not tracked (or not a valid id).
     pub fn get(&self, device_id: u64) -> Option<DeviceState> {
         if !valid_device_id(device_id) {
