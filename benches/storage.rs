@@ -18,21 +18,24 @@ fn batch(device_id: u64, seq: u64, moving: bool) -> FixBatch {
     let step = if moving { 1_000 } else { 0 };
     let t0 = 1_795_561_200_000 + seq as i64 * 50_000;
     FixBatch {
-        device_id,
+        device_id: fix::DeviceId::try_from(device_id).expect("valid device id"),
         batch_seq: seq,
         received_at_ms: t0 + 50_000,
-        time_ms: (0..BATCH_FIXES as i64).map(|i| t0 + i * 1_000).collect(),
-        lat_e7: (0..BATCH_FIXES as i32)
-            .map(|i| 488_566_000 + (device_id as i32 % 1_000) * 10_000 + i * step)
-            .collect(),
-        lon_e7: (0..BATCH_FIXES as i32)
-            .map(|i| 23_522_000 - (device_id as i32 % 1_000) * 7_000 + i * step)
-            .collect(),
-        accuracy_cm: (0..BATCH_FIXES as u32)
-            .map(|i| if i % 10 == 0 { ABSENT_U32 } else { 400 })
-            .collect(),
-        speed_cmps: vec![if moving { 1_000 } else { 0 }; BATCH_FIXES],
-        ..FixBatch::default()
+        fixes: fix::Fixes {
+            time_ms: (0..BATCH_FIXES as i64).map(|i| t0 + i * 1_000).collect(),
+            lat_e7: (0..BATCH_FIXES as i32)
+                .map(|i| 488_566_000 + (device_id as i32 % 1_000) * 10_000 + i * step)
+                .collect(),
+            lon_e7: (0..BATCH_FIXES as i32)
+                .map(|i| 23_522_000 - (device_id as i32 % 1_000) * 7_000 + i * step)
+                .collect(),
+            accuracy_cm: (0..BATCH_FIXES as u32)
+                .map(|i| if i % 10 == 0 { ABSENT_U32 } else { 400 })
+                .collect(),
+            speed_cmps: vec![if moving { 1_000 } else { 0 }; BATCH_FIXES],
+            ..fix::Fixes::default()
+        },
+        h3: Vec::new(),
     }
 }
 

@@ -12,4 +12,4 @@ pub mod secret;
 pub mod server;
 pub mod tls;
 
-pub use ingest::endpoint::{Clock, SystemClock};
+pub use sys::{Clock, SystemClock};

@@ -103,10 +103,7 @@ fn main() -> anyhow::Result<()> {
             config,
         } => {
             let cfg = load_config(config.as_ref(), data_dir, None)?;
-            anyhow::ensure!(
-                ingest::auth::is_valid_device_id(device_id),
-                "device id must be in 1..=9223372036854775807, got {device_id}"
-            );
+            let device_id = fix::DeviceId::try_from(device_id)?;
             let path = hexflow::secret::key_path(&cfg.server.data_dir);
             let (key, created) = hexflow::secret::load_or_generate(&path)?;
             if created {

@@ -92,8 +92,8 @@ mod tests {
         let (k1, new1) = load_or_generate(&p).unwrap();
         let (k2, new2) = load_or_generate(&p).unwrap();
         assert!(new1 && !new2);
-        let token = k1.mint(77);
-        assert_eq!(k2.verify(&token), Ok(77));
+        let token = k1.mint(fix::DeviceId::try_from(77).unwrap());
+        assert_eq!(k2.verify(&token), Ok(fix::DeviceId::try_from(77).unwrap()));
         std::fs::write(&p, b"short").unwrap();
         assert!(matches!(
             load(&p),

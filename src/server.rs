@@ -13,11 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use fix::DeviceId;
 use ingest::endpoint::{
-    AcceptedBatch, Activity, BatchSink, Clock, Endpoint, EndpointParts, SinkCallback, SinkOutcome,
+    AcceptedBatch, Activity, BatchSink, Endpoint, EndpointParts, SinkCallback, SinkOutcome,
 };
 use ingest::silence::{EventKind, Outage, PolicySet, SilenceEvent, SilenceTable};
 use ingest::wire::Status;
+use sys::Clock;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
@@ -319,7 +321,7 @@ impl Server {
     /// [`ingest::endpoint::ConfirmRequestError`] when the request cannot be raised.
     pub fn request_confirm(
         &self,
-        device_id: u64,
+        device_id: DeviceId,
         reason: &str,
     ) -> Result<ingest::endpoint::ConfirmDelivery, ingest::endpoint::ConfirmRequestError> {
         self.endpoint.request_confirm(device_id, reason)
@@ -381,20 +383,13 @@ impl StorageSink {
 
 impl BatchSink for StorageSink {
     fn submit(&self, batch: AcceptedBatch, done: SinkCallback) {
-        let f = batch.fixes;
-        let mut fixes = storage::FixBatch {
-            device_id: batch.device_id,
-            batch_seq: batch.batch_seq,
-            received_at_ms: batch.received_at_ms,
-            time_ms: f.time_ms,
-            lat_e7: f.lat_e7,
-            lon_e7: f.lon_e7,
-            accuracy_cm: f.accuracy_cm,
-            altitude_cm: f.altitude_cm,
-            speed_cmps: f.speed_cmps,
-            heading_cdeg: f.heading_cdeg,
-            h3: Vec::new(),
-        };
+        // The decoded column buffers move into storage's batch: no copy.
+        let mut fixes = storage::FixBatch::new(
+            batch.device_id,
+            batch.batch_seq,
+            batch.received_at_ms,
+            batch.fixes,
+        );
         // H3 indexing runs here, on the connection's tokio worker, so it spreads over cores
         // instead of serialising in the storage writer thread.
         storage::index::index_batch(&mut fixes, self.h3_resolution);
@@ -481,10 +476,14 @@ fn commit_outcome(
 /// silence ended with a fresh fix no longer needs to.
 fn request_confirmations(confirmer: &ingest::endpoint::Confirmer, events: &[SilenceEvent]) {
     for e in events {
+        // The silence table only holds ids the endpoint authenticated.
+        let Ok(device_id) = DeviceId::try_from(e.device_id) else {
+            continue;
+        };
         match e.kind {
             EventKind::Warned => {
                 let reason = "no fix past the warning threshold; please confirm your location";
-                match confirmer.request_confirm(e.device_id, reason) {
+                match confirmer.request_confirm(device_id, reason) {
                     Ok(delivery) => {
                         info!(
                             device_id = e.device_id,
@@ -498,7 +497,7 @@ fn request_confirmations(confirmer: &ingest::endpoint::Confirmer, events: &[Sile
                 }
             }
             EventKind::Resumed { .. } => {
-                confirmer.cancel_confirm(e.device_id);
+                confirmer.cancel_confirm(device_id);
             }
             EventKind::Expired | EventKind::Confirmed { .. } => {}
         }
@@ -522,7 +521,7 @@ impl SilenceActivity {
     }
 
     /// Logs a recording failure at most once a minute (with the count of devices tracked).
-    fn warn_untracked(&self, device_id: u64, now_ms: i64, e: &ingest::silence::RecordError) {
+    fn warn_untracked(&self, device_id: DeviceId, now_ms: i64, e: &ingest::silence::RecordError) {
         let now_s = u64::from(unix_s(now_ms));
         let last = self.last_warning_s.load(Ordering::Relaxed);
         if now_s >= last.saturating_add(60)
@@ -532,7 +531,7 @@ impl SilenceActivity {
                 .is_ok()
         {
             warn!(
-                device_id,
+                %device_id,
                 tracked = self.table.len(),
                 error = %e,
                 "device not tracked for silence (repeats are silenced for a minute)"
@@ -546,23 +545,26 @@ fn unix_s(ms: i64) -> u32 {
 }
 
 impl Activity for SilenceActivity {
-    fn on_contact(&self, device_id: u64, now_ms: i64) {
-        if let Err(e) = self.table.record_contact(device_id, unix_s(now_ms)) {
+    fn on_contact(&self, device_id: DeviceId, now_ms: i64) {
+        if let Err(e) = self.table.record_contact(device_id.get(), unix_s(now_ms)) {
             self.warn_untracked(device_id, now_ms, &e);
         }
     }
 
-    fn on_fixes_stored(&self, device_id: u64, newest_fix_ms: i64, now_ms: i64) {
+    fn on_fixes_stored(&self, device_id: DeviceId, newest_fix_ms: i64, now_ms: i64) {
         // A fix claiming to be newer than now (within the allowed skew) counts as now.
         let fix_s = unix_s(newest_fix_ms.min(now_ms));
-        if let Err(e) = self.table.record_fix(device_id, fix_s) {
+        if let Err(e) = self.table.record_fix(device_id.get(), fix_s) {
             self.warn_untracked(device_id, now_ms, &e);
         }
     }
 
-    fn on_confirm(&self, device_id: u64, kind: ingest::wire::ConfirmKind, at_ms: i64) {
-        if let Err(e) = self.table.record_confirmation(device_id, unix_s(at_ms)) {
-            warn!(device_id, ?kind, error = %e, "confirmation not recorded");
+    fn on_confirm(&self, device_id: DeviceId, kind: ingest::wire::ConfirmKind, at_ms: i64) {
+        if let Err(e) = self
+            .table
+            .record_confirmation(device_id.get(), unix_s(at_ms))
+        {
+            warn!(%device_id, ?kind, error = %e, "confirmation not recorded");
         }
     }
 }
@@ -622,7 +624,7 @@ impl DailyStatus {
             return;
         }
         match crate::events::tables::write_device_status(
-            &storage::fs::RealFs,
+            &sys::fs::RealFs,
             &self.data_dir,
             now_s,
             table,

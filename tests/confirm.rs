@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use common::{ManualClock, TestServer};
 use ingest::client::{ClientConfig, Device, client_endpoint};
-use ingest::endpoint::{Clock, ConfirmDelivery};
+use ingest::endpoint::ConfirmDelivery;
 use ingest::wire::{self, ConfirmKey, ConfirmKind, ConfirmRequest, Fix, Fixes, FrameType, Status};
+use sys::Clock;
 
 const QUIET: u64 = 41;
 const OFFLINE: u64 = 42;
@@ -22,7 +23,11 @@ const FORGER: u64 = 43;
 const DAY_MS: i64 = 86_400_000;
 
 fn client_cfg(ts: &TestServer, device_id: u64) -> ClientConfig {
-    let mut cfg = ClientConfig::new(ts.addr, ts.ca_pem.clone(), ts.key.mint(device_id));
+    let mut cfg = ClientConfig::new(
+        ts.addr,
+        ts.ca_pem.clone(),
+        ts.key.mint(fix::DeviceId::try_from(device_id).unwrap()),
+    );
     cfg.ack_timeout_ms = 10_000;
     cfg
 }
@@ -62,7 +67,10 @@ async fn a_quiet_device_is_asked_and_answers_over_quic() {
     clock.advance_ms(2 * DAY_MS);
 
     // Connected: the request goes out on its connection at once.
-    let delivery = ts.server.request_confirm(QUIET, "no fix for 48h").unwrap();
+    let delivery = ts
+        .server
+        .request_confirm(fix::DeviceId::try_from(QUIET).unwrap(), "no fix for 48h")
+        .unwrap();
     let ConfirmDelivery::Sent { request_id } = delivery else {
         panic!("expected Sent, got {delivery:?}");
     };
@@ -83,7 +91,10 @@ async fn a_quiet_device_is_asked_and_answers_over_quic() {
     // A second request, answered with a fresh fix (stored like any batch).
     clock.advance_ms(DAY_MS);
     let fix_time_ms = clock.now_ms() - 500;
-    let second = ts.server.request_confirm(QUIET, "still quiet").unwrap();
+    let second = ts
+        .server
+        .request_confirm(fix::DeviceId::try_from(QUIET).unwrap(), "still quiet")
+        .unwrap();
     assert!(matches!(second, ConfirmDelivery::Sent { .. }), "{second:?}");
     assert_eq!(
         next_request(&mut requests).await.request_id,
@@ -103,14 +114,16 @@ async fn a_quiet_device_is_asked_and_answers_over_quic() {
     // Not connected: queued, then delivered right after the next WELCOME.
     let queued = ts
         .server
-        .request_confirm(OFFLINE, "no fix for 36h")
+        .request_confirm(fix::DeviceId::try_from(OFFLINE).unwrap(), "no fix for 36h")
         .unwrap();
     assert!(
         matches!(queued, ConfirmDelivery::Queued { .. }),
         "{queued:?}"
     );
     assert_eq!(
-        ts.server.request_confirm(OFFLINE, "again").unwrap(),
+        ts.server
+            .request_confirm(fix::DeviceId::try_from(OFFLINE).unwrap(), "again")
+            .unwrap(),
         ConfirmDelivery::AlreadyOutstanding {
             request_id: queued.request_id()
         },
@@ -132,7 +145,7 @@ async fn a_quiet_device_is_asked_and_answers_over_quic() {
     // A forged answer (signed with another device's token) is refused with its status.
     let forged_id = ts
         .server
-        .request_confirm(FORGER, "quiet")
+        .request_confirm(fix::DeviceId::try_from(FORGER).unwrap(), "quiet")
         .unwrap()
         .request_id();
     let forged = forged_answer(&ts, forged_id).await;
@@ -183,7 +196,7 @@ async fn forged_answer(ts: &TestServer, request_id: u64) -> wire::ConfirmAck {
     wire::encode_hello(
         &wire::Hello {
             protocol_version: wire::PROTOCOL_VERSION,
-            token: ts.key.mint(FORGER),
+            token: ts.key.mint(fix::DeviceId::try_from(FORGER).unwrap()),
             client_agent: "forger".into(),
         },
         &mut out,
@@ -211,7 +224,7 @@ async fn forged_answer(ts: &TestServer, request_id: u64) -> wire::ConfirmAck {
         wire::decode_confirm_request(&body).unwrap().request_id,
         request_id
     );
-    let wrong_key = ConfirmKey::from_token(&ts.key.mint(QUIET));
+    let wrong_key = ConfirmKey::from_token(&ts.key.mint(fix::DeviceId::try_from(QUIET).unwrap()));
     out.clear();
     wire::encode_confirm(
         &wrong_key.confirm(request_id, ConfirmKind::Here, 0, 1),

@@ -158,7 +158,11 @@ fn make_fixes(rng: &mut StdRng, now_ms: i64) -> Fixes {
 }
 
 fn client_cfg(addr: SocketAddr, server: &Server, device_id: u64) -> ClientConfig {
-    let mut cfg = ClientConfig::new(addr, server.ca_pem.clone(), server.key.mint(device_id));
+    let mut cfg = ClientConfig::new(
+        addr,
+        server.ca_pem.clone(),
+        server.key.mint(fix::DeviceId::try_from(device_id).unwrap()),
+    );
     cfg.retry = RetryPolicy {
         attempts_max: 50,
         backoff_initial_ms: 10,

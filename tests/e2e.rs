@@ -46,7 +46,11 @@ fn fixes_for(rng: &mut impl Rng, n: usize, now_ms: i64) -> Fixes {
 }
 
 fn client_cfg(ts: &TestServer, device_id: u64) -> ClientConfig {
-    let mut cfg = ClientConfig::new(ts.addr, ts.ca_pem.clone(), ts.key.mint(device_id));
+    let mut cfg = ClientConfig::new(
+        ts.addr,
+        ts.ca_pem.clone(),
+        ts.key.mint(fix::DeviceId::try_from(device_id).unwrap()),
+    );
     cfg.server_name = "localhost".into();
     cfg
 }
@@ -145,7 +149,11 @@ fn encoded_batch(seq: u64, fixes: &Fixes) -> Vec<u8> {
 /// connection that keeps working afterwards. Returns the fixes of the final, valid batch.
 async fn hostile_device(ep: &quinn::Endpoint, ts: &TestServer, now_ms: i64) -> (u64, Fixes) {
     let mut raw = Raw::open(ep, ts).await;
-    raw.hello(&ts.key.mint(HOSTILE_DEVICE)).await;
+    raw.hello(
+        &ts.key
+            .mint(fix::DeviceId::try_from(HOSTILE_DEVICE).unwrap()),
+    )
+    .await;
     let (t, body) = raw.read_frame().await.unwrap();
     assert_eq!(t, FrameType::Welcome);
     let welcome = wire::decode_welcome(&body).unwrap();
@@ -249,7 +257,11 @@ async fn pipeline_end_to_end() {
     let other_key = ingest::auth::TokenKey::from_bytes(&[9; 32]).unwrap();
     match Device::connect(
         &ep,
-        ClientConfig::new(ts.addr, ts.ca_pem.clone(), other_key.mint(5)),
+        ClientConfig::new(
+            ts.addr,
+            ts.ca_pem.clone(),
+            other_key.mint(fix::DeviceId::try_from(5).unwrap()),
+        ),
     )
     .await
     {

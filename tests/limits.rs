@@ -12,7 +12,11 @@ use ingest::client::{ClientConfig, Device, client_endpoint};
 use ingest::wire::{Fix, Fixes, Status};
 
 fn cfg_for(ts: &common::TestServer, device_id: u64) -> ClientConfig {
-    let mut cfg = ClientConfig::new(ts.addr, ts.ca_pem.clone(), ts.key.mint(device_id));
+    let mut cfg = ClientConfig::new(
+        ts.addr,
+        ts.ca_pem.clone(),
+        ts.key.mint(fix::DeviceId::try_from(device_id).unwrap()),
+    );
     cfg.connect_timeout_ms = 3_000;
     cfg
 }
@@ -93,9 +97,16 @@ async fn configured_certificates_are_used() {
     let key = hexflow::secret::load(&server.paths().key_path).unwrap();
     let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
     let ca = std::fs::read(pki.join("ca.pem")).unwrap();
-    let dev = Device::connect(&ep, ClientConfig::new(server.local_addr(), ca, key.mint(9)))
-        .await
-        .unwrap();
+    let dev = Device::connect(
+        &ep,
+        ClientConfig::new(
+            server.local_addr(),
+            ca,
+            key.mint(fix::DeviceId::try_from(9).unwrap()),
+        ),
+    )
+    .await
+    .unwrap();
     let ack = dev.send(1, &one_fix(now_ms)).await.unwrap();
     assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
     dev.close().await;

@@ -336,7 +336,11 @@ async fn session(
 ) -> SessionEnd {
     let tally = &mut st.tally;
     let cfg = &sh.cfg;
-    let mut ccfg = ClientConfig::new(cfg.server, sh.ca_pem.clone(), sh.key.mint(dev.id()));
+    // The CLI keeps ids within 1..=i64::MAX (`--device-id-base`), so this never fails.
+    let Ok(device_id) = fix::DeviceId::try_from(dev.id()) else {
+        return SessionEnd::Failed;
+    };
+    let mut ccfg = ClientConfig::new(cfg.server, sh.ca_pem.clone(), sh.key.mint(device_id));
     ccfg.server_name = cfg.server_name.clone();
     ccfg.inflight_batches_max = cfg.inflight;
     ccfg.connect_timeout_ms = cfg.connect_timeout.as_millis() as u64;

@@ -16,6 +16,7 @@
 //!   no leading `+`, no leading zeros in the id), so one device has exactly one token per key.
 //! * Revocation and expiry are not part of v1 (a later issue); rotating the key revokes all.
 
+use fix::DeviceId;
 use ring::hmac;
 
 /// Length of the secret key in bytes.
@@ -80,11 +81,6 @@ pub enum TokenError {
     BadSignature,
 }
 
-/// Returns true when `id` is a valid device id: `1..=i64::MAX` (it is stored as Parquet Int64).
-pub fn is_valid_device_id(id: u64) -> bool {
-    id >= 1 && id <= i64::MAX as u64
-}
-
 impl TokenKey {
     /// Wraps existing key bytes (exactly [`TOKEN_KEY_LEN`]).
     ///
@@ -115,23 +111,15 @@ impl TokenKey {
         Ok(out)
     }
 
-    fn tag_input(device_id: u64) -> [u8; TAG_CONTEXT.len() + 8] {
+    fn tag_input(device_id: DeviceId) -> [u8; TAG_CONTEXT.len() + 8] {
         let mut msg = [0u8; TAG_CONTEXT.len() + 8];
         msg[..TAG_CONTEXT.len()].copy_from_slice(TAG_CONTEXT);
-        msg[TAG_CONTEXT.len()..].copy_from_slice(&device_id.to_be_bytes());
+        msg[TAG_CONTEXT.len()..].copy_from_slice(&device_id.get().to_be_bytes());
         msg
     }
 
     /// Mints the token of `device_id`.
-    ///
-    /// # Panics
-    /// If `device_id` is not a valid device id (a caller bug: validate input first with
-    /// [`is_valid_device_id`]).
-    pub fn mint(&self, device_id: u64) -> String {
-        assert!(
-            is_valid_device_id(device_id),
-            "device id {device_id} out of 1..=i64::MAX"
-        );
+    pub fn mint(&self, device_id: DeviceId) -> String {
         let tag = hmac::sign(&self.key, &Self::tag_input(device_id));
         let mut out = String::with_capacity(TOKEN_LEN_MAX);
         out.push_str(TOKEN_PREFIX);
@@ -149,7 +137,7 @@ impl TokenKey {
     ///
     /// # Errors
     /// A [`TokenError`] saying why the token is refused.
-    pub fn verify(&self, token: &str) -> Result<u64, TokenError> {
+    pub fn verify(&self, token: &str) -> Result<DeviceId, TokenError> {
         if token.len() > TOKEN_LEN_MAX {
             return Err(TokenError::TooLong {
                 len: token.len(),
@@ -168,10 +156,7 @@ impl TokenKey {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || id.starts_with('0') {
             return Err(TokenError::Malformed);
         }
-        let device_id: u64 = id.parse().map_err(|_| TokenError::BadDeviceId)?;
-        if !is_valid_device_id(device_id) {
-            return Err(TokenError::BadDeviceId);
-        }
+        let device_id: DeviceId = id.parse().map_err(|_| TokenError::BadDeviceId)?;
         let mut tag = [0u8; 32];
         let hex = tag_hex.as_bytes();
         if hex.len() != 64 {
@@ -202,6 +187,10 @@ fn unhex(c: u8) -> Option<u8> {
 mod tests {
     use super::*;
 
+    fn d(id: u64) -> DeviceId {
+        DeviceId::try_from(id).unwrap()
+    }
+
     fn key(b: u8) -> TokenKey {
         TokenKey::from_bytes(&[b; TOKEN_KEY_LEN]).unwrap()
     }
@@ -210,24 +199,24 @@ mod tests {
     fn mint_then_verify_round_trips() {
         let k = key(7);
         for id in [1, 42, 1_000_000, i64::MAX as u64] {
-            let t = k.mint(id);
+            let t = k.mint(d(id));
             assert!(t.len() <= TOKEN_LEN_MAX);
-            assert_eq!(k.verify(&t), Ok(id));
+            assert_eq!(k.verify(&t), Ok(d(id)));
         }
     }
 
     #[test]
     fn known_answer_is_stable() {
         // Pins the format: a change here breaks every token already issued.
-        let t = key(0).mint(1);
+        let t = key(0).mint(d(1));
         assert!(t.starts_with("hf1.1."));
         assert_eq!(t.len(), "hf1.1.".len() + 64);
-        assert_eq!(key(0).mint(1), t);
+        assert_eq!(key(0).mint(d(1)), t);
     }
 
     #[test]
     fn other_key_or_other_device_is_refused() {
-        let t = key(1).mint(5);
+        let t = key(1).mint(d(5));
         assert_eq!(key(2).verify(&t), Err(TokenError::BadSignature));
         let forged = t.replacen("hf1.5.", "hf1.6.", 1);
         assert_eq!(key(1).verify(&forged), Err(TokenError::BadSignature));
@@ -236,7 +225,7 @@ mod tests {
     #[test]
     fn malformed_tokens_are_refused() {
         let k = key(3);
-        let good = k.mint(9);
+        let good = k.mint(d(9));
         let tag = good.rsplit('.').next().unwrap().to_string();
         for bad in [
             String::new(),

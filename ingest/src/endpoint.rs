@@ -27,8 +27,7 @@
 //!   `close_linger_ms`) for the device to receive it before closing the connection, so acks
 //!   already written are not lost.
 //!
-//! The endpoint is the only part of `ingest` that reads the clock, and it does so through
-//! [`Clock`] so tests can control time.
+//! The endpoint reads the time only through the [`Clock`] it is given, so tests control it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,28 +40,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use fix::DeviceId;
+use sys::Clock;
+
 use crate::auth::TokenKey;
 use crate::wire::{self, ConfirmKind, FrameType, Status};
-
-/// Source of the current time (Unix milliseconds). The endpoint never reads the clock any
-/// other way.
-pub trait Clock: Send + Sync + 'static {
-    /// Current Unix time in milliseconds.
-    fn now_ms(&self) -> i64;
-}
-
-/// The system clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
-        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-    }
-}
 
 /// What the sink says about one submitted batch; becomes the batch's `ACK`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +75,7 @@ pub type SinkCallback = Box<dyn FnOnce(SinkOutcome) + Send + 'static>;
 #[derive(Debug)]
 pub struct AcceptedBatch {
     /// The authenticated device.
-    pub device_id: u64,
+    pub device_id: DeviceId,
     /// The device's batch sequence number.
     pub batch_seq: u64,
     /// Server time when the batch frame was read (Unix ms).
@@ -114,14 +96,14 @@ pub trait BatchSink: Send + Sync + 'static {
 /// Observes device activity (the binary feeds the silence table with it).
 pub trait Activity: Send + Sync + 'static {
     /// Any frame arrived from the device (including heartbeats), at `now_ms`.
-    fn on_contact(&self, device_id: u64, now_ms: i64);
+    fn on_contact(&self, device_id: DeviceId, now_ms: i64);
     /// A batch was durably stored; `newest_fix_ms` is its newest fix time.
-    fn on_fixes_stored(&self, device_id: u64, newest_fix_ms: i64, now_ms: i64);
+    fn on_fixes_stored(&self, device_id: DeviceId, newest_fix_ms: i64, now_ms: i64);
     /// The device answered its outstanding confirm-location request with a verified
     /// `CONFIRM`. `at_ms` is, for [`ConfirmKind::Here`], the server time the CONFIRM was read;
     /// for [`ConfirmKind::Fix`], the newest fix time of the referenced batch, capped at the
     /// server time. Called once per answered request. The default ignores it.
-    fn on_confirm(&self, device_id: u64, kind: ConfirmKind, at_ms: i64) {
+    fn on_confirm(&self, device_id: DeviceId, kind: ConfirmKind, at_ms: i64) {
         let _ = (device_id, kind, at_ms);
     }
 }
@@ -131,8 +113,8 @@ pub trait Activity: Send + Sync + 'static {
 pub struct NoActivity;
 
 impl Activity for NoActivity {
-    fn on_contact(&self, _: u64, _: i64) {}
-    fn on_fixes_stored(&self, _: u64, _: i64, _: i64) {}
+    fn on_contact(&self, _: DeviceId, _: i64) {}
+    fn on_fixes_stored(&self, _: DeviceId, _: i64, _: i64) {}
 }
 
 /// Endpoint limits and settings. Every field is a documented key in `config/hexflow.toml`.
@@ -260,12 +242,6 @@ pub enum ConfirmRequestError {
         len: usize,
         /// The limit.
         len_max: usize,
-    },
-    /// Not a valid device id (`1..=i64::MAX`).
-    #[error("device id {device_id} out of 1..=i64::MAX")]
-    InvalidDeviceId {
-        /// The id given.
-        device_id: u64,
     },
     /// The endpoint is shutting down.
     #[error("the endpoint is shutting down")]
@@ -526,19 +502,19 @@ impl Endpoint {
     /// [`ConfirmRequestError`]: too many outstanding, reason too long, bad id, shutting down.
     pub fn request_confirm(
         &self,
-        device_id: u64,
+        device_id: DeviceId,
         reason: &str,
     ) -> Result<ConfirmDelivery, ConfirmRequestError> {
         self.confirmer().request_confirm(device_id, reason)
     }
 
     /// Same as [`Confirmer::cancel_confirm`].
-    pub fn cancel_confirm(&self, device_id: u64) -> Option<u64> {
+    pub fn cancel_confirm(&self, device_id: DeviceId) -> Option<u64> {
         self.confirmer().cancel_confirm(device_id)
     }
 
     /// The device's outstanding request, if any.
-    pub fn outstanding_confirm(&self, device_id: u64) -> Option<OutstandingConfirm> {
+    pub fn outstanding_confirm(&self, device_id: DeviceId) -> Option<OutstandingConfirm> {
         self.shared
             .registry
             .outstanding(device_id)
@@ -603,15 +579,12 @@ impl Confirmer {
     /// [`ConfirmRequestError`]: too many outstanding, reason too long, bad id, shutting down.
     pub fn request_confirm(
         &self,
-        device_id: u64,
+        device_id: DeviceId,
         reason: &str,
     ) -> Result<ConfirmDelivery, ConfirmRequestError> {
         let shared = &self.shared;
         if shared.shutdown.is_cancelled() {
             return Err(ConfirmRequestError::ShuttingDown);
-        }
-        if !crate::auth::is_valid_device_id(device_id) {
-            return Err(ConfirmRequestError::InvalidDeviceId { device_id });
         }
         if reason.len() > wire::CONFIRM_REASON_BYTES_MAX {
             return Err(ConfirmRequestError::ReasonTooLong {
@@ -664,7 +637,7 @@ impl Confirmer {
     /// Drops the device's outstanding request (for example when it expired or became
     /// exempt); a later answer to it is refused with `UNSOLICITED_CONFIRM`. Returns the
     /// dropped request's id.
-    pub fn cancel_confirm(&self, device_id: u64) -> Option<u64> {
+    pub fn cancel_confirm(&self, device_id: DeviceId) -> Option<u64> {
         let id = self.shared.registry.answer(device_id, None)?;
         self.shared.registry.release();
         Some(id)
@@ -700,7 +673,7 @@ enum Raise {
 /// `attach` sees the request.
 #[derive(Default)]
 struct Registry {
-    slots: papaya::HashMap<u64, Slot>,
+    slots: papaya::HashMap<DeviceId, Slot>,
     /// Outstanding requests (reserved before insertion, released on answer/cancel).
     pending: AtomicUsize,
 }
@@ -720,7 +693,7 @@ impl Registry {
         self.pending.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn outstanding(&self, device_id: u64) -> Option<Arc<wire::ConfirmRequest>> {
+    fn outstanding(&self, device_id: DeviceId) -> Option<Arc<wire::ConfirmRequest>> {
         self.slots
             .pin()
             .get(&device_id)
@@ -728,7 +701,7 @@ impl Registry {
     }
 
     /// Makes `request` the device's outstanding request unless it has one.
-    fn raise(&self, device_id: u64, request: Arc<wire::ConfirmRequest>) -> Raise {
+    fn raise(&self, device_id: DeviceId, request: Arc<wire::ConfirmRequest>) -> Raise {
         let map = self.slots.pin();
         let result = map.compute(device_id, |entry| match entry {
             Some((
@@ -758,7 +731,7 @@ impl Registry {
 
     /// Records the device's new connection (replacing an older one) and returns the
     /// outstanding request to deliver on it.
-    fn attach(&self, device_id: u64, link: ConnLink) -> Option<Arc<wire::ConfirmRequest>> {
+    fn attach(&self, device_id: DeviceId, link: ConnLink) -> Option<Arc<wire::ConfirmRequest>> {
         let map = self.slots.pin();
         let result = map.compute(device_id, |entry| {
             papaya::Operation::<Slot, ()>::Insert(Slot {
@@ -775,7 +748,7 @@ impl Registry {
     }
 
     /// Forgets the connection `conn_id` of the device (a newer connection is kept).
-    fn detach(&self, device_id: u64, conn_id: u64) {
+    fn detach(&self, device_id: DeviceId, conn_id: u64) {
         let map = self.slots.pin();
         map.compute(device_id, |entry| match entry {
             Some((_, slot)) if slot.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) => {
@@ -794,7 +767,7 @@ impl Registry {
 
     /// Removes the outstanding request (only if its id is `request_id`, when given) and
     /// returns its id. The caller releases the reserved slot.
-    fn answer(&self, device_id: u64, request_id: Option<u64>) -> Option<u64> {
+    fn answer(&self, device_id: DeviceId, request_id: Option<u64>) -> Option<u64> {
         let map = self.slots.pin();
         let result = map.compute(device_id, |entry| match entry {
             Some((_, slot))
@@ -934,7 +907,7 @@ async fn serve_connection(conn: quinn::Connection, shared: &Arc<Shared>) {
             return;
         }
     };
-    debug!(%remote, device_id, "device authenticated");
+    debug!(%remote, %device_id, "device authenticated");
     match serve_device(device_id, send, recv, shared).await {
         Ok(ReadEnd::PeerClosed) => {
             // The device sent CLOSE (or finished its stream) and closes the connection
@@ -948,10 +921,10 @@ async fn serve_connection(conn: quinn::Connection, shared: &Arc<Shared>) {
             b"server is shutting down",
         ),
         Err(ConnError::Refused { status, reason }) => {
-            info!(%remote, device_id, ?status, %reason, "closing connection");
+            info!(%remote, %device_id, ?status, %reason, "closing connection");
             conn.close(VarInt::from_u32(status.code()), reason.as_bytes());
         }
-        Err(e) => debug!(%remote, device_id, error = %e, "connection ended"),
+        Err(e) => debug!(%remote, %device_id, error = %e, "connection ended"),
     }
 }
 
@@ -959,7 +932,7 @@ async fn serve_connection(conn: quinn::Connection, shared: &Arc<Shared>) {
 async fn handshake(
     conn: &quinn::Connection,
     shared: &Arc<Shared>,
-) -> Result<(u64, SendStream, RecvStream), ConnError> {
+) -> Result<(DeviceId, SendStream, RecvStream), ConnError> {
     let (mut send, mut recv) = conn.accept_bi().await?;
     let mut header = [0u8; wire::FRAME_HEADER_LEN];
     recv.read_exact(&mut header).await?;
@@ -1011,7 +984,7 @@ async fn handshake(
     shared.activity.on_contact(device_id, now_ms);
     let limits = &shared.cfg.limits;
     let welcome = wire::Welcome {
-        device_id,
+        device_id: device_id.get(),
         batch_bytes_max: limits.batch_bytes_max,
         batch_fixes_max: limits.batch_fixes_max,
         inflight_batches_max: shared.cfg.inflight_batches_max,
@@ -1040,7 +1013,7 @@ struct PendingAck {
 /// A reader loop reads frames and submits batches; a writer task writes acks in completion
 /// order. A semaphore of `inflight_batches_max` permits bounds the batches between the two.
 async fn serve_device(
-    device_id: u64,
+    device_id: DeviceId,
     send: SendStream,
     mut recv: RecvStream,
     shared: &Arc<Shared>,
@@ -1138,7 +1111,7 @@ async fn ack_writer(
     mut send: SendStream,
     mut rx: mpsc::Receiver<WriterMsg>,
     permits: Arc<Semaphore>,
-    device_id: u64,
+    device_id: DeviceId,
     shared: Arc<Shared>,
 ) -> Result<(), ConnError> {
     let mut out = Vec::with_capacity(4096);
@@ -1235,7 +1208,7 @@ async fn ack_writer(
 /// Settles a verified CONFIRM: checks the FIX reference, takes the outstanding request,
 /// tells the activity observer. Returns the CONFIRM_ACK to write.
 fn settle_confirm(
-    device_id: u64,
+    device_id: DeviceId,
     request_id: u64,
     kind: ConfirmKind,
     batch_seq: u64,
@@ -1284,14 +1257,14 @@ fn settle_confirm(
         .stats
         .confirms_recorded
         .fetch_add(1, Ordering::Relaxed);
-    debug!(device_id, request_id, %kind, at_ms, "location confirmed");
+    debug!(%device_id, request_id, %kind, at_ms, "location confirmed");
     wire::ConfirmAck::new(request_id, Status::Ok, "")
 }
 
 /// The reader's checks of a CONFIRM body: decodable, well-formed, answering the device's
 /// outstanding request, correctly signed. `Err` is the rejection to send.
 fn check_confirm_frame(
-    device_id: u64,
+    device_id: DeviceId,
     body: &[u8],
     now_ms: i64,
     key: &mut Option<wire::ConfirmKey>,
@@ -1327,7 +1300,7 @@ fn check_confirm_frame(
 }
 
 async fn read_frames(
-    device_id: u64,
+    device_id: DeviceId,
     recv: &mut RecvStream,
     permits: &Arc<Semaphore>,
     ack_tx: &mpsc::Sender<WriterMsg>,

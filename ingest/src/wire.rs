@@ -23,13 +23,16 @@ mod status;
 
 pub use batch::{
     BATCH_PREFIX_LEN, Batch, BatchDecoder, BatchEncoder, BatchError, Compression, EncodeError,
-    Encoding, Fix, Fixes, HEADING_CDEG_END, LAT_E7_MAX, LON_E7_MAX, Limits, decode_batch,
-    encode_batch_frame, encode_batch_frame_raw, validate,
+    Encoding, Limits, decode_batch, encode_batch_frame, encode_batch_frame_raw, validate,
 };
 pub use confirm::{
     CONFIRM_REASON_BYTES_MAX, CONFIRM_SIGNATURE_LEN, Confirm, ConfirmAck, ConfirmError, ConfirmKey,
     ConfirmKind, ConfirmRequest, check_confirm, decode_confirm, decode_confirm_ack,
     decode_confirm_request, encode_confirm, encode_confirm_ack, encode_confirm_request,
+};
+/// The fix schema the codec decodes into (defined once, in the `fix` crate).
+pub use fix::{
+    ABSENT_I32, ABSENT_U32, Fix, FixError, Fixes, HEADING_CDEG_END, LAT_E7_MAX, LON_E7_MAX,
 };
 pub use frame::{
     Ack, CONTROL_FRAME_BODY_BYTES_MAX, Close, FRAME_HEADER_LEN, FrameError, FrameHeader, FrameType,
@@ -43,10 +46,6 @@ pub use status::{Status, StatusClass};
 pub const ALPN: &[u8] = b"hexflow/1";
 /// The protocol version a v1 client sends in HELLO.
 pub const PROTOCOL_VERSION: u32 = 1;
-/// Marks an absent value in the u32 optional columns.
-pub const ABSENT_U32: u32 = u32::MAX;
-/// Marks an absent value in the i32 optional columns.
-pub const ABSENT_I32: i32 = i32::MIN;
 
 #[cfg(test)]
 mod tests;

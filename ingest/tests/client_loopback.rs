@@ -362,10 +362,11 @@ mod confirm {
     use ingest::auth::TokenKey;
     use ingest::endpoint::{
         AcceptedBatch, Activity, BatchSink, ConfirmDelivery, ConfirmRequestError, Endpoint,
-        EndpointConfig, EndpointParts, SessionConfig, SinkCallback, SinkOutcome, SystemClock,
+        EndpointConfig, EndpointParts, SessionConfig, SinkCallback, SinkOutcome,
     };
     use ingest::wire::{ConfirmAck, ConfirmKey, ConfirmKind, ConfirmRequest};
     use std::sync::Mutex;
+    use sys::SystemClock;
 
     /// Acks every batch OK at once.
     struct OkSink;
@@ -379,10 +380,13 @@ mod confirm {
     #[derive(Default)]
     struct Recorder(Mutex<Vec<(u64, ConfirmKind, i64)>>);
     impl Activity for Recorder {
-        fn on_contact(&self, _: u64, _: i64) {}
-        fn on_fixes_stored(&self, _: u64, _: i64, _: i64) {}
-        fn on_confirm(&self, device_id: u64, kind: ConfirmKind, at_ms: i64) {
-            self.0.lock().expect("lock").push((device_id, kind, at_ms));
+        fn on_contact(&self, _: fix::DeviceId, _: i64) {}
+        fn on_fixes_stored(&self, _: fix::DeviceId, _: i64, _: i64) {}
+        fn on_confirm(&self, device_id: fix::DeviceId, kind: ConfirmKind, at_ms: i64) {
+            self.0
+                .lock()
+                .expect("lock")
+                .push((device_id.get(), kind, at_ms));
         }
     }
 
@@ -427,49 +431,66 @@ mod confirm {
 
         // Device 5 is not connected: queued, and one per device.
         let first = endpoint
-            .request_confirm(5, "no fix for 36h")
+            .request_confirm(fix::DeviceId::try_from(5).unwrap(), "no fix for 36h")
             .expect("raised");
         let ConfirmDelivery::Queued { request_id: id1 } = first else {
             panic!("expected Queued, got {first:?}");
         };
         assert_eq!(
-            endpoint.request_confirm(5, "again").expect("idempotent"),
+            endpoint
+                .request_confirm(fix::DeviceId::try_from(5).unwrap(), "again")
+                .expect("idempotent"),
             ConfirmDelivery::AlreadyOutstanding { request_id: id1 }
         );
         // confirm_pending_max = 2 at its edge.
         let id6 = endpoint
-            .request_confirm(6, "x")
+            .request_confirm(fix::DeviceId::try_from(6).unwrap(), "x")
             .expect("second")
             .request_id();
         assert_eq!(
-            endpoint.request_confirm(7, "x"),
+            endpoint.request_confirm(fix::DeviceId::try_from(7).unwrap(), "x"),
             Err(ConfirmRequestError::PendingFull {
                 pending: 2,
                 pending_max: 2
             })
         );
-        assert_eq!(endpoint.cancel_confirm(6), Some(id6));
-        assert_eq!(endpoint.cancel_confirm(6), None);
+        assert_eq!(
+            endpoint.cancel_confirm(fix::DeviceId::try_from(6).unwrap()),
+            Some(id6)
+        );
+        assert_eq!(
+            endpoint.cancel_confirm(fix::DeviceId::try_from(6).unwrap()),
+            None
+        );
         assert_eq!(endpoint.confirms_outstanding(), 1);
         let long = "r".repeat(wire::CONFIRM_REASON_BYTES_MAX + 1);
         assert!(matches!(
-            endpoint.request_confirm(7, &long),
+            endpoint.request_confirm(fix::DeviceId::try_from(7).unwrap(), &long),
             Err(ConfirmRequestError::ReasonTooLong { len, len_max: 256 }) if len == 257
         ));
         assert!(
             endpoint
-                .request_confirm(7, &long[..wire::CONFIRM_REASON_BYTES_MAX])
+                .request_confirm(
+                    fix::DeviceId::try_from(7).unwrap(),
+                    &long[..wire::CONFIRM_REASON_BYTES_MAX]
+                )
                 .is_ok()
         );
-        assert!(endpoint.cancel_confirm(7).is_some());
-        assert_eq!(
-            endpoint.request_confirm(0, "x"),
-            Err(ConfirmRequestError::InvalidDeviceId { device_id: 0 })
+        assert!(
+            endpoint
+                .cancel_confirm(fix::DeviceId::try_from(7).unwrap())
+                .is_some()
         );
+        // Device id 0 cannot be named: the type refuses it before the endpoint sees it.
+        assert!(fix::DeviceId::try_from(0).is_err());
 
         // The queued request arrives right after WELCOME.
         let client = client_endpoint("127.0.0.1:0".parse().expect("addr")).expect("client");
-        let mut cfg = ClientConfig::new(addr, CERT_PEM.as_bytes().to_vec(), key.mint(5));
+        let mut cfg = ClientConfig::new(
+            addr,
+            CERT_PEM.as_bytes().to_vec(),
+            key.mint(fix::DeviceId::try_from(5).unwrap()),
+        );
         cfg.ack_timeout_ms = 5_000;
         let device = Device::connect(&client, cfg).await.expect("connect");
         let mut requests = device.confirm_requests().expect("first taker");
@@ -489,14 +510,20 @@ mod confirm {
             assert_eq!((seen[0].0, seen[0].1), (5, ConfirmKind::Here));
             assert!(seen[0].2 >= before && seen[0].2 <= now_ms(), "{seen:?}");
         }
-        assert!(endpoint.outstanding_confirm(5).is_none());
+        assert!(
+            endpoint
+                .outstanding_confirm(fix::DeviceId::try_from(5).unwrap())
+                .is_none()
+        );
         assert_eq!(endpoint.confirms_outstanding(), 0);
         // Answering twice: the request is gone.
         let again = device.confirm_here(id1).await.expect("an answer");
         assert_eq!(again.known_status(), Some(Status::UnsolicitedConfirm));
 
         // Connected: the request is sent at once; answered with a fresh fix.
-        let sent = endpoint.request_confirm(5, "still quiet").expect("raised");
+        let sent = endpoint
+            .request_confirm(fix::DeviceId::try_from(5).unwrap(), "still quiet")
+            .expect("raised");
         let ConfirmDelivery::Sent { request_id: id2 } = sent else {
             panic!("expected Sent, got {sent:?}");
         };
@@ -592,10 +619,10 @@ mod confirm {
         });
         let addr = endpoint.local_addr().expect("addr");
         let id = endpoint
-            .request_confirm(8, "quiet")
+            .request_confirm(fix::DeviceId::try_from(8).unwrap(), "quiet")
             .expect("raised")
             .request_id();
-        let token = key.mint(8);
+        let token = key.mint(fix::DeviceId::try_from(8).unwrap());
         let mut raw = Raw::open(addr, &token).await;
         // The queued request is the frame right after WELCOME.
         let (t, body) = read_frame(&mut raw.recv).await.expect("request");
@@ -606,7 +633,7 @@ mod confirm {
         );
 
         let good_key = ConfirmKey::from_token(&token);
-        let forged_key = ConfirmKey::from_token(&key.mint(9));
+        let forged_key = ConfirmKey::from_token(&key.mint(fix::DeviceId::try_from(9).unwrap()));
         // 1: signed with another device's key.
         let ack = raw
             .confirm(&forged_key.confirm(id, ConfirmKind::Here, 0, 1))
@@ -632,7 +659,9 @@ mod confirm {
         assert_eq!(ack.known_status(), Some(Status::InvalidField));
         assert!(recorder.0.lock().expect("lock").is_empty());
         assert_eq!(
-            endpoint.outstanding_confirm(8).map(|o| o.request_id),
+            endpoint
+                .outstanding_confirm(fix::DeviceId::try_from(8).unwrap())
+                .map(|o| o.request_id),
             Some(id),
             "refusals leave the request outstanding"
         );

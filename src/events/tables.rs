@@ -36,8 +36,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use ingest::silence::{EventKind, PolicySet, SilenceEvent, SilenceTable};
-use storage::fs::{Fs, RealFs};
 use storage::writer::{FlushError, ParquetOptions, publish_parquet, writer_properties_sorted_by};
+use sys::fs::{Fs, RealFs};
 
 const US_PER_S: i64 = 1_000_000;
 const S_PER_DAY: i64 = 86_400;

@@ -104,19 +104,17 @@ impl RowBuffer {
     /// Appends fix `i` of an indexed, valid `batch` (absent optional columns become null).
     pub fn push_fix(&mut self, batch: &FixBatch, i: usize) {
         // Valid device ids and sequence numbers are <= i64::MAX.
-        self.device_id.push(batch.device_id as i64);
+        let f = &batch.fixes;
+        self.device_id.push(batch.device_id.as_i64());
         self.batch_seq.push(batch.batch_seq as i64);
-        self.time_ms.push(batch.time_ms[i]);
-        self.lat_e7.push(batch.lat_e7[i]);
-        self.lon_e7.push(batch.lon_e7[i]);
+        self.time_ms.push(f.time_ms[i]);
+        self.lat_e7.push(f.lat_e7[i]);
+        self.lon_e7.push(f.lon_e7[i]);
         self.h3.push(batch.h3[i]);
-        self.accuracy_cm
-            .push(opt(&batch.accuracy_cm, i, ABSENT_U32));
-        self.altitude_cm
-            .push(opt(&batch.altitude_cm, i, ABSENT_I32));
-        self.speed_cmps.push(opt(&batch.speed_cmps, i, ABSENT_U32));
-        self.heading_cdeg
-            .push(opt(&batch.heading_cdeg, i, ABSENT_U32));
+        self.accuracy_cm.push(opt(&f.accuracy_cm, i, ABSENT_U32));
+        self.altitude_cm.push(opt(&f.altitude_cm, i, ABSENT_I32));
+        self.speed_cmps.push(opt(&f.speed_cmps, i, ABSENT_U32));
+        self.heading_cdeg.push(opt(&f.heading_cdeg, i, ABSENT_U32));
         self.received_at_ms.push(batch.received_at_ms);
     }
 
@@ -219,16 +217,18 @@ mod tests {
     #[test]
     fn conversion_and_nulls() {
         let batch = FixBatch {
-            device_id: 9,
+            device_id: fix::DeviceId::try_from(9u64).expect("valid device id"),
             batch_seq: 4,
             received_at_ms: 2_000,
-            time_ms: vec![1_500, 1_000],
-            lat_e7: vec![-123_456_789, 900_000_000],
-            lon_e7: vec![1_800_000_000, 5],
-            accuracy_cm: vec![ABSENT_U32, 250],
-            altitude_cm: vec![-1_050, ABSENT_I32],
-            speed_cmps: vec![],
-            heading_cdeg: vec![35_999, 0],
+            fixes: fix::Fixes {
+                time_ms: vec![1_500, 1_000],
+                lat_e7: vec![-123_456_789, 900_000_000],
+                lon_e7: vec![1_800_000_000, 5],
+                accuracy_cm: vec![ABSENT_U32, 250],
+                altitude_cm: vec![-1_050, ABSENT_I32],
+                speed_cmps: vec![],
+                heading_cdeg: vec![35_999, 0],
+            },
             h3: vec![0x8a1fb46622dffff, 0x8a1fb46622dffff],
         };
         let rb = record_batch_from_batches(&[batch]).expect("valid");

@@ -17,8 +17,10 @@
 use std::io;
 use std::path::Path;
 
+use fix::DeviceId;
+
 use crate::dedup::Window;
-use crate::fs::Fs;
+use sys::fs::Fs;
 
 /// Checkpoint file magic.
 pub const MAGIC: [u8; 8] = *b"HXFCKPT\0";
@@ -26,7 +28,6 @@ pub const MAGIC: [u8; 8] = *b"HXFCKPT\0";
 pub const VERSION: u32 = 1;
 /// File name inside `<data>/wal/`.
 pub const FILE_NAME: &str = "checkpoint";
-const TMP_FILE_NAME: &str = "checkpoint.tmp";
 const FIXED_LEN: usize = 8 + 4 + 8 + 8;
 
 /// A decoded checkpoint.
@@ -35,7 +36,7 @@ pub struct Checkpoint {
     /// Every batch with `lsn <= to_lsn` is in a published Parquet file.
     pub to_lsn: u64,
     /// Dedup windows after applying every batch with `lsn <= to_lsn`, sorted by device.
-    pub windows: Vec<(u64, Window)>,
+    pub windows: Vec<(DeviceId, Window)>,
 }
 
 /// Why a checkpoint file could not be decoded.
@@ -49,6 +50,12 @@ pub enum CheckpointError {
         expected: usize,
         /// Bytes present.
         actual: usize,
+    },
+    /// An entry names a device id outside `1..=i64::MAX`.
+    #[error("checkpoint names device id {value}, outside 1..=i64::MAX")]
+    DeviceId {
+        /// The value found.
+        value: u64,
     },
     /// Wrong magic.
     #[error("checkpoint magic is wrong")]
@@ -77,7 +84,7 @@ pub fn encode(cp: &Checkpoint) -> Vec<u8> {
     out.extend_from_slice(&cp.to_lsn.to_le_bytes());
     out.extend_from_slice(&(cp.windows.len() as u64).to_le_bytes());
     for (device_id, w) in &cp.windows {
-        out.extend_from_slice(&device_id.to_le_bytes());
+        out.extend_from_slice(&device_id.get().to_le_bytes());
         out.extend_from_slice(&w.hwm.to_le_bytes());
         out.extend_from_slice(&w.bitmap.to_le_bytes());
     }
@@ -139,15 +146,15 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     let windows = body[FIXED_LEN..]
         .chunks_exact(24)
         .map(|e| {
-            (
-                u64_at(e, 0),
-                Window {
-                    hwm: u64_at(e, 8),
-                    bitmap: u64_at(e, 16),
-                },
-            )
+            let device_id = DeviceId::try_from(u64_at(e, 0))
+                .map_err(|e| CheckpointError::DeviceId { value: e.value })?;
+            let window = Window {
+                hwm: u64_at(e, 8),
+                bitmap: u64_at(e, 16),
+            };
+            Ok((device_id, window))
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(Checkpoint { to_lsn, windows })
 }
 
@@ -156,13 +163,7 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
 /// # Errors
 /// Any IO failure; the previous checkpoint is then still in place.
 pub fn write(fs: &dyn Fs, wal_dir: &Path, cp: &Checkpoint) -> io::Result<()> {
-    let tmp = wal_dir.join(TMP_FILE_NAME);
-    let mut file = fs.create(&tmp)?;
-    file.write_all_at(&encode(cp), 0)?;
-    file.sync_all()?;
-    drop(file);
-    fs.rename(&tmp, &wal_dir.join(FILE_NAME))?;
-    fs.sync_dir(wal_dir)
+    sys::fs::write_atomic(fs, &wal_dir.join(FILE_NAME), &encode(cp))
 }
 
 /// Reads the checkpoint in `wal_dir`: `Ok(None)` when there is none yet,
@@ -174,11 +175,7 @@ pub fn read(
     fs: &dyn Fs,
     wal_dir: &Path,
 ) -> io::Result<Option<Result<Checkpoint, CheckpointError>>> {
-    match fs.read(&wal_dir.join(FILE_NAME)) {
-        Ok(bytes) => Ok(Some(decode(&bytes))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    Ok(sys::fs::read_optional(fs, &wal_dir.join(FILE_NAME))?.map(|bytes| decode(&bytes)))
 }
 
 #[cfg(test)]
@@ -191,13 +188,16 @@ mod tests {
             to_lsn: 77,
             windows: vec![
                 (
-                    1,
+                    DeviceId::try_from(1u64).expect("id"),
                     Window {
                         hwm: 10,
                         bitmap: 0b1011,
                     },
                 ),
-                (9, Window { hwm: 3, bitmap: 1 }),
+                (
+                    DeviceId::try_from(9u64).expect("id"),
+                    Window { hwm: 3, bitmap: 1 },
+                ),
             ],
         };
         let bytes = encode(&cp);
@@ -214,7 +214,7 @@ mod tests {
         assert!(matches!(decode(&bad), Err(CheckpointError::Length { .. })));
 
         let dir = tempfile::tempdir().expect("tempdir");
-        let fs = crate::fs::RealFs;
+        let fs = sys::fs::RealFs;
         assert_eq!(read(&fs, dir.path()).expect("io"), None);
         write(&fs, dir.path(), &cp).expect("write");
         assert_eq!(read(&fs, dir.path()).expect("io"), Some(Ok(cp)));

@@ -17,14 +17,15 @@ use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use sys::Clock;
 
 use crate::FixBatch;
 use crate::dedup::{Decision, DedupTable, Window};
 use crate::error::CommitError;
 use crate::stats::Stats;
+use crate::wait::{Recv, recv_before};
 use crate::wal::{LogSink, encode_record, record_len};
 use crate::writer::WriterMsg;
 
@@ -168,7 +169,7 @@ impl<S: LogSink> GroupCommit<S> {
         let first_lsn = self.next_lsn;
         let mut stored: Vec<(u64, Submission)> = Vec::new();
         let mut duplicates: Vec<Ack> = Vec::new();
-        let mut undo: Vec<(u64, Option<Window>)> = Vec::new();
+        let mut undo: Vec<(fix::DeviceId, Option<Window>)> = Vec::new();
         for s in group {
             let (device_id, batch_seq) = (s.batch.device_id, s.batch.batch_seq);
             match self.dedup.check(device_id, batch_seq) {
@@ -282,7 +283,7 @@ impl<S: LogSink> GroupCommit<S> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct GroupLimits {
     pub(crate) bytes_max: usize,
-    pub(crate) delay: Duration,
+    pub(crate) delay_us: u64,
 }
 
 /// How the WAL thread ended.
@@ -298,6 +299,7 @@ pub(crate) fn run<S: LogSink>(
     rx: Receiver<WalMsg>,
     writer: Sender<WriterMsg>,
     limits: GroupLimits,
+    clock: &dyn Clock,
 ) -> WalExit {
     loop {
         let Ok(first) = rx.recv() else {
@@ -315,18 +317,18 @@ pub(crate) fn run<S: LogSink>(
             WalMsg::Stop { abandon } => stop = Some(abandon),
         }
         if stop.is_none() {
-            let deadline = Instant::now() + limits.delay;
+            let deadline_us = clock.monotonic_us().saturating_add(limits.delay_us);
             while bytes < limits.bytes_max {
-                match rx.recv_deadline(deadline) {
-                    Ok(WalMsg::Submit(s)) => {
+                match recv_before(&rx, clock, deadline_us) {
+                    Recv::Msg(WalMsg::Submit(s)) => {
                         bytes += record_len(&s.batch);
                         group.push(s);
                     }
-                    Ok(WalMsg::Stop { abandon }) => {
+                    Recv::Msg(WalMsg::Stop { abandon }) => {
                         stop = Some(abandon);
                         break;
                     }
-                    Err(_) => break,
+                    Recv::Deadline | Recv::Disconnected => break,
                 }
             }
         }
@@ -404,13 +406,16 @@ mod tests {
         let log = log.clone();
         Submission {
             batch: FixBatch {
-                device_id,
+                device_id: fix::DeviceId::try_from(device_id).expect("valid device id"),
                 batch_seq: seq,
                 received_at_ms: 1,
-                time_ms: vec![1],
-                lat_e7: vec![1],
-                lon_e7: vec![1],
-                ..FixBatch::default()
+                fixes: fix::Fixes {
+                    time_ms: vec![1],
+                    lat_e7: vec![1],
+                    lon_e7: vec![1],
+                    ..fix::Fixes::default()
+                },
+                h3: Vec::new(),
             },
             ack: Ack::new(Box::new(move |r| log.lock().expect("lock").push((seq, r)))),
         }
@@ -461,7 +466,7 @@ mod tests {
                 (
                     30,
                     Err(CommitError::StaleSequence {
-                        device_id: 1,
+                        device_id: fix::DeviceId::try_from(1u64).expect("id"),
                         batch_seq: 30,
                         window_low: 38
                     })

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use h3o::Resolution;
 
 use crate::dedup::WINDOW_BATCHES_LIMIT;
-use crate::fix::BATCH_FIXES_LIMIT;
 use crate::partition::PartitionScheme;
+use fix::BATCH_FIXES_LIMIT;
 
 /// Upper bound of `flush_interval_ms` by default policy: at most one minute of
 /// acknowledged fixes waits in memory (and in the WAL) before it is queryable.

@@ -16,6 +16,8 @@
 
 use std::collections::HashMap;
 
+use fix::DeviceId;
+
 /// Largest supported window: the bitmap is one `u64`.
 pub const WINDOW_BATCHES_LIMIT: u32 = 64;
 
@@ -47,7 +49,7 @@ pub struct Window {
 /// The per-device windows.
 #[derive(Debug, Clone)]
 pub struct DedupTable {
-    windows: HashMap<u64, Window>,
+    windows: HashMap<DeviceId, Window>,
     window_batches: u32,
     devices_max: usize,
 }
@@ -81,12 +83,12 @@ impl DedupTable {
     }
 
     /// The window of a device, if it has one.
-    pub fn window(&self, device_id: u64) -> Option<Window> {
+    pub fn window(&self, device_id: DeviceId) -> Option<Window> {
         self.windows.get(&device_id).copied()
     }
 
     /// Classifies `seq` for `device_id` without changing anything.
-    pub fn check(&self, device_id: u64, seq: u64) -> Decision {
+    pub fn check(&self, device_id: DeviceId, seq: u64) -> Decision {
         let Some(w) = self.windows.get(&device_id) else {
             return if self.windows.len() >= self.devices_max {
                 Decision::TableFull
@@ -113,7 +115,7 @@ impl DedupTable {
     /// Records `seq` as accepted (idempotent; ignores numbers below the
     /// window; never refuses, so replay always succeeds). Returns the window
     /// the device had before, for [`DedupTable::restore`].
-    pub fn observe(&mut self, device_id: u64, seq: u64) -> Option<Window> {
+    pub fn observe(&mut self, device_id: DeviceId, seq: u64) -> Option<Window> {
         let mask = self.mask();
         let window_batches = u64::from(self.window_batches);
         let previous = self.windows.get(&device_id).copied();
@@ -148,7 +150,7 @@ impl DedupTable {
 
     /// Puts back the window a device had before an [`observe`](Self::observe)
     /// (used to undo a group that failed to reach the disk).
-    pub fn restore(&mut self, device_id: u64, previous: Option<Window>) {
+    pub fn restore(&mut self, device_id: DeviceId, previous: Option<Window>) {
         match previous {
             Some(w) => {
                 self.windows.insert(device_id, w);
@@ -160,14 +162,14 @@ impl DedupTable {
     }
 
     /// All windows sorted by device id (for the checkpoint).
-    pub fn snapshot(&self) -> Vec<(u64, Window)> {
-        let mut all: Vec<(u64, Window)> = self.windows.iter().map(|(&d, &w)| (d, w)).collect();
+    pub fn snapshot(&self) -> Vec<(DeviceId, Window)> {
+        let mut all: Vec<(DeviceId, Window)> = self.windows.iter().map(|(&d, &w)| (d, w)).collect();
         all.sort_unstable_by_key(|&(d, _)| d);
         all
     }
 
     /// Loads windows from a snapshot (masking bitmaps to this table's window).
-    pub fn load(&mut self, entries: &[(u64, Window)]) {
+    pub fn load(&mut self, entries: &[(DeviceId, Window)]) {
         let mask = self.mask();
         for &(device_id, w) in entries {
             self.windows.insert(
@@ -185,53 +187,57 @@ impl DedupTable {
 mod tests {
     use super::*;
 
+    fn d(id: u64) -> DeviceId {
+        DeviceId::try_from(id).expect("valid device id")
+    }
+
     #[test]
     fn window_edges() {
         let mut t = DedupTable::new(64, 10);
-        assert_eq!(t.check(1, 100), Decision::Accept);
-        t.observe(1, 100);
-        assert_eq!(t.check(1, 100), Decision::Duplicate);
-        assert_eq!(t.check(1, 101), Decision::Accept);
+        assert_eq!(t.check(d(1), 100), Decision::Accept);
+        t.observe(d(1), 100);
+        assert_eq!(t.check(d(1), 100), Decision::Duplicate);
+        assert_eq!(t.check(d(1), 101), Decision::Accept);
         // Oldest number still in the window: hwm - 63.
-        assert_eq!(t.check(1, 37), Decision::Accept);
-        t.observe(1, 37);
-        assert_eq!(t.check(1, 37), Decision::Duplicate);
+        assert_eq!(t.check(d(1), 37), Decision::Accept);
+        t.observe(d(1), 37);
+        assert_eq!(t.check(d(1), 37), Decision::Duplicate);
         // Just below the window.
-        assert_eq!(t.check(1, 36), Decision::Stale { window_low: 37 });
+        assert_eq!(t.check(d(1), 36), Decision::Stale { window_low: 37 });
         // hwm 163: 100 is the oldest number in the window, 37 fell out of it.
-        t.observe(1, 163);
-        assert_eq!(t.check(1, 100), Decision::Duplicate);
-        assert_eq!(t.check(1, 99), Decision::Stale { window_low: 100 });
+        t.observe(d(1), 163);
+        assert_eq!(t.check(d(1), 100), Decision::Duplicate);
+        assert_eq!(t.check(d(1), 99), Decision::Stale { window_low: 100 });
         // A jump of >= 64 clears the bitmap without overflow.
-        t.observe(1, 1_000);
+        t.observe(d(1), 1_000);
         assert_eq!(
-            t.window(1),
+            t.window(d(1)),
             Some(Window {
                 hwm: 1_000,
                 bitmap: 1
             })
         );
-        t.observe(1, u64::MAX);
-        assert_eq!(t.check(1, u64::MAX), Decision::Duplicate);
-        assert_eq!(t.check(1, u64::MAX - 63), Decision::Accept);
+        t.observe(d(1), u64::MAX);
+        assert_eq!(t.check(d(1), u64::MAX), Decision::Duplicate);
+        assert_eq!(t.check(d(1), u64::MAX - 63), Decision::Accept);
     }
 
     #[test]
     fn small_window_and_device_limit() {
         let mut t = DedupTable::new(2, 1);
-        t.observe(5, 10);
-        assert_eq!(t.check(5, 9), Decision::Accept);
-        assert_eq!(t.check(5, 8), Decision::Stale { window_low: 9 });
-        t.observe(5, 12);
+        t.observe(d(5), 10);
+        assert_eq!(t.check(d(5), 9), Decision::Accept);
+        assert_eq!(t.check(d(5), 8), Decision::Stale { window_low: 9 });
+        t.observe(d(5), 12);
         assert_eq!(
-            t.window(5),
+            t.window(d(5)),
             Some(Window {
                 hwm: 12,
                 bitmap: 0b01
             })
         );
-        assert_eq!(t.check(6, 1), Decision::TableFull);
-        assert_eq!(t.check(5, 13), Decision::Accept);
+        assert_eq!(t.check(d(6), 1), Decision::TableFull);
+        assert_eq!(t.check(d(5), 13), Decision::Accept);
     }
 
     #[test]
@@ -239,12 +245,12 @@ mod tests {
         let seqs = [5u64, 9, 70, 3, 69, 71, 9, 40];
         let mut a = DedupTable::new(64, 10);
         for &s in &seqs {
-            a.observe(1, s);
+            a.observe(d(1), s);
         }
         let mut b = DedupTable::new(64, 10);
         for &s in seqs.iter().rev() {
-            b.observe(1, s);
-            b.observe(1, s);
+            b.observe(d(1), s);
+            b.observe(d(1), s);
         }
         assert_eq!(a.snapshot(), b.snapshot());
     }
@@ -252,12 +258,12 @@ mod tests {
     #[test]
     fn restore_undoes_observe() {
         let mut t = DedupTable::new(64, 10);
-        t.observe(1, 10);
+        t.observe(d(1), 10);
         let before = t.snapshot();
-        let prev1 = t.observe(1, 11);
-        let prev2 = t.observe(2, 1);
-        t.restore(2, prev2);
-        t.restore(1, prev1);
+        let prev1 = t.observe(d(1), 11);
+        let prev2 = t.observe(d(2), 1);
+        t.restore(d(2), prev2);
+        t.restore(d(1), prev1);
         assert_eq!(t.snapshot(), before);
         let mut loaded = DedupTable::new(64, 10);
         loaded.load(&before);

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::checkpoint::CheckpointError;
 use crate::config::ConfigError;
-use crate::fix::InvalidBatch;
+use crate::fix_batch::InvalidBatch;
 use crate::wal::TailError;
 use crate::writer::FlushError;
 
@@ -121,7 +121,7 @@ pub enum CommitError {
     )]
     StaleSequence {
         /// The device.
-        device_id: u64,
+        device_id: fix::DeviceId,
         /// The refused sequence number.
         batch_seq: u64,
         /// Lowest sequence number still accepted.

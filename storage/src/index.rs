@@ -48,10 +48,11 @@ pub fn index_batch(batch: &mut FixBatch, resolution: Resolution) {
     if !batch.h3.is_empty() {
         return;
     }
-    let n = batch.lat_e7.len().min(batch.lon_e7.len());
+    let f = &batch.fixes;
+    let n = f.lat_e7.len().min(f.lon_e7.len());
     let mut cells = Vec::with_capacity(n);
     let mut previous: Option<(i32, i32, u64)> = None;
-    for (&lat_e7, &lon_e7) in batch.lat_e7.iter().zip(&batch.lon_e7) {
+    for (&lat_e7, &lon_e7) in f.lat_e7.iter().zip(&f.lon_e7) {
         let cell = match previous {
             Some((lat, lon, cell)) if lat == lat_e7 && lon == lon_e7 => cell,
             _ => u64::from(cell_of(lat_e7, lon_e7, resolution)),
@@ -103,16 +104,23 @@ mod tests {
     #[test]
     fn index_matches_h3o_and_reuses_stationary_cells() {
         let mut batch = FixBatch {
-            lat_e7: vec![485_000_000, 485_000_000, 485_010_000, -337_000_000],
-            lon_e7: vec![23_000_000, 23_000_000, 23_010_000, 1_512_000_000],
-            time_ms: vec![0; 4],
-            ..FixBatch::default()
+            device_id: fix::DeviceId::try_from(1u64).expect("valid device id"),
+            batch_seq: 1,
+            received_at_ms: 0,
+            fixes: fix::Fixes {
+                lat_e7: vec![485_000_000, 485_000_000, 485_010_000, -337_000_000],
+                lon_e7: vec![23_000_000, 23_000_000, 23_010_000, 1_512_000_000],
+                time_ms: vec![0; 4],
+                ..fix::Fixes::default()
+            },
+            h3: Vec::new(),
         };
         index_batch(&mut batch, Resolution::Ten);
         let expected: Vec<u64> = batch
+            .fixes
             .lat_e7
             .iter()
-            .zip(&batch.lon_e7)
+            .zip(&batch.fixes.lon_e7)
             .map(|(&la, &lo)| {
                 u64::from(
                     LatLng::new(f64::from(la) / 1e7, f64::from(lo) / 1e7)

@@ -18,9 +18,9 @@
 //!
 //! Modules: [`wal`] (log format + segment IO), [`commit`] (WAL thread),
 //! [`dedup`], [`index`] (H3), [`batch`] (Arrow schema), [`partition`] (hive
-//! paths), [`writer`] (Parquet + writer thread), [`checkpoint`], [`config`],
-//! [`fs`] (every file operation, behind a trait), [`sim`] (a simulated file
-//! system with fault injection and a power-loss model, for tests).
+//! paths), [`writer`] (Parquet + writer thread), [`checkpoint`], [`config`].
+//! Every file operation goes through `sys::fs::Fs` (tests inject faults and
+//! power losses with `sys::sim::SimFs`).
 //!
 //! Crash model: the process may die, or the machine lose power, between any
 //! two file operations; data and names not yet fsynced may then be lost, kept
@@ -37,12 +37,11 @@ pub mod commit;
 pub mod config;
 pub mod dedup;
 pub mod error;
-pub mod fix;
-pub mod fs;
+pub mod fix_batch;
 pub mod index;
 pub mod partition;
-pub mod sim;
 mod stats;
+mod wait;
 pub mod wal;
 pub mod writer;
 
@@ -52,22 +51,23 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 
 pub use commit::{Committed, Done};
 pub use config::{ConfigError, FLUSH_INTERVAL_MS_LIMIT, StorageConfig};
 pub use error::{CommitError, OpenError, ShutdownError, SubmitError};
-pub use fix::{ABSENT_I32, ABSENT_U32, FixBatch, InvalidBatch, validate_batch};
+pub use fix::{ABSENT_I32, ABSENT_U32, DeviceId};
+pub use fix_batch::{FixBatch, InvalidBatch, validate_batch};
 pub use partition::{PartitionKey, PartitionScheme};
 pub use stats::StorageStats;
 pub use wal::TailError;
 
 use commit::{Ack, GroupCommit, GroupLimits, Submission, WalExit, WalMsg};
 use dedup::DedupTable;
-use fs::{Fs, RealFs};
 use stats::Stats;
+use sys::fs::{Fs, RealFs};
+use sys::{Clock, SystemClock};
 use wal::{FileSink, HEADER_LEN};
 use writer::{ParquetOptions, Writer, WriterExit, WriterMsg, WriterTiming};
 
@@ -310,11 +310,11 @@ impl Storage {
     /// # Errors
     /// See [`OpenError`]; on error no thread is left running.
     pub fn open(cfg: StorageConfig) -> Result<(Storage, RecoveryReport), OpenError> {
-        Storage::open_with_fs(cfg, Arc::new(RealFs))
+        Storage::open_with(cfg, Arc::new(RealFs), Arc::new(SystemClock))
     }
 
     /// [`Storage::open`] on the given file system (tests inject faults and
-    /// crashes through [`sim::SimFs`]).
+    /// crashes through [`sys::sim::SimFs`]), with the system clock.
     ///
     /// # Errors
     /// See [`OpenError`]; on error no thread is left running.
@@ -322,11 +322,25 @@ impl Storage {
         cfg: StorageConfig,
         fs: Arc<dyn Fs>,
     ) -> Result<(Storage, RecoveryReport), OpenError> {
+        Storage::open_with(cfg, fs, Arc::new(SystemClock))
+    }
+
+    /// [`Storage::open`] on the given file system and clock: the WAL and writer
+    /// threads measure the group-commit delay, the flush interval and the retry
+    /// delays on `clock` and never read the time otherwise.
+    ///
+    /// # Errors
+    /// See [`OpenError`]; on error no thread is left running.
+    pub fn open_with(
+        cfg: StorageConfig,
+        fs: Arc<dyn Fs>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Storage, RecoveryReport), OpenError> {
         cfg.validate()?;
         let data_dir = cfg.data_dir.clone();
         fs.create_dir_all(&data_dir).map_err(io_at(&data_dir))?;
         for sub in ["wal", "positions"] {
-            writer::create_dir_durable(&*fs, &data_dir, Path::new(sub))
+            sys::fs::create_dir_durable(&*fs, &data_dir, Path::new(sub))
                 .map_err(io_at(&data_dir))?;
         }
         let wal_dir = data_dir.join("wal");
@@ -371,12 +385,15 @@ impl Storage {
             stats: stats.clone(),
         };
         let timing = WriterTiming {
-            flush_interval: Duration::from_millis(cfg.flush_interval_ms),
-            flush_retry: Duration::from_millis(cfg.flush_retry_ms),
+            flush_interval_ms: cfg.flush_interval_ms,
+            flush_retry_ms: cfg.flush_retry_ms,
             shutdown_flush_attempts: cfg.shutdown_flush_attempts,
         };
         let stop = writer_stop.clone();
-        let writer_handle = spawn("writer", move || writer.run(writer_rx, timing, stop))?;
+        let writer_clock = clock.clone();
+        let writer_handle = spawn("writer", move || {
+            writer.run(writer_rx, timing, stop, writer_clock)
+        })?;
         let abort_writer = |writer_tx: &Sender<WriterMsg>, handle: JoinHandle<WriterExit>| {
             writer_stop.store(true, Ordering::Release);
             let _ = writer_tx.send(WriterMsg::Abandon);
@@ -420,11 +437,13 @@ impl Storage {
         );
         let limits = GroupLimits {
             bytes_max: cfg.wal_group_commit_bytes_max,
-            delay: Duration::from_micros(cfg.wal_group_commit_delay_us),
+            delay_us: cfg.wal_group_commit_delay_us,
         };
         let (tx, rx) = crossbeam_channel::bounded(cfg.queue_batches_max);
         let wal_writer_tx = writer_tx.clone();
-        let wal_handle = match spawn("wal", move || commit::run(gc, rx, wal_writer_tx, limits)) {
+        let wal_handle = match spawn("wal", move || {
+            commit::run(gc, rx, wal_writer_tx, limits, &*clock)
+        }) {
             Ok(h) => h,
             Err(e) => {
                 abort_writer(&writer_tx, writer_handle);

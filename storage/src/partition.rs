@@ -219,7 +219,7 @@ mod tests {
             }
         );
         assert_eq!(
-            date_from_days(crate::fix::TIME_MS_MAX / MS_PER_DAY),
+            date_from_days(fix::TIME_MS_MAX / MS_PER_DAY),
             Date {
                 year: 9999,
                 month: 12,

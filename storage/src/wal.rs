@@ -44,8 +44,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::FixBatch;
-use crate::fix::BATCH_FIXES_LIMIT;
-use crate::fs::{Fs, FsFile};
+use fix::{BATCH_FIXES_LIMIT, DeviceId, Fixes};
+use sys::fs::{Fs, FsFile};
 
 /// Segment file magic.
 pub const MAGIC: [u8; 8] = *b"HXFWAL\0\0";
@@ -193,16 +193,16 @@ pub fn decode_header(bytes: &[u8]) -> Result<SegmentHeader, TailError> {
 
 fn presence(batch: &FixBatch) -> u8 {
     let mut p = 0;
-    if !batch.accuracy_cm.is_empty() {
+    if !batch.fixes.accuracy_cm.is_empty() {
         p |= P_ACCURACY;
     }
-    if !batch.altitude_cm.is_empty() {
+    if !batch.fixes.altitude_cm.is_empty() {
         p |= P_ALTITUDE;
     }
-    if !batch.speed_cmps.is_empty() {
+    if !batch.fixes.speed_cmps.is_empty() {
         p |= P_SPEED;
     }
-    if !batch.heading_cdeg.is_empty() {
+    if !batch.fixes.heading_cdeg.is_empty() {
         p |= P_HEADING;
     }
     if !batch.h3.is_empty() {
@@ -246,37 +246,44 @@ pub fn encode_record(batch: &FixBatch, lsn: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(&len_u32.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&lsn.to_le_bytes());
-    out.extend_from_slice(&batch.device_id.to_le_bytes());
+    out.extend_from_slice(&batch.device_id.get().to_le_bytes());
     out.extend_from_slice(&batch.batch_seq.to_le_bytes());
     out.extend_from_slice(&batch.received_at_ms.to_le_bytes());
     let n_u32 = u32::try_from(n).expect("validated batches hold at most BATCH_FIXES_LIMIT fixes");
     out.extend_from_slice(&n_u32.to_le_bytes());
     out.push(p);
     batch
+        .fixes
         .time_ms
         .iter()
         .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
     batch
+        .fixes
         .lat_e7
         .iter()
         .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
     batch
+        .fixes
         .lon_e7
         .iter()
         .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
     batch
+        .fixes
         .accuracy_cm
         .iter()
         .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
     batch
+        .fixes
         .altitude_cm
         .iter()
         .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
     batch
+        .fixes
         .speed_cmps
         .iter()
         .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
     batch
+        .fixes
         .heading_cdeg
         .iter()
         .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
@@ -334,7 +341,8 @@ fn decode_payload(payload: &[u8]) -> Result<Record, &'static str> {
     };
     let short = "payload shorter than its fixed part";
     let lsn = r.u64().ok_or(short)?;
-    let device_id = r.u64().ok_or(short)?;
+    let device_id =
+        DeviceId::try_from(r.u64().ok_or(short)?).map_err(|_| "device id out of range")?;
     let batch_seq = r.u64().ok_or(short)?;
     let received_at_ms = r.i64().ok_or(short)?;
     let n = r.u32().ok_or(short)? as usize;
@@ -378,13 +386,15 @@ fn decode_payload(payload: &[u8]) -> Result<Record, &'static str> {
             device_id,
             batch_seq,
             received_at_ms,
-            time_ms,
-            lat_e7,
-            lon_e7,
-            accuracy_cm,
-            altitude_cm,
-            speed_cmps,
-            heading_cdeg,
+            fixes: Fixes {
+                time_ms,
+                lat_e7,
+                lon_e7,
+                accuracy_cm,
+                altitude_cm,
+                speed_cmps,
+                heading_cdeg,
+            },
             h3,
         },
     })
@@ -598,23 +608,26 @@ mod tests {
 
     fn batch(device_id: u64, seq: u64, n: usize, full: bool) -> FixBatch {
         let mut b = FixBatch {
-            device_id,
+            device_id: fix::DeviceId::try_from(device_id).expect("valid device id"),
             batch_seq: seq,
             received_at_ms: 1_700_000_000_123,
-            time_ms: (0..n as i64).map(|i| 1_700_000_000_000 + i).collect(),
-            lat_e7: (0..n as i32).map(|i| 485_000_000 + i).collect(),
-            lon_e7: (0..n as i32).map(|i| -23_000_000 - i).collect(),
-            ..FixBatch::default()
+            fixes: fix::Fixes {
+                time_ms: (0..n as i64).map(|i| 1_700_000_000_000 + i).collect(),
+                lat_e7: (0..n as i32).map(|i| 485_000_000 + i).collect(),
+                lon_e7: (0..n as i32).map(|i| -23_000_000 - i).collect(),
+                ..fix::Fixes::default()
+            },
+            h3: Vec::new(),
         };
         if full {
-            b.accuracy_cm = (0..n as u32)
+            b.fixes.accuracy_cm = (0..n as u32)
                 .map(|i| if i == 0 { ABSENT_U32 } else { i })
                 .collect();
-            b.altitude_cm = (0..n as i32)
+            b.fixes.altitude_cm = (0..n as i32)
                 .map(|i| if i == 0 { ABSENT_I32 } else { -i })
                 .collect();
-            b.speed_cmps = vec![150; n];
-            b.heading_cdeg = vec![35_999; n];
+            b.fixes.speed_cmps = vec![150; n];
+            b.fixes.heading_cdeg = vec![35_999; n];
             b.h3 = vec![0x8a1fb46622dffff; n];
         }
         b
@@ -746,7 +759,7 @@ mod tests {
         (
             1usize..20,
             any::<[bool; 5]>(),
-            any::<u64>(),
+            1..=fix::DeviceId::MAX,
             any::<u64>(),
             any::<i64>(),
         )
@@ -774,16 +787,18 @@ mod tests {
                             heading_cdeg,
                             h3,
                         )| FixBatch {
-                            device_id,
+                            device_id: fix::DeviceId::try_from(device_id).expect("valid device id"),
                             batch_seq,
                             received_at_ms,
-                            time_ms,
-                            lat_e7,
-                            lon_e7,
-                            accuracy_cm,
-                            altitude_cm,
-                            speed_cmps,
-                            heading_cdeg,
+                            fixes: fix::Fixes {
+                                time_ms,
+                                lat_e7,
+                                lon_e7,
+                                accuracy_cm,
+                                altitude_cm,
+                                speed_cmps,
+                                heading_cdeg,
+                            },
                             h3,
                         },
                     )

@@ -15,7 +15,7 @@
 //! - Buffered rows never exceed `flush_rows_max`: a batch that would cross it
 //!   triggers a flush first.
 //! - Never deletes a WAL segment holding a record above the checkpoint.
-//! - Every file operation goes through [`crate::fs::Fs`]. A retried flush
+//! - Every file operation goes through [`sys::fs::Fs`]. A retried flush
 //!   never re-fsyncs a file whose fsync failed: it creates the `.tmp` file
 //!   afresh (truncating it), so nothing relies on pages a failed fsync may
 //!   have dropped; the checkpoint is likewise rewritten from scratch.
@@ -25,26 +25,27 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::error::ArrowError;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 use h3o::Resolution;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use sys::Clock;
 
 use crate::batch::{COL_H3, COL_TIME, RowBuffer};
 use crate::checkpoint::{self, Checkpoint};
 use crate::dedup::DedupTable;
-use crate::fs::{Fs, SeqWriter};
 use crate::partition::{PartitionKey, PartitionScheme, part_file_name, tmp_file_name};
 use crate::stats::Stats;
+use crate::wait::{Recv, deadline_after_ms, recv_before, sleep_ms};
 use crate::wal::list_segments;
 use crate::{FixBatch, index};
+use sys::fs::{Fs, SeqWriter, create_dir_durable};
 
 /// How Parquet files are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,25 +148,6 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FlushError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Creates `root/rel` one component at a time, fsyncing the parent of each
-/// directory it creates.
-///
-/// # Errors
-/// Creating or syncing failed.
-pub fn create_dir_durable(fs: &dyn Fs, root: &Path, rel: &Path) -> io::Result<()> {
-    let mut current = root.to_path_buf();
-    for component in rel.components() {
-        let parent = current.clone();
-        current.push(component);
-        match fs.create_dir(&current) {
-            Ok(()) => fs.sync_dir(&parent)?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Publishes one Parquet file `root/rel/file_name` with the discipline of a
@@ -295,7 +277,7 @@ impl Writer {
         self.dedup.observe(batch.device_id, batch.batch_seq);
         let mut last: Option<(PartitionKey, &mut RowBuffer)> = None;
         for i in 0..batch.len() {
-            let key = PartitionKey::for_fix(self.scheme, batch.time_ms[i], batch.h3[i]);
+            let key = PartitionKey::for_fix(self.scheme, batch.fixes.time_ms[i], batch.h3[i]);
             let rows = match last {
                 Some((k, rows)) if k == key => rows,
                 _ => self.partitions.entry(key).or_default(),
@@ -410,24 +392,29 @@ pub(crate) enum WriterExit {
 /// Timing of the writer thread.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WriterTiming {
-    pub(crate) flush_interval: Duration,
-    pub(crate) flush_retry: Duration,
+    pub(crate) flush_interval_ms: u64,
+    pub(crate) flush_retry_ms: u64,
     pub(crate) shutdown_flush_attempts: u32,
 }
 
 impl Writer {
     /// Flushes, retrying every `retry` until it succeeds or `stop` is set.
-    fn flush_until_ok(&mut self, retry: Duration, stop: &AtomicBool) -> Result<(), FlushError> {
+    fn flush_until_ok(
+        &mut self,
+        retry_ms: u64,
+        stop: &AtomicBool,
+        clock: &dyn Clock,
+    ) -> Result<(), FlushError> {
         loop {
             match self.flush() {
                 Ok(_) => return Ok(()),
                 Err(e) => {
                     self.stats.flush_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, retry_ms = retry.as_millis() as u64, "parquet flush failed; will retry, ingest is back-pressured meanwhile");
+                    tracing::error!(error = %e, retry_ms, "parquet flush failed; will retry, ingest is back-pressured meanwhile");
                     if stop.load(Ordering::Acquire) {
                         return Err(e);
                     }
-                    std::thread::sleep(retry);
+                    sleep_ms(clock, retry_ms);
                 }
             }
         }
@@ -439,34 +426,36 @@ impl Writer {
         rx: Receiver<WriterMsg>,
         timing: WriterTiming,
         stop: Arc<AtomicBool>,
+        clock: Arc<dyn Clock>,
     ) -> WriterExit {
-        let mut deadline = Instant::now() + timing.flush_interval;
+        let clock = &*clock;
+        let mut deadline_us = deadline_after_ms(clock, timing.flush_interval_ms);
         loop {
-            let timeout = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(timeout) {
-                Ok(WriterMsg::Batch { lsn, batch }) => {
+            match recv_before(&rx, clock, deadline_us) {
+                Recv::Msg(WriterMsg::Batch { lsn, batch }) => {
                     if needs_flush_before(self.rows, batch.len(), self.flush_rows_max) {
-                        if let Err(e) = self.flush_until_ok(timing.flush_retry, &stop) {
+                        if let Err(e) = self.flush_until_ok(timing.flush_retry_ms, &stop, clock) {
                             return WriterExit::Failed(e);
                         }
-                        deadline = Instant::now() + timing.flush_interval;
+                        deadline_us = deadline_after_ms(clock, timing.flush_interval_ms);
                     }
                     self.append(lsn, batch);
                 }
-                Ok(WriterMsg::Abandon) => return WriterExit::Abandoned,
-                Ok(WriterMsg::Finish) => return self.finish(timing),
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Err(e) = self.flush_until_ok(timing.flush_retry, &stop) {
+                Recv::Msg(WriterMsg::Abandon) => return WriterExit::Abandoned,
+                Recv::Msg(WriterMsg::Finish) | Recv::Disconnected => {
+                    return self.finish(timing, clock);
+                }
+                Recv::Deadline => {
+                    if let Err(e) = self.flush_until_ok(timing.flush_retry_ms, &stop, clock) {
                         return WriterExit::Failed(e);
                     }
-                    deadline = Instant::now() + timing.flush_interval;
+                    deadline_us = deadline_after_ms(clock, timing.flush_interval_ms);
                 }
-                Err(RecvTimeoutError::Disconnected) => return self.finish(timing),
             }
         }
     }
 
-    fn finish(mut self, timing: WriterTiming) -> WriterExit {
+    fn finish(mut self, timing: WriterTiming, clock: &dyn Clock) -> WriterExit {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -488,7 +477,7 @@ impl Writer {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, attempt, "final parquet flush failed; retrying");
-                    std::thread::sleep(timing.flush_retry);
+                    sleep_ms(clock, timing.flush_retry_ms);
                 }
             }
         }
@@ -506,25 +495,28 @@ mod tests {
 
     fn moving(device_id: u64, n: usize) -> FixBatch {
         let mut b = FixBatch {
-            device_id,
+            device_id: fix::DeviceId::try_from(device_id).expect("valid device id"),
             batch_seq: 1,
             received_at_ms: 1_795_593_600_000,
-            time_ms: (0..n as i64)
-                .rev()
-                .map(|i| 1_795_593_000_000 + i * 1_000)
-                .collect(),
-            lat_e7: (0..n as i32).map(|i| 485_000_000 + i * 10_000).collect(),
-            lon_e7: (0..n as i32).map(|i| 23_000_000 - i * 7_000).collect(),
-            accuracy_cm: (0..n as u32)
-                .map(|i| {
-                    if i % 3 == 0 {
-                        crate::ABSENT_U32
-                    } else {
-                        i * 10
-                    }
-                })
-                .collect(),
-            ..FixBatch::default()
+            fixes: fix::Fixes {
+                time_ms: (0..n as i64)
+                    .rev()
+                    .map(|i| 1_795_593_000_000 + i * 1_000)
+                    .collect(),
+                lat_e7: (0..n as i32).map(|i| 485_000_000 + i * 10_000).collect(),
+                lon_e7: (0..n as i32).map(|i| 23_000_000 - i * 7_000).collect(),
+                accuracy_cm: (0..n as u32)
+                    .map(|i| {
+                        if i % 3 == 0 {
+                            crate::ABSENT_U32
+                        } else {
+                            i * 10
+                        }
+                    })
+                    .collect(),
+                ..fix::Fixes::default()
+            },
+            h3: Vec::new(),
         };
         index::index_batch(&mut b, Resolution::Ten);
         b
@@ -596,7 +588,7 @@ mod tests {
     #[test]
     fn segment_deletion_rule() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let real: Arc<dyn Fs> = Arc::new(crate::fs::RealFs);
+        let real: Arc<dyn Fs> = Arc::new(sys::fs::RealFs);
         for first in [1u64, 11, 21] {
             crate::wal::FileSink::create(real.clone(), dir.path(), first, true).expect("segment");
         }

@@ -20,21 +20,24 @@ const FIXES: usize = 50;
 fn batch(device_id: u64, seq: u64) -> FixBatch {
     let t0 = BASE_MS + (seq as i64 * FIXES as i64) * 1_000;
     FixBatch {
-        device_id,
+        device_id: fix::DeviceId::try_from(device_id).expect("valid device id"),
         batch_seq: seq,
         received_at_ms: t0 + 60_000,
-        time_ms: (0..FIXES as i64).map(|i| t0 + i * 1_000).collect(),
-        lat_e7: (0..FIXES as i32)
-            .map(|i| 485_000_000 + device_id as i32 * 100_000 + seq as i32 * 50 + i * 3)
-            .collect(),
-        lon_e7: (0..FIXES as i32)
-            .map(|i| 23_000_000 - device_id as i32 * 70_000 + i * 2)
-            .collect(),
-        accuracy_cm: (0..FIXES as u32)
-            .map(|i| if i % 5 == 0 { ABSENT_U32 } else { 300 + i })
-            .collect(),
-        speed_cmps: vec![120; FIXES],
-        ..FixBatch::default()
+        fixes: fix::Fixes {
+            time_ms: (0..FIXES as i64).map(|i| t0 + i * 1_000).collect(),
+            lat_e7: (0..FIXES as i32)
+                .map(|i| 485_000_000 + device_id as i32 * 100_000 + seq as i32 * 50 + i * 3)
+                .collect(),
+            lon_e7: (0..FIXES as i32)
+                .map(|i| 23_000_000 - device_id as i32 * 70_000 + i * 2)
+                .collect(),
+            accuracy_cm: (0..FIXES as u32)
+                .map(|i| if i % 5 == 0 { ABSENT_U32 } else { 300 + i })
+                .collect(),
+            speed_cmps: vec![120; FIXES],
+            ..fix::Fixes::default()
+        },
+        h3: Vec::new(),
     }
 }
 
@@ -150,7 +153,7 @@ fn read_all(positions: &Path) -> BTreeMap<(i64, i64, i64), usize> {
 fn expected_rows(batches: &[(u64, u64)]) -> BTreeMap<(i64, i64, i64), usize> {
     let mut rows = BTreeMap::new();
     for &(d, s) in batches {
-        for t in batch(d, s).time_ms {
+        for t in batch(d, s).fixes.time_ms {
             rows.insert((d as i64, s as i64, t * 1_000), 1);
         }
     }
@@ -199,7 +202,7 @@ fn crash_replay_dedup_and_exactly_once() {
         stale,
         vec![
             Err(CommitError::StaleSequence {
-                device_id: 4,
+                device_id: storage::DeviceId::try_from(4u64).expect("id"),
                 batch_seq: 66,
                 window_low: 67
             }),
@@ -226,7 +229,7 @@ fn crash_replay_dedup_and_exactly_once() {
     // Damage as a crash would: a torn record, a half-written file, an orphan
     // file of a flush whose checkpoint was never written.
     let wal_dir = dir.path().join("wal");
-    let segments = storage::wal::list_segments(&storage::fs::RealFs, &wal_dir).expect("segments");
+    let segments = storage::wal::list_segments(&sys::fs::RealFs, &wal_dir).expect("segments");
     assert!(!segments.is_empty());
     let (_, last) = segments.last().expect("a segment");
     let mut bytes = fs::read(last).expect("read");
@@ -271,7 +274,7 @@ fn crash_replay_dedup_and_exactly_once() {
     let shut = storage.shutdown().expect("shutdown");
     assert_eq!(shut.checkpoint_lsn, 1_203);
     assert!(
-        storage::wal::list_segments(&storage::fs::RealFs, &wal_dir)
+        storage::wal::list_segments(&sys::fs::RealFs, &wal_dir)
             .expect("segments")
             .is_empty()
     );
@@ -349,7 +352,7 @@ fn submit_queue_bound_returns_overloaded_at_its_edge() {
     }
     // Invalid batches are refused synchronously.
     let mut bad = batch(1, 7);
-    bad.lat_e7.pop();
+    bad.fixes.lat_e7.pop();
     assert!(matches!(
         storage.submit(bad, Box::new(|_| {})),
         Err(SubmitError::Invalid(_))
@@ -417,12 +420,19 @@ fn open_refuses_a_corrupt_middle_segment_and_an_lsn_gap() {
 fn flush_interval_publishes_without_shutdown() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = StorageConfig {
-        flush_interval_ms: 100,
+        flush_interval_ms: 60_000,
         ..config(dir.path())
     };
-    let (storage, _) = Storage::open(cfg.clone()).expect("open");
+    // The interval is measured on the storage clock: a simulated minute, not a real one.
+    let clock = sys::SimClock::new(BASE_MS);
+    let (storage, _) =
+        Storage::open_with(cfg.clone(), std::sync::Arc::new(sys::fs::RealFs), clock.clone())
+            .expect("open");
     let out = submit_all(&storage, vec![batch(9, 1)]);
     assert_eq!(out, vec![Ok(Committed::Stored { lsn: 1 })]);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(storage.stats().files_written, 0, "flushed before its interval");
+    clock.advance_ms(60_000);
     let mut waited_ms = 0;
     while storage.stats().files_written == 0 {
         assert!(waited_ms < 10_000, "no timed flush");

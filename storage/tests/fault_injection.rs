@@ -1,5 +1,5 @@
 //! Fault injection at every file operation of the WAL → Parquet path, over
-//! the simulated file system `storage::sim::SimFs` (see its module doc for the
+//! the simulated file system `sys::sim::SimFs` (see its module doc for the
 //! crash model: un-fsynced data and names may be lost or kept, torn appends).
 //!
 //! Invariant checked after every crash: recovery succeeds; every batch whose
@@ -20,10 +20,10 @@ use arrow::array::{Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use proptest::prelude::*;
-use storage::fs::Fs;
-use storage::sim::{OpKind, SimFs};
 use storage::wal::{self, FileSink, HEADER_LEN, LogSink};
 use storage::{CommitError, Committed, FixBatch, Storage, StorageConfig, SubmitError};
+use sys::fs::Fs;
+use sys::sim::{OpKind, SimFs};
 
 /// 2026-11-24T23:58:00Z: the workload crosses midnight, so two partitions.
 const BASE_MS: i64 = 1_795_564_680_000;
@@ -36,18 +36,21 @@ fn data_dir() -> PathBuf {
 fn batch(device_id: u64, seq: u64) -> FixBatch {
     let t0 = BASE_MS + (seq as i64 * FIXES as i64) * 1_000;
     FixBatch {
-        device_id,
+        device_id: fix::DeviceId::try_from(device_id).expect("valid device id"),
         batch_seq: seq,
         received_at_ms: t0 + 60_000,
-        time_ms: (0..FIXES as i64).map(|i| t0 + i * 1_000).collect(),
-        lat_e7: (0..FIXES as i32)
-            .map(|i| 485_000_000 + device_id as i32 * 100_000 + seq as i32 * 50 + i * 3)
-            .collect(),
-        lon_e7: (0..FIXES as i32)
-            .map(|i| 23_000_000 - device_id as i32 * 70_000 + i * 2)
-            .collect(),
-        speed_cmps: vec![120; FIXES],
-        ..FixBatch::default()
+        fixes: fix::Fixes {
+            time_ms: (0..FIXES as i64).map(|i| t0 + i * 1_000).collect(),
+            lat_e7: (0..FIXES as i32)
+                .map(|i| 485_000_000 + device_id as i32 * 100_000 + seq as i32 * 50 + i * 3)
+                .collect(),
+            lon_e7: (0..FIXES as i32)
+                .map(|i| 23_000_000 - device_id as i32 * 70_000 + i * 2)
+                .collect(),
+            speed_cmps: vec![120; FIXES],
+            ..fix::Fixes::default()
+        },
+        h3: Vec::new(),
     }
 }
 
@@ -135,7 +138,7 @@ fn read_parquet(fs: &SimFs, dir: &Path) -> BTreeMap<(i64, i64, i64), usize> {
 fn expected(batches: &[(u64, u64)]) -> BTreeMap<(i64, i64, i64), usize> {
     let mut rows = BTreeMap::new();
     for &(d, s) in batches {
-        for t in batch(d, s).time_ms {
+        for t in batch(d, s).fixes.time_ms {
             rows.insert((d as i64, s as i64, t * 1_000), 1);
         }
     }
@@ -494,10 +497,10 @@ fn wal_op() -> impl Strategy<Value = WalOp> {
 
 fn model_batch(lsn: u64, fixes: usize) -> FixBatch {
     let mut b = batch(7, lsn);
-    b.time_ms.truncate(fixes);
-    b.lat_e7.truncate(fixes);
-    b.lon_e7.truncate(fixes);
-    b.speed_cmps.truncate(fixes);
+    b.fixes.time_ms.truncate(fixes);
+    b.fixes.lat_e7.truncate(fixes);
+    b.fixes.lon_e7.truncate(fixes);
+    b.fixes.speed_cmps.truncate(fixes);
     b
 }
 

@@ -1,40 +1,25 @@
 //! Shared helpers for the end-to-end tests: an in-process server on 127.0.0.1 with a
 //! controllable clock, raw protocol access for hostile inputs, and a Parquet reader.
-#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    unused_imports,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use hexflow::config::Config;
 use hexflow::server::Server;
-use ingest::endpoint::Clock;
+use sys::Clock;
 
-/// A clock the test moves by hand.
-#[derive(Debug)]
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    pub fn new(now_ms: i64) -> Arc<Self> {
-        Arc::new(Self(AtomicI64::new(now_ms)))
-    }
-    pub fn advance_ms(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-    pub fn set_ms(&self, ms: i64) {
-        self.0.store(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+pub use sys::ManualClock;
 
 pub fn system_now_ms() -> i64 {
     hexflow::SystemClock.now_ms()

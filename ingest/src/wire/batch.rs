@@ -5,12 +5,14 @@
 //!   `decompressed_bytes_max + 1` bytes (streaming decoder with a bounded window and an
 //!   output buffer that grows only up to that cap), and returns the batch seq whenever the
 //!   first 8 body bytes are present, so even a rejected batch can be acked.
-//! * [`validate`] is pure: `now_ms` is an argument; it reports the first offending fix with
-//!   its index, the value and the limit.
+//! * [`validate`] is the one validator ([`fix::validate`]) with the server's time window:
+//!   pure, `now_ms` is an argument; it reports the first offending fix with its index, the
+//!   value and the limit.
 //! * Encoding then decoding any [`Fixes`] that [`validate`] accepts returns equal columns.
 //! * Nothing here does IO or reads a clock.
 
-use super::{ABSENT_I32, ABSENT_U32, FRAME_HEADER_LEN, FrameType, Status};
+use super::{FRAME_HEADER_LEN, FrameType, Status};
+use fix::{Checks, FixError, Fixes, TimeBounds};
 use prost::Message;
 use std::cell::RefCell;
 use zstd::zstd_safe::{
@@ -19,13 +21,6 @@ use zstd::zstd_safe::{
 
 /// Length of the fixed BATCH body prefix: `batch_seq:u64 | encoding:u8`.
 pub const BATCH_PREFIX_LEN: usize = 9;
-/// Latitudes are accepted in `[-LAT_E7_MAX, LAT_E7_MAX]`.
-pub const LAT_E7_MAX: i32 = 900_000_000;
-/// Longitudes are accepted in `[-LON_E7_MAX, LON_E7_MAX]`.
-pub const LON_E7_MAX: i32 = 1_800_000_000;
-/// Headings are accepted in `[0, HEADING_CDEG_END)` (or absent).
-pub const HEADING_CDEG_END: u32 = 36_000;
-
 /// The payload encoding byte of a BATCH frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
@@ -57,160 +52,6 @@ pub enum Compression {
     },
 }
 
-/// One fix with absolute values; optional fields are `None` when absent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Fix {
-    /// Unix time, milliseconds.
-    pub time_ms: i64,
-    /// Latitude times 1e7, in `[-900_000_000, 900_000_000]`.
-    pub lat_e7: i32,
-    /// Longitude times 1e7, in `[-1_800_000_000, 1_800_000_000]`.
-    pub lon_e7: i32,
-    /// Horizontal accuracy radius, centimetres.
-    pub accuracy_cm: Option<u32>,
-    /// Altitude above the WGS84 ellipsoid, centimetres.
-    pub altitude_cm: Option<i32>,
-    /// Ground speed, centimetres per second.
-    pub speed_cmps: Option<u32>,
-    /// Heading in centidegrees, `[0, 36000)`.
-    pub heading_cdeg: Option<u32>,
-}
-
-impl Fix {
-    /// A fix from degrees, rounded to the nearest 1e-7 degree (about 1 cm); optional fields
-    /// absent. Out-of-range degrees saturate and are then rejected by [`validate`].
-    pub fn from_degrees(time_ms: i64, lat_deg: f64, lon_deg: f64) -> Self {
-        // `as` from f64 saturates (NaN becomes 0), which is the documented behaviour.
-        Fix {
-            time_ms,
-            lat_e7: (lat_deg * 1e7).round() as i32,
-            lon_e7: (lon_deg * 1e7).round() as i32,
-            ..Fix::default()
-        }
-    }
-}
-
-/// Decoded fixes, columnar, absolute values (deltas resolved). Same shape as
-/// `storage::FixBatch`'s columns.
-///
-/// Invariant kept by [`Fixes::push`] and checked by [`validate`]: `lat_e7` and `lon_e7` have
-/// one entry per `time_ms` entry; each optional column is empty (absent for every fix) or
-/// has one entry per fix, with [`ABSENT_U32`] / [`ABSENT_I32`] for a fix that lacks it.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Fixes {
-    /// Unix time, milliseconds.
-    pub time_ms: Vec<i64>,
-    /// Latitude times 1e7.
-    pub lat_e7: Vec<i32>,
-    /// Longitude times 1e7.
-    pub lon_e7: Vec<i32>,
-    /// Accuracy, cm; empty or one per fix; [`ABSENT_U32`] = absent.
-    pub accuracy_cm: Vec<u32>,
-    /// Altitude, cm; empty or one per fix; [`ABSENT_I32`] = absent.
-    pub altitude_cm: Vec<i32>,
-    /// Speed, cm/s; empty or one per fix; [`ABSENT_U32`] = absent.
-    pub speed_cmps: Vec<u32>,
-    /// Heading, centidegrees; empty or one per fix; [`ABSENT_U32`] = absent.
-    pub heading_cdeg: Vec<u32>,
-}
-
-fn push_optional<T: Copy>(column: &mut Vec<T>, value: Option<T>, absent: T, len_before: usize) {
-    match value {
-        Some(v) => {
-            // The first present value back-fills the fixes pushed before it.
-            if column.is_empty() {
-                column.resize(len_before, absent);
-            }
-            column.push(v);
-        }
-        None if !column.is_empty() => column.push(absent),
-        None => {}
-    }
-}
-
-fn get_optional<T: Copy + PartialEq>(column: &[T], i: usize, absent: T) -> Option<T> {
-    column.get(i).copied().filter(|v| *v != absent)
-}
-
-impl Fixes {
-    /// Empty fixes with room for `n` fixes in the mandatory columns.
-    pub fn with_capacity(n: usize) -> Self {
-        Fixes {
-            time_ms: Vec::with_capacity(n),
-            lat_e7: Vec::with_capacity(n),
-            lon_e7: Vec::with_capacity(n),
-            ..Fixes::default()
-        }
-    }
-
-    /// Number of fixes (length of `time_ms`).
-    pub fn len(&self) -> usize {
-        self.time_ms.len()
-    }
-
-    /// True when there is no fix.
-    pub fn is_empty(&self) -> bool {
-        self.time_ms.is_empty()
-    }
-
-    /// Appends a fix. An optional column stays empty while every fix lacks that field.
-    /// A present value equal to the sentinel ([`ABSENT_U32`], [`ABSENT_I32`]) is stored as
-    /// absent.
-    pub fn push(&mut self, fix: &Fix) {
-        let n = self.len();
-        self.time_ms.push(fix.time_ms);
-        self.lat_e7.push(fix.lat_e7);
-        self.lon_e7.push(fix.lon_e7);
-        push_optional(&mut self.accuracy_cm, fix.accuracy_cm, ABSENT_U32, n);
-        push_optional(&mut self.altitude_cm, fix.altitude_cm, ABSENT_I32, n);
-        push_optional(&mut self.speed_cmps, fix.speed_cmps, ABSENT_U32, n);
-        push_optional(&mut self.heading_cdeg, fix.heading_cdeg, ABSENT_U32, n);
-    }
-
-    /// The fix at index `i`.
-    ///
-    /// # Panics
-    /// If `i >= self.len()` or the mandatory columns are shorter than `time_ms`.
-    pub fn get(&self, i: usize) -> Fix {
-        Fix {
-            time_ms: self.time_ms[i],
-            lat_e7: self.lat_e7[i],
-            lon_e7: self.lon_e7[i],
-            accuracy_cm: get_optional(&self.accuracy_cm, i, ABSENT_U32),
-            altitude_cm: get_optional(&self.altitude_cm, i, ABSENT_I32),
-            speed_cmps: get_optional(&self.speed_cmps, i, ABSENT_U32),
-            heading_cdeg: get_optional(&self.heading_cdeg, i, ABSENT_U32),
-        }
-    }
-
-    /// Removes every fix, keeping the allocations.
-    pub fn clear(&mut self) {
-        self.time_ms.clear();
-        self.lat_e7.clear();
-        self.lon_e7.clear();
-        self.accuracy_cm.clear();
-        self.altitude_cm.clear();
-        self.speed_cmps.clear();
-        self.heading_cdeg.clear();
-    }
-
-    /// The first column whose length breaks the invariant: `(name, len)`.
-    fn column_mismatch(&self) -> Option<(&'static str, usize)> {
-        let n = self.len();
-        let mandatory = [("lat_e7", self.lat_e7.len()), ("lon_e7", self.lon_e7.len())];
-        let optional = [
-            ("accuracy_cm", self.accuracy_cm.len()),
-            ("altitude_cm", self.altitude_cm.len()),
-            ("speed_cmps", self.speed_cmps.len()),
-            ("heading_cdeg", self.heading_cdeg.len()),
-        ];
-        mandatory
-            .into_iter()
-            .find(|(_, len)| *len != n)
-            .or_else(|| optional.into_iter().find(|(_, len)| *len != 0 && *len != n))
-    }
-}
-
 /// What a server accepts in a BATCH.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -240,6 +81,18 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// What [`fix::validate`] checks a batch read at server time `now_ms` against.
+    pub fn checks(&self, now_ms: i64) -> Checks {
+        Checks {
+            fixes_max: self.batch_fixes_max as usize,
+            time: TimeBounds::Window {
+                now_ms,
+                future_skew_ms: self.future_skew_ms,
+                past_age_max_ms: self.past_age_max_ms,
+            },
+        }
+    }
+
     /// The zstd `window_log_max` derived from `decompressed_bytes_max`: a window larger than
     /// the largest allowed output is never needed, so a frame asking for one is refused.
     pub fn zstd_window_log_max(&self) -> u32 {
@@ -338,82 +191,19 @@ impl BatchError {
     }
 }
 
-/// Checks decoded fixes against `limits` at server time `now_ms`. Pure.
+/// Checks decoded fixes against `limits` at server time `now_ms` with the one validator,
+/// [`fix::validate`]. Pure.
 ///
 /// Rules, in order: no fix → EMPTY_BATCH; more than `batch_fixes_max` → TOO_MANY_FIXES;
 /// a column length other than n (or 0 for optional columns) → COLUMN_LENGTH_MISMATCH; then
 /// for each fix in order: latitude/longitude out of range → INVALID_COORDINATES; time after
 /// `now_ms + future_skew_ms` → TIME_IN_FUTURE; time before `now_ms - past_age_max_ms` →
-/// TIME_TOO_OLD; heading present and ≥ 36000 → INVALID_FIELD.
+/// TIME_TOO_OLD; heading present and ≥ 36000 → INVALID_FIELD ([`Status::of_fix_error`]).
 ///
 /// # Errors
-/// The status and a reason naming the fix index, the value and the limit.
-pub fn validate(fixes: &Fixes, limits: &Limits, now_ms: i64) -> Result<(), (Status, String)> {
-    let n = fixes.len();
-    if n == 0 && fixes.column_mismatch().is_none() {
-        return Err((Status::EmptyBatch, "batch holds no fix".to_string()));
-    }
-    if n as u64 > u64::from(limits.batch_fixes_max) {
-        return Err((
-            Status::TooManyFixes,
-            format!(
-                "{n} fixes exceed batch_fixes_max {}",
-                limits.batch_fixes_max
-            ),
-        ));
-    }
-    if let Some((column, len)) = fixes.column_mismatch() {
-        return Err((
-            Status::ColumnLengthMismatch,
-            format!("column {column} has {len} entries for {n} fixes (time_ms has {n})"),
-        ));
-    }
-    let future_max_ms = now_ms.saturating_add(limits.future_skew_ms);
-    let past_min_ms = now_ms.saturating_sub(limits.past_age_max_ms);
-    for i in 0..n {
-        let lat = fixes.lat_e7[i];
-        if !(-LAT_E7_MAX..=LAT_E7_MAX).contains(&lat) {
-            return Err((
-                Status::InvalidCoordinates,
-                format!("fix {i}: lat_e7 {lat} outside [-{LAT_E7_MAX}, {LAT_E7_MAX}]"),
-            ));
-        }
-        let lon = fixes.lon_e7[i];
-        if !(-LON_E7_MAX..=LON_E7_MAX).contains(&lon) {
-            return Err((
-                Status::InvalidCoordinates,
-                format!("fix {i}: lon_e7 {lon} outside [-{LON_E7_MAX}, {LON_E7_MAX}]"),
-            ));
-        }
-        let t = fixes.time_ms[i];
-        if t > future_max_ms {
-            return Err((
-                Status::TimeInFuture,
-                format!(
-                    "fix {i}: time_ms {t} is after server time {now_ms} + future_skew_ms {}",
-                    limits.future_skew_ms
-                ),
-            ));
-        }
-        if t < past_min_ms {
-            return Err((
-                Status::TimeTooOld,
-                format!(
-                    "fix {i}: time_ms {t} is before server time {now_ms} - past_age_max_ms {}",
-                    limits.past_age_max_ms
-                ),
-            ));
-        }
-        if let Some(&h) = fixes.heading_cdeg.get(i) {
-            if h != ABSENT_U32 && h >= HEADING_CDEG_END {
-                return Err((
-                    Status::InvalidField,
-                    format!("fix {i}: heading_cdeg {h} outside [0, {HEADING_CDEG_END})"),
-                ));
-            }
-        }
-    }
-    Ok(())
+/// The [`FixError`] naming the fix index, the value and the limit.
+pub fn validate(fixes: &Fixes, limits: &Limits, now_ms: i64) -> Result<(), FixError> {
+    fix::validate(fixes, &limits.checks(now_ms))
 }
 
 /// Encodes BATCH frames, reusing its protobuf scratch and zstd context between calls so
@@ -475,23 +265,13 @@ impl BatchEncoder {
 
     fn fill_batch(&mut self, fixes: &Fixes) -> Result<(), EncodeError> {
         let n = fixes.len();
-        let lens = [
-            ("lat_e7", fixes.lat_e7.len(), false),
-            ("lon_e7", fixes.lon_e7.len(), false),
-            ("accuracy_cm", fixes.accuracy_cm.len(), true),
-            ("altitude_cm", fixes.altitude_cm.len(), true),
-            ("speed_cmps", fixes.speed_cmps.len(), true),
-            ("heading_cdeg", fixes.heading_cdeg.len(), true),
-        ];
-        for (column, len, optional) in lens {
-            if len != n && !(optional && len == 0) {
-                return Err(EncodeError::ColumnLengthMismatch {
-                    column,
-                    len,
-                    fixes: n,
-                    optional,
-                });
-            }
+        if let Some((column, len)) = fixes.column_mismatch() {
+            return Err(EncodeError::ColumnLengthMismatch {
+                column: column.name(),
+                len,
+                fixes: n,
+                optional: column.is_optional(),
+            });
         }
         let b = &mut self.batch;
         b.time_ms.clear();
@@ -694,7 +474,8 @@ impl BatchDecoder {
         })?;
         let fixes =
             resolve_deltas(batch, limits).map_err(|(status, reason)| err(status, reason))?;
-        validate(&fixes, limits, now_ms).map_err(|(status, reason)| err(status, reason))?;
+        validate(&fixes, limits, now_ms)
+            .map_err(|e| err(Status::of_fix_error(&e), e.to_string()))?;
         Ok((seq, fixes))
     }
 
@@ -795,13 +576,11 @@ impl BatchDecoder {
 fn resolve_deltas(mut b: Batch, limits: &Limits) -> Result<Fixes, (Status, String)> {
     let n = b.time_ms.len();
     if n as u64 > u64::from(limits.batch_fixes_max) {
-        return Err((
-            Status::TooManyFixes,
-            format!(
-                "{n} fixes exceed batch_fixes_max {}",
-                limits.batch_fixes_max
-            ),
-        ));
+        let e = FixError::TooManyFixes {
+            fixes: n,
+            fixes_max: limits.batch_fixes_max as usize,
+        };
+        return Err((Status::of_fix_error(&e), e.to_string()));
     }
     for i in 1..n {
         let (prev, delta) = (b.time_ms[i - 1], b.time_ms[i]);

@@ -131,6 +131,21 @@ impl Status {
         Status::Internal,
     ];
 
+    /// The status a device gets for a batch whose fixes break `e`.
+    pub fn of_fix_error(e: &fix::FixError) -> Self {
+        use fix::FixError as E;
+        match e {
+            E::Empty => Status::EmptyBatch,
+            E::TooManyFixes { .. } => Status::TooManyFixes,
+            E::ColumnLength { .. } => Status::ColumnLengthMismatch,
+            E::Latitude { .. } | E::Longitude { .. } => Status::InvalidCoordinates,
+            E::TimeInFuture { .. } => Status::TimeInFuture,
+            E::TimeTooOld { .. } => Status::TimeTooOld,
+            // Heading, and anything a later schema adds: a field the device got wrong.
+            _ => Status::InvalidField,
+        }
+    }
+
     /// The numeric code sent on the wire.
     pub fn code(self) -> u32 {
         self as u32

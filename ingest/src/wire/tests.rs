@@ -55,7 +55,8 @@ fn reject(body: &[u8], limits: &Limits) -> BatchError {
 }
 
 fn rejected_fixes(f: &Fixes, limits: &Limits) -> (Status, String) {
-    validate(f, limits, NOW_MS).expect_err("must be rejected")
+    let e = validate(f, limits, NOW_MS).expect_err("must be rejected");
+    (Status::of_fix_error(&e), e.to_string())
 }
 
 #[test]
@@ -564,11 +565,11 @@ fn time_window_edges() {
     // Extreme clocks do not overflow.
     f.time_ms = vec![i64::MIN, i64::MAX];
     assert_eq!(
-        validate(&f, &limits, i64::MAX).expect_err("old").0,
+        Status::of_fix_error(&validate(&f, &limits, i64::MAX).expect_err("old")),
         Status::TimeTooOld
     );
     assert_eq!(
-        validate(&f, &limits, i64::MIN).expect_err("future").0,
+        Status::of_fix_error(&validate(&f, &limits, i64::MIN).expect_err("future")),
         Status::TimeInFuture
     );
 }

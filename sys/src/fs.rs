@@ -1,17 +1,24 @@
-//! The file operations of the WAL → Parquet path, behind a small trait.
+//! Every durable file operation of hexflow, behind a small trait.
 //!
 //! Contract: every write, fsync, rename, directory fsync, truncation and
-//! removal that storage performs goes through [`Fs`] (and the [`FsFile`]
-//! handles it returns), so tests can count them, fail any one of them, or
-//! simulate a power loss at any one of them ([`crate::sim::SimFs`]). [`RealFs`]
-//! maps each call to exactly one std call (one syscall, except `write_all_at`
-//! which loops on short writes). Nothing here decides policy: the callers
-//! decide what a failure means (see `commit` and `writer`).
+//! removal that hexflow performs on its data directory (WAL, Parquet,
+//! checkpoint, silence snapshot, events, TLS and secret files) goes through
+//! [`Fs`] (and the [`FsFile`] handles it returns), so tests can count them, fail
+//! any one of them, or simulate a power loss at any one of them
+//! ([`crate::sim::SimFs`]). [`RealFs`] maps each call to exactly one std call
+//! (one syscall, except `write_all_at` which loops on short writes), creates
+//! files with mode `0600` and directories with mode `0700` whatever the umask
+//! adds (location data is personal data: no other local user reads it).
+//! Nothing here decides policy: the callers decide what a failure means.
+//!
+//! The two durable idioms are written once, here: [`create_dir_durable`]
+//! (create each missing component, fsync its parent) and [`write_atomic`]
+//! (temporary file, fsync, rename over the target, fsync the directory).
 
 use std::fmt::Debug;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// An open, writable file.
@@ -101,6 +108,11 @@ pub trait Fs: Send + Sync + Debug {
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
 }
 
+/// Mode of every file [`RealFs`] creates: owner read/write only.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of every directory [`RealFs`] creates: owner only.
+pub const DIR_MODE: u32 = 0o700;
+
 /// [`Fs`] over the operating system's file system.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RealFs;
@@ -125,10 +137,13 @@ impl FsFile for RealFile {
 
 impl Fs for RealFs {
     fn create_dir(&self, path: &Path) -> io::Result<()> {
-        fs::create_dir(path)
+        DirBuilder::new().mode(DIR_MODE).create(path)
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        fs::create_dir_all(path)
+        DirBuilder::new()
+            .mode(DIR_MODE)
+            .recursive(true)
+            .create(path)
     }
     fn list_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
         let mut out = Vec::new();
@@ -153,6 +168,7 @@ impl Fs for RealFs {
             .create(true)
             .write(true)
             .truncate(true)
+            .mode(FILE_MODE)
             .open(path)?;
         Ok(Box::new(RealFile(file)))
     }
@@ -198,5 +214,119 @@ impl io::Write for SeqWriter {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Creates `root/rel` one component at a time, fsyncing the parent of each
+/// directory it creates (so the new name survives a power loss).
+///
+/// # Errors
+/// Creating or syncing failed.
+pub fn create_dir_durable(fs: &dyn Fs, root: &Path, rel: &Path) -> io::Result<()> {
+    let mut current = root.to_path_buf();
+    for component in rel.components() {
+        let parent = current.clone();
+        current.push(component);
+        match fs.create_dir(&current) {
+            Ok(()) => fs.sync_dir(&parent)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The temporary name [`write_atomic`] writes before renaming: `.<name>.tmp`
+/// beside `path`.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Replaces `path` with `bytes` atomically and durably: writes [`tmp_path`]
+/// afresh (truncating a leftover), fsyncs it, renames it over `path`, fsyncs
+/// the directory. After a crash at any point `path` holds either its old or its
+/// new content, never a mix. The directory must exist.
+///
+/// # Errors
+/// Any step failed; `path` then still holds its old content (a leftover
+/// temporary file may remain and is overwritten by the next call).
+pub fn write_atomic(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let tmp = tmp_path(path);
+    let mut file = fs.create(&tmp)?;
+    file.write_all_at(bytes, 0)?;
+    file.sync_all()?;
+    drop(file);
+    fs.rename(&tmp, path)?;
+    fs.sync_dir(dir)
+}
+
+/// Reads a whole file, `Ok(None)` when it does not exist.
+///
+/// # Errors
+/// Any IO failure other than `NotFound`.
+pub fn read_optional(fs: &dyn Fs, path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match fs.read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::SimFs;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn real_fs_creates_private_files_and_directories() {
+        let dir = std::env::temp_dir().join(format!("hexflow-sys-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        RealFs.create_dir_all(&dir).expect("mkdir");
+        create_dir_durable(&RealFs, &dir, Path::new("a/b")).expect("durable mkdir");
+        let file = dir.join("a/b/f");
+        write_atomic(&RealFs, &file, b"secret").expect("write");
+        assert_eq!(fs::read(&file).expect("read"), b"secret");
+        let mode = |p: &Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&file), FILE_MODE);
+        assert_eq!(mode(&dir.join("a")), DIR_MODE);
+        assert_eq!(mode(&dir.join("a/b")), DIR_MODE);
+        assert!(!tmp_path(&file).exists());
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn write_atomic_keeps_old_or_new_content_at_every_crash_point() {
+        let path = Path::new("/d/snap.bin");
+        for crash_at in 0..6 {
+            for seed in 0..8 {
+                let fs = SimFs::new();
+                fs.create_dir_all(Path::new("/d")).expect("mkdir");
+                write_atomic(&fs, path, b"old").expect("first write");
+                fs.sync_dir(Path::new("/d")).expect("sync");
+                fs.crash_at_op(fs.ops() + crash_at);
+                let done = write_atomic(&fs, path, b"new").is_ok();
+                let image = fs.crash_image(seed);
+                let got = read_optional(&image, path).expect("read");
+                assert!(
+                    got.as_deref() == Some(b"old") || got.as_deref() == Some(b"new"),
+                    "crash at op +{crash_at}, seed {seed}: {got:?}"
+                );
+                if done {
+                    assert_eq!(
+                        got.as_deref(),
+                        Some(&b"new"[..]),
+                        "an acknowledged write is durable"
+                    );
+                }
+            }
+        }
     }
 }
