@@ -30,26 +30,7 @@ pub struct Config {
     /// Silence detection.
     pub silence: SilenceSection,
     /// Operator HTTP endpoint (metrics, one device's state).
-    pub admin: AdminSection,
-}
-
-/// `[admin]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminSection {
-    /// Serve `/metrics`, `/healthz` and `/devices/<id>` over HTTP.
-    pub enabled: bool,
-    /// Address of the admin endpoint; loopback by default (it reveals device activity).
-    pub listen: SocketAddr,
-}
-
-impl Default for AdminSection {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
-        }
-    }
+    pub admin: crate::admin::AdminConfig,
 }
 
 /// `[server]`
@@ -719,6 +700,9 @@ pub enum ConfigError {
     /// The `[silence]` policies, groups, exemptions or calendars are invalid.
     #[error("invalid config [silence]: {0}")]
     Silence(#[from] SilenceConfigError),
+    /// An `[admin]` setting is out of range.
+    #[error("invalid config [admin]: {0}")]
+    Admin(#[from] crate::admin::AdminError),
     /// A value is out of range.
     #[error("invalid config: {key} = {value}: {reason}")]
     Invalid {
@@ -908,6 +892,7 @@ impl Config {
         }
         s.webhook()?;
         s.policy_set()?;
+        self.admin.validate()?;
         if self.tls.cert_path.as_os_str().is_empty() != self.tls.key_path.as_os_str().is_empty() {
             return Err(invalid(
                 "tls.cert_path",

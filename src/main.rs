@@ -105,7 +105,7 @@ fn main() -> anyhow::Result<()> {
             let cfg = load_config(config.as_ref(), data_dir, None)?;
             let device_id = fix::DeviceId::try_from(device_id)?;
             let path = hexflow::secret::key_path(&cfg.server.data_dir);
-            let (key, created) = hexflow::secret::load_or_generate(&path)?;
+            let (key, created) = hexflow::secret::load_or_generate(&sys::fs::RealFs, &path)?;
             if created {
                 eprintln!("created token key {}", path.display());
             }

@@ -51,14 +51,9 @@ pub enum ServerError {
     /// The endpoint failed to start.
     #[error(transparent)]
     Endpoint(#[from] ingest::endpoint::EndpointError),
-    /// The admin endpoint could not bind.
-    #[error("admin endpoint {addr}: {source}")]
-    Admin {
-        /// Address asked for.
-        addr: SocketAddr,
-        /// OS error.
-        source: std::io::Error,
-    },
+    /// The admin endpoint could not start.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     /// The events log could not be opened.
     #[error("events log: {0}")]
     Events(std::io::Error),
@@ -112,21 +107,28 @@ impl Server {
     /// [`ServerError`] saying which part failed.
     pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Self, ServerError> {
         let data_dir = cfg.server.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|source| ServerError::DataDir {
-            path: data_dir.clone(),
-            source,
+        // 0700: location data is personal data (sys::fs creates every file 0600).
+        sys::fs::Fs::create_dir_all(&sys::fs::RealFs, &data_dir).map_err(|source| {
+            ServerError::DataDir {
+                path: data_dir.clone(),
+                source,
+            }
         })?;
 
         let key_path = crate::secret::key_path(&data_dir);
-        let (key, key_new) = crate::secret::load_or_generate(&key_path)?;
+        let (key, key_new) = crate::secret::load_or_generate(&sys::fs::RealFs, &key_path)?;
         if key_new {
             info!(path = %key_path.display(), "generated token key");
         }
 
         let tls = if cfg.tls.cert_path.as_os_str().is_empty() {
-            crate::tls::load_or_generate_dev(&data_dir.join("tls"), &cfg.tls.server_names)?
+            crate::tls::load_or_generate_dev(
+                &sys::fs::RealFs,
+                &data_dir.join("tls"),
+                &cfg.tls.server_names,
+            )?
         } else {
-            crate::tls::load(&cfg.tls.cert_path, &cfg.tls.key_path)?
+            crate::tls::load(&sys::fs::RealFs, &cfg.tls.cert_path, &cfg.tls.key_path)?
         };
         if tls.generated {
             info!("generated development CA and server certificate");
@@ -251,13 +253,7 @@ impl Server {
                 silence: silence.clone(),
                 explain: Some(scanner.explainer(silence.clone())),
             };
-            let admin =
-                crate::admin::Admin::start(cfg.admin.listen, sources).map_err(|source| {
-                    ServerError::Admin {
-                        addr: cfg.admin.listen,
-                        source,
-                    }
-                })?;
+            let admin = crate::admin::Admin::start(&cfg.admin, sources)?;
             info!(addr = %admin.local_addr(), "admin endpoint listening");
             Some(admin)
         } else {
@@ -344,7 +340,7 @@ impl Server {
     /// [`ServerError::Storage`] when the final flush fails.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         if let Some(admin) = self.admin {
-            admin.stop();
+            admin.stop().await;
         }
         self.endpoint.shutdown(self.grace).await;
         let storage = self.storage;

@@ -128,6 +128,8 @@ struct Threads {
 }
 
 struct Inner {
+    /// The exclusive lock on the data directory, released when the threads stopped.
+    lock: Mutex<Option<sys::fs::FsLock>>,
     tx: Sender<WalMsg>,
     writer_tx: Sender<WriterMsg>,
     shutting_down: AtomicBool,
@@ -201,6 +203,24 @@ fn delete_orphans(
         fs.sync_dir(dir).map_err(io_at(dir))?;
     }
     Ok(())
+}
+
+/// Name of the lock file in the data directory.
+pub const LOCK_FILE_NAME: &str = "lock";
+
+/// Takes the data directory's exclusive lock: one storage (one server) per directory.
+fn lock_data_dir(fs: &dyn Fs, data_dir: &Path) -> Result<sys::fs::FsLock, OpenError> {
+    let path = data_dir.join(LOCK_FILE_NAME);
+    fs.lock_exclusive(&path).map_err(|source| {
+        if source.kind() == io::ErrorKind::WouldBlock {
+            OpenError::Locked { path: path.clone() }
+        } else {
+            OpenError::Io {
+                path: path.clone(),
+                source,
+            }
+        }
+    })
 }
 
 fn spawn<T: Send + 'static>(
@@ -339,6 +359,7 @@ impl Storage {
         cfg.validate()?;
         let data_dir = cfg.data_dir.clone();
         fs.create_dir_all(&data_dir).map_err(io_at(&data_dir))?;
+        let lock = lock_data_dir(&*fs, &data_dir)?;
         for sub in ["wal", "positions"] {
             sys::fs::create_dir_durable(&*fs, &data_dir, Path::new(sub))
                 .map_err(io_at(&data_dir))?;
@@ -457,6 +478,7 @@ impl Storage {
         }
         let storage = Storage {
             inner: Arc::new(Inner {
+                lock: Mutex::new(Some(lock)),
                 tx,
                 writer_tx,
                 shutting_down: AtomicBool::new(false),
@@ -556,7 +578,14 @@ impl Storage {
     /// See [`ShutdownError`]; after a failed final flush the WAL still holds
     /// every acknowledged batch and the next open replays it.
     pub fn shutdown(self) -> Result<ShutdownReport, ShutdownError> {
+        // Only the caller that began the stop owns the lock's release.
         let threads = self.begin_stop(false)?;
+        let result = self.join_and_flush(threads);
+        self.release_lock();
+        result
+    }
+
+    fn join_and_flush(&self, threads: Threads) -> Result<ShutdownReport, ShutdownError> {
         let wal_exit = threads
             .wal
             .join()
@@ -603,14 +632,22 @@ impl Storage {
     /// Shutdown was already requested, or a thread panicked.
     pub fn abandon(self) -> Result<(), ShutdownError> {
         let threads = self.begin_stop(true)?;
-        threads
-            .wal
-            .join()
-            .map_err(|_| ShutdownError::ThreadPanicked { thread: "wal" })?;
-        threads
-            .writer
-            .join()
-            .map_err(|_| ShutdownError::ThreadPanicked { thread: "writer" })?;
+        let wal = threads.wal.join();
+        let writer = threads.writer.join();
+        // The "crashed" process lets go of the directory like a dead one would.
+        self.release_lock();
+        wal.map_err(|_| ShutdownError::ThreadPanicked { thread: "wal" })?;
+        writer.map_err(|_| ShutdownError::ThreadPanicked { thread: "writer" })?;
         Ok(())
+    }
+
+    /// Lets go of the data directory; called once the threads have stopped.
+    fn release_lock(&self) {
+        let mut lock = self
+            .inner
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(lock.take());
     }
 }

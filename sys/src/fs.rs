@@ -106,6 +106,36 @@ pub trait Fs: Send + Sync + Debug {
     /// # Errors
     /// Any IO failure.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Takes an exclusive advisory lock on the file `path` (created if missing), held until
+    /// the returned guard is dropped or the process ends. Never blocks.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::WouldBlock`] when another holder (another process, or another guard
+    /// in this one) has it; any IO failure creating the file.
+    fn lock_exclusive(&self, path: &Path) -> io::Result<FsLock>;
+}
+
+/// An exclusive lock taken with [`Fs::lock_exclusive`]; dropping it releases the lock.
+pub struct FsLock {
+    _held: Box<dyn Send + Sync>,
+    path: PathBuf,
+}
+
+impl FsLock {
+    /// A lock held by `held` (released when it drops).
+    pub fn new(path: PathBuf, held: Box<dyn Send + Sync>) -> Self {
+        FsLock { _held: held, path }
+    }
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Debug for FsLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsLock").field("path", &self.path).finish()
+    }
 }
 
 /// Mode of every file [`RealFs`] creates: owner read/write only.
@@ -184,6 +214,22 @@ impl Fs for RealFs {
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
+    }
+    fn lock_exclusive(&self, path: &Path) -> io::Result<FsLock> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(FILE_MODE)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(FsLock::new(path.to_path_buf(), Box::new(file))),
+            Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is locked by another process", path.display()),
+            )),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 }
 
@@ -299,6 +345,25 @@ mod tests {
         assert_eq!(mode(&dir.join("a")), DIR_MODE);
         assert_eq!(mode(&dir.join("a/b")), DIR_MODE);
         assert!(!tmp_path(&file).exists());
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn exclusive_locks_exclude_until_dropped() {
+        let dir = std::env::temp_dir().join(format!("hexflow-lock-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        RealFs.create_dir_all(&dir).expect("mkdir");
+        let sim = SimFs::new();
+        sim.create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("lock");
+        for fs in [&RealFs as &dyn Fs, &sim] {
+            let held = fs.lock_exclusive(&path).expect("first lock");
+            assert_eq!(held.path(), path);
+            let second = fs.lock_exclusive(&path).expect_err("second lock");
+            assert_eq!(second.kind(), io::ErrorKind::WouldBlock);
+            drop(held);
+            fs.lock_exclusive(&path).expect("free again");
+        }
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 

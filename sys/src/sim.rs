@@ -31,7 +31,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::fs::{DirEntry, Fs, FsFile};
+use crate::fs::{DirEntry, Fs, FsFile, FsLock};
 
 /// Kinds of mutating operations, for targeted faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +104,8 @@ struct State {
     fail_at: Option<(u64, i32)>,
     path_faults: Vec<PathFault>,
     capacity_bytes: Option<u64>,
+    /// Paths locked by a live [`FsLock`] (locks are process state: not in crash images).
+    locked: std::collections::BTreeSet<PathBuf>,
 }
 
 fn err(errno: i32) -> io::Error {
@@ -197,6 +199,18 @@ impl State {
 #[derive(Debug, Clone, Default)]
 pub struct SimFs {
     state: Arc<Mutex<State>>,
+}
+
+/// Releases a [`SimFs`] lock when dropped.
+struct SimLockGuard {
+    state: Arc<Mutex<State>>,
+    path: PathBuf,
+}
+
+impl Drop for SimLockGuard {
+    fn drop(&mut self) {
+        lock(&self.state).locked.remove(&self.path);
+    }
 }
 
 #[derive(Debug)]
@@ -530,6 +544,20 @@ impl Fs for SimFs {
         apply(&mut s.names, &op);
         s.meta_log.push(op);
         Ok(())
+    }
+    fn lock_exclusive(&self, path: &Path) -> io::Result<FsLock> {
+        let mut s = self.lock();
+        if !s.locked.insert(path.to_path_buf()) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is locked", path.display()),
+            ));
+        }
+        let held = SimLockGuard {
+            state: Arc::clone(&self.state),
+            path: path.to_path_buf(),
+        };
+        Ok(FsLock::new(path.to_path_buf(), Box::new(held)))
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut s = self.lock();
