@@ -32,6 +32,7 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod batch;
+pub mod cell_disk;
 pub mod checkpoint;
 pub mod commit;
 pub mod config;
