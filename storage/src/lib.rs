@@ -24,7 +24,7 @@
 //!
 //! Crash model: the process may die, or the machine lose power, between any
 //! two file operations; data and names not yet fsynced may then be lost, kept
-//! or torn (see [`sim`]). Invariant, whatever the crash point: after
+//! or torn (see [`sys::sim`]). Invariant, whatever the crash point: after
 //! [`Storage::open`] every batch acknowledged `Stored`/`Duplicate` is
 //! recognised as a duplicate when resent, and reaches Parquet exactly once.
 //! `storage/tests/fault_injection.rs` crashes at every operation to check it.
