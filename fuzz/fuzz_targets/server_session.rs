@@ -67,7 +67,11 @@ fuzz_target!(|data: &[u8]| {
     for piece in stream.chunks(chunk) {
         while !session.wants_read() && !sink.is_empty() {
             let ticket = sink.pop_front().expect("non-empty");
-            let status = if sink.len() % 2 == 0 { Status::Ok } else { Status::Overloaded };
+            let status = if sink.len() % 2 == 0 {
+                Status::Ok
+            } else {
+                Status::Overloaded
+            };
             let outcome = SinkOutcome {
                 status,
                 reason: String::new(),
@@ -96,7 +100,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(ends, 1, "every session ends exactly once");
 });
 
-fn pump(session: &mut ServerSession, sink: &mut VecDeque<ingest::proto::server::Ticket>, ends: &mut u32) {
+fn pump(
+    session: &mut ServerSession,
+    sink: &mut VecDeque<ingest::proto::server::Ticket>,
+    ends: &mut u32,
+) {
     while let Some(o) = session.poll_output() {
         match o {
             ServerOutput::Submit(s) => sink.push_back(s.ticket),

@@ -324,7 +324,11 @@ impl Device {
                     ConfirmVerdict::Done => return Ok(ack),
                     ConfirmVerdict::ResendBatch => {
                         // The batch was acked on an earlier connection; resend it on this one.
-                        tracing::debug!(request_id, batch_seq, "FIX_NOT_FOUND, resending the batch");
+                        tracing::debug!(
+                            request_id,
+                            batch_seq,
+                            "FIX_NOT_FOUND, resending the batch"
+                        );
                         continue;
                     }
                     ConfirmVerdict::Retry(e) => e.into(),
@@ -332,7 +336,8 @@ impl Device {
                 Err(e) if e.is_retryable() => e,
                 Err(e) => return Err(e),
             };
-            let Some(delay_ms) = policy.retry_delay_ms(attempt, last.retry_after_ms(), rand::random())
+            let Some(delay_ms) =
+                policy.retry_delay_ms(attempt, last.retry_after_ms(), rand::random())
             else {
                 return Err(ClientError::ConfirmRetriesExhausted {
                     request_id,
@@ -405,8 +410,10 @@ impl Device {
             }
         })
         .await;
-        link.conn
-            .close(quinn::VarInt::from_u32(Status::Ok.code()), b"client closing");
+        link.conn.close(
+            quinn::VarInt::from_u32(Status::Ok.code()),
+            b"client closing",
+        );
         link.state.fail(ClientError::Closed);
     }
 }

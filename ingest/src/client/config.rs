@@ -158,7 +158,10 @@ mod tests {
         );
         assert_eq!(c.inflight_batches_max, 16);
         assert!(c.client_agent.starts_with("hexflow-client/"));
-        assert!(!format!("{c:?}").contains("\"t\""), "the token is not logged");
+        assert!(
+            !format!("{c:?}").contains("\"t\""),
+            "the token is not logged"
+        );
     }
 
     #[test]

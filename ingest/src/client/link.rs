@@ -93,7 +93,11 @@ impl LinkState {
     }
 
     /// The WELCOME's `batch_bytes_max`, checked before the batch takes an in-flight slot.
-    pub(super) fn check_batch_body(&self, batch_seq: u64, body_len: usize) -> Result<(), ClientError> {
+    pub(super) fn check_batch_body(
+        &self,
+        batch_seq: u64,
+        body_len: usize,
+    ) -> Result<(), ClientError> {
         Ok(self.lock().session.check_batch_body(batch_seq, body_len)?)
     }
 

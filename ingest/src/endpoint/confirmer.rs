@@ -114,7 +114,9 @@ impl Confirmer {
                 })
             }
             Raised::New { request, .. } => {
-                stats.confirm_requests_queued.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .confirm_requests_queued
+                    .fetch_add(1, Ordering::Relaxed);
                 Ok(ConfirmDelivery::Queued {
                     request_id: request.request_id,
                 })

@@ -24,9 +24,7 @@ use tracing::{debug, info};
 
 use super::stats::ConnectionSlot;
 use super::{AcceptedBatch, Shared, SinkCallback, SinkOutcome};
-use crate::proto::server::{
-    Ending, ServerOutput, ServerSession, SessionState, Submission, Ticket,
-};
+use crate::proto::server::{Ending, ServerOutput, ServerSession, SessionState, Submission, Ticket};
 use crate::wire::{ConfirmRequest, Status};
 
 /// Largest chunk read from the stream at once: what the session may buffer beyond the
@@ -363,9 +361,13 @@ impl Driver {
         };
         match (&ending, self.device_id) {
             (Ending::PeerClosed, _) => {}
-            (_, None) => debug!(remote = %self.remote, ?status, %reason, "connection refused during hello"),
+            (_, None) => {
+                debug!(remote = %self.remote, ?status, %reason, "connection refused during hello")
+            }
             (_, Some(_)) if status == Status::ShuttingDown => {}
-            (_, Some(d)) => info!(remote = %self.remote, device_id = %d, ?status, %reason, "closing connection"),
+            (_, Some(d)) => {
+                info!(remote = %self.remote, device_id = %d, ?status, %reason, "closing connection")
+            }
         }
         if let (Some(send), false) = (send, matches!(ending, Ending::Abort { .. })) {
             if send.write_all(&self.out[self.written..]).await.is_ok() && send.finish().is_ok() {

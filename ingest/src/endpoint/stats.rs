@@ -71,7 +71,10 @@ mod tests {
         let stats = Arc::new(EndpointStats::default());
         let a = ConnectionSlot::try_acquire(&stats, 2).expect("first");
         let b = ConnectionSlot::try_acquire(&stats, 2).expect("second");
-        assert!(ConnectionSlot::try_acquire(&stats, 2).is_none(), "at connections_max");
+        assert!(
+            ConnectionSlot::try_acquire(&stats, 2).is_none(),
+            "at connections_max"
+        );
         assert_eq!(stats.connections_open.load(Ordering::Acquire), 2);
         drop(a);
         let c = ConnectionSlot::try_acquire(&stats, 2).expect("returned by drop");

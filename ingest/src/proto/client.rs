@@ -282,7 +282,10 @@ pub enum ClientEvent<B, C> {
 #[derive(Debug)]
 enum Phase {
     AwaitWelcome,
-    Open { welcome: Welcome, inflight_max: usize },
+    Open {
+        welcome: Welcome,
+        inflight_max: usize,
+    },
     Ended,
 }
 
@@ -371,7 +374,11 @@ impl<B, C> ClientSession<B, C> {
     /// # Errors
     /// [`RegisterError::Ended`], [`RegisterError::Full`] (checked in this order), then
     /// [`RegisterError::SeqInFlight`].
-    pub fn register_batch(&mut self, batch_seq: u64, waiter: B) -> Result<WaiterKey, RegisterError> {
+    pub fn register_batch(
+        &mut self,
+        batch_seq: u64,
+        waiter: B,
+    ) -> Result<WaiterKey, RegisterError> {
         self.check_room()?;
         if self.batches.contains_key(&batch_seq) {
             return Err(RegisterError::SeqInFlight { batch_seq });
@@ -390,7 +397,11 @@ impl<B, C> ClientSession<B, C> {
     ///
     /// # Errors
     /// As [`Self::register_batch`], with [`RegisterError::ConfirmInFlight`].
-    pub fn register_confirm(&mut self, request_id: u64, waiter: C) -> Result<WaiterKey, RegisterError> {
+    pub fn register_confirm(
+        &mut self,
+        request_id: u64,
+        waiter: C,
+    ) -> Result<WaiterKey, RegisterError> {
         self.check_room()?;
         if self.confirms.contains_key(&request_id) {
             return Err(RegisterError::ConfirmInFlight { request_id });
@@ -504,7 +515,8 @@ impl<B, C> ClientSession<B, C> {
             FrameType::Welcome if !open => {
                 let welcome = wire::decode_welcome(body).map_err(SessionError::BadFrame)?;
                 let inflight_max = effective_inflight(self.inflight_ours, &welcome);
-                self.events.push_back(ClientEvent::Welcomed(welcome.clone()));
+                self.events
+                    .push_back(ClientEvent::Welcomed(welcome.clone()));
                 self.phase = Phase::Open {
                     welcome,
                     inflight_max,
@@ -524,8 +536,7 @@ impl<B, C> ClientSession<B, C> {
                 }
             }
             FrameType::ConfirmRequest if open => {
-                let request =
-                    wire::decode_confirm_request(body).map_err(SessionError::BadFrame)?;
+                let request = wire::decode_confirm_request(body).map_err(SessionError::BadFrame)?;
                 self.events.push_back(ClientEvent::ConfirmRequest(request));
             }
             frame_type => return Err(SessionError::UnexpectedFrame { frame_type }),
@@ -598,7 +609,11 @@ mod tests {
     fn welcome_limits_are_the_minimum_of_ours_and_the_servers() {
         assert_eq!(effective_inflight(8, &welcome(2, 0)), 2);
         assert_eq!(effective_inflight(2, &welcome(8, 0)), 2);
-        assert_eq!(effective_inflight(8, &welcome(0, 0)), 8, "0 = no server bound");
+        assert_eq!(
+            effective_inflight(8, &welcome(0, 0)),
+            8,
+            "0 = no server bound"
+        );
         assert_eq!(effective_inflight(0, &welcome(0, 0)), 1);
         let s = open(8, &welcome(3, 100));
         assert_eq!(s.inflight_max(), 3);
@@ -618,19 +633,33 @@ mod tests {
     fn waiters_are_matched_by_seq_and_ended_sessions_fail_fast() {
         let mut s = open(2, &welcome(2, 0));
         let k1 = s.register_batch(1, 10).expect("register");
-        assert_eq!(s.register_batch(1, 11), Err(RegisterError::SeqInFlight { batch_seq: 1 }));
+        assert_eq!(
+            s.register_batch(1, 11),
+            Err(RegisterError::SeqInFlight { batch_seq: 1 })
+        );
         s.register_batch(2, 20).expect("register");
         assert_eq!(s.register_batch(3, 30), Err(RegisterError::Full), "bound 2");
-        s.handle_data(&frame(|o| wire::encode_ack(&Ack::new(2, Status::Ok, ""), o)));
-        assert!(matches!(s.poll_event(), Some(ClientEvent::Acked { waiter: 20, ack }) if ack.batch_seq == 2));
+        s.handle_data(&frame(|o| {
+            wire::encode_ack(&Ack::new(2, Status::Ok, ""), o)
+        }));
+        assert!(
+            matches!(s.poll_event(), Some(ClientEvent::Acked { waiter: 20, ack }) if ack.batch_seq == 2)
+        );
         assert!(s.poll_event().is_none(), "seq 1 not acked yet");
         // An ACK nobody waits for is dropped.
-        s.handle_data(&frame(|o| wire::encode_ack(&Ack::new(9, Status::Ok, ""), o)));
+        s.handle_data(&frame(|o| {
+            wire::encode_ack(&Ack::new(9, Status::Ok, ""), o)
+        }));
         assert!(s.poll_event().is_none());
         assert!(s.unregister(k1), "the caller of seq 1 left");
         assert!(!s.unregister(k1), "only once");
-        let k1b = s.register_batch(1, 12).expect("seq free again after its caller left");
-        assert!(!s.unregister(k1), "an old key does not remove a newer registration");
+        let k1b = s
+            .register_batch(1, 12)
+            .expect("seq free again after its caller left");
+        assert!(
+            !s.unregister(k1),
+            "an old key does not remove a newer registration"
+        );
         assert!(s.unregister(k1b));
         s.end();
         assert_eq!(s.register_batch(3, 30), Err(RegisterError::Ended));
@@ -652,7 +681,10 @@ mod tests {
         s.handle_data(&ack(6));
         assert!(s.poll_event().is_none());
         s.handle_data(&ack(5));
-        assert!(matches!(s.poll_event(), Some(ClientEvent::ConfirmAcked { waiter: 50, .. })));
+        assert!(matches!(
+            s.poll_event(),
+            Some(ClientEvent::ConfirmAcked { waiter: 50, .. })
+        ));
         assert!(!s.unregister(g), "answered: already gone");
         s.register_confirm(5, 52).expect("free again");
     }
@@ -669,7 +701,8 @@ mod tests {
         wire::encode_ack(&Ack::new(1, Status::Ok, ""), &mut bytes);
         for split in 0..=bytes.len() {
             let mut s = Session::new(4);
-            s.register_batch(1, 7).expect("room before WELCOME: our own bound");
+            s.register_batch(1, 7)
+                .expect("room before WELCOME: our own bound");
             s.handle_data(&bytes[..split]);
             s.handle_data(&bytes[split..]);
             let events: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
@@ -679,35 +712,39 @@ mod tests {
         }
     }
 
+    fn close(status: Status, retry_after_ms: u32) -> Vec<u8> {
+        frame(|o| {
+            wire::encode_close(
+                &wire::Close {
+                    status: status.code(),
+                    reason: "why".into(),
+                    retry_after_ms,
+                },
+                o,
+            )
+        })
+    }
+
+    /// Feeds `bytes` to a session (opened first unless `before_welcome`) with one waiter;
+    /// returns the error it ended with, checking the waiter was dropped.
+    fn ended(bytes: &[u8], before_welcome: bool) -> SessionError {
+        let mut s = if before_welcome {
+            Session::new(1)
+        } else {
+            open(1, &welcome(1, 0))
+        };
+        s.register_batch(1, 1).expect("room");
+        s.handle_data(bytes);
+        assert!(s.is_ended());
+        assert_eq!(s.inflight(), 0, "waiters dropped");
+        match s.poll_event() {
+            Some(ClientEvent::Ended(e)) => e,
+            other => panic!("expected Ended, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn close_and_protocol_breaks_end_the_session_with_a_typed_error() {
-        let close = |status: Status, retry_after_ms| {
-            frame(|o| {
-                wire::encode_close(
-                    &wire::Close {
-                        status: status.code(),
-                        reason: "why".into(),
-                        retry_after_ms,
-                    },
-                    o,
-                )
-            })
-        };
-        let ended = |bytes: &[u8], before_welcome: bool| {
-            let mut s = if before_welcome {
-                Session::new(1)
-            } else {
-                open(1, &welcome(1, 0))
-            };
-            s.register_batch(1, 1).expect("room");
-            s.handle_data(bytes);
-            assert!(s.is_ended());
-            assert_eq!(s.inflight(), 0, "waiters dropped");
-            match s.poll_event() {
-                Some(ClientEvent::Ended(e)) => e,
-                other => panic!("expected Ended, got {other:?}"),
-            }
-        };
+    fn a_close_ends_the_session_with_the_servers_status() {
         assert_eq!(
             ended(&close(Status::Unauthenticated, 0), true),
             SessionError::Rejected {
@@ -726,8 +763,14 @@ mod tests {
         );
         assert_eq!(
             ended(&close(Status::Ok, 0), false),
-            SessionError::ServerClosed { reason: "why".into() }
+            SessionError::ServerClosed {
+                reason: "why".into()
+            }
         );
+    }
+
+    #[test]
+    fn protocol_breaks_end_the_session_with_a_typed_error() {
         let ack = frame(|o| wire::encode_ack(&Ack::new(1, Status::Ok, ""), o));
         assert_eq!(
             ended(&ack, true),
@@ -778,25 +821,49 @@ mod tests {
         };
         assert_eq!(ack_verdict(&ack(Status::Ok)), AckVerdict::Done);
         assert_eq!(ack_verdict(&ack(Status::Duplicate)), AckVerdict::Done);
-        assert_eq!(ack_verdict(&ack(Status::InvalidCoordinates)), AckVerdict::Done);
+        assert_eq!(
+            ack_verdict(&ack(Status::InvalidCoordinates)),
+            AckVerdict::Done
+        );
         assert!(matches!(
             ack_verdict(&ack(Status::Overloaded)),
-            AckVerdict::Retry(SessionError::Rejected { retry_after_ms: 300, .. })
+            AckVerdict::Retry(SessionError::Rejected {
+                retry_after_ms: 300,
+                ..
+            })
         ));
         assert!(matches!(
             ack_verdict(&ack(Status::Unauthenticated)),
             AckVerdict::Fail(SessionError::Rejected { .. })
         ));
-        let unknown = Ack { status: 777, ..ack(Status::Ok) };
-        assert!(matches!(ack_verdict(&unknown), AckVerdict::Fail(SessionError::UnknownStatus { .. })));
+        let unknown = Ack {
+            status: 777,
+            ..ack(Status::Ok)
+        };
+        assert!(matches!(
+            ack_verdict(&unknown),
+            AckVerdict::Fail(SessionError::UnknownStatus { .. })
+        ));
         let c = |status: Status| ConfirmAck::new(1, status, "r");
-        assert_eq!(confirm_verdict(&c(Status::FixNotFound), true), ConfirmVerdict::ResendBatch);
-        assert_eq!(confirm_verdict(&c(Status::FixNotFound), false), ConfirmVerdict::Done);
+        assert_eq!(
+            confirm_verdict(&c(Status::FixNotFound), true),
+            ConfirmVerdict::ResendBatch
+        );
+        assert_eq!(
+            confirm_verdict(&c(Status::FixNotFound), false),
+            ConfirmVerdict::Done
+        );
         assert_eq!(confirm_verdict(&c(Status::Ok), true), ConfirmVerdict::Done);
-        assert_eq!(confirm_verdict(&c(Status::UnsolicitedConfirm), true), ConfirmVerdict::Done);
+        assert_eq!(
+            confirm_verdict(&c(Status::UnsolicitedConfirm), true),
+            ConfirmVerdict::Done
+        );
         assert!(matches!(
             confirm_verdict(&c(Status::StorageUnavailable), true),
-            ConfirmVerdict::Retry(SessionError::Rejected { retry_after_ms: 0, .. })
+            ConfirmVerdict::Retry(SessionError::Rejected {
+                retry_after_ms: 0,
+                ..
+            })
         ));
     }
 
@@ -826,7 +893,11 @@ mod tests {
         }
         // A hint smaller than the backoff cap bounds the jitter by the hint.
         assert!((10..=20).contains(&p.delay_ms(5, 10, u64::MAX)));
-        assert_eq!(p.retry_delay_ms(7, 0, 0), Some(0), "attempt 8 of 8 is allowed");
+        assert_eq!(
+            p.retry_delay_ms(7, 0, 0),
+            Some(0),
+            "attempt 8 of 8 is allowed"
+        );
         assert_eq!(p.retry_delay_ms(8, 0, 0), None, "every attempt used");
         let once = RetryPolicy {
             attempts_max: 0,

@@ -157,7 +157,12 @@ impl<L: Clone + Send + Sync + 'static> Registry<L> {
 
     /// Records the device's new connection `conn_id` (replacing an older one) and returns
     /// the outstanding request to deliver on it.
-    pub fn attach(&self, device_id: DeviceId, conn_id: u64, link: L) -> Option<Arc<ConfirmRequest>> {
+    pub fn attach(
+        &self,
+        device_id: DeviceId,
+        conn_id: u64,
+        link: L,
+    ) -> Option<Arc<ConfirmRequest>> {
         let map = self.slots.pin();
         let result = map.compute(device_id, |entry| {
             papaya::Operation::<Slot<L>, ()>::Insert(Slot {
@@ -220,7 +225,12 @@ impl<L: Clone + Send + Sync + 'static> Registry<L> {
     fn raise(&self, device_id: DeviceId, request: Arc<ConfirmRequest>) -> Raised<L> {
         let map = self.slots.pin();
         let result = map.compute(device_id, |entry| match entry {
-            Some((_, Slot { request: Some(r), .. })) => papaya::Operation::Abort(r.request_id),
+            Some((
+                _,
+                Slot {
+                    request: Some(r), ..
+                },
+            )) => papaya::Operation::Abort(r.request_id),
             other => papaya::Operation::Insert(Slot {
                 conn: other.and_then(|(_, s)| s.conn.clone()),
                 request: Some(request.clone()),
@@ -297,10 +307,18 @@ mod tests {
     #[test]
     fn one_request_per_device_bounded_in_total() {
         let r = Registry::<u8>::new(2, 0);
-        let Ok(Raised::New { request, link: None }) = r.request(dev(1), "quiet", 5) else {
+        let Ok(Raised::New {
+            request,
+            link: None,
+        }) = r.request(dev(1), "quiet", 5)
+        else {
             panic!("raised while not connected");
         };
-        assert_eq!((request.request_id, request.requested_at_ms), (1, 5), "ids skip 0");
+        assert_eq!(
+            (request.request_id, request.requested_at_ms),
+            (1, 5),
+            "ids skip 0"
+        );
         assert!(matches!(
             r.request(dev(1), "again", 6),
             Ok(Raised::AlreadyOutstanding { request_id: 1 })
@@ -355,6 +373,9 @@ mod tests {
         r.detach(dev(1), 101);
         assert_eq!(r.outstanding_request_id(dev(1)), Some(8));
         assert_eq!(r.cancel(dev(1)), Some(8));
-        assert!(r.slots.pin().get(&dev(1)).is_none(), "empty entries are removed");
+        assert!(
+            r.slots.pin().get(&dev(1)).is_none(),
+            "empty entries are removed"
+        );
     }
 }

@@ -36,7 +36,11 @@ impl RecvBuf {
     /// # Panics
     /// If fewer than `n` bytes are buffered (a bug in the caller, which checks [`Self::len`]).
     pub(crate) fn take(&mut self, n: usize) -> &[u8] {
-        assert!(n <= self.len(), "take({n}) with {} bytes buffered", self.len());
+        assert!(
+            n <= self.len(),
+            "take({n}) with {} bytes buffered",
+            self.len()
+        );
         let start = self.pos;
         self.pos += n;
         &self.buf[start..start + n]

@@ -330,8 +330,7 @@ impl ServerSession {
         match self.phase {
             Phase::Hello { .. } => true,
             Phase::Open { attached, .. } => {
-                attached
-                    && (self.pending.is_some() || self.discard.is_some() || self.slot_free())
+                attached && (self.pending.is_some() || self.discard.is_some() || self.slot_free())
             }
             Phase::Draining { .. } | Phase::Ended => false,
         }
@@ -600,7 +599,11 @@ impl ServerSession {
 
     /// Checks a header before its body is read. `Some` when the body is to be read and
     /// handled; `None` when the frame is done (heartbeat), being discarded, or fatal.
-    fn on_header(&mut self, now_ms: i64, bytes: &[u8; wire::FRAME_HEADER_LEN]) -> Option<FrameHeader> {
+    fn on_header(
+        &mut self,
+        now_ms: i64,
+        bytes: &[u8; wire::FRAME_HEADER_LEN],
+    ) -> Option<FrameHeader> {
         if matches!(self.phase, Phase::Hello { .. }) {
             return self.on_first_header(bytes);
         }
@@ -835,7 +838,11 @@ impl ServerSession {
 
     /// The checks that count towards the flood limit, in the order of PROTOCOL.md §9:
     /// decodable, shape, names the outstanding request, signature. `Err` is the rejection.
-    fn check_confirm(&mut self, device_id: DeviceId, body: &[u8]) -> Result<Checked, wire::ConfirmAck> {
+    fn check_confirm(
+        &mut self,
+        device_id: DeviceId,
+        body: &[u8],
+    ) -> Result<Checked, wire::ConfirmAck> {
         let c = wire::decode_confirm(body)
             .map_err(|e| wire::ConfirmAck::new(0, Status::MalformedFrame, e.to_string()))?;
         let kind = wire::check_confirm(&c)

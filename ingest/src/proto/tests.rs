@@ -16,9 +16,7 @@ use super::server::{
     SessionState, SinkOutcome, Submission, Ticket,
 };
 use crate::auth::TokenKey;
-use crate::wire::{
-    self, CONTROL_FRAME_BODY_BYTES_MAX, ConfirmKey, ConfirmKind, FrameType, Status,
-};
+use crate::wire::{self, CONTROL_FRAME_BODY_BYTES_MAX, ConfirmKey, ConfirmKind, FrameType, Status};
 
 /// Wall time of every test (Unix ms).
 const T0_MS: i64 = 1_700_000_000_000;
@@ -167,7 +165,9 @@ impl Pair {
     }
 
     fn send_batch(&mut self, seq: u64, n: usize) {
-        self.client.register_batch(seq, seq).expect("room for the batch");
+        self.client
+            .register_batch(seq, seq)
+            .expect("room for the batch");
         self.send(&batch_frame(seq, n));
     }
 
@@ -228,7 +228,8 @@ impl Pair {
     fn answer(&mut self, n: usize, outcome: &SinkOutcome) {
         for _ in 0..n {
             let s = self.sink.pop_front().expect("a batch at the sink");
-            self.server.on_sink_outcome(self.now_ms, s.ticket, outcome.clone());
+            self.server
+                .on_sink_outcome(self.now_ms, s.ticket, outcome.clone());
             self.apply_outputs();
         }
         self.drive();
@@ -289,8 +290,17 @@ impl Pair {
 /// as both the last frame and the ending.
 fn assert_closed(p: &Pair, status: Status, needle: &str) {
     let close = p.close().expect("a CLOSE frame is the last frame");
-    assert_eq!(Status::from_code(close.status), Some(status), "{}", close.reason);
-    assert!(close.reason.contains(needle), "{:?} lacks {needle:?}", close.reason);
+    assert_eq!(
+        Status::from_code(close.status),
+        Some(status),
+        "{}",
+        close.reason
+    );
+    assert!(
+        close.reason.contains(needle),
+        "{:?} lacks {needle:?}",
+        close.reason
+    );
     assert_eq!(
         p.ending(),
         Some(&Ending::Close {
@@ -331,7 +341,10 @@ fn no_hello_within_the_deadline_closes_without_a_close_frame() {
             reason: "no HELLO within 10000 ms".into()
         })
     );
-    assert!(p.frames.is_empty(), "no CLOSE frame on a HELLO timeout (issue 11)");
+    assert!(
+        p.frames.is_empty(),
+        "no CLOSE frame on a HELLO timeout (issue 11)"
+    );
     assert_eq!(p.server.poll_timeout(), None);
 }
 
@@ -393,8 +406,16 @@ fn a_token_that_does_not_verify_is_unauthenticated() {
         let mut p = Pair::new(SessionConfig::default());
         p.send(&hello_frame(bad));
         p.drive();
-        assert_closed(&p, Status::Unauthenticated, "token not valid for this server");
-        assert!(matches!(p.log[0], ServerOutput::AuthFailed { .. }), "{:?}", p.log);
+        assert_closed(
+            &p,
+            Status::Unauthenticated,
+            "token not valid for this server",
+        );
+        assert!(
+            matches!(p.log[0], ServerOutput::AuthFailed { .. }),
+            "{:?}",
+            p.log
+        );
         assert!(matches!(
             p.client_events.last(),
             Some(ClientEvent::Ended(SessionError::Rejected {
@@ -417,7 +438,11 @@ fn another_protocol_version_is_unsupported() {
     wire::encode_hello(&hello, &mut out);
     p.send(&out);
     p.drive();
-    assert_closed(&p, Status::UnsupportedVersion, "protocol version 2 not supported");
+    assert_closed(
+        &p,
+        Status::UnsupportedVersion,
+        "protocol version 2 not supported",
+    );
 }
 
 #[test]
@@ -439,11 +464,19 @@ fn hello_is_capped_at_1024_bytes_from_its_header() {
     let mut p = Pair::new(SessionConfig::default());
     p.send(&padded(HELLO_BYTES_MAX as usize));
     p.drive();
-    assert_eq!(p.server.state(), SessionState::Open, "1024 bytes are accepted");
+    assert_eq!(
+        p.server.state(),
+        SessionState::Open,
+        "1024 bytes are accepted"
+    );
     let mut p = Pair::new(SessionConfig::default());
     p.send(&header(FrameType::Hello, HELLO_BYTES_MAX + 1));
     p.drive();
-    assert_closed(&p, Status::MalformedFrame, "HELLO is 1025 bytes, at most 1024");
+    assert_closed(
+        &p,
+        Status::MalformedFrame,
+        "HELLO is 1025 bytes, at most 1024",
+    );
 }
 
 #[test]
@@ -505,7 +538,11 @@ fn frames_a_device_must_not_send_are_protocol_violations() {
         // Refused from the header: even a huge announced body is never read.
         p.send(&header(t, u32::MAX));
         p.drive();
-        assert_closed(&p, Status::ProtocolViolation, "is not allowed from a device here");
+        assert_closed(
+            &p,
+            Status::ProtocolViolation,
+            "is not allowed from a device here",
+        );
         assert!(p.buffered_max <= 5, "{}", p.buffered_max);
     }
 }
@@ -513,9 +550,16 @@ fn frames_a_device_must_not_send_are_protocol_violations() {
 #[test]
 fn a_control_frame_over_16384_bytes_is_malformed_before_its_body() {
     let mut p = Pair::connected(SessionConfig::default());
-    p.send(&header(FrameType::Confirm, CONTROL_FRAME_BODY_BYTES_MAX + 1));
+    p.send(&header(
+        FrameType::Confirm,
+        CONTROL_FRAME_BODY_BYTES_MAX + 1,
+    ));
     p.drive();
-    assert_closed(&p, Status::MalformedFrame, "CONFIRM body of 16385 bytes exceeds 16384");
+    assert_closed(
+        &p,
+        Status::MalformedFrame,
+        "CONFIRM body of 16385 bytes exceeds 16384",
+    );
     // At the limit the body is read (and, being noise, refused as a CONFIRM).
     let mut p = Pair::connected(SessionConfig::default());
     p.send(&frame(
@@ -523,7 +567,10 @@ fn a_control_frame_over_16384_bytes_is_malformed_before_its_body() {
         &vec![0xff; CONTROL_FRAME_BODY_BYTES_MAX as usize],
     ));
     p.drive();
-    assert_eq!(p.confirm_acks()[0].known_status(), Some(Status::MalformedFrame));
+    assert_eq!(
+        p.confirm_acks()[0].known_status(),
+        Some(Status::MalformedFrame)
+    );
     assert_eq!(p.server.state(), SessionState::Open);
 }
 
@@ -532,7 +579,11 @@ fn a_heartbeat_with_a_body_is_malformed() {
     let mut p = Pair::connected(SessionConfig::default());
     p.send(&frame(FrameType::Heartbeat, &[0]));
     p.drive();
-    assert_closed(&p, Status::MalformedFrame, "HEARTBEAT must be empty, got 1 bytes");
+    assert_closed(
+        &p,
+        Status::MalformedFrame,
+        "HEARTBEAT must be empty, got 1 bytes",
+    );
 }
 
 #[test]
@@ -560,7 +611,10 @@ fn batches_are_submitted_and_acked_after_the_sink() {
     p.drive();
     assert!(p.acks().is_empty(), "no ack before the sink decided");
     let s = p.sink.front().expect("submitted");
-    assert_eq!((s.batch_seq, s.received_at_ms, s.fixes.len()), (7, T0_MS, 3));
+    assert_eq!(
+        (s.batch_seq, s.received_at_ms, s.fixes.len()),
+        (7, T0_MS, 3)
+    );
     p.answer(1, &SinkOutcome::ok());
     assert_eq!(p.acks(), [wire::Ack::new(7, Status::Ok, "")]);
     assert!(p.log.contains(&ServerOutput::Acked {
@@ -570,7 +624,10 @@ fn batches_are_submitted_and_acked_after_the_sink() {
         fixes: 3,
         now_ms: T0_MS
     }));
-    assert!(matches!(&p.client_events[0], ClientEvent::Acked { waiter: 7, .. }));
+    assert!(matches!(
+        &p.client_events[0],
+        ClientEvent::Acked { waiter: 7, .. }
+    ));
 }
 
 #[test]
@@ -613,8 +670,14 @@ fn an_oversized_batch_within_the_discard_limit_is_dropped_as_it_arrives() {
     p.send_batch(43, 1); // the connection lives on
     p.drive();
     let ack = &p.acks()[0];
-    assert_eq!((ack.batch_seq, ack.known_status()), (42, Some(Status::BatchTooLarge)));
-    assert_eq!(ack.reason, "BATCH body is 500 bytes, batch_bytes_max is 100");
+    assert_eq!(
+        (ack.batch_seq, ack.known_status()),
+        (42, Some(Status::BatchTooLarge))
+    );
+    assert_eq!(
+        ack.reason,
+        "BATCH body is 500 bytes, batch_bytes_max is 100"
+    );
     p.answer(1, &SinkOutcome::ok());
     assert_eq!(p.acks()[1], wire::Ack::new(43, Status::Ok, ""));
 }
@@ -683,7 +746,10 @@ fn at_the_inflight_limit_the_session_stops_reading_until_an_outcome() {
     assert_eq!(p.sink.len(), 2);
     assert_eq!(p.server.inflight(), 2);
     assert!(!p.server.wants_read(), "at the limit");
-    assert!(!p.to_server.is_empty(), "batch 3 waits in the pipe (flow control)");
+    assert!(
+        !p.to_server.is_empty(),
+        "batch 3 waits in the pipe (flow control)"
+    );
     assert_eq!(p.contacts().len(), 2, "batch 3's header is not read yet");
     p.answer(1, &SinkOutcome::ok());
     assert_eq!(p.sink.len(), 2, "batch 3 read once a slot was free");
@@ -709,13 +775,19 @@ fn sink_rejections_are_acked_with_the_sinks_status_and_retry_hint() {
     };
     p.answer(1, &busy);
     let ack = &p.acks()[0];
-    assert_eq!((ack.status, ack.retry_after_ms), (Status::Overloaded.code(), 250));
+    assert_eq!(
+        (ack.status, ack.retry_after_ms),
+        (Status::Overloaded.code(), 250)
+    );
     // An overloaded batch is not "acked" for confirm-location purposes.
     let id = raise(&p, 5);
     let c = good_key().confirm(id, ConfirmKind::Fix, 4, 0);
     p.send(&confirm_frame(&c));
     p.drive();
-    assert_eq!(p.confirm_acks()[0].known_status(), Some(Status::FixNotFound));
+    assert_eq!(
+        p.confirm_acks()[0].known_status(),
+        Some(Status::FixNotFound)
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -744,7 +816,11 @@ fn an_outstanding_request_is_the_first_frame_after_welcome() {
     p.answer(1, &SinkOutcome::ok());
     assert_eq!(
         p.types(),
-        [FrameType::Welcome, FrameType::ConfirmRequest, FrameType::Ack]
+        [
+            FrameType::Welcome,
+            FrameType::ConfirmRequest,
+            FrameType::Ack
+        ]
     );
     assert!(matches!(
         &p.client_events[1],
@@ -775,7 +851,10 @@ fn a_here_answer_is_recorded_once() {
     let here = good_key().confirm(id, ConfirmKind::Here, 0, 123);
     p.send(&confirm_frame(&here));
     p.drive();
-    assert_eq!(p.confirm_acks(), [wire::ConfirmAck::new(id, Status::Ok, "")]);
+    assert_eq!(
+        p.confirm_acks(),
+        [wire::ConfirmAck::new(id, Status::Ok, "")]
+    );
     assert!(p.log.contains(&ServerOutput::ConfirmRecorded {
         kind: ConfirmKind::Here,
         at_ms: T0_MS + 5
@@ -783,7 +862,10 @@ fn a_here_answer_is_recorded_once() {
     assert_eq!(p.registry.pending(), 0);
     p.send(&confirm_frame(&here));
     p.drive();
-    assert_eq!(p.confirm_acks()[1].known_status(), Some(Status::UnsolicitedConfirm));
+    assert_eq!(
+        p.confirm_acks()[1].known_status(),
+        Some(Status::UnsolicitedConfirm)
+    );
 }
 
 #[test]
@@ -811,17 +893,35 @@ fn a_fix_answer_naming_an_unknown_batch_is_refused_but_not_counted() {
     };
     let mut p = Pair::connected(cfg);
     let id = raise(&p, 5);
-    p.send(&confirm_frame(&good_key().confirm(id, ConfirmKind::Fix, 999, 0)));
+    p.send(&confirm_frame(&good_key().confirm(
+        id,
+        ConfirmKind::Fix,
+        999,
+        0,
+    )));
     p.drive();
     let ack = &p.confirm_acks()[0];
     assert_eq!(ack.known_status(), Some(Status::FixNotFound));
-    assert!(ack.reason.contains("batch 999 is not among the last 64"), "{}", ack.reason);
+    assert!(
+        ack.reason.contains("batch 999 is not among the last 64"),
+        "{}",
+        ack.reason
+    );
     assert_eq!(p.server.state(), SessionState::Open, "not abuse");
     assert_eq!(p.registry.outstanding_request_id(dev(5)), Some(id));
     // The first counted rejection is one too many with confirm_rejects_max = 0.
-    p.send(&confirm_frame(&good_key().confirm(id + 1, ConfirmKind::Here, 0, 0)));
+    p.send(&confirm_frame(&good_key().confirm(
+        id + 1,
+        ConfirmKind::Here,
+        0,
+        0,
+    )));
     p.drive();
-    assert_closed(&p, Status::ProtocolViolation, "more than 0 rejected CONFIRM frames");
+    assert_closed(
+        &p,
+        Status::ProtocolViolation,
+        "more than 0 rejected CONFIRM frames",
+    );
 }
 
 #[test]
@@ -836,7 +936,12 @@ fn confirm_checks_run_in_the_documented_order() {
     p.send(&frame(FrameType::Confirm, &[0xff]));
     p.send(&confirm_frame(&bad_kind));
     // Wrong id and wrong key: "unsolicited" is decided before the signature is checked.
-    p.send(&confirm_frame(&forged.confirm(id + 1, ConfirmKind::Here, 0, 0)));
+    p.send(&confirm_frame(&forged.confirm(
+        id + 1,
+        ConfirmKind::Here,
+        0,
+        0,
+    )));
     p.send(&confirm_frame(&forged.confirm(id, ConfirmKind::Here, 0, 0)));
     p.send(&confirm_frame(&short_sig));
     p.drive();
@@ -855,7 +960,11 @@ fn confirm_checks_run_in_the_documented_order() {
             (id, Some(Status::InvalidSignature)),
         ]
     );
-    assert!(!p.log.iter().any(|o| matches!(o, ServerOutput::ConfirmRecorded { .. })));
+    assert!(
+        !p.log
+            .iter()
+            .any(|o| matches!(o, ServerOutput::ConfirmRecorded { .. }))
+    );
     assert_eq!(
         p.registry.outstanding_request_id(dev(5)),
         Some(id),
@@ -876,7 +985,11 @@ fn a_confirm_flood_closes_the_connection() {
     }
     p.drive();
     assert_eq!(p.confirm_acks().len(), 3);
-    assert_eq!(p.server.state(), SessionState::Open, "3 rejections are allowed");
+    assert_eq!(
+        p.server.state(),
+        SessionState::Open,
+        "3 rejections are allowed"
+    );
     p.send(&confirm_frame(&unsolicited));
     p.drive();
     assert_closed(
@@ -906,10 +1019,17 @@ fn the_devices_close_drains_pending_acks_without_a_close_frame() {
     p.drive();
     assert_eq!(p.server.state(), SessionState::Draining);
     assert_eq!(p.sink.len(), 2);
-    assert!(p.ending().is_none(), "not before the in-flight batches are acked");
+    assert!(
+        p.ending().is_none(),
+        "not before the in-flight batches are acked"
+    );
     p.answer(2, &SinkOutcome::ok());
     assert_eq!(p.ending(), Some(&Ending::PeerClosed));
-    assert_eq!(p.types(), [FrameType::Ack, FrameType::Ack], "no CLOSE frame");
+    assert_eq!(
+        p.types(),
+        [FrameType::Ack, FrameType::Ack],
+        "no CLOSE frame"
+    );
 }
 
 #[test]
@@ -946,7 +1066,10 @@ fn a_server_close_reaches_the_client_as_a_typed_error() {
     p.server.shutdown();
     p.answer(1, &SinkOutcome::ok());
     assert_closed(&p, Status::ShuttingDown, "server is shutting down");
-    assert!(matches!(&p.client_events[0], ClientEvent::Acked { waiter: 1, .. }));
+    assert!(matches!(
+        &p.client_events[0],
+        ClientEvent::Acked { waiter: 1, .. }
+    ));
     assert!(matches!(
         p.client_events.last(),
         Some(ClientEvent::Ended(SessionError::Rejected {
@@ -1016,19 +1139,20 @@ fn run_chunks(chunks: &[&[u8]]) -> (Vec<ServerOutput>, Vec<u8>) {
     });
     let mut s = ServerSession::new(ctx, 0);
     let (mut outputs, mut tx, mut sink) = (vec![], vec![], VecDeque::new());
-    let pump = |s: &mut ServerSession, outputs: &mut Vec<ServerOutput>, sink: &mut VecDeque<Ticket>| {
-        while let Some(o) = s.poll_output() {
-            match &o {
-                ServerOutput::Submit(sub) => sink.push_back(sub.ticket),
-                ServerOutput::Authenticated { device_id } => {
-                    let r = registry.attach(*device_id, 1, 1);
-                    s.attached(T0_MS, r.as_deref());
+    let pump =
+        |s: &mut ServerSession, outputs: &mut Vec<ServerOutput>, sink: &mut VecDeque<Ticket>| {
+            while let Some(o) = s.poll_output() {
+                match &o {
+                    ServerOutput::Submit(sub) => sink.push_back(sub.ticket),
+                    ServerOutput::Authenticated { device_id } => {
+                        let r = registry.attach(*device_id, 1, 1);
+                        s.attached(T0_MS, r.as_deref());
+                    }
+                    _ => {}
                 }
-                _ => {}
+                outputs.push(o);
             }
-            outputs.push(o);
-        }
-    };
+        };
     for chunk in chunks {
         while !s.wants_read() && !sink.is_empty() {
             let t = sink.pop_front().expect("non-empty");
@@ -1059,8 +1183,18 @@ fn valid_stream() -> Vec<u8> {
         s.extend(batch_frame(seq, seq as usize));
         wire::encode_heartbeat(&mut s);
     }
-    s.extend(confirm_frame(&good_key().confirm(1, ConfirmKind::Fix, 3, 0)));
-    s.extend(confirm_frame(&good_key().confirm(9, ConfirmKind::Here, 0, 0)));
+    s.extend(confirm_frame(&good_key().confirm(
+        1,
+        ConfirmKind::Fix,
+        3,
+        0,
+    )));
+    s.extend(confirm_frame(&good_key().confirm(
+        9,
+        ConfirmKind::Here,
+        0,
+        0,
+    )));
     s.extend(frame(FrameType::Batch, &[0, 0, 0, 0, 0, 0, 0, 5]));
     s.extend(batch_frame(0, 1));
     s.extend(close_frame(Status::Ok));
