@@ -11,7 +11,7 @@
 //!   the flood limit, close semantics, shutdown); [`client::ClientSession`] the device side
 //!   (HELLO, WELCOME limits, waiters by seq and request id, error classification) with the
 //!   client's pure decisions (retry delays, ack verdicts, confirm-request dedup).
-//! * [`confirm::Registry`] (feature `server`) is the lock-free registry of outstanding
+//! * `confirm::Registry` (feature `server`) is the lock-free registry of outstanding
 //!   confirm requests shared by all connections; sessions see it through the narrow
 //!   [`server::Confirms`] trait.
 //! * The quinn drivers (`crate::endpoint`, `crate::client`) only pump bytes, timers and

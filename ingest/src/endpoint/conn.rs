@@ -383,3 +383,64 @@ impl Driver {
             .close(VarInt::from_u32(status.code()), reason.as_bytes());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticket_of(s: &mut ServerSession) -> Ticket {
+        // Tickets are only made by sessions; take one from a real submission.
+        loop {
+            match s.poll_output() {
+                Some(ServerOutput::Submit(sub)) => return sub.ticket,
+                Some(_) => {}
+                None => panic!("no submission"),
+            }
+        }
+    }
+
+    fn session_with_a_batch() -> (ServerSession, Ticket) {
+        use crate::proto::confirm::Registry;
+        use crate::proto::server::{ServerContext, SessionConfig};
+        let key = crate::auth::TokenKey::from_bytes(&[1; 32]).expect("key");
+        let token = key.mint(DeviceId::try_from(3).expect("id"));
+        let ctx = Arc::new(ServerContext {
+            cfg: SessionConfig::default(),
+            key,
+            confirms: Arc::new(Registry::<()>::new(1, 1)),
+        });
+        let mut s = ServerSession::new(ctx, 0);
+        let mut bytes = vec![];
+        crate::proto::client::ClientSession::<(), ()>::encode_hello(&token, "t", &mut bytes);
+        s.handle_data(0, &bytes);
+        s.attached(0, None);
+        let mut fixes = crate::wire::Fixes::default();
+        fixes.push(&crate::wire::Fix::from_degrees(1_000, 1.0, 1.0));
+        bytes.clear();
+        crate::wire::encode_batch_frame_raw(9, &fixes, &mut bytes).expect("encodes");
+        s.handle_data(1_000, &bytes);
+        let t = ticket_of(&mut s);
+        (s, t)
+    }
+
+    #[test]
+    fn a_sink_callback_dropped_uncalled_answers_internal() {
+        let (_s, ticket) = session_with_a_batch();
+        let (tx, mut rx) = mpsc::channel(1);
+        let sender = OutcomeSender {
+            tx: Some(tx.clone()),
+            ticket,
+        };
+        let done: SinkCallback = Box::new(move |outcome| sender.send(outcome));
+        drop(done);
+        let (t, outcome) = rx.try_recv().expect("an outcome for the dropped callback");
+        assert_eq!((t, outcome.status), (ticket, Status::Internal));
+        let sender = OutcomeSender {
+            tx: Some(tx),
+            ticket,
+        };
+        sender.send(SinkOutcome::ok());
+        assert_eq!(rx.try_recv().expect("sent").1, SinkOutcome::ok());
+        assert!(rx.try_recv().is_err(), "exactly one outcome per callback");
+    }
+}

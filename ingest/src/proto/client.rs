@@ -144,7 +144,7 @@ impl SessionError {
     }
 }
 
-/// What a batch's ACK means for [`Device::send`](crate::client::Device::send)-like callers.
+/// What a batch's ACK means for a caller that retries (the client library's `Device::send`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AckVerdict {
     /// Final: success, or a permanent 1xx rejection (do not resend). Return the ACK.

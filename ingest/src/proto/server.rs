@@ -77,7 +77,7 @@ impl Default for SessionConfig {
 }
 
 /// The session's narrow view of the confirm-request registry
-/// ([`super::confirm::Registry`] implements it).
+/// (`proto::confirm::Registry`, feature `server`, implements it).
 pub trait Confirms: Send + Sync {
     /// The id of the device's outstanding confirm request, if it has one.
     fn outstanding_request_id(&self, device_id: DeviceId) -> Option<u64>;
