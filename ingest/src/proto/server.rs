@@ -622,7 +622,8 @@ impl ServerSession {
                 format!("HEARTBEAT must be empty, got {} bytes", header.len),
             ),
             FrameType::Heartbeat => {}
-            // The CLOSE body is not read: whatever it says, the device is leaving.
+            // Deviation (issue 11): the CLOSE body is not read or checked, so an oversized or
+            // unparsable CLOSE gets no CLOSE(MALFORMED_FRAME), only the normal close (code 0).
             FrameType::Close => self.drain(Ending::PeerClosed),
             FrameType::Confirm if header.len > wire::CONTROL_FRAME_BODY_BYTES_MAX => self.fatal(
                 Status::MalformedFrame,
@@ -723,6 +724,7 @@ impl ServerSession {
             d.len, self.ctx.cfg.limits.batch_bytes_max
         );
         self.discard = None;
+        // Deviation (issue 11): a body under 8 bytes carries no seq; it is acked with 0.
         self.reject_batch(now_ms, seq.unwrap_or(0), Status::BatchTooLarge, reason);
         true
     }

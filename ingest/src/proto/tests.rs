@@ -1033,6 +1033,19 @@ fn the_devices_close_drains_pending_acks_without_a_close_frame() {
 }
 
 #[test]
+fn the_devices_close_is_not_parsed() {
+    // Deviation (issue 11): an oversized (or unparsable) CLOSE is a normal close, not
+    // CLOSE(MALFORMED_FRAME); its body is never buffered.
+    let mut p = Pair::connected(SessionConfig::default());
+    p.send(&header(FrameType::Close, CONTROL_FRAME_BODY_BYTES_MAX + 1));
+    p.send(&[0xff; 64]);
+    p.drive();
+    assert_eq!(p.ending(), Some(&Ending::PeerClosed));
+    assert!(p.frames.is_empty(), "no CLOSE frame in answer");
+    assert!(p.buffered_max <= 5);
+}
+
+#[test]
 fn the_end_of_the_devices_stream_is_a_close() {
     let mut p = Pair::connected(SessionConfig::default());
     p.send_batch(1, 1);
