@@ -110,9 +110,8 @@ pub struct LimitsSection {
 
 impl Default for LimitsSection {
     fn default() -> Self {
-        let w = ingest::wire::Limits::default();
         let e = ingest::endpoint::EndpointConfig::default();
-        let session = ingest::endpoint::SessionConfig::default();
+        let (session, w) = (e.session, e.session.limits);
         Self {
             batch_bytes_max: w.batch_bytes_max,
             batch_fixes_max: w.batch_fixes_max,
@@ -120,10 +119,10 @@ impl Default for LimitsSection {
             future_skew_ms: w.future_skew_ms,
             past_age_max_ms: w.past_age_max_ms,
             connections_max: e.connections_max,
-            inflight_batches_max: e.inflight_batches_max,
-            oversize_discard_bytes_max: e.oversize_discard_bytes_max,
-            hello_timeout_ms: e.hello_timeout_ms,
-            confirm_pending_max: session.confirm_pending_max,
+            inflight_batches_max: session.inflight_batches_max,
+            oversize_discard_bytes_max: session.oversize_discard_bytes_max,
+            hello_timeout_ms: session.hello_timeout_ms,
+            confirm_pending_max: e.confirm_pending_max,
             confirm_rejects_max: session.confirm_rejects_max,
         }
     }
@@ -153,7 +152,7 @@ impl Default for QuicSection {
             stream_receive_window_bytes: e.stream_receive_window_bytes,
             connection_receive_window_bytes: e.connection_receive_window_bytes,
             send_window_bytes: e.send_window_bytes,
-            close_linger_ms: ingest::endpoint::SessionConfig::default().close_linger_ms,
+            close_linger_ms: e.close_linger_ms,
         }
     }
 }
@@ -931,31 +930,27 @@ impl Config {
         }
     }
 
-    /// The endpoint's per-session settings (confirm-location bounds, close linger).
-    pub fn session_config(&self) -> ingest::endpoint::SessionConfig {
-        ingest::endpoint::SessionConfig {
-            confirm_pending_max: self.limits.confirm_pending_max,
-            confirm_rejects_max: self.limits.confirm_rejects_max,
-            close_linger_ms: self.quic.close_linger_ms,
-        }
-    }
-
     /// The endpoint's settings.
     pub fn endpoint_config(&self) -> ingest::endpoint::EndpointConfig {
         let l = &self.limits;
         ingest::endpoint::EndpointConfig {
-            limits: ingest::wire::Limits {
-                batch_bytes_max: l.batch_bytes_max,
-                batch_fixes_max: l.batch_fixes_max,
-                decompressed_bytes_max: l.decompressed_bytes_max,
-                future_skew_ms: l.future_skew_ms,
-                past_age_max_ms: l.past_age_max_ms,
+            session: ingest::endpoint::SessionConfig {
+                limits: ingest::wire::Limits {
+                    batch_bytes_max: l.batch_bytes_max,
+                    batch_fixes_max: l.batch_fixes_max,
+                    decompressed_bytes_max: l.decompressed_bytes_max,
+                    future_skew_ms: l.future_skew_ms,
+                    past_age_max_ms: l.past_age_max_ms,
+                },
+                inflight_batches_max: l.inflight_batches_max,
+                dedup_window_batches: self.storage.dedup_window_batches,
+                oversize_discard_bytes_max: l.oversize_discard_bytes_max,
+                hello_timeout_ms: l.hello_timeout_ms,
+                confirm_rejects_max: l.confirm_rejects_max,
             },
             connections_max: l.connections_max,
-            inflight_batches_max: l.inflight_batches_max,
-            dedup_window_batches: self.storage.dedup_window_batches,
-            oversize_discard_bytes_max: l.oversize_discard_bytes_max,
-            hello_timeout_ms: l.hello_timeout_ms,
+            confirm_pending_max: l.confirm_pending_max,
+            close_linger_ms: self.quic.close_linger_ms,
             idle_timeout_ms: self.quic.idle_timeout_ms,
             stream_receive_window_bytes: self.quic.stream_receive_window_bytes,
             connection_receive_window_bytes: self.quic.connection_receive_window_bytes,

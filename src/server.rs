@@ -233,18 +233,15 @@ impl Server {
         });
         let ep_cfg = cfg.endpoint_config();
         let server_config = ingest::endpoint::server_config(tls.cert_chain, tls.key, &ep_cfg)?;
-        let endpoint = Endpoint::start_with(
-            EndpointParts {
-                listen: cfg.server.listen,
-                server_config,
-                cfg: ep_cfg,
-                key,
-                sink,
-                activity: Arc::new(SilenceActivity::new(silence.clone())),
-                clock,
-            },
-            cfg.session_config(),
-        )?;
+        let endpoint = Endpoint::start(EndpointParts {
+            listen: cfg.server.listen,
+            server_config,
+            cfg: ep_cfg,
+            key,
+            sink,
+            activity: Arc::new(SilenceActivity::new(silence.clone())),
+            clock,
+        })?;
         let _ = confirmer.set(endpoint.confirmer());
         let admin = if cfg.admin.enabled {
             let sources = crate::admin::Sources {

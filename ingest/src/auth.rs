@@ -67,7 +67,7 @@ pub enum KeyError {
 
 /// Why a token was refused. Deliberately coarse towards the device (`UNAUTHENTICATED`);
 /// the variants are for server logs.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TokenError {
     /// Not of the form `hf1.<id>.<tag>`.
