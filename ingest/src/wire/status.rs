@@ -46,7 +46,8 @@ pub enum Status {
     InvalidField = 111,
     /// The seq is below the server's dedup window for this device.
     StaleSequence = 112,
-    /// The seq is 0, which is reserved.
+    /// The seq is 0, which is reserved, or above the server clock in microseconds plus
+    /// `future_skew_ms` (one such seq would make every later batch of the device stale).
     InvalidSequence = 113,
     /// A CONFIRM names no request outstanding for this device (never sent, already
     /// answered, or cancelled). Do not resend it.
