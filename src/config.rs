@@ -102,6 +102,8 @@ pub struct LimitsSection {
     pub oversize_discard_bytes_max: u32,
     /// Deadline for HELLO after the QUIC handshake.
     pub hello_timeout_ms: u64,
+    /// Deadline for a frame's body after its header (slowloris guard).
+    pub frame_timeout_ms: u64,
     /// Confirm-location requests outstanding at once across all devices.
     pub confirm_pending_max: usize,
     /// Rejected CONFIRM frames one connection may send before it is closed.
@@ -122,6 +124,7 @@ impl Default for LimitsSection {
             inflight_batches_max: session.inflight_batches_max,
             oversize_discard_bytes_max: session.oversize_discard_bytes_max,
             hello_timeout_ms: session.hello_timeout_ms,
+            frame_timeout_ms: session.frame_timeout_ms,
             confirm_pending_max: e.confirm_pending_max,
             confirm_rejects_max: session.confirm_rejects_max,
         }
@@ -132,12 +135,16 @@ impl Default for LimitsSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuicSection {
-    /// Connections silent this long are closed.
+    /// Devices that send no frame for this long are closed (QUIC PINGs do not count).
     pub idle_timeout_ms: u64,
+    /// Deadline for the QUIC + TLS handshake.
+    pub handshake_timeout_ms: u64,
     /// Per-stream receive window.
     pub stream_receive_window_bytes: u32,
-    /// Per-connection receive window.
+    /// Per-connection receive window (after WELCOME).
     pub connection_receive_window_bytes: u32,
+    /// Per-connection receive window before WELCOME.
+    pub pre_auth_receive_window_bytes: u32,
     /// Per-connection send window.
     pub send_window_bytes: u32,
     /// After sending CLOSE, how long to wait for the device to read it before closing.
@@ -148,9 +155,11 @@ impl Default for QuicSection {
     fn default() -> Self {
         let e = ingest::endpoint::EndpointConfig::default();
         Self {
-            idle_timeout_ms: e.idle_timeout_ms,
+            idle_timeout_ms: e.session.idle_timeout_ms,
+            handshake_timeout_ms: e.handshake_timeout_ms,
             stream_receive_window_bytes: e.stream_receive_window_bytes,
             connection_receive_window_bytes: e.connection_receive_window_bytes,
+            pre_auth_receive_window_bytes: e.pre_auth_receive_window_bytes,
             send_window_bytes: e.send_window_bytes,
             close_linger_ms: e.close_linger_ms,
         }
@@ -823,6 +832,33 @@ impl Config {
         if l.connections_max == 0 {
             return Err(invalid("limits.connections_max", 0, "must be at least 1"));
         }
+        if l.frame_timeout_ms == 0 || l.hello_timeout_ms == 0 {
+            return Err(invalid(
+                "limits.frame_timeout_ms",
+                l.frame_timeout_ms.min(l.hello_timeout_ms),
+                "limits.frame_timeout_ms and limits.hello_timeout_ms must be at least 1",
+            ));
+        }
+        let q = &self.quic;
+        if q.handshake_timeout_ms == 0 {
+            return Err(invalid(
+                "quic.handshake_timeout_ms",
+                0,
+                "must be at least 1",
+            ));
+        }
+        let hello_frame_max = ingest::proto::server::HELLO_BYTES_MAX + 5;
+        if q.pre_auth_receive_window_bytes < hello_frame_max
+            || q.pre_auth_receive_window_bytes > q.connection_receive_window_bytes
+        {
+            return Err(invalid(
+                "quic.pre_auth_receive_window_bytes",
+                q.pre_auth_receive_window_bytes,
+                &format!(
+                    "must hold a HELLO frame ({hello_frame_max} bytes) and be at most quic.connection_receive_window_bytes"
+                ),
+            ));
+        }
         if l.inflight_batches_max == 0
             || l.inflight_batches_max >= self.storage.dedup_window_batches
         {
@@ -946,14 +982,17 @@ impl Config {
                 dedup_window_batches: self.storage.dedup_window_batches,
                 oversize_discard_bytes_max: l.oversize_discard_bytes_max,
                 hello_timeout_ms: l.hello_timeout_ms,
+                frame_timeout_ms: l.frame_timeout_ms,
+                idle_timeout_ms: self.quic.idle_timeout_ms,
                 confirm_rejects_max: l.confirm_rejects_max,
             },
             connections_max: l.connections_max,
             confirm_pending_max: l.confirm_pending_max,
             close_linger_ms: self.quic.close_linger_ms,
-            idle_timeout_ms: self.quic.idle_timeout_ms,
+            handshake_timeout_ms: self.quic.handshake_timeout_ms,
             stream_receive_window_bytes: self.quic.stream_receive_window_bytes,
             connection_receive_window_bytes: self.quic.connection_receive_window_bytes,
+            pre_auth_receive_window_bytes: self.quic.pre_auth_receive_window_bytes,
             send_window_bytes: self.quic.send_window_bytes,
         }
     }

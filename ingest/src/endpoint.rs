@@ -61,7 +61,7 @@ pub use crate::proto::server::SessionConfig;
 
 use self::confirmer::ConnLink;
 use self::stats::ConnectionSlot;
-use crate::auth::TokenKey;
+use crate::auth::Authenticator;
 use crate::proto::confirm::Registry;
 use crate::proto::server::ServerContext;
 use crate::wire::Status;
@@ -133,8 +133,8 @@ pub struct EndpointParts {
     pub server_config: quinn::ServerConfig,
     /// Endpoint limits.
     pub cfg: EndpointConfig,
-    /// Token key used to verify devices.
-    pub key: TokenKey,
+    /// Verifies device tokens (key ring, revocations) and gives confirm keys.
+    pub auth: Arc<Authenticator>,
     /// Where batches go.
     pub sink: Arc<dyn BatchSink>,
     /// Who hears about device activity.
@@ -169,7 +169,7 @@ impl Endpoint {
         let registry = Arc::new(Registry::new(parts.cfg.confirm_pending_max, seed_ms << 16));
         let session = Arc::new(ServerContext {
             cfg: parts.cfg.session,
-            key: parts.key,
+            auth: parts.auth,
             confirms: registry.clone(),
         });
         let shared = Arc::new(Shared {
@@ -293,7 +293,12 @@ async fn accept_loop(
             incoming.refuse();
             continue;
         };
+        let Some(handshake) =
+            ConnectionSlot::try_acquire_in(stats, |s| &s.handshakes_pending, usize::MAX)
+        else {
+            continue;
+        };
         stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
-        tracker.spawn(conn::serve(incoming, slot, shared.clone()));
+        tracker.spawn(conn::serve(incoming, slot, handshake, shared.clone()));
     }
 }

@@ -359,7 +359,7 @@ async fn bad_token_is_rejected_at_connect() {
 
 mod confirm {
     use super::*;
-    use ingest::auth::TokenKey;
+    use ingest::auth::{Authenticator, ConfirmMasterKey, TokenKey};
     use ingest::endpoint::{
         AcceptedBatch, Activity, BatchSink, ConfirmDelivery, ConfirmRequestError, Endpoint,
         EndpointConfig, EndpointParts, SinkCallback, SinkOutcome,
@@ -401,7 +401,10 @@ mod confirm {
             listen: "127.0.0.1:0".parse().expect("addr"),
             server_config,
             cfg,
-            key: token_key.clone(),
+            auth: Arc::new(Authenticator::v1_only(
+                token_key.clone(),
+                ConfirmMasterKey::from_bytes(&[7; 32]).expect("key"),
+            )),
             sink: Arc::new(OkSink),
             activity: recorder.clone(),
             clock: Arc::new(SystemClock),
