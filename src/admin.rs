@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ingest::endpoint::EndpointStats;
-use ingest::silence::{DeviceState, SilenceTable};
+use silence::{DeviceState, SilenceTable};
 
 /// Largest request head read (request line + headers).
 pub const REQUEST_BYTES_MAX: usize = 8 * 1024;

@@ -13,7 +13,7 @@
 //! * Arithmetic is by precomputed prefix counts (`prefix[i]` = working days before the i-th
 //!   covered day), so "the n-th working day after day d" is a binary search, not a walk.
 //! * Pure: no IO, no clock. [`CalendarYear::parse`] takes the file's text and a name for error
-//!   messages; the binary reads the file.
+//!   messages; [`crate::config`] reads the files.
 
 use std::collections::BTreeMap;
 
@@ -219,7 +219,6 @@ pub enum YearsReason {
     },
 }
 
-#[cfg(feature = "server")]
 mod parse {
     use super::*;
     use serde::Deserialize;

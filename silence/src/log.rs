@@ -1,54 +1,68 @@
-//! Silence files under the data directory: the events log, the exemptions log and the silence
-//! state snapshot.
+//! The silence logs under the data directory: the events log and the exemptions log.
 //!
 //! * `<data>/events/silence.jsonl`: one JSON object per line
-//!   ([`ingest::silence::SilenceEvent::to_json_line`]), appended and fsynced after each scan
-//!   that produced events, and echoed as structured log lines.
+//!   ([`crate::SilenceEvent::to_json_line`]), appended and fsynced after each scan that
+//!   produced events, and echoed as structured log lines.
 //! * `<data>/events/exemptions.jsonl`: append-only; at start the configured exemptions are
 //!   compared with the set the log ends with, and every difference is appended as an `added` or
 //!   `removed` line ([`ExemptionLog::sync`]). Replaying the log gives the set in force.
-//! * `<data>/silence/snapshot.bin`: the table's state (format in `ingest::silence` snapshot
-//!   docs), written atomically: temporary file, fsync, rename, fsync of the directory. A torn
-//!   or damaged snapshot is refused whole by its checksum.
-//! * `<data>/events/date=…/part-….parquet` and `<data>/device_status/date=…/part-….parquet`:
-//!   the same events, and a daily status of every device, as Parquet tables ([`tables`]).
-//! * The optional HTTP webhook that POSTs each scan's events ([`webhook`]).
 //!
-//! The JSON Lines file is written (and fsynced) first; the table and the webhook follow it.
+//! Every file operation goes through [`sys::fs::Fs`]: a log is created (its name made durable
+//! by an fsync of the directory) when missing, then only appended to at its current end, and
+//! every append is followed by `fdatasync` before it returns.
 //!
 //! Never: rewrites or truncates a log.
 
-pub mod tables;
-pub mod webhook;
-
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ingest::silence::{Exemption, ExemptionTarget, JsonStr, SilenceEvent};
+use sys::fs::{Fs, FsFile, create_dir_durable};
+
+use crate::{Exemption, ExemptionTarget, JsonStr, SilenceEvent};
+
+/// Opens `dir/name` for appending, creating it (and making its name durable) when missing.
+fn open_append(fs: &dyn Fs, dir: &Path, name: &str) -> std::io::Result<Box<dyn FsFile>> {
+    let path = dir.join(name);
+    match fs.open_write(&path) {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let f = fs.create(&path)?;
+            fs.sync_dir(dir)?;
+            Ok(f)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Appends `bytes` at the end of `file` and fsyncs its data.
+fn append(file: &mut dyn FsFile, bytes: &[u8]) -> std::io::Result<()> {
+    let end = file.len_bytes()?;
+    file.write_all_at(bytes, end)?;
+    file.sync_data()
+}
 
 /// Append-only JSON Lines file of silence events.
 #[derive(Debug)]
 pub struct EventLog {
     path: PathBuf,
-    file: std::fs::File,
+    file: Box<dyn FsFile>,
     buf: Vec<u8>,
 }
 
 impl EventLog {
-    /// Opens (creating) `<data_dir>/events/silence.jsonl` for appending.
+    /// The log's path under `data_dir`.
+    pub fn path_in(data_dir: &Path) -> PathBuf {
+        data_dir.join("events").join("silence.jsonl")
+    }
+
+    /// Opens (creating) `<data_dir>/events/silence.jsonl` for appending, through `fs`.
     ///
     /// # Errors
-    /// The OS error, with the path in the message.
-    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
-        let dir = data_dir.join("events");
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join("silence.jsonl");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+    /// The OS error of creating the directory or opening the file.
+    pub fn open(fs: &dyn Fs, data_dir: &Path) -> std::io::Result<Self> {
+        create_dir_durable(fs, data_dir, Path::new("events"))?;
+        let file = open_append(fs, &data_dir.join("events"), "silence.jsonl")?;
         Ok(Self {
-            path,
+            path: Self::path_in(data_dir),
             file,
             buf: Vec::new(),
         })
@@ -79,8 +93,7 @@ impl EventLog {
             self.buf.extend_from_slice(line.as_bytes());
             self.buf.push(b'\n');
         }
-        self.file.write_all(&self.buf)?;
-        self.file.sync_data()
+        append(&mut *self.file, &self.buf)
     }
 }
 
@@ -112,6 +125,9 @@ pub struct ExemptionChange {
 #[derive(Debug)]
 pub struct ExemptionLog;
 
+const ADDED: &str = r#""change":"added","exemption":"#;
+const REMOVED: &str = r#""change":"removed","exemption":"#;
+
 impl ExemptionLog {
     /// The log's path under `data_dir`.
     pub fn path(data_dir: &Path) -> PathBuf {
@@ -120,33 +136,50 @@ impl ExemptionLog {
 
     /// Replays `<data>/events/exemptions.jsonl`, compares it with `configured`, appends one line
     /// per difference (`{"at_s":…,"change":"added"|"removed","exemption":{…}}`), fsyncs, and
-    /// returns the changes. Lines that do not parse (a torn last line) are skipped.
+    /// returns the changes. Lines that do not parse (a torn last line) are skipped. Every file
+    /// operation goes through `fs`.
     ///
     /// # Errors
     /// The OS error of reading, writing or syncing.
     pub fn sync(
+        fs: &dyn Fs,
         data_dir: &Path,
         configured: &[Exemption],
         now_s: u32,
     ) -> std::io::Result<Vec<ExemptionChange>> {
+        create_dir_durable(fs, data_dir, Path::new("events"))?;
         let path = Self::path(data_dir);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+        let text = sys::fs::read_optional(fs, &path)?.unwrap_or_default();
+        let in_force = Self::replay(&String::from_utf8_lossy(&text));
+        let wanted: Vec<String> = configured.iter().map(exemption_json).collect();
+        let changes = Self::changes(&in_force, &wanted);
+        if changes.is_empty() {
+            return Ok(changes);
         }
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(e),
-        };
+        let mut buf = String::new();
+        for c in &changes {
+            let kind = if c.added { "added" } else { "removed" };
+            buf.push_str(&format!(
+                r#"{{"at_s":{now_s},"change":"{kind}","exemption":{}}}"#,
+                c.exemption
+            ));
+            buf.push('\n');
+            tracing::info!(target: "hexflow::silence", change = kind, exemption = %c.exemption, "exemption changed");
+        }
+        let mut file = open_append(fs, &data_dir.join("events"), "exemptions.jsonl")?;
+        append(&mut *file, buf.as_bytes())?;
+        Ok(changes)
+    }
+
+    /// The exemptions (as [`exemption_json`]) in force after the log `text`, in the order
+    /// they were added. Pure.
+    fn replay(text: &str) -> Vec<String> {
         let mut in_force: Vec<String> = Vec::new();
         for line in text.lines() {
-            let (added, rest) = if let Some(i) = line.find(r#""change":"added","exemption":"#) {
-                (true, &line[i + r#""change":"added","exemption":"#.len()..])
-            } else if let Some(i) = line.find(r#""change":"removed","exemption":"#) {
-                (
-                    false,
-                    &line[i + r#""change":"removed","exemption":"#.len()..],
-                )
+            let (added, rest) = if let Some(i) = line.find(ADDED) {
+                (true, &line[i + ADDED.len()..])
+            } else if let Some(i) = line.find(REMOVED) {
+                (false, &line[i + REMOVED.len()..])
             } else {
                 continue;
             };
@@ -161,9 +194,13 @@ impl ExemptionLog {
                 in_force.retain(|e| e != exemption);
             }
         }
-        let wanted: Vec<String> = configured.iter().map(exemption_json).collect();
+        in_force
+    }
+
+    /// What turns `in_force` into `wanted`: removals first, then additions. Pure.
+    fn changes(in_force: &[String], wanted: &[String]) -> Vec<ExemptionChange> {
         let mut changes = Vec::new();
-        for e in &in_force {
+        for e in in_force {
             if !wanted.contains(e) {
                 changes.push(ExemptionChange {
                     added: false,
@@ -171,7 +208,7 @@ impl ExemptionLog {
                 });
             }
         }
-        for e in &wanted {
+        for e in wanted {
             if !in_force.contains(e) && !changes.iter().any(|c| c.added && &c.exemption == e) {
                 changes.push(ExemptionChange {
                     added: true,
@@ -179,134 +216,9 @@ impl ExemptionLog {
                 });
             }
         }
-        if changes.is_empty() {
-            return Ok(changes);
-        }
-        let mut buf = String::new();
-        for c in &changes {
-            let kind = if c.added { "added" } else { "removed" };
-            buf.push_str(&format!(
-                r#"{{"at_s":{now_s},"change":"{kind}","exemption":{}}}"#,
-                c.exemption
-            ));
-            buf.push('\n');
-            tracing::info!(target: "hexflow::silence", change = kind, exemption = %c.exemption, "exemption changed");
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
-        f.write_all(buf.as_bytes())?;
-        f.sync_data()?;
-        Ok(changes)
-    }
-}
-
-/// Path of the silence snapshot under `data_dir`.
-pub fn snapshot_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("silence").join("snapshot.bin")
-}
-
-/// Writes `bytes` to `path` atomically: `<path>.tmp`, fsync, rename over `path`, fsync the
-/// directory. A crash leaves either the old or the new snapshot, never a mix.
-///
-/// # Errors
-/// The OS error of any step.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("bin.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Reads the snapshot, `None` if there is none.
-///
-/// # Errors
-/// The OS error other than "not found".
-pub fn read_snapshot(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+        changes
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ex(d: u64, reason: &str) -> Exemption {
-        Exemption {
-            target: ExemptionTarget::Device(d),
-            from_s: None,
-            until_s: Some(2_000_000_000),
-            reason: reason.into(),
-        }
-    }
-
-    #[test]
-    fn exemption_log_records_every_change_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = ex(1, "repair \"A\"");
-        let b = Exemption {
-            target: ExemptionTarget::Group("berlin".into()),
-            from_s: Some(5),
-            until_s: None,
-            reason: "holiday".into(),
-        };
-        let c = ExemptionLog::sync(dir.path(), &[a.clone(), b.clone()], 100).unwrap();
-        assert_eq!(c.len(), 2);
-        assert!(c.iter().all(|c| c.added));
-        // Same config again: nothing to record.
-        assert!(
-            ExemptionLog::sync(dir.path(), &[b.clone(), a.clone()], 200)
-                .unwrap()
-                .is_empty()
-        );
-        // b removed, a changed (new reason): removed a, removed b, added a'.
-        let a2 = ex(1, "repair B");
-        let c = ExemptionLog::sync(dir.path(), std::slice::from_ref(&a2), 300).unwrap();
-        assert_eq!(
-            c.iter().filter(|c| !c.added).count(),
-            2,
-            "both old ones removed: {c:?}"
-        );
-        assert_eq!(
-            c.iter().filter(|c| c.added).map(|c| &c.exemption).next(),
-            Some(&exemption_json(&a2))
-        );
-        let text = std::fs::read_to_string(ExemptionLog::path(dir.path())).unwrap();
-        assert_eq!(text.lines().count(), 5);
-        assert!(text.lines().next().unwrap().starts_with(r#"{"at_s":100,"change":"added","exemption":{"device":1,"from_s":null,"until_s":2000000000,"reason":"repair \"A\""}"#));
-        // A torn last line is ignored.
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(ExemptionLog::path(dir.path()))
-            .unwrap();
-        f.write_all(b"{\"at_s\":400,\"change\":\"removed\",\"exem")
-            .unwrap();
-        drop(f);
-        assert!(
-            ExemptionLog::sync(dir.path(), std::slice::from_ref(&a2), 500)
-                .unwrap()
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = snapshot_path(dir.path());
-        assert_eq!(read_snapshot(&p).unwrap(), None);
-        write_atomic(&p, b"first").unwrap();
-        write_atomic(&p, b"second").unwrap();
-        assert_eq!(read_snapshot(&p).unwrap().as_deref(), Some(&b"second"[..]));
-        assert!(!p.with_extension("bin.tmp").exists());
-    }
-}
+mod tests;
