@@ -409,7 +409,11 @@ impl ConfirmPort for EndpointConfirms {
         };
         match confirmer.request_confirm(device_id, reason) {
             Ok(delivery) => {
-                info!(device_id = device_id.get(), ?delivery, "confirm-location requested");
+                info!(
+                    device_id = device_id.get(),
+                    ?delivery,
+                    "confirm-location requested"
+                );
             }
             Err(err) => {
                 warn!(device_id = device_id.get(), error = %err, "confirm-location not requested");

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
 use common::ManualClock;
+use serde_json::Value;
 use silence::tables::{
     EventTable, EventTableConfig, TableError, device_status_schema, events_schema,
 };
 use silence::webhook::{Webhook, WebhookConfig, WebhookUrl};
 use silence::{EventKind, Level, SilenceEvent};
-use serde_json::Value;
 
 /// 2026-11-25T10:00:00Z.
 const T0_S: i64 = 1_795_600_800;

@@ -277,7 +277,11 @@ pub enum SilenceConfigError {
     },
 }
 
-fn invalid(key: &'static str, value: impl ToString, reason: impl Into<String>) -> SilenceConfigError {
+fn invalid(
+    key: &'static str,
+    value: impl ToString,
+    reason: impl Into<String>,
+) -> SilenceConfigError {
     SilenceConfigError::Invalid {
         key,
         value: value.to_string(),
@@ -292,7 +296,11 @@ fn check(
     value: impl ToString,
     reason: impl Into<String>,
 ) -> Result<(), SilenceConfigError> {
-    if ok { Ok(()) } else { Err(invalid(key, value, reason)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(key, value, reason))
+    }
 }
 
 impl SilenceConfig {
@@ -517,7 +525,11 @@ impl SilenceConfig {
 }
 
 /// Reads calendar `name` from every `*.toml` file of `calendars_dir/name`, in name order.
-fn load_calendar(fs: &dyn Fs, calendars_dir: &Path, name: &str) -> Result<Calendar, SilenceConfigError> {
+fn load_calendar(
+    fs: &dyn Fs,
+    calendars_dir: &Path,
+    name: &str,
+) -> Result<Calendar, SilenceConfigError> {
     let dir = calendars_dir.join(name);
     let mut files: Vec<PathBuf> = fs
         .list_dir(&dir)
@@ -543,9 +555,8 @@ fn load_calendar(fs: &dyn Fs, calendars_dir: &Path, name: &str) -> Result<Calend
             source,
         };
         let bytes = fs.read(&f).map_err(read_err)?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-        })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         years.push(CalendarYear::parse(&text, &f.display().to_string())?);
     }
     Ok(Calendar::from_years(years)?)
@@ -553,14 +564,19 @@ fn load_calendar(fs: &dyn Fs, calendars_dir: &Path, name: &str) -> Result<Calend
 
 /// One `[[silence.policies]]` entry, typed: its time zone (given, else the calendar's), its
 /// thresholds and what a confirmation resets.
-fn policy_def(p: &PolicyConfig, calendar: Option<Arc<Calendar>>) -> Result<PolicyDef, SilenceConfigError> {
+fn policy_def(
+    p: &PolicyConfig,
+    calendar: Option<Arc<Calendar>>,
+) -> Result<PolicyDef, SilenceConfigError> {
     let tz = match (&p.time_zone, &calendar) {
-        (Some(name), _) => Some(crate::time_zone(name).ok_or_else(|| {
-            SilenceConfigError::TimeZone {
-                policy: p.name.clone(),
-                time_zone: name.clone(),
-            }
-        })?),
+        (Some(name), _) => {
+            Some(
+                crate::time_zone(name).ok_or_else(|| SilenceConfigError::TimeZone {
+                    policy: p.name.clone(),
+                    time_zone: name.clone(),
+                })?,
+            )
+        }
         (None, Some(c)) => Some(c.time_zone().clone()),
         (None, None) => None,
     };

@@ -71,9 +71,7 @@ mod table;
 pub mod tables;
 pub mod webhook;
 
-pub use config::{
-    ExemptionConfig, GroupConfig, PolicyConfig, SilenceConfig, SilenceConfigError,
-};
+pub use config::{ExemptionConfig, GroupConfig, PolicyConfig, SilenceConfig, SilenceConfigError};
 pub use event::{EventKind, JsonStr, SilenceEvent};
 pub use explain::{Explanation, explain, parse_rfc3339, rfc3339, time_zone};
 pub use policy::Judgement;

@@ -324,10 +324,12 @@ impl ScanLoop {
     }
 
     fn save_snapshot(&mut self, now_s: u32) {
-        if let Err(e) =
-            self.snapshot
-                .save(&self.table, now_s, self.set.outages(), &mut self.snapshot_buf)
-        {
+        if let Err(e) = self.snapshot.save(
+            &self.table,
+            now_s,
+            self.set.outages(),
+            &mut self.snapshot_buf,
+        ) {
             error!(path = %self.snapshot.path().display(), error = %e, "cannot write silence snapshot");
         }
     }

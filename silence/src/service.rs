@@ -189,8 +189,7 @@ impl Silence {
             parquet: p.parquet,
             clock: p.clock.clone(),
             scan_interval_ms: cfg.scan_interval_ms,
-            snapshot_interval_s: u32::try_from(cfg.snapshot_interval_ms / 1000)
-                .unwrap_or(u32::MAX),
+            snapshot_interval_s: u32::try_from(cfg.snapshot_interval_ms / 1000).unwrap_or(u32::MAX),
         })
         .map_err(|source| StartError::Spawn {
             thread: "scanner",
@@ -249,12 +248,10 @@ fn restore(
     snapshot: &SnapshotFile,
     start_s: u32,
 ) -> Result<Vec<Outage>, StartError> {
-    let bytes = snapshot
-        .load()
-        .map_err(|source| StartError::SnapshotRead {
-            path: snapshot.path().to_path_buf(),
-            source,
-        })?;
+    let bytes = snapshot.load().map_err(|source| StartError::SnapshotRead {
+        path: snapshot.path().to_path_buf(),
+        source,
+    })?;
     let Some(bytes) = bytes else {
         return Ok(Vec::new());
     };

@@ -2,11 +2,12 @@
 //!
 //! # Contract
 //!
-//! * The bytes are [`SilenceTable::encode_snapshot`]'s (format in [`crate::snapshot`] docs:
-//!   magic, version, lengths, CRC32C), written with [`sys::fs::write_atomic`] through
-//!   [`Fs`]: temporary file, fsync, rename over the old snapshot, fsync of the directory.
-//!   After a crash at any operation the file holds the old or the new snapshot, never a mix;
-//!   a snapshot damaged any other way is refused whole by its checksum at restore.
+//! * The bytes are [`SilenceTable::encode_snapshot`]'s (self-describing: magic, version,
+//!   lengths, CRC32C; layout in `silence/src/snapshot.rs`), written with
+//!   [`sys::fs::write_atomic`] through [`Fs`]: temporary file, fsync, rename over the old
+//!   snapshot, fsync of the directory. After a crash at any operation the file holds the old
+//!   or the new snapshot, never a mix; a snapshot damaged any other way is refused whole by
+//!   its checksum at restore.
 //! * A failed save returns the error and leaves the old snapshot in place (when only the
 //!   final directory fsync failed, the new one is visible but not known durable); the caller
 //!   (the scanner) reports it and saves again at its next snapshot time.

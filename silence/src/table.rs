@@ -493,8 +493,7 @@ impl SilenceTable {
             }
             sweep.reported.push(device_id);
             let level = Level::from_bits(slot.state.load(Ordering::Relaxed));
-            let (policy_index, threshold_s) =
-                sweep.policy.event_info(device_id, level, last_fix_s);
+            let (policy_index, threshold_s) = sweep.policy.event_info(device_id, level, last_fix_s);
             out.push(SilenceEvent {
                 device_id,
                 kind: EventKind::Confirmed { confirmed_at_s: at },
@@ -655,18 +654,9 @@ impl SilenceTable {
         sweep.stats.devices += 1;
         let previous = Level::from_bits(state);
         let (confirmed_s, confirm_new) = sweep.take_confirmation(device_id, last_fix_s);
-        let judged = sweep
-            .policy
-            .judge(device_id, judged_from_s, confirmed_s, sweep.now_s);
-        let next = match judged {
-            Judgement::Exempt => {
-                sweep.stats.exempt += 1;
-                sweep.stats.count(previous);
-                return Visit::Watch;
-            }
-            Judgement::Level(l) => next_level(previous, l),
+        let Some(next) = sweep.judge(device_id, previous, judged_from_s, confirmed_s) else {
+            return Visit::Watch;
         };
-        sweep.stats.count(next);
         if next != Level::Reporting && since_s != judged_from_s {
             // Keep "silent since" current while silent (a late batch may bring a newer,
             // still old, fix).
@@ -681,7 +671,14 @@ impl SilenceTable {
             since_s,
             judged_from_s,
         };
-        Self::record(slot, state, &judged, confirm_new.then_some(confirmed_s), sweep, out);
+        Self::record(
+            slot,
+            state,
+            &judged,
+            confirm_new.then_some(confirmed_s),
+            sweep,
+            out,
+        );
         // The fast-path condition as it holds after this visit.
         if Visit::is_fast(next, last_fix_s, sweep.reporting_from_s) {
             Visit::Fast { last_fix_s }
@@ -969,6 +966,32 @@ struct Sweep<'p, P: ?Sized> {
 }
 
 impl<P: SilencePolicy + ?Sized> Sweep<'_, P> {
+    /// The level a device at `previous`, silent since `judged_from_s`, moves to (counted in
+    /// the stats), or `None` when it is exempt (counted, at its unchanged level).
+    fn judge(
+        &mut self,
+        device_id: u64,
+        previous: Level,
+        judged_from_s: u32,
+        confirmed_s: u32,
+    ) -> Option<Level> {
+        match self
+            .policy
+            .judge(device_id, judged_from_s, confirmed_s, self.now_s)
+        {
+            Judgement::Exempt => {
+                self.stats.exempt += 1;
+                self.stats.count(previous);
+                None
+            }
+            Judgement::Level(l) => {
+                let next = next_level(previous, l);
+                self.stats.count(next);
+                Some(next)
+            }
+        }
+    }
+
     /// Takes `device_id`'s pending confirmation out of the scan's copy: `(confirmed_s,
     /// not yet reported)`, or `(0, false)` when there is none or a fix at `last_fix_s`
     /// supersedes it (then it is dropped after the scan).

@@ -30,12 +30,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::{EventKind, PolicySet, SilenceEvent, SilenceTable};
 use arrow::array::{
     ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
-use crate::{EventKind, PolicySet, SilenceEvent, SilenceTable};
 use storage::writer::{FlushError, ParquetOptions, publish_parquet, writer_properties_sorted_by};
 use sys::fs::{Fs, RealFs};
 

@@ -536,7 +536,12 @@ impl Poster {
             *random ^= *random << 13;
             *random ^= *random >> 7;
             *random ^= *random << 17;
-            let delay = backoff_ms(attempt, self.cfg.backoff_ms, self.cfg.backoff_max_ms, *random);
+            let delay = backoff_ms(
+                attempt,
+                self.cfg.backoff_ms,
+                self.cfg.backoff_max_ms,
+                *random,
+            );
             let deadline_us = deadline_after_ms(&*self.clock, delay);
             match recv_before(&self.stop_rx, &*self.clock, deadline_us) {
                 Recv::Deadline => {}

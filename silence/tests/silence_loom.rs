@@ -14,9 +14,9 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use silence::{EventKind, Level, Policy, RecordError, SilenceEvent, SilenceTable};
 use loom::sync::Arc;
 use loom::thread;
+use silence::{EventKind, Level, Policy, RecordError, SilenceEvent, SilenceTable};
 
 // Every model runs its two actors on spawned threads and only joins on the main thread: loom
 // 0.7 fails to explore interleavings when the main thread races a freshly spawned thread whose

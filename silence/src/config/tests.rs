@@ -181,7 +181,10 @@ fn policy_set_reads_calendars_through_fs() {
     fs.put_durable(
         &dir.join("xx/2026.toml"),
         CAL_2026
-            .replace("holidays = []", "holidays = [{ date = \"2026-13-01\", name = \"x\" }]")
+            .replace(
+                "holidays = []",
+                "holidays = [{ date = \"2026-13-01\", name = \"x\" }]",
+            )
             .as_bytes(),
     );
     let e = c.policy_set_with_fs(&fs).unwrap_err().to_string();

@@ -88,7 +88,8 @@ fn events_log_appends_lines_after_what_is_there() {
     assert_eq!(log.path(), EventLog::path_in(dir.path()));
     log.append(&[], name).unwrap();
     assert!(std::fs::read(log.path()).unwrap().is_empty());
-    log.append(&[event(1, 1_000), event(2, 1_000)], name).unwrap();
+    log.append(&[event(1, 1_000), event(2, 1_000)], name)
+        .unwrap();
     drop(log);
     // Reopened: appends after the existing lines, never truncates.
     let mut log = EventLog::open(&RealFs, dir.path()).unwrap();
@@ -108,7 +109,10 @@ fn events_log_keeps_acknowledged_lines_at_every_crash_point() {
     let data = Path::new("/data");
     let first = [event(1, 1_000)];
     let second = [event(2, 2_000), event(3, 2_000)];
-    let old: String = first.iter().map(|e| e.to_json_line("default") + "\n").collect();
+    let old: String = first
+        .iter()
+        .map(|e| e.to_json_line("default") + "\n")
+        .collect();
     let new: String = old.clone()
         + &second
             .iter()

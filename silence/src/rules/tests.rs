@@ -8,9 +8,7 @@ use jiff::tz::TimeZone;
 use proptest::prelude::*;
 
 use super::*;
-use crate::calendar::{
-    self, Calendar, CalendarError, CalendarReason, CalendarYear, NamedDay,
-};
+use crate::calendar::{self, Calendar, CalendarError, CalendarReason, CalendarYear, NamedDay};
 
 fn calendar(name: &str) -> Arc<Calendar> {
     let files: &[(&str, &str)] = match name {

@@ -96,7 +96,10 @@ fn ops_of_one_save() -> u64 {
 #[test]
 fn a_crash_at_every_operation_of_a_save_restores_the_old_or_the_new_snapshot() {
     let ops = ops_of_one_save();
-    assert!(ops >= 5, "mkdir check, create, write, fsync, rename, dir fsync: {ops}");
+    assert!(
+        ops >= 5,
+        "mkdir check, create, write, fsync, rename, dir fsync: {ops}"
+    );
     let data = Path::new("/data");
     for crash_at in 0..=ops {
         for seed in 0..16 {
@@ -137,9 +140,12 @@ fn a_failed_save_keeps_the_old_snapshot_and_the_next_save_succeeds() {
         let after_rename = fail_at == ops - 1;
         let expect = if after_rename { &new } else { &old };
         assert_eq!(&restore(&fs, data), expect, "fail at +{fail_at}");
-        file.save(&t, 6_000, &NEW_OUTAGES, &mut Vec::new())
-            .unwrap();
-        assert_eq!(restore(&fs, data), new, "retry after a failure at +{fail_at}");
+        file.save(&t, 6_000, &NEW_OUTAGES, &mut Vec::new()).unwrap();
+        assert_eq!(
+            restore(&fs, data),
+            new,
+            "retry after a failure at +{fail_at}"
+        );
         assert_eq!(restore(&fs.crash_image(fail_at), data), new);
     }
 }
