@@ -316,8 +316,9 @@ impl SilenceConfig {
         Ok(())
     }
 
-    /// The range checks of the table, scanner, snapshot and events-table keys.
-    fn validate_bounds(&self) -> Result<(), SilenceConfigError> {
+    /// The range checks of the table, scanner, snapshot and events-table keys (the webhook's
+    /// are in [`SilenceConfig::webhook`], the policies' in [`SilenceConfig::policy_set`]).
+    pub(crate) fn validate_bounds(&self) -> Result<(), SilenceConfigError> {
         check(
             self.warning_after_s > 0 && self.expiry_after_s > self.warning_after_s,
             "silence.expiry_after_s",

@@ -5,7 +5,8 @@
 //! [`Silence::start`] runs, in this order, and refuses to start (a typed [`StartError`]) when
 //! a step fails:
 //!
-//! 1. the policy set from the configuration (calendars read through the [`Fs`]);
+//! 1. the configuration: every bound checked, the policy set loaded (calendars read through
+//!    the [`Fs`]), the webhook settings;
 //! 2. the table, all its memory reserved;
 //! 3. the snapshot restored before any device is recorded: the time between the snapshot and
 //!    now is a server outage, not silence (docs/SILENCE.md, "Restarts"). A snapshot that is
@@ -37,7 +38,8 @@ use crate::{
 
 /// What [`Silence::start`] needs.
 pub struct SilenceParts<'a> {
-    /// The `[silence]` section (validated or not: it is checked again here).
+    /// The `[silence]` section (checked again here: every bound, the policy set read
+    /// through `fs`, the webhook settings).
     pub config: &'a SilenceConfig,
     /// The data directory (`events/`, `device_status/`, `silence/` go under it).
     pub data_dir: &'a Path,
@@ -145,6 +147,7 @@ impl Silence {
     /// [`StartError`] naming the step that failed.
     pub fn start(p: SilenceParts<'_>) -> Result<Self, StartError> {
         let cfg = p.config;
+        cfg.validate_bounds()?;
         let mut policies = cfg.policy_set_with_fs(&*p.fs)?;
         let webhook_cfg = cfg.webhook()?;
         let table = Arc::new(SilenceTable::with_capacity(cfg.devices_max)?);

@@ -102,10 +102,13 @@ fn start_refuses_bad_parts_with_typed_errors() {
         Err(StartError::Config(SilenceConfigError::Rules(_)))
     ));
     let mut cfg = config();
-    cfg.devices_max = 0;
+    cfg.outages_max = 0;
     assert!(matches!(
         start(&fs, &clock, &cfg),
-        Err(StartError::Table(_))
+        Err(StartError::Config(SilenceConfigError::Invalid {
+            key: "silence.outages_max",
+            ..
+        }))
     ));
     // The events directory cannot be created: the exemptions log (first to need it) says so.
     let fs = SimFs::new();
