@@ -15,7 +15,8 @@
 #   SESSION_CONNECTIONS=100 [1000]      connection slots cycling sessions
 #   SESSION_DEVICES=100000              distinct hexflow devices for those sessions
 #   SESSIONS_S=10 [30]
-#   MESSAGE_CONNECTIONS=200             long-lived connections pipelining requests
+#   MESSAGE_CONNECTIONS=500             long-lived connections pipelining requests (hexflow-bench
+#                                       devices send at most ~1000 fixes/s each: keep it high)
 #   MESSAGE_INFLIGHT=4
 #   MESSAGE_RATE=0                      offered fixes/s (0 = closed loop); bare gets the same
 #   MESSAGES_S=10 [30]
@@ -36,7 +37,7 @@ CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-64}
 SESSION_CONNECTIONS=${SESSION_CONNECTIONS:-100}
 SESSION_DEVICES=${SESSION_DEVICES:-100000}
 SESSIONS_S=${SESSIONS_S:-10}
-MESSAGE_CONNECTIONS=${MESSAGE_CONNECTIONS:-200}
+MESSAGE_CONNECTIONS=${MESSAGE_CONNECTIONS:-500}
 MESSAGE_INFLIGHT=${MESSAGE_INFLIGHT:-4}
 MESSAGE_RATE=${MESSAGE_RATE:-0}
 MESSAGES_S=${MESSAGES_S:-10}

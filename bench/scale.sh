@@ -8,8 +8,11 @@
 # Knobs (env):
 #   SCALE_DEVICES="10000 100000 1000000"  the points
 #   MODES="long-lived sessions"
-#   DURATION_S=30                         per point
-#   FIXES_PER_DEVICE_S=1                  long-lived offered load: devices × this fixes/s
+#   DURATION_S=40                         per point
+#   FIXES_PER_DEVICE_S=5                  long-lived offered load: devices × this fixes/s, in
+#                                         50-fix batches (one batch per device every 10 s)
+#   RAMP_MS=<one batch period>            long-lived connects spread over this, so the
+#                                         devices' batches are evenly phased, not in bursts
 #   SESSION_CONNECTIONS=1000              connections shared by the devices in session mode
 #   SESSION_BATCHES=1                     batches per session
 #   LONG_LIVED_MAX=20000                  larger long-lived points are skipped (each device
@@ -27,8 +30,9 @@ source bench/lib.sh
 
 SCALE_DEVICES=${SCALE_DEVICES:-"10000 100000 1000000"}
 MODES=${MODES:-"long-lived sessions"}
-DURATION_S=${DURATION_S:-30}
-FIXES_PER_DEVICE_S=${FIXES_PER_DEVICE_S:-1}
+DURATION_S=${DURATION_S:-40}
+FIXES_PER_DEVICE_S=${FIXES_PER_DEVICE_S:-5}
+RAMP_MS=${RAMP_MS:-$(( 50 * 1000 / FIXES_PER_DEVICE_S ))}
 SESSION_CONNECTIONS=${SESSION_CONNECTIONS:-1000}
 SESSION_BATCHES=${SESSION_BATCHES:-1}
 LONG_LIVED_MAX=${LONG_LIVED_MAX:-20000}
@@ -48,7 +52,7 @@ for n in $SCALE_DEVICES; do
           skipped+=("$n devices long-lived: needs $n connections, above LONG_LIVED_MAX=$LONG_LIVED_MAX")
           continue
         fi
-        flags=(--devices "$n" --connections "$n" --inflight 1 --ramp-up-ms 0
+        flags=(--devices "$n" --connections "$n" --inflight 1 --ramp-up-ms "$RAMP_MS"
                --connect-concurrency "$CONNECT_CONCURRENCY" --rate $(( n * FIXES_PER_DEVICE_S )))
         conns=$n ;;
       sessions)
@@ -76,7 +80,7 @@ done
   echo
   sed 's/^/    /' "$OUT/runs.log"
   echo
-  echo "Knobs: DURATION_S=$DURATION_S FIXES_PER_DEVICE_S=$FIXES_PER_DEVICE_S SESSION_CONNECTIONS=$SESSION_CONNECTIONS" \
+  echo "Knobs: DURATION_S=$DURATION_S FIXES_PER_DEVICE_S=$FIXES_PER_DEVICE_S RAMP_MS=$RAMP_MS SESSION_CONNECTIONS=$SESSION_CONNECTIONS" \
     "SESSION_BATCHES=$SESSION_BATCHES CONNECT_CONCURRENCY=$CONNECT_CONCURRENCY"
   echo "Reports and timeline pictures: $OUT/<mode>-<devices>/report.{json,svg}"
 } > "$OUT/scale.md"

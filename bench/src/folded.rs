@@ -7,7 +7,10 @@
 //!   first, one per line, and ends at a blank line. The folded stack is the thread name
 //!   (`comm`) then the frames outermost first, joined by `;`, counted once per sample.
 //! * Frame names: the symbol without its `+0x..` offset, `;` replaced by `:` (the separator);
-//!   an unknown symbol becomes `[dso]` (the file name of the object it was in).
+//!   an unknown symbol becomes `[dso]` (the file name of the object it was in); kernel
+//!   frames get the suffix `_[k]` (the flamegraph.pl convention).
+//! * The reports group self time by crate ([`crate_of`]) and leave thread-start, runtime and
+//!   closure plumbing out of the inclusive list ([`is_plumbing`]), so the top lines name work.
 //! * The flame graph draws the root at the top (an icicle); a frame narrower than
 //!   [`MIN_WIDTH_PX`] is not drawn, which bounds the output whatever the input size.
 
@@ -40,6 +43,8 @@ pub fn frame_name(line: &str) -> Option<String> {
     let name = if sym.is_empty() || sym == "[unknown]" {
         let file = dso.rsplit('/').next().unwrap_or(dso);
         format!("[{}]", if file.is_empty() { "unknown" } else { file })
+    } else if dso == "[kernel.kallsyms]" {
+        format!("{sym}_[k]")
     } else {
         sym.to_owned()
     };
@@ -99,8 +104,60 @@ pub fn to_text(folded: &Folded) -> String {
     s
 }
 
+/// Where a frame's code comes from: `kernel` (`_[k]`), `mimalloc` (`mi_*`), the first path
+/// segment of a Rust symbol (`quinn_proto`, `h3o`, `std`, ...), or `other` (libc, inlined
+/// frames without a path, unknown objects).
+pub fn crate_of(frame: &str) -> &str {
+    if frame.ends_with("_[k]") {
+        return "kernel";
+    }
+    if frame.starts_with("mi_") || frame.starts_with("_mi_") {
+        return "mimalloc";
+    }
+    let f = frame.trim_start_matches('<');
+    match f.split_once("::") {
+        Some((head, _))
+            if !head.is_empty() && head.chars().all(|c| c.is_alphanumeric() || c == '_') =>
+        {
+            head
+        }
+        _ => "other",
+    }
+}
+
+/// Frames that are on most stacks without doing the work themselves: thread start, the
+/// tokio runtime's task machinery, closures and unwinding shims, syscall entry.
+pub fn is_plumbing(frame: &str) -> bool {
+    const PREFIXES: [&str; 16] = [
+        "std::",
+        "<std::",
+        "core::",
+        "<core::",
+        "<alloc::boxed::Box<dyn core::ops::function::Fn",
+        "tokio::runtime::",
+        "<tokio::runtime::",
+        "call_once",
+        "catch_unwind",
+        "do_call",
+        "__rust_",
+        "enter_runtime",
+        "poll<tokio::runtime",
+        "{closure",
+        "start_thread",
+        "clone3",
+    ];
+    const EXACT: [&str; 5] = [
+        "run",
+        "entry_SYSCALL_64_after_hwframe_[k]",
+        "do_syscall_64_[k]",
+        "[unknown]",
+        "main",
+    ];
+    PREFIXES.iter().any(|p| frame.starts_with(p)) || EXACT.contains(&frame)
+}
+
 /// Samples by name, largest first, at most `n`: by leaf frame (`self_time`) or by every
-/// frame on the stack, each counted once per sample (inclusive).
+/// frame on the stack except [`is_plumbing`] ones, each counted once per sample (inclusive).
 pub fn top(folded: &Folded, n: usize, self_time: bool) -> Vec<(String, u64)> {
     let mut by: BTreeMap<&str, u64> = BTreeMap::new();
     for (stack, &count) in folded {
@@ -108,6 +165,7 @@ pub fn top(folded: &Folded, n: usize, self_time: bool) -> Vec<(String, u64)> {
         if self_time {
             frames = frames.last().copied().into_iter().collect();
         } else {
+            frames.retain(|f| !is_plumbing(f));
             frames.sort_unstable();
             frames.dedup();
         }
@@ -118,6 +176,18 @@ pub fn top(folded: &Folded, n: usize, self_time: bool) -> Vec<(String, u64)> {
     let mut v: Vec<(String, u64)> = by.into_iter().map(|(k, c)| (k.to_owned(), c)).collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     v.truncate(n);
+    v
+}
+
+/// Self samples by [`crate_of`] the leaf frame, largest first.
+pub fn by_crate(folded: &Folded) -> Vec<(String, u64)> {
+    let mut by: BTreeMap<&str, u64> = BTreeMap::new();
+    for (stack, &count) in folded {
+        let leaf = stack.rsplit(';').next().unwrap_or("");
+        *by.entry(crate_of(leaf)).or_default() += count;
+    }
+    let mut v: Vec<(String, u64)> = by.into_iter().map(|(k, c)| (k.to_owned(), c)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     v
 }
 
@@ -145,7 +215,11 @@ pub fn top_report(folded: &Folded, n: usize) -> String {
     for (t, c) in by_thread(folded) {
         let _ = writeln!(s, "| {t} | {c} | {:.1} |", pct(c));
     }
-    for (title, self_time) in [("self", true), ("inclusive", false)] {
+    let _ = writeln!(s, "\n| self time by crate | samples | % |\n|---|---|---|");
+    for (k, c) in by_crate(folded) {
+        let _ = writeln!(s, "| {k} | {c} | {:.1} |", pct(c));
+    }
+    for (title, self_time) in [("self", true), ("inclusive, without plumbing", false)] {
         let _ = writeln!(s, "\n| top {n}, {title} | samples | % |\n|---|---|---|");
         for (f, c) in top(folded, n, self_time) {
             let _ = writeln!(s, "| `{}` | {c} | {:.1} |", f.replace('|', "\\|"), pct(c));
@@ -271,7 +345,10 @@ tokio runtime w 4242/4245 [000] 100.000004:   1001001 cpu-clock:pppH:
         let f = fold(SCRIPT.lines());
         let io = "hexflow-io;std::thread::start;<quinn::ConnectionDriver as core::future::Future>::poll;quinn_proto::connection::Connection::poll";
         assert_eq!(f.get(io), Some(&2), "{f:#?}");
-        assert_eq!(f.get("wal;[libc.so.6];finish_task_switch.isra.0"), Some(&1));
+        assert_eq!(
+            f.get("wal;[libc.so.6];finish_task_switch.isra.0_[k]"),
+            Some(&1)
+        );
         // A header right after frames (no blank line) still starts a new sample; a thread
         // name with spaces is kept whole; `;` inside a symbol cannot split the stack.
         assert_eq!(
@@ -306,6 +383,45 @@ tokio runtime w 4242/4245 [000] 100.000004:   1001001 cpu-clock:pppH:
         assert_eq!(header_comm("a b 77 [000] 1.0:").as_deref(), Some("a b"));
         assert_eq!(header_comm("12/13 [000]"), None);
         assert_eq!(fold(["\tframe before any header"]), Folded::new());
+    }
+
+    #[test]
+    fn frames_are_grouped_by_crate_and_plumbing_is_recognised() {
+        assert_eq!(crate_of("finish_task_switch.isra.0_[k]"), "kernel");
+        assert_eq!(crate_of("mi_page_malloc_zero"), "mimalloc");
+        assert_eq!(
+            crate_of("quinn_proto::connection::Connection::poll"),
+            "quinn_proto"
+        );
+        assert_eq!(
+            crate_of("<quinn::ConnectionDriver as core::future::Future>::poll"),
+            "quinn"
+        );
+        assert_eq!(crate_of("<std::sys::time::unix::Instant>::now"), "std");
+        assert_eq!(crate_of("__memcpy_avx_unaligned_erms"), "other");
+        assert_eq!(crate_of("poll<tokio::x>"), "other");
+        assert_eq!(crate_of("{closure#0}"), "other");
+        assert!(is_plumbing(
+            "std::sys::backtrace::__rust_begin_short_backtrace"
+        ));
+        assert!(is_plumbing("do_syscall_64_[k]"));
+        assert!(is_plumbing("run"));
+        assert!(!is_plumbing("quinn_proto::connection::Connection::poll"));
+        assert!(!is_plumbing("storage::wal::encode_record"));
+        let f = fold(SCRIPT.lines());
+        assert_eq!(
+            by_crate(&f),
+            vec![
+                ("quinn_proto".to_owned(), 2),
+                ("h3o".to_owned(), 1),
+                ("kernel".to_owned(), 1)
+            ]
+        );
+        let incl = top(&f, 10, false);
+        assert!(
+            incl.iter().all(|(name, _)| !name.starts_with("std::")),
+            "{incl:?}"
+        );
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub struct Tally {
     /// Fixes of batches that failed on the client side (connection lost, ack timeout, ...)
     /// after being handed to the client: the server may or may not have stored them.
     pub fixes_in_doubt: u64,
+    /// Connection attempts still in progress when the run's sending phase ended (not
+    /// errors: nothing was sent on them).
+    pub connects_unfinished: u64,
     /// Every ack received, by status name (including `OK`).
     pub acks_by_status: BTreeMap<String, u64>,
     /// Failures by status name: server statuses and client-side names such as
@@ -98,6 +101,7 @@ impl Default for Tally {
             devices_connected: 0,
             clock_waits: 0,
             fixes_in_doubt: 0,
+            connects_unfinished: 0,
             acks_by_status: BTreeMap::new(),
             errors_by_status: BTreeMap::new(),
             ack_latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, LATENCY_SIGFIG)
@@ -140,6 +144,7 @@ impl Tally {
         self.devices_connected += other.devices_connected;
         self.clock_waits += other.clock_waits;
         self.fixes_in_doubt += other.fixes_in_doubt;
+        self.connects_unfinished += other.connects_unfinished;
         for (k, v) in &other.acks_by_status {
             *self.acks_by_status.entry(k.clone()).or_default() += v;
         }
@@ -334,6 +339,8 @@ pub struct Report<C: Serialize> {
     /// Fixes of batches whose outcome is unknown (client-side failure after sending): the
     /// server holds between `fixes_acked` and `fixes_acked + fixes_in_doubt` of this run's fixes.
     pub fixes_in_doubt: u64,
+    /// Connection attempts still in progress when sending ended (nothing sent on them).
+    pub connects_unfinished: u64,
     /// Steady state, connect phase, server usage, timeline.
     #[serde(flatten)]
     pub measures: RunMeasures,
@@ -375,6 +382,7 @@ impl<C: Serialize> Report<C> {
             sessions: t.sessions,
             clock_waits: t.clock_waits,
             fixes_in_doubt: t.fixes_in_doubt,
+            connects_unfinished: t.connects_unfinished,
             measures,
             config,
         }
@@ -422,6 +430,13 @@ impl<C: Serialize> Report<C> {
                 self.fixes_in_doubt
             );
         }
+        if self.connects_unfinished > 0 {
+            let _ = writeln!(
+                s,
+                "  note    {} connection attempts were still in progress when sending ended",
+                self.connects_unfinished
+            );
+        }
         if self.clock_waits > 0 {
             let _ = writeln!(
                 s,
@@ -460,6 +475,7 @@ mod tests {
         let mut b = Tally {
             batches_sent: 2,
             fixes_sent: 100,
+            connects_unfinished: 2,
             ..Tally::default()
         };
         b.error("OVERLOADED");
@@ -479,6 +495,7 @@ mod tests {
         assert_eq!(t.batches_acked, 4);
         assert_eq!(t.batches_sent, 5);
         assert_eq!(t.errors_total(), 3);
+        assert_eq!(t.connects_unfinished, 2);
         assert_eq!(t.errors_by_status[ERR_CONNECT_FAILED], 2);
         assert_eq!(t.acks_by_status["OK"], 3);
         assert_eq!(t.ack_latency_us.len(), 4);
@@ -539,6 +556,7 @@ mod tests {
         assert_eq!(v["connections"], 1000);
         assert_eq!(v["errors_by_status"]["CONNECT_FAILED"], 2);
         assert_eq!(v["errors_by_status"]["OVERLOADED"], 1);
+        assert_eq!(v["connects_unfinished"], 2);
         assert_eq!(v["config"]["devices"], 1_000_000);
         let lat = v["ack_latency_us"].as_object().unwrap();
         for key in ["p50", "p99", "p999", "max", "mean"] {

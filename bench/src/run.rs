@@ -429,8 +429,12 @@ async fn session(
             LiveCounters::add(&sh.live.errors, 1);
             return SessionEnd::Failed;
         }
-        // The run ended while connecting: nothing was sent, nothing to count.
-        Err(_) => return SessionEnd::Failed,
+        // The run ended while connecting: nothing was sent, so no error, but counted (a
+        // handshake measurement must know how many never finished).
+        Err(_) => {
+            tally.connects_unfinished += 1;
+            return SessionEnd::Failed;
+        }
     };
     tally.sessions += 1;
     sh.connected(!st.connected_once, !*dev_connected_once);

@@ -235,12 +235,13 @@ fn latency_panel(c: &mut Canvas, r: &TimelineReport, top: f64) -> Panel {
             .collect();
         c.series(&pts, class);
     }
-    let lx = WIDTH - MARGIN_RIGHT - 180.0;
+    // The legend sits on the panel's label row, at the right.
+    let y = top - 10.0;
     for (i, (class, name)) in [("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")]
         .iter()
         .enumerate()
     {
-        let y = top + 16.0 + 16.0 * i as f64;
+        let lx = WIDTH - MARGIN_RIGHT - 210.0 + 70.0 * i as f64;
         let _ = writeln!(
             c.out,
             r#"<line x1="{lx:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" class="{class}"/>"#,
@@ -274,9 +275,30 @@ fn linear_panel(c: &mut Canvas, r: &TimelineReport, top: f64, label: &str, value
     c.series(&pts, "rate");
 }
 
+/// The time span drawn: up to one slot after the later of the end of the sending phase and
+/// the last slot with an ack (the empty tail of the grace period is left out).
+fn shown_span_s(r: &TimelineReport) -> f64 {
+    let all = r.slots.len() as f64 * r.slot_s;
+    let last_ack = r
+        .slots
+        .iter()
+        .rposition(|s| s.batches > 0)
+        .map_or(0.0, |i| (i + 1) as f64 * r.slot_s);
+    (last_ack.max(r.load_end_s) + r.slot_s)
+        .min(all)
+        .max(r.slot_s)
+        .max(1e-3)
+}
+
+/// A tick value without float noise (`0.2`, `15`, `2000`).
+fn round_label(t: f64) -> String {
+    let r = (t * 1000.0).round() / 1000.0;
+    format!("{r}")
+}
+
 /// Renders the timeline as an SVG document.
 pub fn render(r: &TimelineReport, opts: &SvgOptions) -> String {
-    let span_s = (r.slots.len() as f64 * r.slot_s).max(r.slot_s).max(1e-3);
+    let span_s = shown_span_s(r);
     let cpu: Vec<Option<f64>> = r
         .slots
         .iter()
@@ -329,9 +351,17 @@ pub fn render(r: &TimelineReport, opts: &SvgOptions) -> String {
     }
     let bottom = top + SMALL_H;
     let axis_y = bottom + 18.0;
-    for k in 0..=10 {
-        let t = span_s * f64::from(k) / 10.0;
-        c.text(c.x(t), axis_y, "middle", "tick", &format!("{t:.0} s"));
+    let step = nice_max(span_s / 8.0);
+    let mut t = 0.0;
+    while t <= span_s * (1.0 + 1e-9) {
+        c.text(
+            c.x(t),
+            axis_y,
+            "middle",
+            "tick",
+            &format!("{} s", round_label(t)),
+        );
+        t += step;
     }
     let first_top = TITLE_H + 10.0;
     if let Some(at) = r.all_connected_at_s {
@@ -496,6 +526,29 @@ mod tests {
         // 3 latency lines + rate line + CPU line broken after slot 1.
         assert_eq!(svg.matches("<polyline").count(), 3 + 1 + 1);
         assert!(svg.contains(r#"height="735""#), "{}", &svg[..200]);
+    }
+
+    #[test]
+    fn the_empty_tail_is_left_out_and_ticks_are_round() {
+        let mut slots: Vec<SlotReport> = (0..4)
+            .map(|i| slot(f64::from(i), 10, 1_000, 2_000, None))
+            .collect();
+        slots.extend((4..14).map(|i| slot(f64::from(i), 0, 0, 0, None)));
+        let mut r = report(slots);
+        r.load_end_s = 6.0;
+        assert_eq!(shown_span_s(&r), 7.0);
+        r.load_end_s = 1.0;
+        assert_eq!(shown_span_s(&r), 5.0, "one slot after the last ack");
+        r.load_end_s = 30.0;
+        assert_eq!(shown_span_s(&r), 14.0, "never beyond the slots");
+        r.load_end_s = 6.0;
+        let svg = render(&r, &opts("t"));
+        // Span 7 s: a tick every 1 s (nice_max(7 / 8) = 1), 0 s ..= 7 s.
+        for t in 0..=7 {
+            assert!(svg.contains(&format!(">{t} s</text>")), "tick {t}");
+        }
+        assert!(!svg.contains(">8 s</text>"));
+        assert_eq!(round_label(0.1 + 0.2), "0.3");
     }
 
     #[test]
