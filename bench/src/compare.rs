@@ -447,7 +447,7 @@ mod tests {
         assert_eq!(p.cpu_us_per_fix(), Some(200.0));
         // Largest steady RSS 2000 KiB over 1000 KiB at the start, 1000 devices.
         assert_eq!(p.rss_bytes_per_device(), Some(1_024.0 * 1_000.0 / 1_000.0));
-        let table = render_scale("Machine: t.", &[p.clone()]);
+        let table = render_scale("Machine: t.", std::slice::from_ref(&p));
         assert!(
             table.contains("| 1000 | long-lived | 1000 | 1000 | 1000 | 50000 | 5000 | 200 |"),
             "{table}"

@@ -88,7 +88,7 @@ fn log_scale(values: impl Iterator<Item = u64>) -> Scale {
 
 /// The smallest "nice" bound (1, 2 or 5 times a power of ten) at or above `max`.
 pub fn nice_max(max: f64) -> f64 {
-    if !(max > 0.0) || !max.is_finite() {
+    if max.is_nan() || max <= 0.0 || max.is_infinite() {
         return 1.0;
     }
     let p = 10f64.powf(max.log10().floor());
@@ -222,7 +222,8 @@ fn latency_panel(c: &mut Canvas, r: &TimelineReport, top: f64) -> Panel {
             c.text(MARGIN_LEFT - 6.0, y + 4.0, "end", "tick", &latency_label(v));
         }
     }
-    let picks: [(fn(&SlotReport) -> u64, &str); 3] = [
+    type Pick = fn(&SlotReport) -> u64;
+    let picks: [(Pick, &str); 3] = [
         (|s| s.p999_us, "p999"),
         (|s| s.p99_us, "p99"),
         (|s| s.p50_us, "p50"),
