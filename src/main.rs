@@ -127,7 +127,7 @@ fn main() -> anyhow::Result<()> {
                 let names: Vec<&str> = set.policies().iter().map(|p| p.name.as_str()).collect();
                 format!("unknown policy {policy:?}; defined: {names:?}")
             })?;
-            let fix_s = ingest::silence::parse_rfc3339(&last_fix)
+            let fix_s = silence::parse_rfc3339(&last_fix)
                 .with_context(|| format!("--last-fix {last_fix:?} is not an RFC 3339 time"))?;
             let (mut from_w, mut from_e) = (fix_s, fix_s);
             if let Some(d) = device {
@@ -137,8 +137,8 @@ fn main() -> anyhow::Result<()> {
                     .exemptions()
                     .iter()
                     .filter(|e| match &e.target {
-                        ingest::silence::ExemptionTarget::Device(x) => *x == d,
-                        ingest::silence::ExemptionTarget::Group(g) => {
+                        silence::ExemptionTarget::Device(x) => *x == d,
+                        silence::ExemptionTarget::Group(g) => {
                             set.assignment(d)
                                 .group
                                 .map(|i| &set.groups()[usize::from(i)].name)
@@ -163,8 +163,8 @@ fn main() -> anyhow::Result<()> {
             }
             let warning = p.warning.deadline_s(from_w);
             let expiry = p.expiry.deadline_s(from_e);
-            println!("warning: {}", ingest::silence::rfc3339(warning));
-            println!("expiry: {}", ingest::silence::rfc3339(expiry));
+            println!("warning: {}", silence::rfc3339(warning));
+            println!("expiry: {}", silence::rfc3339(expiry));
             Ok(())
         }
         Command::Serve {

@@ -11,8 +11,9 @@
 //! * `endpoint` (feature `server`): the QUIC endpoint, a quinn driver of
 //!   [`proto::server::ServerSession`]: accept, pump each connection's stream, hand batches
 //!   to a [`endpoint::BatchSink`], write what the session says.
-//! * `silence` (feature `server`): per-device last-seen state in a lock-free table and the
-//!   pure silence policy and scanner.
+//!
+//! Silence tracking is its own crate (`silence/`): `ingest` depends neither on it nor on any
+//! time-zone code, so a device app built with only `client` compiles no silence code.
 //!
 //! `ingest` never depends on storage internals: the endpoint hands decoded batches to a
 //! narrow trait that the binary implements.
@@ -25,5 +26,3 @@ pub mod wire;
 pub mod client;
 #[cfg(feature = "server")]
 pub mod endpoint;
-#[cfg(any(feature = "server", loom))]
-pub mod silence;

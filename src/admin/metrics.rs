@@ -202,7 +202,7 @@ pub fn render(registry: &Registry) -> String {
     out
 }
 
-/// The Content-Type of [`render`]'s output.
+/// The Content-Type of the `/metrics` response (OpenMetrics text).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[cfg(test)]

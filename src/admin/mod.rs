@@ -17,7 +17,7 @@
 //! * Private: it reveals device activity (personal data), so it listens on loopback unless
 //!   configured otherwise, and with `admin.token_path` set every route but `/healthz`
 //!   needs `Authorization: Bearer <token>` (compared in constant time).
-//! * Routing ([`route`]) is a pure function of the request and the sources, tested without
+//! * Routing (`route`) is a pure function of the request and the sources, tested without
 //!   sockets.
 
 mod metrics;
@@ -39,7 +39,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use ingest::endpoint::EndpointStats;
-use ingest::silence::{DeviceState, SilenceTable};
+use silence::{DeviceState, SilenceTable};
 
 pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, METRICS};
 

@@ -42,7 +42,7 @@ pub mod fix_batch;
 pub mod index;
 pub mod partition;
 mod stats;
-mod wait;
+pub mod wait;
 pub mod wal;
 pub mod writer;
 

@@ -43,6 +43,12 @@ pub trait FsFile: Send + Debug {
     /// # Errors
     /// The truncation failed.
     fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// The file's current length in bytes (what an append writes after). Not a mutating
+    /// operation: never counted or failed by [`crate::sim::SimFs`].
+    ///
+    /// # Errors
+    /// The length could not be read.
+    fn len_bytes(&self) -> io::Result<u64>;
 }
 
 /// One directory entry.
@@ -162,6 +168,9 @@ impl FsFile for RealFile {
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+    fn len_bytes(&self) -> io::Result<u64> {
+        self.0.metadata().map(|m| m.len())
     }
 }
 
@@ -298,7 +307,9 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 ///
 /// # Errors
 /// Any step failed; `path` then still holds its old content (a leftover
-/// temporary file may remain and is overwritten by the next call).
+/// temporary file may remain and is overwritten by the next call), except
+/// when only the final directory fsync failed: the new content is then in
+/// place but not known to be durable.
 pub fn write_atomic(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

@@ -276,6 +276,9 @@ impl FsFile for SimFile {
         inode.append_only = false;
         Ok(())
     }
+    fn len_bytes(&self) -> io::Result<u64> {
+        Ok(lock(&self.state).inodes[self.inode].data.len() as u64)
+    }
 }
 
 impl SimFs {

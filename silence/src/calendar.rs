@@ -13,7 +13,7 @@
 //! * Arithmetic is by precomputed prefix counts (`prefix[i]` = working days before the i-th
 //!   covered day), so "the n-th working day after day d" is a binary search, not a walk.
 //! * Pure: no IO, no clock. [`CalendarYear::parse`] takes the file's text and a name for error
-//!   messages; the binary reads the file.
+//!   messages; [`crate::config`] reads the files.
 
 use std::collections::BTreeMap;
 
@@ -219,7 +219,6 @@ pub enum YearsReason {
     },
 }
 
-#[cfg(feature = "server")]
 mod parse {
     use super::*;
     use serde::Deserialize;
@@ -272,18 +271,10 @@ mod parse {
                 line: e.span().map_or(1, |s| line_of(text, s.start)),
                 message: e.message().to_string(),
             })?;
-            let invalid = |span: std::ops::Range<usize>, key: String, value: String, reason| {
-                CalendarError::Invalid {
-                    origin: origin.to_string(),
-                    line: line_of(text, span.start),
-                    key,
-                    value,
-                    reason,
-                }
-            };
+            let src = Source { text, origin };
             let year = *repr.year.get_ref();
             if !(1970..=2105).contains(&year) {
-                return Err(invalid(
+                return Err(src.invalid(
                     repr.year.span(),
                     "year".into(),
                     year.to_string(),
@@ -293,20 +284,58 @@ mod parse {
             let year = year as i16;
             let tz_name = repr.time_zone.get_ref();
             if TimeZone::get(tz_name).is_err() {
-                return Err(invalid(
+                return Err(src.invalid(
                     repr.time_zone.span(),
                     "time_zone".into(),
                     tz_name.clone(),
                     CalendarReason::UnknownTimeZone,
                 ));
             }
+            let weekend = src.weekend(&repr.weekend)?;
+            let [holidays, working_days] = src.days(&repr, year, &weekend)?;
+            Ok(CalendarYear {
+                name: repr.name.into_inner(),
+                year,
+                time_zone: tz_name.clone(),
+                weekend,
+                holidays,
+                working_days,
+            })
+        }
+    }
+
+    /// The file being parsed, for error positions.
+    struct Source<'a> {
+        text: &'a str,
+        origin: &'a str,
+    }
+
+    impl Source<'_> {
+        fn invalid(
+            &self,
+            span: std::ops::Range<usize>,
+            key: String,
+            value: String,
+            reason: CalendarReason,
+        ) -> CalendarError {
+            CalendarError::Invalid {
+                origin: self.origin.to_string(),
+                line: line_of(self.text, span.start),
+                key,
+                value,
+                reason,
+            }
+        }
+
+        /// `weekend = [...]`: known day names, each once, not all seven.
+        fn weekend(&self, repr: &Spanned<Vec<String>>) -> Result<[bool; 7], CalendarError> {
             let mut weekend = [false; 7];
-            for w in repr.weekend.get_ref() {
+            for w in repr.get_ref() {
                 match WEEKDAY_NAMES.iter().position(|n| n == w) {
                     Some(i) if !weekend[i] => weekend[i] = true,
                     _ => {
-                        return Err(invalid(
-                            repr.weekend.span(),
+                        return Err(self.invalid(
+                            repr.span(),
                             "weekend".into(),
                             w.clone(),
                             CalendarReason::BadWeekday,
@@ -315,26 +344,36 @@ mod parse {
                 }
             }
             if weekend.iter().all(|w| *w) {
-                return Err(invalid(
-                    repr.weekend.span(),
+                return Err(self.invalid(
+                    repr.span(),
                     "weekend".into(),
-                    format!("{:?}", repr.weekend.get_ref()),
+                    format!("{:?}", repr.get_ref()),
                     CalendarReason::NoWorkingWeekday,
                 ));
             }
+            Ok(weekend)
+        }
+
+        /// `holidays` and `working_days`: strict dates in `year`, each once, never in both
+        /// lists, transferred working days on weekend days only.
+        fn days(
+            &self,
+            repr: &FileRepr,
+            year: i16,
+            weekend: &[bool; 7],
+        ) -> Result<[Vec<NamedDay>; 2], CalendarError> {
             let mut seen = BTreeMap::new();
             let mut lists: [Vec<NamedDay>; 2] = [Vec::new(), Vec::new()];
-            for (list_index, (list_key, list)) in [
+            let named = [
                 ("holidays", &repr.holidays),
                 ("working_days", &repr.working_days),
-            ]
-            .into_iter()
-            .enumerate()
-            {
+            ];
+            for (list_index, (list_key, list)) in named.into_iter().enumerate() {
                 for (i, day) in list.iter().enumerate() {
                     let key = format!("{list_key}[{i}].date");
                     let raw = day.date.get_ref();
-                    let err = |reason| invalid(day.date.span(), key.clone(), raw.clone(), reason);
+                    let err =
+                        |reason| self.invalid(day.date.span(), key.clone(), raw.clone(), reason);
                     let date: Date = parse_date(raw).ok_or_else(|| err(CalendarReason::BadDate))?;
                     if date.year() != year {
                         return Err(err(CalendarReason::OutsideYear));
@@ -355,15 +394,7 @@ mod parse {
                     });
                 }
             }
-            let [holidays, working_days] = lists;
-            Ok(CalendarYear {
-                name: repr.name.into_inner(),
-                year,
-                time_zone: tz_name.clone(),
-                weekend,
-                holidays,
-                working_days,
-            })
+            Ok(lists)
         }
     }
 
@@ -388,6 +419,94 @@ mod parse {
         )
         .ok()
     }
+}
+
+/// The years (sorted by year) must be non-empty, contiguous, unique, and agree on name, time
+/// zone and weekend. Returns the first and the last.
+fn check_years(years: &[CalendarYear]) -> Result<(&CalendarYear, &CalendarYear), CalendarError> {
+    let (Some(first), Some(last)) = (years.first(), years.last()) else {
+        return Err(CalendarError::Years {
+            calendar: String::new(),
+            reason: YearsReason::Empty,
+        });
+    };
+    let years_err = |reason| CalendarError::Years {
+        calendar: first.name.clone(),
+        reason,
+    };
+    for pair in years.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        if a.year == b.year {
+            return Err(years_err(YearsReason::DuplicateYear { year: a.year }));
+        }
+        if b.year != a.year + 1 {
+            return Err(years_err(YearsReason::Gap {
+                before: a.year,
+                missing: a.year + 1,
+                after: b.year,
+            }));
+        }
+    }
+    for y in years {
+        if y.name != first.name {
+            return Err(years_err(YearsReason::NameDiffers {
+                year: y.year,
+                found: y.name.clone(),
+            }));
+        }
+        if y.time_zone != first.time_zone {
+            return Err(years_err(YearsReason::TimeZoneDiffers {
+                year: y.year,
+                found: y.time_zone.clone(),
+                first_year: first.year,
+                expected: first.time_zone.clone(),
+            }));
+        }
+        if y.weekend != first.weekend {
+            return Err(years_err(YearsReason::WeekendDiffers {
+                year: y.year,
+                first_year: first.year,
+            }));
+        }
+    }
+    Ok((first, last))
+}
+
+/// Every holiday (`false`) and transferred working day (`true`) of `years`, by epoch day.
+fn named_days(years: &[CalendarYear]) -> BTreeMap<i32, (bool, String)> {
+    let mut named = BTreeMap::new();
+    for y in years {
+        for h in &y.holidays {
+            named.insert(epoch_day(h.date), (false, h.name.clone()));
+        }
+        for w in &y.working_days {
+            named.insert(epoch_day(w.date), (true, w.name.clone()));
+        }
+    }
+    named
+}
+
+/// `prefix[i]` = working days in `first_day .. first_day + i`, for every day up to `last_day`.
+fn prefix_counts(
+    first_day: i32,
+    last_day: i32,
+    named: &BTreeMap<i32, (bool, String)>,
+    weekend: &[bool; 7],
+) -> Vec<u32> {
+    let days = (last_day - first_day + 1) as usize;
+    let mut prefix = Vec::with_capacity(days + 1);
+    let mut count = 0u32;
+    prefix.push(0);
+    for i in 0..days {
+        let day = first_day + i as i32;
+        let working = match named.get(&day) {
+            Some((working, _)) => *working,
+            None => !weekend[weekday_index(day)],
+        };
+        count += u32::from(working);
+        prefix.push(count);
+    }
+    prefix
 }
 
 /// What kind of day a date is in a calendar.
@@ -434,50 +553,8 @@ impl Calendar {
     /// time zone or weekend; [`CalendarError::Invalid`] if the time zone is unknown.
     pub fn from_years(mut years: Vec<CalendarYear>) -> Result<Calendar, CalendarError> {
         years.sort_by_key(|y| y.year);
-        let first = years.first().ok_or_else(|| CalendarError::Years {
-            calendar: String::new(),
-            reason: YearsReason::Empty,
-        })?;
+        let (first, last) = check_years(&years)?;
         let name = first.name.clone();
-        let years_err = |reason| CalendarError::Years {
-            calendar: name.clone(),
-            reason,
-        };
-        for pair in years.windows(2) {
-            let (a, b) = (&pair[0], &pair[1]);
-            if a.year == b.year {
-                return Err(years_err(YearsReason::DuplicateYear { year: a.year }));
-            }
-            if b.year != a.year + 1 {
-                return Err(years_err(YearsReason::Gap {
-                    before: a.year,
-                    missing: a.year + 1,
-                    after: b.year,
-                }));
-            }
-        }
-        for y in &years {
-            if y.name != first.name {
-                return Err(years_err(YearsReason::NameDiffers {
-                    year: y.year,
-                    found: y.name.clone(),
-                }));
-            }
-            if y.time_zone != first.time_zone {
-                return Err(years_err(YearsReason::TimeZoneDiffers {
-                    year: y.year,
-                    found: y.time_zone.clone(),
-                    first_year: first.year,
-                    expected: first.time_zone.clone(),
-                }));
-            }
-            if y.weekend != first.weekend {
-                return Err(years_err(YearsReason::WeekendDiffers {
-                    year: y.year,
-                    first_year: first.year,
-                }));
-            }
-        }
         let time_zone = TimeZone::get(&first.time_zone).map_err(|_| CalendarError::Invalid {
             origin: format!("calendar {name}"),
             line: 1,
@@ -495,34 +572,13 @@ impl Calendar {
                 reason: CalendarReason::NoWorkingWeekday,
             });
         }
-        let first_year = first.year;
-        let last_year = years.last().map_or(first_year, |y| y.year);
+        let (first_year, last_year) = (first.year, last.year);
         let first_day = epoch_day(Date::constant(first_year, 1, 1));
         let last_day = epoch_day(Date::constant(last_year, 12, 31));
-        let mut named = BTreeMap::new();
-        for y in &years {
-            for h in &y.holidays {
-                named.insert(epoch_day(h.date), (false, h.name.clone()));
-            }
-            for w in &y.working_days {
-                named.insert(epoch_day(w.date), (true, w.name.clone()));
-            }
-        }
-        let days = (last_day - first_day + 1) as usize;
-        let mut prefix = Vec::with_capacity(days + 1);
-        let mut count = 0u32;
-        prefix.push(0);
-        for i in 0..days {
-            let day = first_day + i as i32;
-            let working = match named.get(&day) {
-                Some((working, _)) => *working,
-                None => !weekend[weekday_index(day)],
-            };
-            count += u32::from(working);
-            prefix.push(count);
-        }
+        let named = named_days(&years);
+        let prefix = prefix_counts(first_day, last_day, &named, &weekend);
         Ok(Calendar {
-            name: name.clone(),
+            name,
             time_zone,
             time_zone_name: first.time_zone.clone(),
             weekend,

@@ -268,7 +268,7 @@ fn decode(bytes: &[u8]) -> Result<Decoded, SnapshotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::silence::{Level, Policy};
+    use crate::{Level, Policy};
 
     fn table_with_state() -> SilenceTable {
         let t = SilenceTable::with_capacity(100).unwrap();

@@ -2,11 +2,11 @@
 //!
 //! # Contract
 //!
-//! * [`explain`] takes a [`DeviceState`] (from [`crate::silence::SilenceTable::get`]), the
+//! * [`explain`] takes a [`DeviceState`] (from [`crate::SilenceTable::get`]), the
 //!   [`PolicySet`], the device's pending confirmation and `now`, and returns an
 //!   [`Explanation`]: its group and policy, exemption, the instants its warning and expiry are
 //!   counted from and fire at, and its level now. It applies exactly the rules the scanner
-//!   applies ([`crate::silence::Prepared::judge_detail`]), so the answer matches the events.
+//!   applies ([`crate::Prepared::judge_detail`]), so the answer matches the events.
 //! * Pure: no clock, no IO. [`Explanation`] renders as text (`Display`) and as one JSON object
 //!   ([`Explanation::to_json`]) for an admin endpoint.
 
@@ -54,7 +54,7 @@ pub struct Explanation {
 }
 
 /// Explains `state` under `set` at `now_s`; `confirmed_s` is the device's pending
-/// confirmation ([`crate::silence::SilenceTable::confirmation`]).
+/// confirmation ([`crate::SilenceTable::confirmation`]).
 pub fn explain(
     state: &DeviceState,
     set: &PolicySet,

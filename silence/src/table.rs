@@ -1,4 +1,4 @@
-//! The lock-free per-device table and the scanner.
+//! The per-device table (lock-free on the fix and contact path) and the scan.
 //!
 //! # Contract
 //!
@@ -27,7 +27,14 @@
 //!   [`SilencePolicy::reporting_from_s`] bound, a block of 64 reporting devices costs one
 //!   16-byte load. Measured figures are in `docs/PERFORMANCE.md`, "Silence table"
 //!   (`benches/silence.rs`).
-//! * **Never** reads the clock, does IO, locks, or frees a slot.
+//! * **One lock, off the fix path: pending confirmations.** A confirm-location answer is rare
+//!   (only warned devices are asked), so [`SilenceTable::record_confirmation`] keeps it in a
+//!   `Mutex`-guarded map (at most one entry per tracked device). That lock is taken only by
+//!   `record_confirmation`, [`SilenceTable::confirmation`], snapshots, and twice per scan
+//!   (to copy the map before the sweep and to settle it after): never by
+//!   [`SilenceTable::record_fix`] or [`SilenceTable::record_contact`], and never held while
+//!   slots are swept, so it can never make a recorder of fixes or contacts wait.
+//! * **Never** reads the clock, does IO, or frees a slot.
 //!
 //! # Slot layout (24 bytes, 8-aligned)
 //!
@@ -460,29 +467,33 @@ impl SilenceTable {
                 self.visit_block(block, slots, &mut sweep, out);
             }
         }
-        let Sweep {
-            confirmations,
-            mut reported,
-            mut superseded,
-            mut stats,
-            ..
-        } = sweep;
-        // Confirmations of devices the fast path passed: reporting devices; report them once.
-        for (device_id, (at, done)) in confirmations {
+        self.report_passed_confirmations(&mut sweep, out);
+        self.settle_confirmations(&sweep.reported, &sweep.superseded);
+        Ok(sweep.stats)
+    }
+
+    /// Confirmations the sweep did not consume belong to devices the fast path passed:
+    /// reporting devices. Reports each once, and marks those a newer fix superseded.
+    fn report_passed_confirmations<P: SilencePolicy + ?Sized>(
+        &self,
+        sweep: &mut Sweep<'_, P>,
+        out: &mut Vec<SilenceEvent>,
+    ) {
+        for (device_id, (at, done)) in std::mem::take(&mut sweep.confirmations) {
             let Some(slot) = self.find(device_id) else {
                 continue;
             };
             let last_fix_s = slot.last_fix_s.load(Ordering::Acquire);
             if at <= last_fix_s {
-                superseded.push(device_id);
+                sweep.superseded.push(device_id);
                 continue;
             }
             if done {
                 continue;
             }
-            reported.push(device_id);
+            sweep.reported.push(device_id);
             let level = Level::from_bits(slot.state.load(Ordering::Relaxed));
-            let (policy_index, threshold_s) = policy.event_info(device_id, level, last_fix_s);
+            let (policy_index, threshold_s) = sweep.policy.event_info(device_id, level, last_fix_s);
             out.push(SilenceEvent {
                 device_id,
                 kind: EventKind::Confirmed { confirmed_at_s: at },
@@ -491,33 +502,39 @@ impl SilenceTable {
                 to: level,
                 last_fix_s,
                 last_contact_s: slot.last_contact_s.load(Ordering::Acquire),
-                at_s: now_s,
+                at_s: sweep.now_s,
                 threshold_s,
             });
-            stats.events += 1;
+            sweep.stats.events += 1;
         }
-        if !reported.is_empty() || !superseded.is_empty() {
-            let mut map = self
-                .confirmations
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for d in reported {
-                if let Some(c) = map.get_mut(&d) {
-                    c.1 = true;
-                }
-            }
-            for d in superseded {
-                // Only if no newer confirmation arrived meanwhile.
-                if let Some(&(at, _)) = map.get(&d)
-                    && self
-                        .find(d)
-                        .is_some_and(|s| s.last_fix_s.load(Ordering::Acquire) >= at)
-                {
-                    map.remove(&d);
-                }
+    }
+
+    /// Writes the scan's outcome back to the pending confirmations: `reported` ones are marked
+    /// reported, `superseded` ones (a fix at least as new arrived) are dropped unless a newer
+    /// confirmation arrived meanwhile.
+    fn settle_confirmations(&self, reported: &[u64], superseded: &[u64]) {
+        if reported.is_empty() && superseded.is_empty() {
+            return;
+        }
+        let mut map = self
+            .confirmations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for d in reported {
+            if let Some(c) = map.get_mut(d) {
+                c.1 = true;
             }
         }
-        Ok(stats)
+        for d in superseded {
+            // Only if no newer confirmation arrived meanwhile.
+            if let Some(&(at, _)) = map.get(d)
+                && self
+                    .find(*d)
+                    .is_some_and(|s| s.last_fix_s.load(Ordering::Acquire) >= at)
+            {
+                map.remove(d);
+            }
+        }
     }
 
     /// A block whose summary floor is at or after `reporting_from_s`: every claimed slot outside
@@ -604,33 +621,24 @@ impl SilenceTable {
         );
     }
 
-    /// Judges one slot (the body of the old full sweep) and says how the next scan must treat
-    /// it.
+    /// Judges one slot (the body of the old full sweep), records its new level and events, and
+    /// says how the next scan must treat it.
     fn visit<P: SilencePolicy + ?Sized>(
         &self,
         slot: &Slot,
         sweep: &mut Sweep<'_, P>,
         out: &mut Vec<SilenceEvent>,
     ) -> Visit {
-        let Sweep {
-            policy,
-            now_s,
-            reporting_from_s,
-            confirmations,
-            reported,
-            superseded,
-            stats,
-        } = sweep;
-        let (policy, now_s, reporting_from_s) = (*policy, *now_s, *reporting_from_s);
-        stats.slots_visited += 1;
+        sweep.stats.slots_visited += 1;
         let last_fix_s = slot.last_fix_s.load(Ordering::Acquire);
         let state = slot.state.load(Ordering::Relaxed);
-        let reporting_bits = Level::Reporting.to_bits();
         // Fast path: recently reporting and was reporting. Two loads, no policy call.
         // (Confirmations only make a device less silent, so they cannot change this.)
-        if last_fix_s != 0 && u64::from(last_fix_s) >= reporting_from_s && state == reporting_bits {
-            stats.devices += 1;
-            stats.reporting += 1;
+        if state == Level::Reporting.to_bits()
+            && Visit::is_fast(Level::Reporting, last_fix_s, sweep.reporting_from_s)
+        {
+            sweep.stats.devices += 1;
+            sweep.stats.reporting += 1;
             return Visit::Fast { last_fix_s };
         }
         let device_id = slot.device.load(Ordering::Acquire);
@@ -643,110 +651,65 @@ impl SilenceTable {
         if judged_from_s == 0 {
             return Visit::Watch;
         }
-        stats.devices += 1;
+        sweep.stats.devices += 1;
         let previous = Level::from_bits(state);
-        // (The emptiness check spares the hashing when, as usual, nothing is pending.)
-        let pending = if confirmations.is_empty() {
-            None
-        } else {
-            confirmations.remove(&device_id)
-        };
-        let (confirmed_s, confirm_new) = match pending {
-            Some((at, _)) if at <= last_fix_s => {
-                superseded.push(device_id);
-                (0, false)
-            }
-            Some((at, done)) => (at, !done),
-            None => (0, false),
-        };
-        let judged = match policy.judge(device_id, judged_from_s, confirmed_s, now_s) {
-            Judgement::Exempt => {
-                stats.exempt += 1;
-                match previous {
-                    Level::Reporting => stats.reporting += 1,
-                    Level::Warned => stats.warned += 1,
-                    Level::Expired => stats.expired += 1,
-                }
-                return Visit::Watch;
-            }
-            Judgement::Level(l) => l,
-        };
-        let next = next_level(previous, judged);
-        match next {
-            Level::Reporting => stats.reporting += 1,
-            Level::Warned => stats.warned += 1,
-            Level::Expired => stats.expired += 1,
-        }
-        // The fast-path condition as it holds after this visit.
-        let visit = if next == Level::Reporting
-            && last_fix_s != 0
-            && u64::from(last_fix_s) >= reporting_from_s
-        {
-            Visit::Fast { last_fix_s }
-        } else {
-            Visit::Watch
+        let (confirmed_s, confirm_new) = sweep.take_confirmation(device_id, last_fix_s);
+        let Some(next) = sweep.judge(device_id, previous, judged_from_s, confirmed_s) else {
+            return Visit::Watch;
         };
         if next != Level::Reporting && since_s != judged_from_s {
             // Keep "silent since" current while silent (a late batch may bring a newer,
             // still old, fix).
             slot.since_s.store(judged_from_s, Ordering::Relaxed);
         }
-        let last_contact_s = slot.last_contact_s.load(Ordering::Acquire);
-        if confirm_new {
-            reported.push(device_id);
-            let (policy_index, threshold_s) = policy.event_info(device_id, previous, judged_from_s);
-            out.push(SilenceEvent {
-                device_id,
-                kind: EventKind::Confirmed {
-                    confirmed_at_s: confirmed_s,
-                },
-                policy: policy_index,
-                from: previous,
-                to: next,
-                last_fix_s,
-                last_contact_s,
-                at_s: now_s,
-                threshold_s,
-            });
-            stats.events += 1;
-        }
-        if next == previous {
-            return visit;
-        }
-        slot.state.store(
-            (state & !super::policy::LEVEL_MASK) | next.to_bits(),
-            Ordering::Relaxed,
-        );
-        if confirm_new {
-            // The confirmed event above already tells this change.
-            return visit;
-        }
-        let (kind, threshold_level, counted_from_s) = match next {
-            Level::Reporting => (
-                EventKind::Resumed {
-                    silent_since_s: since_s,
-                },
-                previous,
-                since_s,
-            ),
-            Level::Warned => (EventKind::Warned, next, judged_from_s),
-            Level::Expired => (EventKind::Expired, next, judged_from_s),
-        };
-        let (policy_index, threshold_s) =
-            policy.event_info(device_id, threshold_level, counted_from_s);
-        out.push(SilenceEvent {
+        let judged = Judged {
             device_id,
-            kind,
-            policy: policy_index,
-            from: previous,
-            to: next,
+            previous,
+            next,
             last_fix_s,
-            last_contact_s,
-            at_s: now_s,
-            threshold_s,
-        });
-        stats.events += 1;
-        visit
+            last_contact_s: slot.last_contact_s.load(Ordering::Acquire),
+            since_s,
+            judged_from_s,
+        };
+        Self::record(
+            slot,
+            state,
+            &judged,
+            confirm_new.then_some(confirmed_s),
+            sweep,
+            out,
+        );
+        // The fast-path condition as it holds after this visit.
+        if Visit::is_fast(next, last_fix_s, sweep.reporting_from_s) {
+            Visit::Fast { last_fix_s }
+        } else {
+            Visit::Watch
+        }
+    }
+
+    /// Stores a visited slot's new level and emits its events: the `confirmed` event of a
+    /// confirmation not yet reported (it also tells this scan's level change, if any), else
+    /// the level change's own event.
+    fn record<P: SilencePolicy + ?Sized>(
+        slot: &Slot,
+        state: u32,
+        judged: &Judged,
+        confirmed_s: Option<u32>,
+        sweep: &mut Sweep<'_, P>,
+        out: &mut Vec<SilenceEvent>,
+    ) {
+        if let Some(confirmed_s) = confirmed_s {
+            sweep.report_confirmed(judged, confirmed_s, out);
+        }
+        if judged.next != judged.previous {
+            slot.state.store(
+                (state & !super::policy::LEVEL_MASK) | judged.next.to_bits(),
+                Ordering::Relaxed,
+            );
+            if confirmed_s.is_none() {
+                sweep.report_change(judged, out);
+            }
+        }
     }
 
     /// Calls `f` with every tracked device's raw words (for snapshots), and returns the pending
@@ -1000,6 +963,141 @@ struct Sweep<'p, P: ?Sized> {
     reported: Vec<u64>,
     superseded: Vec<u64>,
     stats: ScanStats,
+}
+
+impl<P: SilencePolicy + ?Sized> Sweep<'_, P> {
+    /// The level a device at `previous`, silent since `judged_from_s`, moves to (counted in
+    /// the stats), or `None` when it is exempt (counted, at its unchanged level).
+    fn judge(
+        &mut self,
+        device_id: u64,
+        previous: Level,
+        judged_from_s: u32,
+        confirmed_s: u32,
+    ) -> Option<Level> {
+        match self
+            .policy
+            .judge(device_id, judged_from_s, confirmed_s, self.now_s)
+        {
+            Judgement::Exempt => {
+                self.stats.exempt += 1;
+                self.stats.count(previous);
+                None
+            }
+            Judgement::Level(l) => {
+                let next = next_level(previous, l);
+                self.stats.count(next);
+                Some(next)
+            }
+        }
+    }
+
+    /// Takes `device_id`'s pending confirmation out of the scan's copy: `(confirmed_s,
+    /// not yet reported)`, or `(0, false)` when there is none or a fix at `last_fix_s`
+    /// supersedes it (then it is dropped after the scan).
+    fn take_confirmation(&mut self, device_id: u64, last_fix_s: u32) -> (u32, bool) {
+        // (The emptiness check spares the hashing when, as usual, nothing is pending.)
+        let pending = if self.confirmations.is_empty() {
+            None
+        } else {
+            self.confirmations.remove(&device_id)
+        };
+        match pending {
+            Some((at, _)) if at <= last_fix_s => {
+                self.superseded.push(device_id);
+                (0, false)
+            }
+            Some((at, done)) => (at, !done),
+            None => (0, false),
+        }
+    }
+
+    /// The [`EventKind::Confirmed`] event of a device that confirmed at `confirmed_s` (it
+    /// carries the level change of this scan, if any).
+    fn report_confirmed(&mut self, j: &Judged, confirmed_s: u32, out: &mut Vec<SilenceEvent>) {
+        self.reported.push(j.device_id);
+        let (policy, threshold_s) =
+            self.policy
+                .event_info(j.device_id, j.previous, j.judged_from_s);
+        out.push(j.event(
+            EventKind::Confirmed {
+                confirmed_at_s: confirmed_s,
+            },
+            policy,
+            threshold_s,
+            self.now_s,
+        ));
+        self.stats.events += 1;
+    }
+
+    /// The event of a level change: `resumed` (silent since the stored `since_s`, threshold of
+    /// the level left), `warned` or `expired` (threshold of the level reached).
+    fn report_change(&mut self, j: &Judged, out: &mut Vec<SilenceEvent>) {
+        let (kind, threshold_level, counted_from_s) = match j.next {
+            Level::Reporting => (
+                EventKind::Resumed {
+                    silent_since_s: j.since_s,
+                },
+                j.previous,
+                j.since_s,
+            ),
+            Level::Warned => (EventKind::Warned, j.next, j.judged_from_s),
+            Level::Expired => (EventKind::Expired, j.next, j.judged_from_s),
+        };
+        let (policy, threshold_s) =
+            self.policy
+                .event_info(j.device_id, threshold_level, counted_from_s);
+        out.push(j.event(kind, policy, threshold_s, self.now_s));
+        self.stats.events += 1;
+    }
+}
+
+/// One device as a visit judged it.
+struct Judged {
+    device_id: u64,
+    previous: Level,
+    next: Level,
+    last_fix_s: u32,
+    last_contact_s: u32,
+    /// The slot's `since_s` before the visit.
+    since_s: u32,
+    /// The time its silence was judged from (newest fix, else first contact).
+    judged_from_s: u32,
+}
+
+impl Judged {
+    fn event(&self, kind: EventKind, policy: u16, threshold_s: u64, now_s: u32) -> SilenceEvent {
+        SilenceEvent {
+            device_id: self.device_id,
+            kind,
+            policy,
+            from: self.previous,
+            to: self.next,
+            last_fix_s: self.last_fix_s,
+            last_contact_s: self.last_contact_s,
+            at_s: now_s,
+            threshold_s,
+        }
+    }
+}
+
+impl Visit {
+    /// Whether a device at `level` with newest fix `last_fix_s` is provably reporting until
+    /// `reporting_from_s` passes that fix.
+    fn is_fast(level: Level, last_fix_s: u32, reporting_from_s: u64) -> bool {
+        level == Level::Reporting && last_fix_s != 0 && u64::from(last_fix_s) >= reporting_from_s
+    }
+}
+
+impl ScanStats {
+    /// Counts one device at `level`.
+    fn count(&mut self, level: Level) {
+        match level {
+            Level::Reporting => self.reporting += 1,
+            Level::Warned => self.warned += 1,
+            Level::Expired => self.expired += 1,
+        }
+    }
 }
 
 /// Holds the table's "a scan is running" flag; clears it on drop (also on panic).

@@ -30,12 +30,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::{EventKind, PolicySet, SilenceEvent, SilenceTable};
 use arrow::array::{
     ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
-use ingest::silence::{EventKind, PolicySet, SilenceEvent, SilenceTable};
 use storage::writer::{FlushError, ParquetOptions, publish_parquet, writer_properties_sorted_by};
 use sys::fs::{Fs, RealFs};
 
@@ -434,18 +434,19 @@ fn us_nonzero(s: u32) -> Option<i64> {
     (s != 0).then(|| us(s))
 }
 
-/// Whether `<data>/device_status/date=<day of now_s>/` already holds that day's file.
-pub fn device_status_exists(data_dir: &Path, now_s: u32) -> bool {
-    data_dir
-        .join("device_status")
-        .join(date_dir(now_s))
-        .join(device_status_file_name(now_s))
-        .exists()
+/// Whether `<data>/device_status/date=<day of now_s>/` already holds that day's file (looked
+/// up through `fs`; an unreadable directory counts as "not there", so the write is tried and
+/// its error reported).
+pub fn device_status_exists(fs: &dyn Fs, data_dir: &Path, now_s: u32) -> bool {
+    let dir = data_dir.join("device_status").join(date_dir(now_s));
+    let name = device_status_file_name(now_s);
+    fs.list_dir(&dir)
+        .is_ok_and(|entries| entries.iter().any(|e| !e.is_dir && e.name == name))
 }
 
 /// Writes the status at `taken_s` of every device tracked in `table` to
-/// `<data>/device_status/date=…/part-YYYYMMDD.parquet`, with its policy and group from `set`. Streams in batches of 65,536 rows. Returns the
-/// path and the row count.
+/// `<data>/device_status/date=…/part-YYYYMMDD.parquet`, with its policy and group from `set`.
+/// Streams in batches of 65,536 rows. Returns the path and the row count.
 ///
 /// # Errors
 /// [`TableError::Publish`].

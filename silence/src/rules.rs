@@ -366,112 +366,10 @@ impl PolicySet {
         groups: Vec<GroupDef>,
         exemptions: Vec<Exemption>,
     ) -> Result<Self, PolicySetError> {
-        if policies.len() > Self::POLICIES_MAX {
-            return Err(PolicySetError::TooManyPolicies {
-                count: policies.len(),
-                max: Self::POLICIES_MAX,
-            });
-        }
-        let index_of = |name: &str, context: String| {
-            policies
-                .iter()
-                .position(|p| p.name == name)
-                .map(|i| i as u16)
-                .ok_or_else(|| PolicySetError::UnknownPolicy {
-                    context,
-                    name: name.to_string(),
-                })
-        };
-        for (i, p) in policies.iter().enumerate() {
-            if policies[..i].iter().any(|q| q.name == p.name) {
-                return Err(PolicySetError::DuplicatePolicy {
-                    name: p.name.clone(),
-                });
-            }
-            for (which, t) in [("warning", &p.warning), ("expiry", &p.expiry)] {
-                let ok = match t {
-                    Threshold::Duration { seconds } => *seconds > 0,
-                    Threshold::WorkingDays(w) => (1..=WorkingDays::MAX).contains(&w.n),
-                };
-                if !ok {
-                    return Err(PolicySetError::ThresholdRange {
-                        policy: p.name.clone(),
-                        which,
-                    });
-                }
-            }
-            let ordered = match (&p.warning, &p.expiry) {
-                (Threshold::Duration { seconds: w }, Threshold::Duration { seconds: e }) => e > w,
-                (Threshold::WorkingDays(w), Threshold::WorkingDays(e))
-                    if Arc::ptr_eq(&w.calendar, &e.calendar) && w.time_zone == e.time_zone =>
-                {
-                    e.n > w.n
-                }
-                // Mixed kinds: allowed; a device may go straight to expired (docs/SILENCE.md).
-                _ => true,
-            };
-            if !ordered {
-                return Err(PolicySetError::ExpiryNotAfterWarning {
-                    policy: p.name.clone(),
-                });
-            }
-        }
-        let default_policy = index_of(default_policy, "default_policy".into())?;
-        let mut ranges = Vec::new();
-        let mut devices: HashMap<u64, u16> = HashMap::new();
-        for (gi, g) in groups.iter().enumerate() {
-            if groups[..gi].iter().any(|h| h.name == g.name) {
-                return Err(PolicySetError::DuplicateGroup {
-                    name: g.name.clone(),
-                });
-            }
-            index_of(&g.policy, format!("group {:?}", g.name))?;
-            for &(start, end) in &g.ranges {
-                if start == 0 || end < start || end > i64::MAX as u64 {
-                    return Err(PolicySetError::BadRange {
-                        group: g.name.clone(),
-                        start,
-                        end,
-                    });
-                }
-                ranges.push((start, end, gi as u16));
-            }
-            for &d in &g.devices {
-                if let Some(prev) = devices.insert(d, gi as u16) {
-                    return Err(PolicySetError::Overlap {
-                        device_id: d,
-                        first: groups[usize::from(prev)].name.clone(),
-                        second: g.name.clone(),
-                    });
-                }
-            }
-        }
-        ranges.sort_unstable();
-        for pair in ranges.windows(2) {
-            if pair[1].0 <= pair[0].1 {
-                return Err(PolicySetError::Overlap {
-                    device_id: pair[1].0,
-                    first: groups[usize::from(pair[0].2)].name.clone(),
-                    second: groups[usize::from(pair[1].2)].name.clone(),
-                });
-            }
-        }
-        for e in &exemptions {
-            if let ExemptionTarget::Group(g) = &e.target
-                && !groups.iter().any(|h| &h.name == g)
-            {
-                return Err(PolicySetError::UnknownGroup { group: g.clone() });
-            }
-            if let (Some(from_s), Some(until_s)) = (e.from_s, e.until_s)
-                && until_s <= from_s
-            {
-                return Err(PolicySetError::EmptyWindow {
-                    target: e.target.to_string(),
-                    from_s,
-                    until_s,
-                });
-            }
-        }
+        check_policies(&policies)?;
+        let default_policy = policy_index(&policies, default_policy, || "default_policy".into())?;
+        let GroupIndex { ranges, devices } = index_groups(&groups, &policies)?;
+        check_exemptions(&exemptions, &groups)?;
         Ok(Self {
             policies,
             groups,
@@ -630,6 +528,142 @@ impl PolicySet {
             policy.expiry.deadline_s(last_fix_s),
         )
     }
+}
+
+/// The index of the policy called `name`; `context` says where it was named.
+fn policy_index(
+    policies: &[PolicyDef],
+    name: &str,
+    context: impl FnOnce() -> String,
+) -> Result<u16, PolicySetError> {
+    policies
+        .iter()
+        .position(|p| p.name == name)
+        .map(|i| i as u16)
+        .ok_or_else(|| PolicySetError::UnknownPolicy {
+            context: context(),
+            name: name.to_string(),
+        })
+}
+
+/// At most [`PolicySet::POLICIES_MAX`] policies, unique names, thresholds in range, and
+/// expiry after warning where the two are comparable.
+fn check_policies(policies: &[PolicyDef]) -> Result<(), PolicySetError> {
+    if policies.len() > PolicySet::POLICIES_MAX {
+        return Err(PolicySetError::TooManyPolicies {
+            count: policies.len(),
+            max: PolicySet::POLICIES_MAX,
+        });
+    }
+    for (i, p) in policies.iter().enumerate() {
+        if policies[..i].iter().any(|q| q.name == p.name) {
+            return Err(PolicySetError::DuplicatePolicy {
+                name: p.name.clone(),
+            });
+        }
+        for (which, t) in [("warning", &p.warning), ("expiry", &p.expiry)] {
+            let ok = match t {
+                Threshold::Duration { seconds } => *seconds > 0,
+                Threshold::WorkingDays(w) => (1..=WorkingDays::MAX).contains(&w.n),
+            };
+            if !ok {
+                return Err(PolicySetError::ThresholdRange {
+                    policy: p.name.clone(),
+                    which,
+                });
+            }
+        }
+        let ordered = match (&p.warning, &p.expiry) {
+            (Threshold::Duration { seconds: w }, Threshold::Duration { seconds: e }) => e > w,
+            (Threshold::WorkingDays(w), Threshold::WorkingDays(e))
+                if Arc::ptr_eq(&w.calendar, &e.calendar) && w.time_zone == e.time_zone =>
+            {
+                e.n > w.n
+            }
+            // Mixed kinds: allowed; a device may go straight to expired (docs/SILENCE.md).
+            _ => true,
+        };
+        if !ordered {
+            return Err(PolicySetError::ExpiryNotAfterWarning {
+                policy: p.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Where the groups' devices are looked up.
+struct GroupIndex {
+    /// Sorted, non-overlapping `(start, end, group)`.
+    ranges: Vec<(u64, u64, u16)>,
+    /// Explicitly listed devices.
+    devices: HashMap<u64, u16>,
+}
+
+/// Indexes the groups, checking unique names, known policies, valid ranges, and that no
+/// device is in two groups.
+fn index_groups(groups: &[GroupDef], policies: &[PolicyDef]) -> Result<GroupIndex, PolicySetError> {
+    let mut ranges = Vec::new();
+    let mut devices: HashMap<u64, u16> = HashMap::new();
+    for (gi, g) in groups.iter().enumerate() {
+        if groups[..gi].iter().any(|h| h.name == g.name) {
+            return Err(PolicySetError::DuplicateGroup {
+                name: g.name.clone(),
+            });
+        }
+        policy_index(policies, &g.policy, || format!("group {:?}", g.name))?;
+        for &(start, end) in &g.ranges {
+            if start == 0 || end < start || end > i64::MAX as u64 {
+                return Err(PolicySetError::BadRange {
+                    group: g.name.clone(),
+                    start,
+                    end,
+                });
+            }
+            ranges.push((start, end, gi as u16));
+        }
+        for &d in &g.devices {
+            if let Some(prev) = devices.insert(d, gi as u16) {
+                return Err(PolicySetError::Overlap {
+                    device_id: d,
+                    first: groups[usize::from(prev)].name.clone(),
+                    second: g.name.clone(),
+                });
+            }
+        }
+    }
+    ranges.sort_unstable();
+    for pair in ranges.windows(2) {
+        if pair[1].0 <= pair[0].1 {
+            return Err(PolicySetError::Overlap {
+                device_id: pair[1].0,
+                first: groups[usize::from(pair[0].2)].name.clone(),
+                second: groups[usize::from(pair[1].2)].name.clone(),
+            });
+        }
+    }
+    Ok(GroupIndex { ranges, devices })
+}
+
+/// Every exemption names a known group (if a group) and a non-empty window.
+fn check_exemptions(exemptions: &[Exemption], groups: &[GroupDef]) -> Result<(), PolicySetError> {
+    for e in exemptions {
+        if let ExemptionTarget::Group(g) = &e.target
+            && !groups.iter().any(|h| &h.name == g)
+        {
+            return Err(PolicySetError::UnknownGroup { group: g.clone() });
+        }
+        if let (Some(from_s), Some(until_s)) = (e.from_s, e.until_s)
+            && until_s <= from_s
+        {
+            return Err(PolicySetError::EmptyWindow {
+                target: e.target.to_string(),
+                from_s,
+                until_s,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for ExemptionTarget {

@@ -1,24 +1,22 @@
-//! Loom models of the silence table (`ingest::silence`): every interleaving of two threads on
-//! a table of 2–3 slots.
+//! Loom models of the silence table (`silence::SilenceTable`): every interleaving of two
+//! threads on a table of 2–3 slots.
 //!
 //! Run (a separate target directory, because `--cfg loom` rebuilds every dependency):
 //!
 //! ```text
 //! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
-//!     cargo test -p ingest --no-default-features --test silence_loom --release
+//!     cargo test -p silence --release --test silence_loom
 //! ```
 //!
-//! Without the `server` feature: under `--cfg loom` tokio configures out `tokio::net`, so
-//! quinn (pulled in by `server`) does not build; `lib.rs` therefore compiles `silence` under
-//! `any(feature = "server", loom)`. Without `--cfg loom` this file compiles to nothing.
+//! Without `--cfg loom` this file compiles to nothing.
 #![cfg(loom)]
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use ingest::silence::{EventKind, Level, Policy, RecordError, SilenceEvent, SilenceTable};
 use loom::sync::Arc;
 use loom::thread;
+use silence::{EventKind, Level, Policy, RecordError, SilenceEvent, SilenceTable};
 
 // Every model runs its two actors on spawned threads and only joins on the main thread: loom
 // 0.7 fails to explore interleavings when the main thread races a freshly spawned thread whose

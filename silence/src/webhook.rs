@@ -14,6 +14,8 @@
 //!   ([`backoff_ms`]); any other status is final. A body that is not delivered has its events
 //!   counted ([`WebhookStats::dropped_failed_events`]).
 //! - Every request has one deadline (`timeout_ms`) covering connect, send and the status line.
+//!   Deadlines and backoff delays are measured on the [`Clock`] (its `monotonic_us`), never
+//!   on `Instant` directly.
 //! - On stop the body in flight finishes its current attempt; bodies still queued are counted
 //!   as dropped (the events are in `silence.jsonl` and the `events` table regardless).
 //!
@@ -23,9 +25,11 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use storage::wait::{Recv, deadline_after_ms, recv_before};
+use sys::Clock;
 
 /// A webhook URL that [`WebhookUrl::parse`] accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,46 +237,24 @@ pub enum PostError {
 }
 
 /// Sends one POST of `body` to `url` and returns the status code. The whole exchange shares one
-/// deadline of `timeout`.
+/// deadline, `timeout_ms` from now on `clock`.
 ///
 /// # Errors
 /// [`PostError`].
-pub fn post(url: &WebhookUrl, body: &str, timeout: Duration) -> Result<u16, PostError> {
-    let deadline = Instant::now() + timeout;
-    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+pub fn post(
+    clock: &dyn Clock,
+    url: &WebhookUrl,
+    body: &str,
+    timeout_ms: u64,
+) -> Result<u16, PostError> {
+    let deadline_us = deadline_after_ms(clock, timeout_ms);
     let left = || {
-        deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
+        let left_us = deadline_us.saturating_sub(clock.monotonic_us());
+        (left_us > 0)
+            .then(|| Duration::from_micros(left_us))
             .ok_or(PostError::Timeout { timeout_ms })
     };
-    let addrs = (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .map_err(|source| PostError::Resolve {
-            host: url.host.clone(),
-            source,
-        })?;
-    let mut last_err = None;
-    let mut stream = None;
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, left()?) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last_err = Some(e),
-        }
-    }
-    let mut stream = match (stream, last_err) {
-        (Some(s), _) => s,
-        (None, Some(e)) => return Err(PostError::Io(e)),
-        (None, None) => {
-            return Err(PostError::Resolve {
-                host: url.host.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-            });
-        }
-    };
+    let mut stream = connect(url, &left)?;
     let head = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: hexflow/{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         url.path,
@@ -285,7 +267,44 @@ pub fn post(url: &WebhookUrl, body: &str, timeout: Duration) -> Result<u16, Post
     stream.set_write_timeout(Some(left()?))?;
     stream.write_all(body.as_bytes())?;
     stream.flush()?;
-    // Read until the status line is complete; the rest of the answer is not needed.
+    read_status(&mut stream, &left, timeout_ms)
+}
+
+/// Connects to the first address of `url` that answers before the deadline (`left` says how
+/// long is left, or the timeout error).
+fn connect(
+    url: &WebhookUrl,
+    left: &dyn Fn() -> Result<Duration, PostError>,
+) -> Result<TcpStream, PostError> {
+    let addrs = (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|source| PostError::Resolve {
+            host: url.host.clone(),
+            source,
+        })?;
+    let mut last_err = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, left()?) {
+            Ok(s) => return Ok(s),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(match last_err {
+        Some(e) => PostError::Io(e),
+        None => PostError::Resolve {
+            host: url.host.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+        },
+    })
+}
+
+/// Reads until the status line is complete (the rest of the answer is not needed) and parses
+/// it.
+fn read_status(
+    stream: &mut TcpStream,
+    left: &dyn Fn() -> Result<Duration, PostError>,
+    timeout_ms: u64,
+) -> Result<u16, PostError> {
     let mut buf = [0u8; 256];
     let mut got = Vec::with_capacity(64);
     while !got.windows(2).any(|w| w == b"\r\n") && got.len() < 1024 {
@@ -354,18 +373,26 @@ impl std::fmt::Debug for Body {
 }
 
 impl Webhook {
-    /// Starts the thread.
+    /// Starts the thread; it measures deadlines and backoff delays on `clock`.
     ///
     /// # Errors
     /// The OS error when the thread cannot be spawned.
-    pub fn start(cfg: WebhookConfig) -> std::io::Result<Self> {
+    pub fn start(cfg: WebhookConfig, clock: Arc<dyn Clock>) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded::<Body>(cfg.queue_max.max(1));
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
         let stats = Arc::new(WebhookStats::default());
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("hexflow-webhook".into())
-            .spawn(move || run(cfg, rx, stop_rx, thread_stats))?;
+            .spawn(move || {
+                let poster = Poster {
+                    cfg,
+                    stop_rx,
+                    stats: thread_stats,
+                    clock,
+                };
+                poster.run(&rx);
+            })?;
         Ok(Self {
             tx: Some(tx),
             stop_tx,
@@ -422,53 +449,76 @@ impl Drop for Webhook {
     }
 }
 
-fn run(cfg: WebhookConfig, rx: Receiver<Body>, stop_rx: Receiver<()>, stats: Arc<WebhookStats>) {
-    use std::hash::{BuildHasher, Hasher};
-    let mut random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish()
-        | 1;
-    let timeout = Duration::from_millis(cfg.timeout_ms.max(1));
-    let attempts_max = cfg.attempts_max.max(1);
-    let drop_rest = |rx: &Receiver<Body>, stats: &WebhookStats| {
-        for b in rx.try_iter() {
-            stats
-                .dropped_failed_events
-                .fetch_add(b.events, Ordering::Relaxed);
-        }
-    };
-    loop {
-        // Stop wins over queued bodies (select! would pick at random when both are ready).
-        if stop_rx.try_recv().is_ok() {
-            drop_rest(&rx, &stats);
-            return;
-        }
-        let body = crossbeam_channel::select! {
-            recv(rx) -> msg => match msg {
-                Ok(b) => b,
-                Err(_) => return,
-            },
-            recv(stop_rx) -> _ => {
-                drop_rest(&rx, &stats);
+/// The webhook thread's state.
+struct Poster {
+    cfg: WebhookConfig,
+    stop_rx: Receiver<()>,
+    stats: Arc<WebhookStats>,
+    clock: Arc<dyn Clock>,
+}
+
+/// How one body's attempts ended.
+struct Delivery {
+    delivered: bool,
+    /// The stop signal arrived during a backoff.
+    stopped: bool,
+}
+
+impl Poster {
+    /// Posts queued bodies until stopped (stop wins over queued bodies) or until the queue's
+    /// sender is gone.
+    fn run(&self, rx: &Receiver<Body>) {
+        use std::hash::{BuildHasher, Hasher};
+        let mut random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+            | 1;
+        loop {
+            // Stop wins over queued bodies (select! would pick at random when both are ready).
+            if self.stop_rx.try_recv().is_ok() {
+                self.drop_rest(rx);
                 return;
             }
-        };
-        let mut delivered = false;
-        let mut stopped = false;
+            let body = crossbeam_channel::select! {
+                recv(rx) -> msg => match msg {
+                    Ok(b) => b,
+                    Err(_) => return,
+                },
+                recv(self.stop_rx) -> _ => {
+                    self.drop_rest(rx);
+                    return;
+                }
+            };
+            let d = self.deliver(&body, &mut random);
+            self.account(&body, d.delivered);
+            if d.stopped {
+                self.drop_rest(rx);
+                return;
+            }
+        }
+    }
+
+    /// Attempts `body` up to `attempts_max` times, backing off between retryable failures.
+    fn deliver(&self, body: &Body, random: &mut u64) -> Delivery {
+        let attempts_max = self.cfg.attempts_max.max(1);
         for attempt in 1..=attempts_max {
-            stats.attempts.fetch_add(1, Ordering::Relaxed);
-            let outcome = post(&cfg.url, &body.json, timeout);
+            self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+            let outcome = post(
+                &*self.clock,
+                &self.cfg.url,
+                &body.json,
+                self.cfg.timeout_ms.max(1),
+            );
             let retry = match &outcome {
                 Ok(status) if (200..300).contains(status) => {
-                    delivered = true;
-                    false
+                    return Delivery {
+                        delivered: true,
+                        stopped: false,
+                    };
                 }
                 Ok(status) => retryable_status(*status),
                 Err(_) => true,
             };
-            if delivered {
-                break;
-            }
             let status = outcome.as_ref().ok().copied();
             let error = outcome.as_ref().err().map(ToString::to_string);
             tracing::warn!(
@@ -483,25 +533,41 @@ fn run(cfg: WebhookConfig, rx: Receiver<Body>, stop_rx: Receiver<()>, stats: Arc
                 break;
             }
             // xorshift64: jitter only, not security.
-            random ^= random << 13;
-            random ^= random >> 7;
-            random ^= random << 17;
-            let delay = backoff_ms(attempt, cfg.backoff_ms, cfg.backoff_max_ms, random);
-            match stop_rx.recv_timeout(Duration::from_millis(delay)) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-                    stopped = true;
-                    break;
+            *random ^= *random << 13;
+            *random ^= *random >> 7;
+            *random ^= *random << 17;
+            let delay = backoff_ms(
+                attempt,
+                self.cfg.backoff_ms,
+                self.cfg.backoff_max_ms,
+                *random,
+            );
+            let deadline_us = deadline_after_ms(&*self.clock, delay);
+            match recv_before(&self.stop_rx, &*self.clock, deadline_us) {
+                Recv::Deadline => {}
+                Recv::Msg(()) | Recv::Disconnected => {
+                    return Delivery {
+                        delivered: false,
+                        stopped: true,
+                    };
                 }
             }
         }
+        Delivery {
+            delivered: false,
+            stopped: false,
+        }
+    }
+
+    /// Counts `body`'s events as delivered or dropped.
+    fn account(&self, body: &Body, delivered: bool) {
         if delivered {
-            stats
+            self.stats
                 .delivered_events
                 .fetch_add(body.events, Ordering::Relaxed);
-            stats.delivered_bodies.fetch_add(1, Ordering::Relaxed);
+            self.stats.delivered_bodies.fetch_add(1, Ordering::Relaxed);
         } else {
-            stats
+            self.stats
                 .dropped_failed_events
                 .fetch_add(body.events, Ordering::Relaxed);
             tracing::error!(
@@ -510,9 +576,14 @@ fn run(cfg: WebhookConfig, rx: Receiver<Body>, stop_rx: Receiver<()>, stats: Arc
                 "webhook gave up; events not posted"
             );
         }
-        if stopped {
-            drop_rest(&rx, &stats);
-            return;
+    }
+
+    /// Counts every queued body as dropped (at stop).
+    fn drop_rest(&self, rx: &Receiver<Body>) {
+        for b in rx.try_iter() {
+            self.stats
+                .dropped_failed_events
+                .fetch_add(b.events, Ordering::Relaxed);
         }
     }
 }

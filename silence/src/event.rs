@@ -55,7 +55,7 @@ pub struct SilenceEvent {
     /// What happened.
     pub kind: EventKind,
     /// Index of the device's policy (the name comes from the policy set, see
-    /// [`crate::silence::SilencePolicy::policy_name`]).
+    /// [`crate::SilencePolicy::policy_name`]).
     pub policy: u16,
     /// Level before the change.
     pub from: Level,
@@ -102,7 +102,7 @@ impl SilenceEvent {
     /// | `confirmed_at_s` | integer | `confirmed` only: when the device confirmed |
     ///
     /// ```
-    /// use ingest::silence::{EventKind, Level, SilenceEvent};
+    /// use silence::{EventKind, Level, SilenceEvent};
     /// let e = SilenceEvent {
     ///     device_id: 42,
     ///     kind: EventKind::Warned,

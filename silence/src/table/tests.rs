@@ -11,7 +11,7 @@ use std::sync::atomic::{
 use proptest::prelude::*;
 
 use super::*;
-use crate::silence::policy::Policy;
+use crate::policy::Policy;
 
 const WARN_S: u64 = 100;
 const EXPIRE_S: u64 = 300;
@@ -977,7 +977,7 @@ proptest! {
 
 #[test]
 fn policy_set_scan_exemptions_confirmations_and_restart() {
-    use crate::silence::{
+    use crate::{
         ConfirmResets, Exemption, ExemptionTarget, Outage, PolicyDef, PolicySet, Threshold,
     };
     let def = PolicyDef {

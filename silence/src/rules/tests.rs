@@ -8,38 +8,36 @@ use jiff::tz::TimeZone;
 use proptest::prelude::*;
 
 use super::*;
-use crate::silence::calendar::{
-    self, Calendar, CalendarError, CalendarReason, CalendarYear, NamedDay,
-};
+use crate::calendar::{self, Calendar, CalendarError, CalendarReason, CalendarYear, NamedDay};
 
 fn calendar(name: &str) -> Arc<Calendar> {
     let files: &[(&str, &str)] = match name {
         "de" => &[
             (
                 "de/2025",
-                include_str!("../../../../config/calendars/de/2025.toml"),
+                include_str!("../../../config/calendars/de/2025.toml"),
             ),
             (
                 "de/2026",
-                include_str!("../../../../config/calendars/de/2026.toml"),
+                include_str!("../../../config/calendars/de/2026.toml"),
             ),
             (
                 "de/2027",
-                include_str!("../../../../config/calendars/de/2027.toml"),
+                include_str!("../../../config/calendars/de/2027.toml"),
             ),
         ],
         _ => &[
             (
                 "ru/2025",
-                include_str!("../../../../config/calendars/ru/2025.toml"),
+                include_str!("../../../config/calendars/ru/2025.toml"),
             ),
             (
                 "ru/2026",
-                include_str!("../../../../config/calendars/ru/2026.toml"),
+                include_str!("../../../config/calendars/ru/2026.toml"),
             ),
             (
                 "ru/2027",
-                include_str!("../../../../config/calendars/ru/2027.toml"),
+                include_str!("../../../config/calendars/ru/2027.toml"),
             ),
         ],
     };
@@ -61,7 +59,7 @@ fn wd(cal: &str, n: u32) -> Threshold {
 }
 
 fn t(s: &str) -> i64 {
-    crate::silence::parse_rfc3339(s).unwrap()
+    crate::parse_rfc3339(s).unwrap()
 }
 
 /// One row of the worked table: threshold, last fix, expected firing instant.
@@ -71,7 +69,7 @@ fn row(threshold: Threshold, last_fix: &str, fires: &str) {
         got,
         t(fires),
         "last fix {last_fix}: fired {} expected {fires}",
-        crate::silence::rfc3339(got)
+        crate::rfc3339(got)
     );
     // The cut-off agrees: at the firing instant the fix is past it, one second before not.
     assert!(t(last_fix) < threshold.cutoff_s(got));
