@@ -344,6 +344,42 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The deadlines and QUIC windows of `[limits]` and `[quic]` (issue 11): every deadline
+    /// at least 1 ms, the pre-authentication window large enough for one HELLO frame and
+    /// no larger than the window after WELCOME.
+    fn validate_transport(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, value: u64, reason: String| ConfigError::Invalid {
+            key,
+            value: value.to_string(),
+            reason,
+        };
+        let (l, q) = (&self.limits, &self.quic);
+        for (key, ms) in [
+            ("limits.hello_timeout_ms", l.hello_timeout_ms),
+            ("limits.frame_timeout_ms", l.frame_timeout_ms),
+            ("quic.handshake_timeout_ms", q.handshake_timeout_ms),
+        ] {
+            if ms == 0 {
+                return Err(invalid(key, 0, "must be at least 1".into()));
+            }
+        }
+        let hello_frame_max = ingest::proto::server::HELLO_BYTES_MAX + 5;
+        let window = q.pre_auth_receive_window_bytes;
+        if window < hello_frame_max || window > q.connection_receive_window_bytes {
+            let reason = format!(
+                "must hold a HELLO frame ({hello_frame_max} bytes) and be at most \
+                 quic.connection_receive_window_bytes ({})",
+                q.connection_receive_window_bytes
+            );
+            return Err(invalid(
+                "quic.pre_auth_receive_window_bytes",
+                window.into(),
+                reason,
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks every range and cross-field rule.
     ///
     /// # Errors
@@ -388,33 +424,7 @@ impl Config {
         if l.connections_max == 0 {
             return Err(invalid("limits.connections_max", 0, "must be at least 1"));
         }
-        if l.frame_timeout_ms == 0 || l.hello_timeout_ms == 0 {
-            return Err(invalid(
-                "limits.frame_timeout_ms",
-                l.frame_timeout_ms.min(l.hello_timeout_ms),
-                "limits.frame_timeout_ms and limits.hello_timeout_ms must be at least 1",
-            ));
-        }
-        let q = &self.quic;
-        if q.handshake_timeout_ms == 0 {
-            return Err(invalid(
-                "quic.handshake_timeout_ms",
-                0,
-                "must be at least 1",
-            ));
-        }
-        let hello_frame_max = ingest::proto::server::HELLO_BYTES_MAX + 5;
-        if q.pre_auth_receive_window_bytes < hello_frame_max
-            || q.pre_auth_receive_window_bytes > q.connection_receive_window_bytes
-        {
-            return Err(invalid(
-                "quic.pre_auth_receive_window_bytes",
-                q.pre_auth_receive_window_bytes,
-                &format!(
-                    "must hold a HELLO frame ({hello_frame_max} bytes) and be at most quic.connection_receive_window_bytes"
-                ),
-            ));
-        }
+        self.validate_transport()?;
         if l.inflight_batches_max == 0
             || l.inflight_batches_max >= self.storage.dedup_window_batches
         {
@@ -621,6 +631,21 @@ mod tests {
                 .to_string()
                 .contains("inflight_batches_max")
         );
+        // The transport keys of issue 11, each at its edge.
+        let refused = |c: &Config| c.validate().unwrap_err().to_string();
+        let mut c = Config::default();
+        c.limits.frame_timeout_ms = 0;
+        assert!(refused(&c).contains("limits.frame_timeout_ms"));
+        c.limits.frame_timeout_ms = 1;
+        c.quic.handshake_timeout_ms = 0;
+        assert!(refused(&c).contains("quic.handshake_timeout_ms"));
+        c.quic.handshake_timeout_ms = 1;
+        c.quic.pre_auth_receive_window_bytes = 1028;
+        assert!(refused(&c).contains("quic.pre_auth_receive_window_bytes"));
+        c.quic.pre_auth_receive_window_bytes = 1029;
+        assert!(c.validate().is_ok(), "one HELLO frame fits");
+        c.quic.pre_auth_receive_window_bytes = c.quic.connection_receive_window_bytes + 1;
+        assert!(refused(&c).contains("quic.pre_auth_receive_window_bytes"));
         let mut c = Config::default();
         c.tls.cert_path = "x.pem".into();
         assert!(
