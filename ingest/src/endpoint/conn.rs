@@ -27,8 +27,10 @@ use std::time::Duration;
 use fix::DeviceId;
 use quinn::{RecvStream, SendStream, VarInt};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::confirmer::ConnLink;
 use super::stats::{ConnectionSlot, Share};
 use super::{AcceptedBatch, Shared, SinkCallback, SinkOutcome};
 use crate::proto::Now;
@@ -138,6 +140,9 @@ struct Driver {
     buffered: Share,
     /// Counted in `EndpointStats::sessions_open` once authenticated.
     session_slot: Option<ConnectionSlot>,
+    /// Cancelled by a newer connection of the same device (one session per device).
+    takeover: CancellationToken,
+    takeover_seen: bool,
     shutdown_seen: bool,
     ending: Option<Ending>,
 }
@@ -172,6 +177,8 @@ impl Driver {
             requests,
             out: Vec::new(),
             written: 0,
+            takeover: CancellationToken::new(),
+            takeover_seen: false,
             shutdown_seen: false,
             ending: None,
         }
@@ -268,8 +275,21 @@ impl Driver {
                 e = self.conn.closed() => return self.lost("connection lost", &e),
                 () = sleep_opt(wait) => self.session.handle_timeout(self.mono_ms()),
                 () = self.shared.shutdown.cancelled(), if !self.shutdown_seen => self.on_shutdown(),
+                () = self.takeover.cancelled(), if !self.takeover_seen => self.on_takeover(),
             }
         }
+    }
+
+    /// A newer connection authenticated as this device: this session acks what it has in
+    /// flight and closes with SESSION_REPLACED.
+    fn on_takeover(&mut self) {
+        self.takeover_seen = true;
+        self.shared
+            .stats
+            .sessions_replaced
+            .fetch_add(1, Ordering::Relaxed);
+        let reason = "another connection authenticated as this device".to_string();
+        self.session.evict(Status::SessionReplaced, reason);
     }
 
     fn lost(&self, what: &str, e: &dyn std::error::Error) -> Option<Ending> {
@@ -343,9 +363,15 @@ impl Driver {
         self.session_slot =
             ConnectionSlot::try_acquire_in(&shared.stats, |s| &s.sessions_open, usize::MAX);
         let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let request = shared
-            .registry
-            .attach(device_id, conn_id, self.requests_tx.clone());
+        let link = ConnLink {
+            requests: self.requests_tx.clone(),
+            takeover: self.takeover.clone(),
+        };
+        let (request, replaced) = shared.registry.attach_replacing(device_id, conn_id, link);
+        // One session per device (MQTT-style takeover): the older connection is ended.
+        if let Some(older) = replaced {
+            older.takeover.cancel();
+        }
         if request.is_some() {
             shared
                 .stats

@@ -29,6 +29,9 @@ pub struct EndpointStats {
     pub handshakes_timed_out: AtomicU64,
     /// Sessions closed because the device sent no frame for `idle_timeout_ms`.
     pub sessions_idle_closed: AtomicU64,
+    /// Sessions ended with SESSION_REPLACED because a newer connection of the same device
+    /// authenticated.
+    pub sessions_replaced: AtomicU64,
     /// Connections that failed authentication.
     pub auth_failures: AtomicU64,
     /// Batches acked `OK`.

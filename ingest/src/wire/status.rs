@@ -63,9 +63,9 @@ pub enum Status {
     UnsupportedVersion = 201,
     /// A frame arrived out of order (BATCH before HELLO, HELLO twice, ...).
     ProtocolViolation = 202,
-    /// Another connection authenticated as the same device and took over its session (at
-    /// most `sessions_per_device_max` per device): do not reconnect automatically, a second
-    /// holder of the credential is active.
+    /// Another connection authenticated as the same device and took over its session (one
+    /// session per device): do not reconnect automatically, a second holder of the
+    /// credential is active.
     SessionReplaced = 203,
     /// The server is overloaded: resend after `retry_after_ms`.
     Overloaded = 300,
