@@ -136,10 +136,15 @@ struct Pair {
 
 impl Pair {
     fn new(cfg: SessionConfig) -> Self {
+        Pair::with_auth(cfg, auth())
+    }
+
+    /// A pair whose server verifies tokens with `auth`.
+    fn with_auth(cfg: SessionConfig, auth: Arc<Authenticator>) -> Self {
         let registry = Arc::new(Registry::new(100, 1));
         let ctx = Arc::new(ServerContext {
             cfg,
-            auth: auth(),
+            auth,
             confirms: registry.clone(),
         });
         let mono_ms = 1_000;
@@ -1301,3 +1306,4 @@ proptest! {
 }
 
 mod deadlines;
+mod identity;
