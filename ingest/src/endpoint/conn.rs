@@ -46,8 +46,8 @@ const READ_CHUNK_BYTES_MAX: usize = 64 * 1024;
 const CONFIRM_REQUEST_SLOTS: usize = 2;
 
 /// Serves one incoming connection to its end. `slot` (a `connections_max` slot) is
-/// returned when this returns, `handshake` (a `handshakes_max` unit) once the handshake is
-/// over; the handshake gets at most `handshake_timeout_ms`.
+/// returned when this returns, `handshake` (its unit of `handshakes_pending`) once the
+/// handshake is over; the handshake gets at most `handshake_timeout_ms`.
 pub(super) async fn serve(
     incoming: quinn::Incoming,
     slot: ConnectionSlot,

@@ -1,6 +1,7 @@
 //! [`EndpointStats`], the endpoint's live counters and gauges, and the guards that own a
-//! part of a gauge: [`ConnectionSlot`] (one of the `connections_max` slots, or of the
-//! `handshakes_max` handshake budget) and [`Share`] (a connection's contribution to a sum
+//! part of a gauge: [`ConnectionSlot`] (one unit of a gauge: a `connections_max` slot, a
+//! handshake in progress, an open session; the last two are counted, not bounded yet) and
+//! [`Share`] (a connection's contribution to a sum
 //! such as the bytes buffered). Dropping a guard returns what it holds, whatever ended the
 //! connection, so a gauge cannot leak.
 
