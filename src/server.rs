@@ -43,9 +43,18 @@ pub enum ServerError {
     /// TLS material.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
-    /// Storage failed to open or to shut down.
+    /// Storage failed to open (its data directory, lock, WAL replay or threads).
     #[error("storage: {0}")]
-    Storage(String),
+    StorageOpen(#[from] storage::OpenError),
+    /// The final flush and checkpoint failed; the WAL still holds every acked batch.
+    #[error("storage shutdown: {0}")]
+    StorageShutdown(#[from] storage::ShutdownError),
+    /// The shutdown task panicked or was cancelled before storage shut down.
+    #[error("storage shutdown task: {0}")]
+    ShutdownTask(#[from] tokio::task::JoinError),
+    /// `storage.h3_resolution` is not an H3 resolution (0..=15).
+    #[error("storage.h3_resolution: {0}")]
+    H3Resolution(#[from] h3o::error::InvalidResolution),
     /// The endpoint failed to start.
     #[error(transparent)]
     Endpoint(#[from] ingest::endpoint::EndpointError),
@@ -131,8 +140,7 @@ impl Server {
 
         let storage_cfg = cfg.storage_config();
         let positions_dir = data_dir.join("positions");
-        let (storage, report) =
-            storage::Storage::open(storage_cfg).map_err(|e| ServerError::Storage(e.to_string()))?;
+        let (storage, report) = storage::Storage::open(storage_cfg)?;
         info!(?report, "storage opened");
 
         // Before the endpoint, so the snapshot is restored before anything is recorded. The
@@ -151,8 +159,7 @@ impl Server {
         })?;
         let events_path = silence.events_path().to_path_buf();
 
-        let h3_resolution = h3o::Resolution::try_from(cfg.storage.h3_resolution)
-            .map_err(|e| ServerError::Storage(e.to_string()))?;
+        let h3_resolution = h3o::Resolution::try_from(cfg.storage.h3_resolution)?;
         let sink = Arc::new(StorageSink {
             storage: storage.clone(),
             h3_resolution,
@@ -264,17 +271,14 @@ impl Server {
     /// Graceful shutdown: endpoint, then storage (flush + checkpoint), then the scanner.
     ///
     /// # Errors
-    /// [`ServerError::Storage`] when the final flush fails.
+    /// [`ServerError::StorageShutdown`] when the final flush fails.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         if let Some(admin) = self.admin {
             admin.stop().await;
         }
         self.endpoint.shutdown(self.grace).await;
         let storage = self.storage;
-        let report = tokio::task::spawn_blocking(move || storage.shutdown())
-            .await
-            .map_err(|e| ServerError::Storage(e.to_string()))?
-            .map_err(|e| ServerError::Storage(e.to_string()))?;
+        let report = tokio::task::spawn_blocking(move || storage.shutdown()).await??;
         info!(?report, "storage shut down");
         self.silence.stop();
         Ok(())
