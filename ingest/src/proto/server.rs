@@ -12,6 +12,11 @@
 //!   `frame_timeout_ms` of its header; after WELCOME a frame at least every
 //!   `idle_timeout_ms` while the session waits for the device (QUIC PINGs do not count;
 //!   time spent at the in-flight limit, waiting for the sink, does not count either).
+//! * Identity: the HELLO token is verified by the [`Authenticator`]; after WELCOME the
+//!   session ends with CLOSE(UNAUTHENTICATED), once its in-flight batches are acked, when
+//!   the token's expiry passes (a deadline) or when a frame arrives after the token was
+//!   revoked (rechecked at every frame header, so an open connection outlives its
+//!   revocation by at most `idle_timeout_ms`).
 //! * Framing: the session buffers only received bytes, never an announced length; a frame
 //!   header is checked before its body is buffered. An oversized BATCH within
 //!   `oversize_discard_bytes_max` is counted down and dropped as it arrives (only its first
@@ -184,8 +189,8 @@ pub enum ServerOutput {
         /// to, for its whole life.
         claims: Claims,
     },
-    /// The HELLO token did not verify (for the server's log and counters); the session
-    /// ends with CLOSE(UNAUTHENTICATED).
+    /// The HELLO token did not verify, or the admitted token expired or was revoked since
+    /// (for the server's log and counters); the session ends with CLOSE(UNAUTHENTICATED).
     AuthFailed {
         /// Why.
         error: TokenError,
@@ -306,6 +311,10 @@ pub struct ServerSession {
     /// (batch_seq, newest fix ms) of the batches most recently acked OK/DUPLICATE.
     recent: VecDeque<(u64, i64)>,
     confirm_key: Option<wire::ConfirmKey>,
+    /// What the HELLO token said, rechecked at every later frame header.
+    claims: Option<Claims>,
+    /// When the token expires (monotonic ms), for a token with an expiry.
+    expiry_mono_ms: Option<u64>,
     confirm_rejects: u32,
     tx: Vec<u8>,
     outputs: VecDeque<ServerOutput>,
@@ -328,6 +337,8 @@ impl ServerSession {
             next_ticket: 0,
             recent: VecDeque::new(),
             confirm_key: None,
+            claims: None,
+            expiry_mono_ms: None,
             confirm_rejects: 0,
             tx: Vec::new(),
             outputs: VecDeque::new(),
@@ -377,13 +388,22 @@ impl ServerSession {
         match self.phase {
             Phase::Hello { deadline_mono_ms } => Some(deadline_mono_ms),
             Phase::Open {
-                attached: true,
+                attached,
                 waiting_since_mono_ms,
                 ..
-            } => self.frame_deadline_mono_ms.or_else(|| {
-                self.slot_free()
-                    .then(|| waiting_since_mono_ms.saturating_add(self.ctx.cfg.idle_timeout_ms))
-            }),
+            } => {
+                let reading = attached.then(|| {
+                    self.frame_deadline_mono_ms.or_else(|| {
+                        self.slot_free().then(|| {
+                            waiting_since_mono_ms.saturating_add(self.ctx.cfg.idle_timeout_ms)
+                        })
+                    })
+                });
+                [reading.flatten(), self.expiry_mono_ms]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            }
             _ => None,
         }
     }
@@ -405,6 +425,13 @@ impl ServerSession {
                 status: Status::ProtocolViolation,
                 reason,
             });
+        }
+        if let (Some(expiry), Some(claims)) = (self.expiry_mono_ms, self.claims) {
+            if mono_ms >= expiry {
+                self.expiry_mono_ms = None;
+                let expires_s = claims.expires_s.unwrap_or(0);
+                return self.deauthorize(TokenError::Expired { expires_s });
+            }
         }
         if self.frame_deadline_mono_ms.is_some() {
             let (len, left) = match (&self.pending, &self.discard) {
@@ -679,7 +706,10 @@ impl ServerSession {
         }
         let body = recv.take(len);
         match header.frame_type {
-            FrameType::Hello => self.on_hello(at_ms, body),
+            FrameType::Hello => {
+                self.on_hello(at_ms, body);
+                self.arm_expiry(now);
+            }
             FrameType::Batch => self.on_batch(at_ms, body),
             FrameType::Confirm => self.on_confirm(at_ms, body),
             FrameType::Close => self.on_close(body),
@@ -693,6 +723,14 @@ impl ServerSession {
     fn on_header(&mut self, now: Now, bytes: &[u8; wire::FRAME_HEADER_LEN]) -> Option<FrameHeader> {
         if matches!(self.phase, Phase::Hello { .. }) {
             return self.on_first_header(bytes);
+        }
+        // A token revoked (or expired) since WELCOME ends the session at its next frame.
+        if let Some(claims) = &self.claims {
+            let now_s = u64::try_from(now.wall_ms.div_euclid(1000)).unwrap_or(0);
+            if let Err(error) = self.ctx.auth.still_valid(claims, now_s) {
+                self.deauthorize(error);
+                return None;
+            }
         }
         if let Phase::Open {
             waiting_since_mono_ms,
@@ -854,6 +892,7 @@ impl ServerSession {
             }
         };
         self.confirm_key = Some(self.ctx.auth.confirm_key(&claims, &hello.token));
+        self.claims = Some(claims);
         let cfg = &self.ctx.cfg;
         let welcome = wire::Welcome {
             device_id: claims.device_id.get(),
@@ -873,6 +912,28 @@ impl ServerSession {
         self.outputs
             .push_back(ServerOutput::Authenticated { claims });
         self.outputs.push_back(ServerOutput::Contact { now_ms });
+    }
+
+    /// Arms the expiry deadline of an admitted token that has one, at `now`.
+    fn arm_expiry(&mut self, now: Now) {
+        if let Some(Claims {
+            expires_s: Some(expires_s),
+            ..
+        }) = self.claims
+        {
+            let expires_ms = i64::try_from(expires_s)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1000);
+            let left_ms = u64::try_from(expires_ms.saturating_sub(now.wall_ms)).unwrap_or(0);
+            self.expiry_mono_ms = Some(now.mono_ms.saturating_add(left_ms));
+        }
+    }
+
+    /// The admitted token expired or was revoked: ack what is in flight, then
+    /// CLOSE(UNAUTHENTICATED) (the device learns only that its token is no longer valid).
+    fn deauthorize(&mut self, error: TokenError) {
+        self.outputs.push_back(ServerOutput::AuthFailed { error });
+        self.evict(Status::Unauthenticated, "token no longer valid".to_string());
     }
 
     /// The device's CLOSE: a decodable body ends the session after the in-flight acks

@@ -141,3 +141,64 @@ fn with_a_v2_token_only_the_confirm_secret_signs_confirms() {
         .collect();
     assert_eq!(statuses, [Some(Status::InvalidSignature), Some(Status::Ok)]);
 }
+
+#[test]
+fn an_open_session_ends_unauthenticated_when_its_token_expires() {
+    let auth = ring_auth();
+    let token = auth
+        .keyring()
+        .mint(dev(5), NOW_S - 100, NOW_S + 2)
+        .expect("v2");
+    let mut p = hello_with(&auth, &token);
+    assert_eq!(p.server.state(), SessionState::Open);
+    p.log.clear();
+    p.send_batch(1, 1);
+    p.drive();
+    assert_eq!(
+        p.server.poll_timeout(),
+        Some(1_000 + 2_000),
+        "the expiry is the next deadline"
+    );
+    p.advance(1_999);
+    assert_eq!(p.server.state(), SessionState::Open);
+    p.advance(1);
+    assert_eq!(
+        p.server.state(),
+        SessionState::Draining,
+        "the batch in flight is acked first"
+    );
+    assert_eq!(
+        auth_failure(&p),
+        Some(&TokenError::Expired {
+            expires_s: NOW_S + 2
+        })
+    );
+    p.answer(1, &SinkOutcome::ok());
+    assert_eq!(p.acks().len(), 1);
+    assert_closed(&p, Status::Unauthenticated, "token no longer valid");
+}
+
+#[test]
+fn a_revocation_closes_an_open_session_at_its_next_frame() {
+    let auth = ring_auth();
+    let token = auth
+        .keyring()
+        .mint(dev(5), NOW_S - 100, NOW_S + 3_600)
+        .expect("v2");
+    let mut p = hello_with(&auth, &token);
+    assert_eq!(p.server.state(), SessionState::Open);
+    p.log.clear();
+    let mut revoked = Revocations::default();
+    revoked.devices.insert(dev(5), NOW_S);
+    auth.set_revocations(revoked);
+    let mut hb = vec![];
+    wire::encode_heartbeat(&mut hb);
+    p.send(&hb);
+    p.drive();
+    assert_eq!(auth_failure(&p), Some(&TokenError::Revoked));
+    assert!(
+        p.contacts().is_empty(),
+        "a revoked device's frame is no contact"
+    );
+    assert_closed(&p, Status::Unauthenticated, "token no longer valid");
+}
