@@ -103,6 +103,8 @@ pub struct LimitsSection {
     pub oversize_discard_bytes_max: u32,
     /// Deadline for HELLO after the QUIC handshake.
     pub hello_timeout_ms: u64,
+    /// Deadline for a frame's body after its header (slowloris guard).
+    pub frame_timeout_ms: u64,
     /// Confirm-location requests outstanding at once across all devices.
     pub confirm_pending_max: usize,
     /// Rejected CONFIRM frames one connection may send before it is closed.
@@ -123,6 +125,7 @@ impl Default for LimitsSection {
             inflight_batches_max: session.inflight_batches_max,
             oversize_discard_bytes_max: session.oversize_discard_bytes_max,
             hello_timeout_ms: session.hello_timeout_ms,
+            frame_timeout_ms: session.frame_timeout_ms,
             confirm_pending_max: e.confirm_pending_max,
             confirm_rejects_max: session.confirm_rejects_max,
         }
@@ -133,12 +136,16 @@ impl Default for LimitsSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuicSection {
-    /// Connections silent this long are closed.
+    /// Devices that send no frame for this long are closed (QUIC PINGs do not count).
     pub idle_timeout_ms: u64,
+    /// Deadline for the QUIC + TLS handshake.
+    pub handshake_timeout_ms: u64,
     /// Per-stream receive window.
     pub stream_receive_window_bytes: u32,
-    /// Per-connection receive window.
+    /// Per-connection receive window (after WELCOME).
     pub connection_receive_window_bytes: u32,
+    /// Per-connection receive window before WELCOME.
+    pub pre_auth_receive_window_bytes: u32,
     /// Per-connection send window.
     pub send_window_bytes: u32,
     /// After sending CLOSE, how long to wait for the device to read it before closing.
@@ -149,9 +156,11 @@ impl Default for QuicSection {
     fn default() -> Self {
         let e = ingest::endpoint::EndpointConfig::default();
         Self {
-            idle_timeout_ms: e.idle_timeout_ms,
+            idle_timeout_ms: e.session.idle_timeout_ms,
+            handshake_timeout_ms: e.handshake_timeout_ms,
             stream_receive_window_bytes: e.stream_receive_window_bytes,
             connection_receive_window_bytes: e.connection_receive_window_bytes,
+            pre_auth_receive_window_bytes: e.pre_auth_receive_window_bytes,
             send_window_bytes: e.send_window_bytes,
             close_linger_ms: e.close_linger_ms,
         }
@@ -335,6 +344,42 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The deadlines and QUIC windows of `[limits]` and `[quic]` (issue 11): every deadline
+    /// at least 1 ms, the pre-authentication window large enough for one HELLO frame and
+    /// no larger than the window after WELCOME.
+    fn validate_transport(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, value: u64, reason: String| ConfigError::Invalid {
+            key,
+            value: value.to_string(),
+            reason,
+        };
+        let (l, q) = (&self.limits, &self.quic);
+        for (key, ms) in [
+            ("limits.hello_timeout_ms", l.hello_timeout_ms),
+            ("limits.frame_timeout_ms", l.frame_timeout_ms),
+            ("quic.handshake_timeout_ms", q.handshake_timeout_ms),
+        ] {
+            if ms == 0 {
+                return Err(invalid(key, 0, "must be at least 1".into()));
+            }
+        }
+        let hello_frame_max = ingest::proto::server::HELLO_BYTES_MAX + 5;
+        let window = q.pre_auth_receive_window_bytes;
+        if window < hello_frame_max || window > q.connection_receive_window_bytes {
+            let reason = format!(
+                "must hold a HELLO frame ({hello_frame_max} bytes) and be at most \
+                 quic.connection_receive_window_bytes ({})",
+                q.connection_receive_window_bytes
+            );
+            return Err(invalid(
+                "quic.pre_auth_receive_window_bytes",
+                window.into(),
+                reason,
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks every range and cross-field rule.
     ///
     /// # Errors
@@ -379,6 +424,7 @@ impl Config {
         if l.connections_max == 0 {
             return Err(invalid("limits.connections_max", 0, "must be at least 1"));
         }
+        self.validate_transport()?;
         if l.inflight_batches_max == 0
             || l.inflight_batches_max >= self.storage.dedup_window_batches
         {
@@ -458,14 +504,17 @@ impl Config {
                 dedup_window_batches: self.storage.dedup_window_batches,
                 oversize_discard_bytes_max: l.oversize_discard_bytes_max,
                 hello_timeout_ms: l.hello_timeout_ms,
+                frame_timeout_ms: l.frame_timeout_ms,
+                idle_timeout_ms: self.quic.idle_timeout_ms,
                 confirm_rejects_max: l.confirm_rejects_max,
             },
             connections_max: l.connections_max,
             confirm_pending_max: l.confirm_pending_max,
             close_linger_ms: self.quic.close_linger_ms,
-            idle_timeout_ms: self.quic.idle_timeout_ms,
+            handshake_timeout_ms: self.quic.handshake_timeout_ms,
             stream_receive_window_bytes: self.quic.stream_receive_window_bytes,
             connection_receive_window_bytes: self.quic.connection_receive_window_bytes,
+            pre_auth_receive_window_bytes: self.quic.pre_auth_receive_window_bytes,
             send_window_bytes: self.quic.send_window_bytes,
         }
     }
@@ -582,6 +631,21 @@ mod tests {
                 .to_string()
                 .contains("inflight_batches_max")
         );
+        // The transport keys of issue 11, each at its edge.
+        let refused = |c: &Config| c.validate().unwrap_err().to_string();
+        let mut c = Config::default();
+        c.limits.frame_timeout_ms = 0;
+        assert!(refused(&c).contains("limits.frame_timeout_ms"));
+        c.limits.frame_timeout_ms = 1;
+        c.quic.handshake_timeout_ms = 0;
+        assert!(refused(&c).contains("quic.handshake_timeout_ms"));
+        c.quic.handshake_timeout_ms = 1;
+        c.quic.pre_auth_receive_window_bytes = 1028;
+        assert!(refused(&c).contains("quic.pre_auth_receive_window_bytes"));
+        c.quic.pre_auth_receive_window_bytes = 1029;
+        assert!(c.validate().is_ok(), "one HELLO frame fits");
+        c.quic.pre_auth_receive_window_bytes = c.quic.connection_receive_window_bytes + 1;
+        assert!(refused(&c).contains("quic.pre_auth_receive_window_bytes"));
         let mut c = Config::default();
         c.tls.cert_path = "x.pem".into();
         assert!(

@@ -1,6 +1,7 @@
-//! The token key file: `<data-dir>/secret/token.key`, 32 raw bytes, mode 0600 in a 0700
-//! directory, generated on first use and reused afterwards, written through `sys::fs`.
-//! Anyone who can read it can mint device tokens.
+//! The key files under `<data-dir>/secret/` (mode 0600 in a 0700 directory, 32 raw bytes
+//! each, generated on first use and reused afterwards, written through `sys::fs`):
+//! `token.key` mints device tokens; `confirm.key` derives every device's confirm secret.
+//! Anyone who can read them can impersonate devices.
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,28 @@ pub fn key_path(data_dir: &Path) -> PathBuf {
     data_dir.join("secret").join("token.key")
 }
 
+/// Path of the confirm master key inside a data directory: it derives every device's
+/// confirm secret (`hexflow token` prints a device's).
+pub fn confirm_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("secret").join("confirm.key")
+}
+
+/// Loads the confirm master key at `path`, generating it first if it does not exist.
+///
+/// # Errors
+/// [`SecretError`] naming the file.
+pub fn load_or_generate_confirm(
+    fs: &dyn Fs,
+    path: &Path,
+) -> Result<ingest::auth::ConfirmMasterKey, SecretError> {
+    let bytes = load_or_generate_bytes(fs, path)?.0;
+    ingest::auth::ConfirmMasterKey::from_bytes(&bytes).map_err(|_| SecretError::WrongLength {
+        path: path.into(),
+        expected: TOKEN_KEY_LEN,
+        actual: bytes.len(),
+    })
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SecretError + '_ {
     move |source| SecretError::Io {
         path: path.into(),
@@ -59,8 +82,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SecretError + '_ {
 /// # Errors
 /// [`SecretError`] naming the file.
 pub fn load_or_generate(fs: &dyn Fs, path: &Path) -> Result<(TokenKey, bool), SecretError> {
+    let (bytes, created) = load_or_generate_bytes(fs, path)?;
+    Ok((load_bytes(path, &bytes)?, created))
+}
+
+/// The bytes of the 32-byte key file at `path`, generated first if it does not exist, and
+/// whether it was generated now.
+fn load_or_generate_bytes(fs: &dyn Fs, path: &Path) -> Result<(Vec<u8>, bool), SecretError> {
     if let Some(bytes) = read_optional(fs, path).map_err(io(path))? {
-        return Ok((load_bytes(path, &bytes)?, false));
+        load_bytes(path, &bytes)?;
+        return Ok((bytes, false));
     }
     if let Some(dir) = path.parent() {
         match (dir.parent(), dir.file_name()) {
@@ -72,7 +103,7 @@ pub fn load_or_generate(fs: &dyn Fs, path: &Path) -> Result<(TokenKey, bool), Se
     }
     let bytes = TokenKey::generate_bytes()?;
     write_atomic(fs, path, &bytes).map_err(io(path))?;
-    Ok((load_bytes(path, &bytes)?, true))
+    Ok((bytes.to_vec(), true))
 }
 
 /// Loads an existing key file.

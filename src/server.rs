@@ -121,6 +121,9 @@ impl Server {
         if key_new {
             info!(path = %key_path.display(), "generated token key");
         }
+        let confirm_path = crate::secret::confirm_key_path(&data_dir);
+        let confirm = crate::secret::load_or_generate_confirm(&sys::fs::RealFs, &confirm_path)?;
+        let auth = Arc::new(ingest::auth::Authenticator::v1_only(key, confirm));
 
         let tls = if cfg.tls.cert_path.as_os_str().is_empty() {
             crate::tls::load_or_generate_dev(
@@ -169,7 +172,7 @@ impl Server {
             listen: cfg.server.listen,
             server_config,
             cfg: ep_cfg,
-            key,
+            auth,
             sink,
             activity: Arc::new(SilenceActivity::new(silence.table().clone())),
             clock,

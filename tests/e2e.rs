@@ -168,10 +168,20 @@ async fn hostile_device(ep: &quinn::Endpoint, ts: &TestServer, now_ms: i64) -> (
         Status::DecompressFailed,
         "zstd",
     ));
-    // A zstd bomb: a few KiB on the wire, 16 MiB once expanded (cap: 4 MiB).
-    let bomb = zstd::encode_all(&vec![0u8; 16 * 1024 * 1024][..], 1).unwrap();
+    // A zstd bomb: a few KiB on the wire, 16 MiB once expanded (cap: 4 MiB), inside one
+    // unknown length-delimited field (valid protobuf so far: only the cap can stop it).
+    let mut expanded = vec![0x4a, 0x80, 0x80, 0x80, 0x08];
+    expanded.resize(16 * 1024 * 1024 + 5, 0);
+    let bomb = zstd::encode_all(&expanded[..], 1).unwrap();
     assert!(bomb.len() < 4096, "the bomb is small on the wire");
     cases.push((batch_frame(2, 1, &bomb), Status::DecompressedTooLarge, ""));
+    // A protobuf bomb (issue 11): one packed column of 4 000 000 zero varints, counted
+    // from its bytes and refused before any column is decoded.
+    let mut expanded = vec![0x0a, 0x80, 0x92, 0xf4, 0x01];
+    expanded.resize(4_000_000 + 5, 0);
+    let bomb = zstd::encode_all(&expanded[..], 3).unwrap();
+    assert!(bomb.len() < 1024, "the bomb is small on the wire");
+    cases.push((batch_frame(14, 1, &bomb), Status::TooManyFixes, "time_ms"));
     // A frame asking for a window above the cap is refused before any memory is reserved.
     let wide = zstd::encode_all(&vec![7u8; 16 * 1024 * 1024][..], 19).unwrap();
     cases.push((

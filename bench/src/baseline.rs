@@ -390,7 +390,7 @@ mod tests {
         assert_eq!(t.stream_receive_window_bytes, h.stream_receive_window_bytes);
         assert_eq!(t.receive_window_bytes, h.connection_receive_window_bytes);
         assert_eq!(t.send_window_bytes, h.send_window_bytes);
-        assert_eq!(t.idle_timeout_ms, h.idle_timeout_ms);
+        assert_eq!(t.idle_timeout_ms, h.session.idle_timeout_ms);
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use fix::DeviceId;
-use ingest::auth::TokenKey;
+use ingest::auth::{Authenticator, ConfirmMasterKey, TokenKey};
+use ingest::proto::Now;
 use ingest::proto::server::{
     Confirms, ServerContext, ServerOutput, ServerSession, SessionConfig, SinkOutcome,
 };
@@ -16,6 +17,12 @@ use ingest::wire::{self, Status};
 use libfuzzer_sys::fuzz_target;
 
 const NOW_MS: i64 = 1_700_000_000_000;
+/// Wall time `NOW_MS` at monotonic time 0: the deadlines are exercised by
+/// `handle_timeout(u64::MAX)` at the end.
+const NOW: Now = Now {
+    wall_ms: NOW_MS,
+    mono_ms: 0,
+};
 
 /// One outstanding request (id 1) for every device, answerable once.
 struct OneRequest(AtomicBool);
@@ -46,7 +53,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let ctx = Arc::new(ServerContext {
         cfg,
-        key: key.clone(),
+        auth: Arc::new(Authenticator::v1_only(
+            key.clone(),
+            ConfirmMasterKey::from_bytes(&[4; 32]).expect("32-byte key"),
+        )),
         confirms: Arc::new(OneRequest(AtomicBool::new(false))),
     });
     let mut stream = Vec::new();
@@ -77,10 +87,10 @@ fuzz_target!(|data: &[u8]| {
                 reason: String::new(),
                 retry_after_ms: 0,
             };
-            session.on_sink_outcome(NOW_MS, ticket, outcome);
+            session.on_sink_outcome(NOW, ticket, outcome);
             pump(&mut session, &mut sink, &mut ends);
         }
-        session.handle_data(NOW_MS, piece);
+        session.handle_data(NOW, piece);
         pump(&mut session, &mut sink, &mut ends);
         assert!(session.buffered_bytes() <= stream.len());
         assert!(session.inflight() <= 2);
@@ -91,7 +101,7 @@ fuzz_target!(|data: &[u8]| {
         session.shutdown();
     }
     while let Some(ticket) = sink.pop_front() {
-        session.on_sink_outcome(NOW_MS, ticket, SinkOutcome::ok());
+        session.on_sink_outcome(NOW, ticket, SinkOutcome::ok());
         pump(&mut session, &mut sink, &mut ends);
     }
     session.handle_timeout(u64::MAX);
@@ -108,7 +118,7 @@ fn pump(
     while let Some(o) = session.poll_output() {
         match o {
             ServerOutput::Submit(s) => sink.push_back(s.ticket),
-            ServerOutput::Authenticated { .. } => session.attached(NOW_MS, None),
+            ServerOutput::Authenticated { .. } => session.attached(NOW, None),
             ServerOutput::End(_) => *ends += 1,
             _ => {}
         }

@@ -18,8 +18,10 @@
 //!   version-2 tokens ([`Keyring`], `hf2.…`) carry a key id, an issue time and an expiry,
 //!   can be revoked per device ([`Revocations`]), and let keys rotate with an overlap.
 
+mod authenticator;
 mod keyring;
 
+pub use authenticator::Authenticator;
 pub use keyring::{
     Claims, ConfirmMasterKey, Keyring, KeyringError, Revocations, TOKEN_V2_LEN_MAX, TOKEN_V2_PREFIX,
 };

@@ -20,9 +20,10 @@
 //! * Confirm-location (`docs/PROTOCOL.md` §9): CONFIRM_REQUEST frames from the server reach
 //!   the app through [`Device::confirm_requests`] (each request once per `Device`, even when
 //!   the server redelivers it after a reconnect); the app answers with
-//!   [`Device::confirm_here`] or [`Device::confirm_with_fix`], which sign the CONFIRM with a
-//!   key derived from the device token (and the time of [`ClientConfig::clock`]) and await
-//!   the server's CONFIRM_ACK. Requests arrive only while a connection is open: an app that
+//!   [`Device::confirm_here`] or [`Device::confirm_with_fix`], which sign the CONFIRM with
+//!   the device's confirm secret ([`ClientConfig::confirm_secret`]; a version-1 token's
+//!   key is derived from the token) and the time of [`ClientConfig::clock`], and await the
+//!   server's CONFIRM_ACK. Requests arrive only while a connection is open: an app that
 //!   may idle should send heartbeats.
 //! * TLS is rustls with the *ring* provider, TLS 1.3 only, ALPN `hexflow/1`, trusting only
 //!   the CA in [`ClientConfig::ca_pem`]. This module contains no server code.
@@ -112,7 +113,10 @@ impl Device {
         let (confirm_tx, confirm_rx) = mpsc::channel(cfg.confirm_requests_max.max(1));
         let device = Device {
             endpoint: endpoint.clone(),
-            confirm_key: ConfirmKey::from_token(&cfg.token),
+            confirm_key: match &cfg.confirm_secret {
+                Some(secret) => ConfirmKey::from_secret(secret),
+                None => ConfirmKey::from_token(&cfg.token),
+            },
             cfg,
             quic,
             link: AsyncMutex::new(None),

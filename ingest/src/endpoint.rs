@@ -11,13 +11,17 @@
 //! * A connection carries exactly one device: the first frame must be `HELLO` with a token
 //!   that verifies ([`crate::auth`]); every batch on that connection is stored under that
 //!   device id.
+//! * One session per device: when a connection authenticates as a device that already has
+//!   one, the older session stops reading, acks what it has in flight and closes with
+//!   `SESSION_REPLACED` (the registry below names the older connection).
 //! * Every `BATCH` frame gets exactly one `ACK`; a success ack is written only after the
 //!   sink reported the batch durable. A bad batch gets its own status and the connection
 //!   stays open; only protocol violations close it, with a `CLOSE` frame naming the reason.
 //! * Everything is bounded: connections (`connections_max`, each slot owned by a guard that
 //!   returns it on drop), pipelined batches per connection (`inflight_batches_max`: the
 //!   driver stops reading the stream while the session says so, and QUIC flow control holds
-//!   the device back), frame sizes, QUIC windows, the HELLO deadline, the idle timeout. The
+//!   the device back), frame sizes, QUIC windows (a small one before `WELCOME`), the
+//!   handshake, HELLO, frame-body and idle deadlines. The
 //!   driver never reads while bytes it owes the device are unwritten, so a device that does
 //!   not read its acks stalls only itself.
 //! * The endpoint never blocks on storage: [`BatchSink::submit`] must not block; a full
@@ -31,7 +35,7 @@
 //!   `close_linger_ms`) for the device to receive it before closing the connection.
 //!
 //! The endpoint reads time only through the [`Clock`] it is given (wall time for the
-//! protocol, monotonic time for the HELLO deadline), so tests control it.
+//! protocol, monotonic time for the deadlines), so tests control it.
 
 mod config;
 mod confirmer;
@@ -61,7 +65,7 @@ pub use crate::proto::server::SessionConfig;
 
 use self::confirmer::ConnLink;
 use self::stats::ConnectionSlot;
-use crate::auth::TokenKey;
+use crate::auth::Authenticator;
 use crate::proto::confirm::Registry;
 use crate::proto::server::ServerContext;
 use crate::wire::Status;
@@ -133,8 +137,8 @@ pub struct EndpointParts {
     pub server_config: quinn::ServerConfig,
     /// Endpoint limits.
     pub cfg: EndpointConfig,
-    /// Token key used to verify devices.
-    pub key: TokenKey,
+    /// Verifies device tokens (key ring, revocations) and gives confirm keys.
+    pub auth: Arc<Authenticator>,
     /// Where batches go.
     pub sink: Arc<dyn BatchSink>,
     /// Who hears about device activity.
@@ -169,7 +173,7 @@ impl Endpoint {
         let registry = Arc::new(Registry::new(parts.cfg.confirm_pending_max, seed_ms << 16));
         let session = Arc::new(ServerContext {
             cfg: parts.cfg.session,
-            key: parts.key,
+            auth: parts.auth,
             confirms: registry.clone(),
         });
         let shared = Arc::new(Shared {
@@ -293,7 +297,12 @@ async fn accept_loop(
             incoming.refuse();
             continue;
         };
+        let Some(handshake) =
+            ConnectionSlot::try_acquire_in(stats, |s| &s.handshakes_pending, usize::MAX)
+        else {
+            continue;
+        };
         stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
-        tracker.spawn(conn::serve(incoming, slot, shared.clone()));
+        tracker.spawn(conn::serve(incoming, slot, handshake, shared.clone()));
     }
 }

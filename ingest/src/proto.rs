@@ -3,7 +3,7 @@
 //!
 //! # Contract
 //! * No tokio, no quinn, no socket, no clock read: every entry point takes the time
-//!   (`now_ms` wall time, `mono_ms` monotonic time for deadlines) and the bytes received;
+//!   ([`Now`]: wall time, and monotonic time for deadlines) and the bytes received;
 //!   the sessions return the bytes to write and what to do next. Deadlines are returned
 //!   ([`server::ServerSession::poll_timeout`]), never slept.
 //! * [`server::ServerSession`] holds every server-side frame rule (HELLO and its deadline,
@@ -25,3 +25,12 @@ pub mod server;
 
 #[cfg(all(test, feature = "server"))]
 mod tests;
+
+/// The time a server session is told about, read by the driver from its `Clock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Wall time, Unix ms: fixes and tokens are judged against it, WELCOME carries it.
+    pub wall_ms: i64,
+    /// Monotonic time in ms: every deadline is measured in it.
+    pub mono_ms: u64,
+}

@@ -17,13 +17,14 @@
 //! ```
 
 mod batch;
+mod columns;
 mod confirm;
 mod frame;
 mod status;
 
 pub use batch::{
     BATCH_PREFIX_LEN, Batch, BatchDecoder, BatchEncoder, BatchError, Compression, EncodeError,
-    Encoding, Limits, decode_batch, encode_batch_frame, encode_batch_frame_raw, validate,
+    Encoding, Limits, decode_batch, encode_batch_frame, encode_batch_frame_raw, seq_max, validate,
 };
 pub use confirm::{
     CONFIRM_REASON_BYTES_MAX, CONFIRM_SIGNATURE_LEN, Confirm, ConfirmAck, ConfirmError, ConfirmKey,

@@ -359,7 +359,7 @@ async fn bad_token_is_rejected_at_connect() {
 
 mod confirm {
     use super::*;
-    use ingest::auth::TokenKey;
+    use ingest::auth::{Authenticator, ConfirmMasterKey, TokenKey};
     use ingest::endpoint::{
         AcceptedBatch, Activity, BatchSink, ConfirmDelivery, ConfirmRequestError, Endpoint,
         EndpointConfig, EndpointParts, SinkCallback, SinkOutcome,
@@ -401,7 +401,10 @@ mod confirm {
             listen: "127.0.0.1:0".parse().expect("addr"),
             server_config,
             cfg,
-            key: token_key.clone(),
+            auth: Arc::new(Authenticator::v1_only(
+                token_key.clone(),
+                ConfirmMasterKey::from_bytes(&[7; 32]).expect("key"),
+            )),
             sink: Arc::new(OkSink),
             activity: recorder.clone(),
             clock: Arc::new(SystemClock),
@@ -605,6 +608,71 @@ mod confirm {
             assert_eq!(t, FrameType::ConfirmAck);
             Some(wire::decode_confirm_ack(&body).expect("confirm ack"))
         }
+    }
+
+    /// Polls `done` every 10 ms for at most 5 s.
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "not within 5 s: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_connection_of_a_device_takes_its_session_over_and_nothing_leaks() {
+        let (endpoint, _recorder, key) = start(EndpointConfig::default());
+        let addr = endpoint.local_addr().expect("addr");
+        let stats = endpoint.stats();
+        let token = key.mint(fix::DeviceId::try_from(11).unwrap());
+        let mut first = Raw::open(addr, &token).await;
+        let other = Raw::open(addr, &key.mint(fix::DeviceId::try_from(12).unwrap())).await;
+        let second = Raw::open(addr, &token).await;
+
+        // The older connection of device 11 is told why, as a CLOSE frame and as the QUIC
+        // application error code; device 12 is untouched.
+        let (t, body) = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut first.recv))
+            .await
+            .expect("in time")
+            .expect("a frame");
+        assert_eq!(t, FrameType::Close);
+        let close = wire::decode_close(&body).expect("close");
+        assert_eq!(
+            Status::from_code(close.status),
+            Some(Status::SessionReplaced),
+            "{}",
+            close.reason
+        );
+        match tokio::time::timeout(Duration::from_secs(5), first.conn.closed()).await {
+            Ok(quinn::ConnectionError::ApplicationClosed(c)) => {
+                assert_eq!(c.error_code, quinn::VarInt::from_u32(203))
+            }
+            other => panic!("expected an application close, got {other:?}"),
+        }
+        assert_eq!(stats.sessions_replaced.load(Ordering::Relaxed), 1);
+        eventually("two sessions left", || {
+            stats.connections_open.load(Ordering::Acquire) == 2
+                && stats.sessions_open.load(Ordering::Acquire) == 2
+        })
+        .await;
+
+        // The peers vanish: every gauge returns to zero.
+        for raw in [other, second] {
+            raw.conn.close(quinn::VarInt::from_u32(0), b"bye");
+        }
+        eventually("every gauge back to 0", || {
+            [
+                &stats.connections_open,
+                &stats.handshakes_pending,
+                &stats.sessions_open,
+                &stats.inflight_batches,
+                &stats.buffered_bytes,
+            ]
+            .iter()
+            .all(|g| g.load(Ordering::Acquire) == 0)
+        })
+        .await;
+        endpoint.shutdown(Duration::from_secs(2)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

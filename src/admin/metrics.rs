@@ -78,6 +78,41 @@ pub const METRICS: &[Metric] = &[
     gauge("connections_open", "QUIC connections open now.", |s| {
         s.endpoint.connections_open.load(Ordering::Relaxed) as u64
     }),
+    gauge(
+        "handshakes_pending",
+        "QUIC/TLS handshakes in progress.",
+        |s| s.endpoint.handshakes_pending.load(Ordering::Relaxed) as u64,
+    ),
+    gauge(
+        "sessions_open",
+        "Authenticated device sessions open now.",
+        |s| s.endpoint.sessions_open.load(Ordering::Relaxed) as u64,
+    ),
+    gauge(
+        "inflight_batches",
+        "Batches handed to storage and not yet answered, over all connections.",
+        |s| s.endpoint.inflight_batches.load(Ordering::Relaxed) as u64,
+    ),
+    gauge(
+        "receive_buffered_bytes",
+        "Receive-buffer memory held by all sessions.",
+        |s| s.endpoint.buffered_bytes.load(Ordering::Relaxed) as u64,
+    ),
+    counter(
+        "handshakes_timed_out",
+        "Handshakes not complete within quic.handshake_timeout_ms.",
+        |s| relaxed(&s.endpoint.handshakes_timed_out),
+    ),
+    counter(
+        "sessions_idle_closed",
+        "Sessions closed after quic.idle_timeout_ms without a frame.",
+        |s| relaxed(&s.endpoint.sessions_idle_closed),
+    ),
+    counter(
+        "sessions_replaced",
+        "Sessions closed SESSION_REPLACED by a newer connection of the device.",
+        |s| relaxed(&s.endpoint.sessions_replaced),
+    ),
     counter("connections_accepted", "Connections accepted.", |s| {
         relaxed(&s.endpoint.connections_accepted)
     }),

@@ -120,6 +120,19 @@ impl Keyring {
         Ok(Self { keys, accept_v1 })
     }
 
+    /// A ring holding only the legacy key `key` (id 0), accepting version-1 tokens.
+    pub fn v1_only(key: TokenKey) -> Self {
+        Self {
+            keys: BTreeMap::from([(0, key)]),
+            accept_v1: true,
+        }
+    }
+
+    /// Whether version-1 tokens are accepted (with the legacy key 0).
+    pub fn accepts_v1(&self) -> bool {
+        self.accept_v1 && self.keys.contains_key(&0)
+    }
+
     /// The key id new tokens are signed with (the highest one), `None` with only the
     /// legacy key.
     pub fn signing_key_id(&self) -> Option<u16> {

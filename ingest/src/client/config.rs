@@ -24,6 +24,10 @@ pub struct ClientConfig {
     pub ca_pem: Vec<u8>,
     /// The device token sent in HELLO.
     pub token: String,
+    /// The device's confirm secret (`hexflow token` prints it with a version-2 token): the
+    /// key CONFIRM frames are signed with, never sent. `None` derives the key from the
+    /// token, which only a version-1 token's server accepts. Default `None`.
+    pub confirm_secret: Option<[u8; 32]>,
     /// Most unacked batches on this device; the server's WELCOME may lower it. Default 16.
     pub inflight_batches_max: usize,
     /// Retry behaviour of [`super::Device::send`].
@@ -62,6 +66,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("server_addr", &self.server_addr)
             .field("server_name", &self.server_name)
             .field("token", &"<redacted>")
+            .field("confirm_secret", &self.confirm_secret.map(|_| "<redacted>"))
             .field("inflight_batches_max", &self.inflight_batches_max)
             .field("retry", &self.retry)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
@@ -84,6 +89,7 @@ impl ClientConfig {
             server_name: "localhost".to_string(),
             ca_pem,
             token,
+            confirm_secret: None,
             inflight_batches_max: 16,
             retry: RetryPolicy::default(),
             connect_timeout_ms: 10_000,

@@ -8,7 +8,8 @@ use crate::proto::server::SessionConfig;
 pub struct EndpointConfig {
     /// What each connection's protocol session enforces and advertises in WELCOME: batch
     /// limits, `inflight_batches_max`, `dedup_window_batches`, `oversize_discard_bytes_max`,
-    /// `hello_timeout_ms`, `confirm_rejects_max`.
+    /// `hello_timeout_ms`, `frame_timeout_ms`, `idle_timeout_ms` (also the QUIC idle
+    /// timeout), `confirm_rejects_max`.
     pub session: SessionConfig,
     /// Open connections allowed at once; more are refused at the QUIC level. Default 10 000.
     pub connections_max: usize,
@@ -20,12 +21,16 @@ pub struct EndpointConfig {
     /// stream (and, after the device's CLOSE, for it to close the connection). Default
     /// 1 000 ms.
     pub close_linger_ms: u64,
-    /// QUIC idle timeout. Default 60 s.
-    pub idle_timeout_ms: u64,
+    /// Deadline for the QUIC + TLS handshake of one connection (a budget of its own, much
+    /// shorter than the idle timeout). Default 10 s.
+    pub handshake_timeout_ms: u64,
     /// QUIC per-stream receive window. Default 512 KiB.
     pub stream_receive_window_bytes: u32,
-    /// QUIC per-connection receive window. Default 1 MiB.
+    /// QUIC per-connection receive window once the device is authenticated. Default 1 MiB.
     pub connection_receive_window_bytes: u32,
+    /// QUIC per-connection receive window before WELCOME: all a device can send (in order
+    /// or not) before it is authenticated; room for a HELLO. Default 4 KiB.
+    pub pre_auth_receive_window_bytes: u32,
     /// QUIC per-connection send window. Default 64 KiB.
     pub send_window_bytes: u32,
 }
@@ -37,9 +42,10 @@ impl Default for EndpointConfig {
             connections_max: 10_000,
             confirm_pending_max: 1_000_000,
             close_linger_ms: 1_000,
-            idle_timeout_ms: 60_000,
+            handshake_timeout_ms: 10_000,
             stream_receive_window_bytes: 512 * 1024,
             connection_receive_window_bytes: 1024 * 1024,
+            pre_auth_receive_window_bytes: 4 * 1024,
             send_window_bytes: 64 * 1024,
         }
     }
@@ -61,6 +67,8 @@ mod tests {
                 dedup_window_batches: 64,
                 oversize_discard_bytes_max: 4 * 1024 * 1024,
                 hello_timeout_ms: 10_000,
+                frame_timeout_ms: 20_000,
+                idle_timeout_ms: 60_000,
                 confirm_rejects_max: 8,
             }
         );
@@ -70,12 +78,13 @@ mod tests {
         );
         assert_eq!(
             (
-                c.idle_timeout_ms,
+                c.handshake_timeout_ms,
                 c.stream_receive_window_bytes,
                 c.connection_receive_window_bytes,
+                c.pre_auth_receive_window_bytes,
                 c.send_window_bytes
             ),
-            (60_000, 512 * 1024, 1024 * 1024, 64 * 1024)
+            (10_000, 512 * 1024, 1024 * 1024, 4 * 1024, 64 * 1024)
         );
     }
 }

@@ -8,13 +8,21 @@ use std::sync::atomic::Ordering;
 
 use fix::DeviceId;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::proto::confirm::{ConfirmRequestError, Raised};
 use crate::wire::ConfirmRequest;
 
-/// How the registry reaches a connected device: its connection's request queue.
-pub(super) type ConnLink = mpsc::Sender<Arc<ConfirmRequest>>;
+/// How the registry reaches a connected device: its connection's request queue, and the
+/// token that ends its session when a newer connection of the device authenticates.
+#[derive(Clone)]
+pub(super) struct ConnLink {
+    /// The connection's confirm-request queue.
+    pub(super) requests: mpsc::Sender<Arc<ConfirmRequest>>,
+    /// Cancelled when another connection takes the device's session over.
+    pub(super) takeover: CancellationToken,
+}
 
 /// What [`Confirmer::request_confirm`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,8 +112,8 @@ impl Confirmer {
             }
             Raised::New {
                 request,
-                link: Some(tx),
-            } if tx.try_send(request.clone()).is_ok() => {
+                link: Some(link),
+            } if link.requests.try_send(request.clone()).is_ok() => {
                 stats
                     .confirm_requests_delivered
                     .fetch_add(1, Ordering::Relaxed);

@@ -7,10 +7,17 @@
 //!   connection as the session's [`Ending`] says.
 //! * The stream is read only while the session wants bytes and every byte owed to the
 //!   device is written; at `inflight_batches_max` QUIC flow control then holds the device.
-//! * Everything a connection holds is owned by the task: the connection slot (a guard),
-//!   the registry attachment (a guard that detaches), the session's in-flight table. A sink
-//!   callback that outlives the connection finds the channel closed and does nothing; one
-//!   dropped without being called answers its batch INTERNAL.
+//! * Everything a connection holds is owned by the task: the connection slot and the
+//!   handshake unit (guards), its shares of the in-flight and buffered-bytes gauges
+//!   ([`Share`]), the session slot, the registry attachment (a guard that detaches), the
+//!   session's in-flight table. A sink callback that outlives the connection finds the
+//!   channel closed and does nothing; one dropped without being called answers its batch
+//!   INTERNAL.
+//! * Every await is bounded, so the task (and with it everything above) ends within a
+//!   bounded time of the connection's end whatever the device does: the handshake by
+//!   `handshake_timeout_ms`, HELLO, frame bodies and idleness by the session's deadlines,
+//!   a device that stops reading by the idle deadline (nothing is read while acks are
+//!   owed), the close by `close_linger_ms` per step.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,10 +27,13 @@ use std::time::Duration;
 use fix::DeviceId;
 use quinn::{RecvStream, SendStream, VarInt};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::stats::ConnectionSlot;
+use super::confirmer::ConnLink;
+use super::stats::{ConnectionSlot, Share};
 use super::{AcceptedBatch, Shared, SinkCallback, SinkOutcome};
+use crate::proto::Now;
 use crate::proto::server::{Ending, ServerOutput, ServerSession, SessionState, Submission, Ticket};
 use crate::wire::{ConfirmRequest, Status};
 
@@ -35,18 +45,36 @@ const READ_CHUNK_BYTES_MAX: usize = 64 * 1024;
 /// device; a second slot absorbs a redelivery racing a new request).
 const CONFIRM_REQUEST_SLOTS: usize = 2;
 
-/// Serves one incoming connection to its end. `slot` is returned when this returns.
-pub(super) async fn serve(incoming: quinn::Incoming, slot: ConnectionSlot, shared: Arc<Shared>) {
+/// Serves one incoming connection to its end. `slot` (a `connections_max` slot) is
+/// returned when this returns, `handshake` (its unit of `handshakes_pending`) once the
+/// handshake is over; the handshake gets at most `handshake_timeout_ms`.
+pub(super) async fn serve(
+    incoming: quinn::Incoming,
+    slot: ConnectionSlot,
+    handshake: ConnectionSlot,
+    shared: Arc<Shared>,
+) {
     let _slot = slot;
     let remote = incoming.remote_address();
     let connecting = match incoming.accept() {
         Ok(c) => c,
         Err(e) => return debug!(%remote, error = %e, "accept failed"),
     };
-    match connecting.await {
-        Ok(conn) => Driver::new(conn, shared).run().await,
-        Err(e) => debug!(%remote, error = %e, "handshake failed"),
-    }
+    let budget = Duration::from_millis(shared.cfg.handshake_timeout_ms);
+    // Dropping an unfinished `Connecting` closes the connection.
+    let conn = match tokio::time::timeout(budget, connecting).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return debug!(%remote, error = %e, "handshake failed"),
+        Err(_) => {
+            shared
+                .stats
+                .handshakes_timed_out
+                .fetch_add(1, Ordering::Relaxed);
+            return debug!(%remote, "handshake not complete within handshake_timeout_ms");
+        }
+    };
+    drop(handshake);
+    Driver::new(conn, shared).run().await;
 }
 
 /// The device's entry in the confirm registry; dropping it forgets this connection.
@@ -106,6 +134,15 @@ struct Driver {
     /// Bytes owed to the device; `out[written..]` is not written yet.
     out: Vec<u8>,
     written: usize,
+    /// This connection's part of `EndpointStats::inflight_batches`.
+    inflight: Share,
+    /// This connection's part of `EndpointStats::buffered_bytes`.
+    buffered: Share,
+    /// Counted in `EndpointStats::sessions_open` once authenticated.
+    session_slot: Option<ConnectionSlot>,
+    /// Cancelled by a newer connection of the same device (one session per device).
+    takeover: CancellationToken,
+    takeover_seen: bool,
     shutdown_seen: bool,
     ending: Option<Ending>,
 }
@@ -128,6 +165,9 @@ impl Driver {
             remote: conn.remote_address(),
             conn,
             session: ServerSession::new(shared.session.clone(), mono_ms),
+            inflight: Share::new(&shared.stats, |s| &s.inflight_batches),
+            buffered: Share::new(&shared.stats, |s| &s.buffered_bytes),
+            session_slot: None,
             shared,
             device_id: None,
             attachment: None,
@@ -137,6 +177,8 @@ impl Driver {
             requests,
             out: Vec::new(),
             written: 0,
+            takeover: CancellationToken::new(),
+            takeover_seen: false,
             shutdown_seen: false,
             ending: None,
         }
@@ -156,6 +198,13 @@ impl Driver {
 
     fn now_ms(&self) -> i64 {
         self.shared.clock.now_ms()
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            wall_ms: self.now_ms(),
+            mono_ms: self.mono_ms(),
+        }
     }
 
     fn mono_ms(&self) -> u64 {
@@ -213,21 +262,34 @@ impl Driver {
                     Err(e) => return self.lost("stream write failed", &e),
                 },
                 Some((ticket, outcome)) = self.outcomes.recv() => {
-                    self.session.on_sink_outcome(self.now_ms(), ticket, outcome);
+                    self.session.on_sink_outcome(self.now(), ticket, outcome);
                 }
                 Some(request) = self.requests.recv() => {
                     self.session.deliver_confirm_request(&request);
                 }
                 r = recv.read_chunk(READ_CHUNK_BYTES_MAX, true), if reading => match r {
-                    Ok(Some(chunk)) => self.session.handle_data(self.now_ms(), &chunk.bytes),
+                    Ok(Some(chunk)) => self.session.handle_data(self.now(), &chunk.bytes),
                     Ok(None) | Err(quinn::ReadError::Reset(_)) => self.session.handle_eof(),
                     Err(e) => return self.lost("stream read failed", &e),
                 },
                 e = self.conn.closed() => return self.lost("connection lost", &e),
                 () = sleep_opt(wait) => self.session.handle_timeout(self.mono_ms()),
                 () = self.shared.shutdown.cancelled(), if !self.shutdown_seen => self.on_shutdown(),
+                () = self.takeover.cancelled(), if !self.takeover_seen => self.on_takeover(),
             }
         }
+    }
+
+    /// A newer connection authenticated as this device: this session acks what it has in
+    /// flight and closes with SESSION_REPLACED.
+    fn on_takeover(&mut self) {
+        self.takeover_seen = true;
+        self.shared
+            .stats
+            .sessions_replaced
+            .fetch_add(1, Ordering::Relaxed);
+        let reason = "another connection authenticated as this device".to_string();
+        self.session.evict(Status::SessionReplaced, reason);
     }
 
     fn lost(&self, what: &str, e: &dyn std::error::Error) -> Option<Ending> {
@@ -248,7 +310,7 @@ impl Driver {
         while let Some(output) = self.session.poll_output() {
             let stats = &self.shared.stats;
             match output {
-                ServerOutput::Authenticated { device_id } => self.attach(device_id),
+                ServerOutput::Authenticated { claims } => self.attach(claims.device_id),
                 ServerOutput::AuthFailed { error } => {
                     stats.auth_failures.fetch_add(1, Ordering::Relaxed);
                     info!(remote = %self.remote, error = %error, "authentication failed");
@@ -283,8 +345,11 @@ impl Driver {
         // the device's next WELCOME.
         if self.session.state() != SessionState::Open {
             self.attachment = None;
+            self.session_slot = None;
         }
         self.session.poll_transmit(&mut self.out);
+        self.inflight.set(self.session.inflight());
+        self.buffered.set(self.session.buffered_capacity());
     }
 
     /// Registers the connection for confirm requests; the outstanding one goes right after
@@ -292,10 +357,21 @@ impl Driver {
     fn attach(&mut self, device_id: DeviceId) {
         self.device_id = Some(device_id);
         let shared = &self.shared;
+        // Authenticated: the device may now fill the full connection window.
+        self.conn
+            .set_receive_window(VarInt::from_u32(shared.cfg.connection_receive_window_bytes));
+        self.session_slot =
+            ConnectionSlot::try_acquire_in(&shared.stats, |s| &s.sessions_open, usize::MAX);
         let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let request = shared
-            .registry
-            .attach(device_id, conn_id, self.requests_tx.clone());
+        let link = ConnLink {
+            requests: self.requests_tx.clone(),
+            takeover: self.takeover.clone(),
+        };
+        let (request, replaced) = shared.registry.attach_replacing(device_id, conn_id, link);
+        // One session per device (MQTT-style takeover): the older connection is ended.
+        if let Some(older) = replaced {
+            older.takeover.cancel();
+        }
         if request.is_some() {
             shared
                 .stats
@@ -308,8 +384,8 @@ impl Driver {
             conn_id,
         });
         debug!(remote = %self.remote, %device_id, "device authenticated");
-        let now_ms = self.now_ms();
-        self.session.attached(now_ms, request.as_deref());
+        let now = self.now();
+        self.session.attached(now, request.as_deref());
     }
 
     fn submit(&mut self, s: Submission) {
@@ -350,13 +426,12 @@ impl Driver {
     }
 
     /// Carries out the ending: write what is owed (the CLOSE frame last), finish the
-    /// stream, linger, close the connection.
+    /// stream, linger, close the connection. Each waiting step takes at most
+    /// `close_linger_ms`, so a device that stops reading cannot hold the connection.
     async fn close(&mut self, send: Option<&mut SendStream>, ending: Ending) {
         let linger = Duration::from_millis(self.shared.cfg.close_linger_ms);
         let (status, reason) = match &ending {
-            Ending::Close { status, reason } | Ending::Abort { status, reason } => {
-                (*status, reason.as_str())
-            }
+            Ending::Close { status, reason } => (*status, reason.as_str()),
             Ending::PeerClosed => (Status::Ok, "bye"),
         };
         match (&ending, self.device_id) {
@@ -365,15 +440,27 @@ impl Driver {
                 debug!(remote = %self.remote, ?status, %reason, "connection refused during hello")
             }
             (_, Some(_)) if status == Status::ShuttingDown => {}
+            // The session closes with OK only when the device went idle.
+            (_, Some(d)) if status == Status::Ok => {
+                self.shared
+                    .stats
+                    .sessions_idle_closed
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(remote = %self.remote, device_id = %d, %reason, "closing idle connection")
+            }
             (_, Some(d)) => {
                 info!(remote = %self.remote, device_id = %d, ?status, %reason, "closing connection")
             }
         }
-        if let (Some(send), false) = (send, matches!(ending, Ending::Abort { .. })) {
-            if send.write_all(&self.out[self.written..]).await.is_ok() && send.finish().is_ok() {
-                // Closing earlier could discard acks the device has not read yet.
-                let _ = tokio::time::timeout(linger, send.stopped()).await;
-            }
+        if let Some(send) = send {
+            let owed = &self.out[self.written..];
+            let deliver = async {
+                if send.write_all(owed).await.is_ok() && send.finish().is_ok() {
+                    // Closing earlier could discard acks the device has not read yet.
+                    let _ = send.stopped().await;
+                }
+            };
+            let _ = tokio::time::timeout(linger, deliver).await;
         }
         if ending == Ending::PeerClosed {
             // The device closes the connection itself once our end of the stream arrived.
@@ -404,21 +491,26 @@ mod tests {
         use crate::proto::server::{ServerContext, SessionConfig};
         let key = crate::auth::TokenKey::from_bytes(&[1; 32]).expect("key");
         let token = key.mint(DeviceId::try_from(3).expect("id"));
+        let confirm = crate::auth::ConfirmMasterKey::from_bytes(&[2; 32]).expect("key");
         let ctx = Arc::new(ServerContext {
             cfg: SessionConfig::default(),
-            key,
+            auth: Arc::new(crate::auth::Authenticator::v1_only(key, confirm)),
             confirms: Arc::new(Registry::<()>::new(1, 1)),
         });
         let mut s = ServerSession::new(ctx, 0);
         let mut bytes = vec![];
         crate::proto::client::ClientSession::<(), ()>::encode_hello(&token, "t", &mut bytes);
-        s.handle_data(0, &bytes);
-        s.attached(0, None);
+        let at = |wall_ms| Now {
+            wall_ms,
+            mono_ms: 0,
+        };
+        s.handle_data(at(0), &bytes);
+        s.attached(at(0), None);
         let mut fixes = crate::wire::Fixes::default();
         fixes.push(&crate::wire::Fix::from_degrees(1_000, 1.0, 1.0));
         bytes.clear();
         crate::wire::encode_batch_frame_raw(9, &fixes, &mut bytes).expect("encodes");
-        s.handle_data(1_000, &bytes);
+        s.handle_data(at(1_000), &bytes);
         let t = ticket_of(&mut s);
         (s, t)
     }

@@ -1,18 +1,38 @@
-//! [`EndpointStats`], the endpoint's live counters, and [`ConnectionSlot`], the guard that
-//! owns one of the `connections_max` connection slots.
+//! [`EndpointStats`], the endpoint's live counters and gauges, and the guards that own a
+//! part of a gauge: [`ConnectionSlot`] (one unit of a gauge: a `connections_max` slot, a
+//! handshake in progress, an open session; the last two are counted, not bounded yet) and
+//! [`Share`] (a connection's contribution to a sum
+//! such as the bytes buffered). Dropping a guard returns what it holds, whatever ended the
+//! connection, so a gauge cannot leak.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Live counters of the endpoint (read by metrics and tests).
+/// Live counters (monotonic, `u64`) and gauges (current values, `usize`) of the endpoint,
+/// read by metrics and tests. Every gauge returns to 0 when no connection is open.
 #[derive(Debug, Default)]
 pub struct EndpointStats {
-    /// Connections open right now.
+    /// Gauge: connections open right now (handshaking, awaiting HELLO, or authenticated).
     pub connections_open: AtomicUsize,
+    /// Gauge: QUIC/TLS handshakes in progress.
+    pub handshakes_pending: AtomicUsize,
+    /// Gauge: authenticated sessions (connections past WELCOME).
+    pub sessions_open: AtomicUsize,
+    /// Gauge: batches handed to the sink and not yet answered, over all connections.
+    pub inflight_batches: AtomicUsize,
+    /// Gauge: receive-buffer memory held by all sessions, in bytes.
+    pub buffered_bytes: AtomicUsize,
     /// Connections accepted since start.
     pub connections_accepted: AtomicU64,
     /// Connections refused because `connections_max` was reached.
     pub connections_refused: AtomicU64,
+    /// Handshakes that did not complete within `handshake_timeout_ms`.
+    pub handshakes_timed_out: AtomicU64,
+    /// Sessions closed because the device sent no frame for `idle_timeout_ms`.
+    pub sessions_idle_closed: AtomicU64,
+    /// Sessions ended with SESSION_REPLACED because a newer connection of the same device
+    /// authenticated.
+    pub sessions_replaced: AtomicU64,
     /// Connections that failed authentication.
     pub auth_failures: AtomicU64,
     /// Batches acked `OK`.
@@ -34,31 +54,81 @@ pub struct EndpointStats {
     pub confirms_rejected: AtomicU64,
 }
 
-/// One of the `connections_max` connection slots, counted in
-/// [`EndpointStats::connections_open`]; dropping it returns the slot, whatever ended the
-/// connection.
+/// Picks one gauge of [`EndpointStats`].
+pub(super) type Gauge = fn(&EndpointStats) -> &AtomicUsize;
+
+/// One unit of a bounded gauge (a connection slot, a handshake in progress); dropping it
+/// gives the unit back.
 #[derive(Debug)]
 pub(super) struct ConnectionSlot {
     stats: Arc<EndpointStats>,
+    gauge: Gauge,
 }
 
 impl ConnectionSlot {
-    /// Takes a slot, or `None` when `connections_max` are open.
+    /// Takes a connection slot, or `None` when `connections_max` are open.
     pub(super) fn try_acquire(stats: &Arc<EndpointStats>, connections_max: usize) -> Option<Self> {
-        let open = stats.connections_open.fetch_add(1, Ordering::AcqRel);
-        if open >= connections_max {
-            stats.connections_open.fetch_sub(1, Ordering::AcqRel);
+        Self::try_acquire_in(stats, |s| &s.connections_open, connections_max)
+    }
+
+    /// Takes one unit of `gauge`, or `None` when it is at `max`.
+    pub(super) fn try_acquire_in(
+        stats: &Arc<EndpointStats>,
+        gauge: Gauge,
+        max: usize,
+    ) -> Option<Self> {
+        let held = gauge(stats).fetch_add(1, Ordering::AcqRel);
+        if held >= max {
+            gauge(stats).fetch_sub(1, Ordering::AcqRel);
             return None;
         }
         Some(Self {
             stats: stats.clone(),
+            gauge,
         })
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.stats.connections_open.fetch_sub(1, Ordering::AcqRel);
+        (self.gauge)(&self.stats).fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection's current contribution to a summed gauge; [`Share::set`] moves it,
+/// dropping the share takes it out of the sum.
+#[derive(Debug)]
+pub(super) struct Share {
+    stats: Arc<EndpointStats>,
+    gauge: Gauge,
+    held: usize,
+}
+
+impl Share {
+    /// A share of `gauge` holding 0.
+    pub(super) fn new(stats: &Arc<EndpointStats>, gauge: Gauge) -> Self {
+        Self {
+            stats: stats.clone(),
+            gauge,
+            held: 0,
+        }
+    }
+
+    /// Makes this connection's contribution `n`.
+    pub(super) fn set(&mut self, n: usize) {
+        let gauge = (self.gauge)(&self.stats);
+        if n > self.held {
+            gauge.fetch_add(n - self.held, Ordering::AcqRel);
+        } else if n < self.held {
+            gauge.fetch_sub(self.held - n, Ordering::AcqRel);
+        }
+        self.held = n;
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        self.set(0);
     }
 }
 
@@ -80,5 +150,20 @@ mod tests {
         let c = ConnectionSlot::try_acquire(&stats, 2).expect("returned by drop");
         drop((b, c));
         assert_eq!(stats.connections_open.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn shares_move_the_sum_and_leave_it_on_drop() {
+        let stats = Arc::new(EndpointStats::default());
+        let mut a = Share::new(&stats, |s| &s.buffered_bytes);
+        let mut b = Share::new(&stats, |s| &s.buffered_bytes);
+        a.set(100);
+        b.set(50);
+        a.set(30);
+        assert_eq!(stats.buffered_bytes.load(Ordering::Acquire), 80);
+        drop(a);
+        assert_eq!(stats.buffered_bytes.load(Ordering::Acquire), 50);
+        drop(b);
+        assert_eq!(stats.buffered_bytes.load(Ordering::Acquire), 0);
     }
 }

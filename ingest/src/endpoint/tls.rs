@@ -1,5 +1,6 @@
 //! The quinn server configuration: TLS 1.3 only, ALPN `hexflow/1`, the ring provider, one
-//! bidirectional stream per connection, bounded windows.
+//! bidirectional stream per connection, bounded windows (a small connection window until
+//! the device is authenticated).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,18 +35,20 @@ pub fn server_config(
 }
 
 fn transport_config(cfg: &EndpointConfig) -> Result<quinn::TransportConfig, EndpointError> {
-    let idle =
-        quinn::IdleTimeout::try_from(Duration::from_millis(cfg.idle_timeout_ms)).map_err(|_| {
-            EndpointError::InvalidSetting {
-                key: "quic.idle_timeout_ms",
-                reason: format!("{} is out of range", cfg.idle_timeout_ms),
-            }
-        })?;
+    let idle_ms = cfg.session.idle_timeout_ms;
+    let idle = quinn::IdleTimeout::try_from(Duration::from_millis(idle_ms)).map_err(|_| {
+        EndpointError::InvalidSetting {
+            key: "quic.idle_timeout_ms",
+            reason: format!("{idle_ms} is out of range"),
+        }
+    })?;
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(VarInt::from_u32(1))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(VarInt::from_u32(cfg.stream_receive_window_bytes))
-        .receive_window(VarInt::from_u32(cfg.connection_receive_window_bytes))
+        // Raised to connection_receive_window_bytes after WELCOME (conn.rs): before it, a
+        // device can make the server buffer at most this much, in order or not.
+        .receive_window(VarInt::from_u32(cfg.pre_auth_receive_window_bytes))
         .send_window(u64::from(cfg.send_window_bytes))
         .max_idle_timeout(Some(idle))
         .datagram_receive_buffer_size(None);

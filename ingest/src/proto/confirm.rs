@@ -163,6 +163,17 @@ impl<L: Clone + Send + Sync + 'static> Registry<L> {
         conn_id: u64,
         link: L,
     ) -> Option<Arc<ConfirmRequest>> {
+        self.attach_replacing(device_id, conn_id, link).0
+    }
+
+    /// [`Registry::attach`], also returning the link of the older connection it replaced
+    /// (the caller ends that connection's session: one session per device).
+    pub fn attach_replacing(
+        &self,
+        device_id: DeviceId,
+        conn_id: u64,
+        link: L,
+    ) -> (Option<Arc<ConfirmRequest>>, Option<L>) {
         let map = self.slots.pin();
         let result = map.compute(device_id, |entry| {
             papaya::Operation::<Slot<L>, ()>::Insert(Slot {
@@ -171,10 +182,18 @@ impl<L: Clone + Send + Sync + 'static> Registry<L> {
             })
         });
         match result {
-            papaya::Compute::Inserted(_, v) | papaya::Compute::Updated { new: (_, v), .. } => {
-                v.request.clone()
-            }
-            papaya::Compute::Removed(..) | papaya::Compute::Aborted(()) => None,
+            papaya::Compute::Inserted(_, v) => (v.request.clone(), None),
+            papaya::Compute::Updated {
+                old: (_, old),
+                new: (_, v),
+            } => (
+                v.request.clone(),
+                old.conn
+                    .as_ref()
+                    .filter(|(id, _)| *id != conn_id)
+                    .map(|(_, l)| l.clone()),
+            ),
+            papaya::Compute::Removed(..) | papaya::Compute::Aborted(()) => (None, None),
         }
     }
 
@@ -376,6 +395,34 @@ mod tests {
         assert!(
             r.slots.pin().get(&dev(1)).is_none(),
             "empty entries are removed"
+        );
+    }
+
+    #[test]
+    fn attach_replacing_names_the_older_connection_of_the_same_device() {
+        let r = Registry::<u8>::new(10, 1);
+        assert_eq!(
+            r.attach_replacing(dev(4), 1, 10).1,
+            None,
+            "first connection"
+        );
+        assert_eq!(r.attach_replacing(dev(4), 2, 20).1, Some(10));
+        r.detach(dev(4), 1);
+        assert_eq!(
+            r.attach_replacing(dev(4), 3, 30).1,
+            Some(20),
+            "the replaced connection leaving later changes nothing"
+        );
+        assert_eq!(
+            r.attach_replacing(dev(5), 4, 40).1,
+            None,
+            "devices are separate"
+        );
+        r.detach(dev(4), 3);
+        assert_eq!(
+            r.attach_replacing(dev(4), 5, 50).1,
+            None,
+            "a connection that left is not replaced"
         );
     }
 }

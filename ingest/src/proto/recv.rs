@@ -4,9 +4,13 @@
 //! with received bytes and never by an announced length (a frame header cannot make it
 //! allocate). Consumed bytes are dropped lazily: the next [`RecvBuf::push`] moves the
 //! unconsumed rest to the front, so every byte is moved at most once after its frame's
-//! predecessors completed.
+//! predecessors completed. Memory follows the bytes held: once everything is consumed, a
+//! buffer that grew past [`RETAIN_BYTES_MAX`] (for one large frame) is released.
 
 use crate::wire::FRAME_HEADER_LEN;
+
+/// Capacity an empty buffer keeps for the next frames; a larger one is released.
+pub(crate) const RETAIN_BYTES_MAX: usize = 16 * 1024;
 
 /// Bytes received on a stream and not yet consumed by the session.
 #[derive(Debug, Default)]
@@ -56,6 +60,24 @@ impl RecvBuf {
         Some(header)
     }
 
+    /// Memory held (capacity), for accounting.
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Releases the memory of a buffer with nothing left to consume that grew past
+    /// [`RETAIN_BYTES_MAX`]; a small one is kept for reuse.
+    pub(crate) fn shrink_when_drained(&mut self) {
+        if self.len() == 0 {
+            if self.buf.capacity() > RETAIN_BYTES_MAX {
+                self.release();
+            } else {
+                self.buf.clear();
+                self.pos = 0;
+            }
+        }
+    }
+
     /// Drops every buffered byte and the memory holding them.
     pub(crate) fn release(&mut self) {
         *self = RecvBuf::default();
@@ -81,5 +103,25 @@ mod tests {
         assert_eq!(r.len(), 0);
         r.release();
         assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn a_drained_buffer_gives_back_the_memory_of_a_large_frame() {
+        let mut r = RecvBuf::default();
+        r.push(&[7; 100]);
+        r.take(100);
+        r.shrink_when_drained();
+        assert!(r.capacity() >= 100, "a small buffer is kept");
+        r.push(&vec![1; RETAIN_BYTES_MAX + 1]);
+        r.take(10);
+        r.shrink_when_drained();
+        assert_eq!(
+            r.len(),
+            RETAIN_BYTES_MAX - 9,
+            "bytes left: nothing released"
+        );
+        r.take(r.len());
+        r.shrink_when_drained();
+        assert_eq!(r.capacity(), 0);
     }
 }

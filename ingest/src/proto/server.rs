@@ -5,9 +5,18 @@
 //!   ([`ServerSession::handle_data`]), the end of the stream, sink outcomes, confirm
 //!   requests, shutdown and timer expiry; it takes back bytes to write
 //!   ([`ServerSession::poll_transmit`]) and [`ServerOutput`]s to act on, in order.
-//! * Two time bases, both arguments: `now_ms` is wall time (Unix ms; fixes are judged
-//!   against it, WELCOME carries it), `mono_ms` is monotonic time in ms (the HELLO deadline
-//!   is measured in it, [`ServerSession::poll_timeout`] returns it).
+//! * Two time bases, both arguments ([`Now`]): wall time (Unix ms; fixes and tokens are
+//!   judged against it, WELCOME carries it) and monotonic time in ms (every deadline is
+//!   measured in it, [`ServerSession::poll_timeout`] returns it).
+//! * Deadlines: HELLO within `hello_timeout_ms` of the connection; every frame body within
+//!   `frame_timeout_ms` of its header; after WELCOME a frame at least every
+//!   `idle_timeout_ms` while the session waits for the device (QUIC PINGs do not count;
+//!   time spent at the in-flight limit, waiting for the sink, does not count either).
+//! * Identity: the HELLO token is verified by the [`Authenticator`]; after WELCOME the
+//!   session ends with CLOSE(UNAUTHENTICATED), once its in-flight batches are acked, when
+//!   the token's expiry passes (a deadline) or when a frame arrives after the token was
+//!   revoked (rechecked at every frame header, so an open connection outlives its
+//!   revocation by at most `idle_timeout_ms`).
 //! * Framing: the session buffers only received bytes, never an announced length; a frame
 //!   header is checked before its body is buffered. An oversized BATCH within
 //!   `oversize_discard_bytes_max` is counted down and dropped as it arrives (only its first
@@ -21,20 +30,21 @@
 //!   outcome. A fatal error, the device's CLOSE, the end of its stream and shutdown all stop
 //!   reading at once but end the session only after every in-flight batch is acked
 //!   ([`Ending`]).
-//! * Protocol rules are those of `docs/PROTOCOL.md`; the few places where the session
-//!   deviates from the text on purpose are marked `Deviation (issue 11)`.
+//! * Every refusal the device can still read is a CLOSE frame (with the status also as the
+//!   QUIC application error code); protocol rules are exactly those of `docs/PROTOCOL.md`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use fix::{DeviceId, Fixes};
 
+use super::Now;
 use super::recv::RecvBuf;
-use crate::auth::{TokenError, TokenKey};
+use crate::auth::{Authenticator, Claims, TokenError};
 use crate::wire::{self, ConfirmKind, FrameHeader, FrameType, Status};
 
-/// Largest HELLO body accepted (a token plus a short agent string).
-// Deviation (issue 11): PROTOCOL.md §2 allows every control frame 16 384 bytes.
+/// Largest HELLO body accepted (a token plus a short agent string; PROTOCOL.md §2): the
+/// only frame read before authentication stays small.
 pub const HELLO_BYTES_MAX: u32 = 1024;
 
 /// A CONFIRM of kind FIX must name one of this many batches most recently acked
@@ -58,6 +68,13 @@ pub struct SessionConfig {
     pub oversize_discard_bytes_max: u32,
     /// Deadline for the HELLO frame after the connection was established. Default 10 s.
     pub hello_timeout_ms: u64,
+    /// Deadline for a frame's body after its header arrived (slowloris guard; a full-size
+    /// batch needs about 13 KB/s). Default 20 s.
+    pub frame_timeout_ms: u64,
+    /// After WELCOME, a device that sends no frame for this long while the session waits
+    /// for it is closed with CLOSE(OK, "idle ..."), whatever QUIC packets (PINGs) it sends.
+    /// Also the QUIC idle timeout. Default 60 s.
+    pub idle_timeout_ms: u64,
     /// Rejected CONFIRM frames (malformed, invalid, unsolicited, bad signature) one
     /// connection may send; the next one closes it with PROTOCOL_VIOLATION. Default 8.
     pub confirm_rejects_max: u32,
@@ -71,6 +88,8 @@ impl Default for SessionConfig {
             dedup_window_batches: 64,
             oversize_discard_bytes_max: 4 * 1024 * 1024,
             hello_timeout_ms: 10_000,
+            frame_timeout_ms: 20_000,
+            idle_timeout_ms: 60_000,
             confirm_rejects_max: 8,
         }
     }
@@ -86,12 +105,12 @@ pub trait Confirms: Send + Sync {
     fn answer(&self, device_id: DeviceId, request_id: u64) -> bool;
 }
 
-/// What every session of one server shares: its settings, the token key, the registry.
+/// What every session of one server shares: its settings, the authenticator, the registry.
 pub struct ServerContext {
     /// The rules each session enforces.
     pub cfg: SessionConfig,
-    /// Verifies HELLO tokens and re-mints them for the confirm signature key.
-    pub key: TokenKey,
+    /// Verifies HELLO tokens and gives each device's confirm key.
+    pub auth: Arc<Authenticator>,
     /// Outstanding confirm requests.
     pub confirms: Arc<dyn Confirms>,
 }
@@ -155,13 +174,6 @@ pub enum Ending {
         /// Its reason.
         reason: String,
     },
-    /// Close the connection now with `status` and `reason`, without a CLOSE frame.
-    Abort {
-        /// The QUIC application error code.
-        status: Status,
-        /// The close reason.
-        reason: String,
-    },
     /// The device sent CLOSE or finished its stream: finish ours (every ack is written),
     /// give the device `close_linger_ms` to close the connection, then close it with 0.
     PeerClosed,
@@ -173,11 +185,12 @@ pub enum ServerOutput {
     /// HELLO verified and WELCOME transmitted. Register the connection for confirm requests
     /// and call [`ServerSession::attached`]; until then the session reads nothing more.
     Authenticated {
-        /// The device the connection belongs to, for its whole life.
-        device_id: DeviceId,
+        /// What the token says; `claims.device_id` is the device the connection belongs
+        /// to, for its whole life.
+        claims: Claims,
     },
-    /// The HELLO token did not verify (for the server's log and counters); the session
-    /// ends with CLOSE(UNAUTHENTICATED).
+    /// The HELLO token did not verify, or the admitted token expired or was revoked since
+    /// (for the server's log and counters); the session ends with CLOSE(UNAUTHENTICATED).
     AuthFailed {
         /// Why.
         error: TokenError,
@@ -240,9 +253,19 @@ pub enum SessionState {
 
 #[derive(Debug)]
 enum Phase {
-    Hello { deadline_mono_ms: u64 },
-    Open { device_id: DeviceId, attached: bool },
-    Draining { ending: Ending },
+    Hello {
+        deadline_mono_ms: u64,
+    },
+    Open {
+        device_id: DeviceId,
+        attached: bool,
+        /// Since when the session has been waiting for the device (the idle deadline
+        /// counts from here).
+        waiting_since_mono_ms: u64,
+    },
+    Draining {
+        ending: Ending,
+    },
     Ended,
 }
 
@@ -277,15 +300,21 @@ pub struct ServerSession {
     ctx: Arc<ServerContext>,
     phase: Phase,
     recv: RecvBuf,
-    /// A frame whose header was consumed and whose body is awaited, with the time the
+    /// A frame whose header was consumed and whose body is awaited, with the wall time the
     /// header arrived.
     pending: Option<(FrameHeader, i64)>,
     discard: Option<Discard>,
+    /// When the body of the frame being read (pending or discarded) is due.
+    frame_deadline_mono_ms: Option<u64>,
     inflight: Vec<InFlight>,
     next_ticket: u64,
     /// (batch_seq, newest fix ms) of the batches most recently acked OK/DUPLICATE.
     recent: VecDeque<(u64, i64)>,
     confirm_key: Option<wire::ConfirmKey>,
+    /// What the HELLO token said, rechecked at every later frame header.
+    claims: Option<Claims>,
+    /// When the token expires (monotonic ms), for a token with an expiry.
+    expiry_mono_ms: Option<u64>,
     confirm_rejects: u32,
     tx: Vec<u8>,
     outputs: VecDeque<ServerOutput>,
@@ -303,10 +332,13 @@ impl ServerSession {
             recv: RecvBuf::default(),
             pending: None,
             discard: None,
+            frame_deadline_mono_ms: None,
             inflight: Vec::with_capacity(inflight_max.min(1024)),
             next_ticket: 0,
             recent: VecDeque::new(),
             confirm_key: None,
+            claims: None,
+            expiry_mono_ms: None,
             confirm_rejects: 0,
             tx: Vec::new(),
             outputs: VecDeque::new(),
@@ -329,9 +361,7 @@ impl ServerSession {
     pub fn wants_read(&self) -> bool {
         match self.phase {
             Phase::Hello { .. } => true,
-            Phase::Open { attached, .. } => {
-                attached && (self.pending.is_some() || self.discard.is_some() || self.slot_free())
-            }
+            Phase::Open { attached, .. } => attached && (self.mid_frame() || self.slot_free()),
             Phase::Draining { .. } | Phase::Ended => false,
         }
     }
@@ -346,38 +376,87 @@ impl ServerSession {
         self.recv.len()
     }
 
-    /// The next deadline (monotonic ms), if one is armed: the HELLO deadline.
+    /// Memory the receive buffer holds (its capacity), for the driver's accounting.
+    pub fn buffered_capacity(&self) -> usize {
+        self.recv.capacity()
+    }
+
+    /// The next deadline (monotonic ms), if one is armed: the HELLO deadline, the body of
+    /// the frame being read, or (waiting for the device with a free in-flight slot) the
+    /// idle deadline.
     pub fn poll_timeout(&self) -> Option<u64> {
         match self.phase {
             Phase::Hello { deadline_mono_ms } => Some(deadline_mono_ms),
+            Phase::Open {
+                attached,
+                waiting_since_mono_ms,
+                ..
+            } => {
+                let reading = attached.then(|| {
+                    self.frame_deadline_mono_ms.or_else(|| {
+                        self.slot_free().then(|| {
+                            waiting_since_mono_ms.saturating_add(self.ctx.cfg.idle_timeout_ms)
+                        })
+                    })
+                });
+                [reading.flatten(), self.expiry_mono_ms]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            }
             _ => None,
         }
     }
 
-    /// Acts on the deadline if `mono_ms` reached it: no HELLO in time ends the session with
-    /// PROTOCOL_VIOLATION.
+    /// Acts on the deadline if `mono_ms` reached it: no HELLO in time is
+    /// PROTOCOL_VIOLATION, a frame body not complete in time too, an idle device is closed
+    /// with OK.
     pub fn handle_timeout(&mut self, mono_ms: u64) {
-        if let Phase::Hello { deadline_mono_ms } = self.phase {
-            if mono_ms >= deadline_mono_ms {
-                let reason = format!("no HELLO within {} ms", self.ctx.cfg.hello_timeout_ms);
-                // Deviation (issue 11): PROTOCOL.md §3 sends refusals as a CLOSE frame; a
-                // HELLO timeout closes the connection without one.
-                self.end(Ending::Abort {
-                    status: Status::ProtocolViolation,
-                    reason,
-                });
+        let Some(deadline) = self.poll_timeout() else {
+            return;
+        };
+        if mono_ms < deadline {
+            return;
+        }
+        let cfg = &self.ctx.cfg;
+        if let Phase::Hello { .. } = self.phase {
+            let reason = format!("no HELLO within {} ms", cfg.hello_timeout_ms);
+            return self.end(Ending::Close {
+                status: Status::ProtocolViolation,
+                reason,
+            });
+        }
+        if let (Some(expiry), Some(claims)) = (self.expiry_mono_ms, self.claims) {
+            if mono_ms >= expiry {
+                self.expiry_mono_ms = None;
+                let expires_s = claims.expires_s.unwrap_or(0);
+                return self.deauthorize(TokenError::Expired { expires_s });
             }
         }
+        if self.frame_deadline_mono_ms.is_some() {
+            let (len, left) = match (&self.pending, &self.discard) {
+                (Some((h, _)), _) => (h.len, (h.len as usize).saturating_sub(self.recv.len())),
+                (None, Some(d)) => (d.len, d.left as usize),
+                (None, None) => (0, 0),
+            };
+            let reason = format!(
+                "frame body of {len} bytes not complete within {} ms ({left} bytes missing)",
+                cfg.frame_timeout_ms
+            );
+            return self.fatal(Status::ProtocolViolation, reason);
+        }
+        let reason = format!("idle: no frame for {} ms", cfg.idle_timeout_ms);
+        self.fatal(Status::Ok, reason);
     }
 
-    /// Consumes stream bytes received at wall time `now_ms`. Bytes arriving after the
-    /// session stopped reading are dropped.
-    pub fn handle_data(&mut self, now_ms: i64, data: &[u8]) {
+    /// Consumes stream bytes received at `now`. Bytes arriving after the session stopped
+    /// reading are dropped.
+    pub fn handle_data(&mut self, now: Now, data: &[u8]) {
         if !self.is_reading() {
             return;
         }
         self.recv.push(data);
-        self.process(now_ms);
+        self.process(now);
     }
 
     /// The device finished its stream. Before HELLO that is PROTOCOL_VIOLATION; after it,
@@ -385,7 +464,7 @@ impl ServerSession {
     /// of the stream is dropped).
     pub fn handle_eof(&mut self) {
         match self.phase {
-            Phase::Hello { .. } => self.end(Ending::Abort {
+            Phase::Hello { .. } => self.end(Ending::Close {
                 status: Status::ProtocolViolation,
                 reason: "stream finished before HELLO".into(),
             }),
@@ -394,13 +473,19 @@ impl ServerSession {
         }
     }
 
-    /// The server is shutting down: before HELLO the connection is closed at once; after
-    /// it, in-flight batches are acked and the session ends with CLOSE(SHUTTING_DOWN).
+    /// The server is shutting down: stop reading, ack what is in flight, then
+    /// CLOSE(SHUTTING_DOWN).
     pub fn shutdown(&mut self) {
-        let status = Status::ShuttingDown;
-        let reason = "server is shutting down".to_string();
+        self.evict(Status::ShuttingDown, "server is shutting down".to_string());
+    }
+
+    /// The server ends this session for a reason of its own (another connection took the
+    /// device's session over, its token was revoked or expired, shutdown): stop reading,
+    /// ack what is in flight, then CLOSE with `status` and `reason`. No effect once the
+    /// session stopped reading.
+    pub fn evict(&mut self, status: Status, reason: String) {
         match self.phase {
-            Phase::Hello { .. } => self.end(Ending::Abort { status, reason }),
+            Phase::Hello { .. } => self.end(Ending::Close { status, reason }),
             Phase::Open { .. } => self.drain(Ending::Close { status, reason }),
             Phase::Draining { .. } | Phase::Ended => {}
         }
@@ -409,14 +494,20 @@ impl ServerSession {
     /// The driver registered the connection after [`ServerOutput::Authenticated`];
     /// `outstanding` is the device's outstanding confirm request, written right after
     /// WELCOME. Reading resumes.
-    pub fn attached(&mut self, now_ms: i64, outstanding: Option<&wire::ConfirmRequest>) {
-        if let Phase::Open { attached, .. } = &mut self.phase {
+    pub fn attached(&mut self, now: Now, outstanding: Option<&wire::ConfirmRequest>) {
+        if let Phase::Open {
+            attached,
+            waiting_since_mono_ms,
+            ..
+        } = &mut self.phase
+        {
             if !*attached {
                 *attached = true;
+                *waiting_since_mono_ms = now.mono_ms;
                 if let Some(request) = outstanding {
                     wire::encode_confirm_request(request, &mut self.tx);
                 }
-                self.process(now_ms);
+                self.process(now);
             }
         }
     }
@@ -432,13 +523,14 @@ impl ServerSession {
         open
     }
 
-    /// The sink's outcome for a submitted batch, at wall time `now_ms`: transmits its ACK
-    /// and frees its in-flight slot (reading resumes if it was at the limit).
+    /// The sink's outcome for a submitted batch, at `now`: transmits its ACK and frees its
+    /// in-flight slot (reading resumes if it was at the limit; the idle deadline counts
+    /// from here).
     ///
     /// # Panics
     /// In debug builds, on a ticket this session did not issue or already settled (a bug in
     /// the driver); release builds ignore it.
-    pub fn on_sink_outcome(&mut self, now_ms: i64, ticket: Ticket, outcome: SinkOutcome) {
+    pub fn on_sink_outcome(&mut self, now: Now, ticket: Ticket, outcome: SinkOutcome) {
         let Some(i) = self.inflight.iter().position(|f| f.ticket == ticket) else {
             debug_assert!(false, "unknown ticket {ticket:?}");
             return;
@@ -464,14 +556,21 @@ impl ServerSession {
             status: outcome.status,
             newest_fix_ms: f.newest_fix_ms,
             fixes: f.fixes,
-            now_ms,
+            now_ms: now.wall_ms,
         });
-        match &self.phase {
+        match &mut self.phase {
             Phase::Draining { ending } if self.inflight.is_empty() => {
                 let ending = ending.clone();
                 self.end(ending);
             }
-            _ => self.process(now_ms),
+            Phase::Open {
+                waiting_since_mono_ms,
+                ..
+            } => {
+                *waiting_since_mono_ms = (*waiting_since_mono_ms).max(now.mono_ms);
+                self.process(now);
+            }
+            _ => {}
         }
     }
 
@@ -491,6 +590,10 @@ impl ServerSession {
 
     fn is_reading(&self) -> bool {
         matches!(self.phase, Phase::Hello { .. } | Phase::Open { .. })
+    }
+
+    fn mid_frame(&self) -> bool {
+        self.pending.is_some() || self.discard.is_some()
     }
 
     fn inflight_max(&self) -> usize {
@@ -542,20 +645,22 @@ impl ServerSession {
         self.recv.release();
         self.pending = None;
         self.discard = None;
+        self.frame_deadline_mono_ms = None;
     }
 
     /// Handles every complete frame the buffer holds, as far as the in-flight limit allows.
-    fn process(&mut self, now_ms: i64) {
+    fn process(&mut self, now: Now) {
         let mut recv = std::mem::take(&mut self.recv);
-        while self.step(now_ms, &mut recv) {}
+        while self.step(now, &mut recv) {}
         if self.is_reading() {
+            recv.shrink_when_drained();
             self.recv = recv;
         }
     }
 
     /// Makes one unit of progress (a header, a body, a discarded chunk); false when the
     /// session must wait for more bytes, for a sink outcome, or stopped reading.
-    fn step(&mut self, now_ms: i64, recv: &mut RecvBuf) -> bool {
+    fn step(&mut self, now: Now, recv: &mut RecvBuf) -> bool {
         let ready = match self.phase {
             Phase::Hello { .. } => true,
             Phase::Open { attached, .. } => attached,
@@ -565,7 +670,7 @@ impl ServerSession {
             return false;
         }
         if self.discard.is_some() {
-            return self.discard_step(now_ms, recv);
+            return self.discard_step(now, recv);
         }
         let (header, at_ms) = match self.pending.take() {
             Some(p) => p,
@@ -576,22 +681,38 @@ impl ServerSession {
                 let Some(bytes) = recv.take_header() else {
                     return false;
                 };
-                match self.on_header(now_ms, &bytes) {
-                    Some(header) => (header, now_ms),
+                match self.on_header(now, &bytes) {
+                    Some(header) => (header, now.wall_ms),
                     None => return self.is_reading(),
                 }
             }
         };
         let len = header.len as usize;
         if recv.len() < len {
+            if self.frame_deadline_mono_ms.is_none() && matches!(self.phase, Phase::Open { .. }) {
+                self.frame_deadline_mono_ms =
+                    Some(now.mono_ms.saturating_add(self.ctx.cfg.frame_timeout_ms));
+            }
             self.pending = Some((header, at_ms));
             return false;
         }
+        self.frame_deadline_mono_ms = None;
+        if let Phase::Open {
+            waiting_since_mono_ms,
+            ..
+        } = &mut self.phase
+        {
+            *waiting_since_mono_ms = now.mono_ms;
+        }
         let body = recv.take(len);
         match header.frame_type {
-            FrameType::Hello => self.on_hello(at_ms, body),
+            FrameType::Hello => {
+                self.on_hello(at_ms, body);
+                self.arm_expiry(now);
+            }
             FrameType::Batch => self.on_batch(at_ms, body),
             FrameType::Confirm => self.on_confirm(at_ms, body),
+            FrameType::Close => self.on_close(body),
             other => debug_assert!(false, "{other} body read"),
         }
         true
@@ -599,15 +720,28 @@ impl ServerSession {
 
     /// Checks a header before its body is read. `Some` when the body is to be read and
     /// handled; `None` when the frame is done (heartbeat), being discarded, or fatal.
-    fn on_header(
-        &mut self,
-        now_ms: i64,
-        bytes: &[u8; wire::FRAME_HEADER_LEN],
-    ) -> Option<FrameHeader> {
+    fn on_header(&mut self, now: Now, bytes: &[u8; wire::FRAME_HEADER_LEN]) -> Option<FrameHeader> {
         if matches!(self.phase, Phase::Hello { .. }) {
             return self.on_first_header(bytes);
         }
-        self.outputs.push_back(ServerOutput::Contact { now_ms });
+        // A token revoked (or expired) since WELCOME ends the session at its next frame.
+        if let Some(claims) = &self.claims {
+            let now_s = u64::try_from(now.wall_ms.div_euclid(1000)).unwrap_or(0);
+            if let Err(error) = self.ctx.auth.still_valid(claims, now_s) {
+                self.deauthorize(error);
+                return None;
+            }
+        }
+        if let Phase::Open {
+            waiting_since_mono_ms,
+            ..
+        } = &mut self.phase
+        {
+            *waiting_since_mono_ms = now.mono_ms;
+        }
+        self.outputs.push_back(ServerOutput::Contact {
+            now_ms: now.wall_ms,
+        });
         let header = match wire::parse_frame_header(bytes) {
             Ok(h) => h,
             Err(e) => {
@@ -615,25 +749,22 @@ impl ServerSession {
                 return None;
             }
         };
+        let control_max = wire::CONTROL_FRAME_BODY_BYTES_MAX;
         match header.frame_type {
-            FrameType::Batch => return self.on_batch_header(header),
+            FrameType::Batch => return self.on_batch_header(now, header),
             FrameType::Heartbeat if header.len != 0 => self.fatal(
                 Status::MalformedFrame,
                 format!("HEARTBEAT must be empty, got {} bytes", header.len),
             ),
             FrameType::Heartbeat => {}
-            // Deviation (issue 11): the CLOSE body is not read or checked, so an oversized or
-            // unparsable CLOSE gets no CLOSE(MALFORMED_FRAME), only the normal close (code 0).
-            FrameType::Close => self.drain(Ending::PeerClosed),
-            FrameType::Confirm if header.len > wire::CONTROL_FRAME_BODY_BYTES_MAX => self.fatal(
+            FrameType::Confirm | FrameType::Close if header.len > control_max => self.fatal(
                 Status::MalformedFrame,
                 format!(
-                    "CONFIRM body of {} bytes exceeds {}",
-                    header.len,
-                    wire::CONTROL_FRAME_BODY_BYTES_MAX
+                    "{} body of {} bytes exceeds {control_max}",
+                    header.frame_type, header.len
                 ),
             ),
-            FrameType::Confirm => return Some(header),
+            FrameType::Confirm | FrameType::Close => return Some(header),
             other => self.fatal(
                 Status::ProtocolViolation,
                 format!("frame {other:?} is not allowed from a device here"),
@@ -644,32 +775,22 @@ impl ServerSession {
 
     /// The first header must announce a HELLO of at most [`HELLO_BYTES_MAX`] bytes.
     fn on_first_header(&mut self, bytes: &[u8; wire::FRAME_HEADER_LEN]) -> Option<FrameHeader> {
+        let refuse = |status: Status, reason: String| Ending::Close { status, reason };
         let header = match wire::parse_frame_header(bytes) {
             Ok(h) => h,
             Err(e) => {
-                // Deviation (issue 11): PROTOCOL.md §2 answers an unknown frame type with
-                // CLOSE(MALFORMED_FRAME); before HELLO the connection is closed without one.
-                self.end(Ending::Abort {
-                    status: Status::MalformedFrame,
-                    reason: e.to_string(),
-                });
+                self.end(refuse(Status::MalformedFrame, e.to_string()));
                 return None;
             }
         };
         if header.frame_type != FrameType::Hello {
             let reason = format!("first frame must be HELLO, got {:?}", header.frame_type);
-            self.end(Ending::Close {
-                status: Status::ProtocolViolation,
-                reason,
-            });
+            self.end(refuse(Status::ProtocolViolation, reason));
             return None;
         }
         if header.len > HELLO_BYTES_MAX {
             let reason = format!("HELLO is {} bytes, at most {HELLO_BYTES_MAX}", header.len);
-            self.end(Ending::Close {
-                status: Status::MalformedFrame,
-                reason,
-            });
+            self.end(refuse(Status::MalformedFrame, reason));
             return None;
         }
         Some(header)
@@ -677,7 +798,7 @@ impl ServerSession {
 
     /// A BATCH over `batch_bytes_max` is discarded (or, beyond
     /// `oversize_discard_bytes_max`, fatal) before any body byte is buffered.
-    fn on_batch_header(&mut self, header: FrameHeader) -> Option<FrameHeader> {
+    fn on_batch_header(&mut self, now: Now, header: FrameHeader) -> Option<FrameHeader> {
         let cfg = &self.ctx.cfg;
         // batch_bytes_max bounds the whole BATCH body (seq + encoding + payload).
         let batch_frame_max = wire::frame_body_len_max(FrameType::Batch, &cfg.limits);
@@ -692,6 +813,7 @@ impl ServerSession {
             self.fatal(Status::BatchTooLarge, reason);
             return None;
         }
+        self.frame_deadline_mono_ms = Some(now.mono_ms.saturating_add(cfg.frame_timeout_ms));
         self.discard = Some(Discard {
             len: header.len,
             left: header.len,
@@ -702,7 +824,7 @@ impl ServerSession {
     }
 
     /// Drops the next bytes of an oversized body; acks BATCH_TOO_LARGE when it is gone.
-    fn discard_step(&mut self, now_ms: i64, recv: &mut RecvBuf) -> bool {
+    fn discard_step(&mut self, now: Now, recv: &mut RecvBuf) -> bool {
         let Some(d) = self.discard.as_mut() else {
             return false;
         };
@@ -724,8 +846,9 @@ impl ServerSession {
             d.len, self.ctx.cfg.limits.batch_bytes_max
         );
         self.discard = None;
-        // Deviation (issue 11): a body under 8 bytes carries no seq; it is acked with 0.
-        self.reject_batch(now_ms, seq.unwrap_or(0), Status::BatchTooLarge, reason);
+        self.frame_deadline_mono_ms = None;
+        // A body under 8 bytes carries no seq; it is acked with seq 0 (PROTOCOL.md §4).
+        self.reject_batch(now.wall_ms, seq.unwrap_or(0), Status::BatchTooLarge, reason);
         true
     }
 
@@ -758,8 +881,9 @@ impl ServerSession {
             );
             return self.end(refuse(Status::UnsupportedVersion, reason));
         }
-        let device_id = match self.ctx.key.verify(&hello.token) {
-            Ok(id) => id,
+        let now_s = u64::try_from(now_ms.div_euclid(1000)).unwrap_or(0);
+        let claims = match self.ctx.auth.verify(&hello.token, now_s) {
+            Ok(claims) => claims,
             Err(error) => {
                 self.outputs.push_back(ServerOutput::AuthFailed { error });
                 // The device learns only that its token is not valid, not why.
@@ -767,9 +891,11 @@ impl ServerSession {
                 return self.end(refuse(Status::Unauthenticated, reason));
             }
         };
+        self.confirm_key = Some(self.ctx.auth.confirm_key(&claims, &hello.token));
+        self.claims = Some(claims);
         let cfg = &self.ctx.cfg;
         let welcome = wire::Welcome {
-            device_id: device_id.get(),
+            device_id: claims.device_id.get(),
             batch_bytes_max: cfg.limits.batch_bytes_max,
             batch_fixes_max: cfg.limits.batch_fixes_max,
             inflight_batches_max: cfg.inflight_batches_max,
@@ -779,17 +905,49 @@ impl ServerSession {
         };
         wire::encode_welcome(&welcome, &mut self.tx);
         self.phase = Phase::Open {
-            device_id,
+            device_id: claims.device_id,
             attached: false,
+            waiting_since_mono_ms: 0,
         };
         self.outputs
-            .push_back(ServerOutput::Authenticated { device_id });
+            .push_back(ServerOutput::Authenticated { claims });
         self.outputs.push_back(ServerOutput::Contact { now_ms });
+    }
+
+    /// Arms the expiry deadline of an admitted token that has one, at `now`.
+    fn arm_expiry(&mut self, now: Now) {
+        if let Some(Claims {
+            expires_s: Some(expires_s),
+            ..
+        }) = self.claims
+        {
+            let expires_ms = i64::try_from(expires_s)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1000);
+            let left_ms = u64::try_from(expires_ms.saturating_sub(now.wall_ms)).unwrap_or(0);
+            self.expiry_mono_ms = Some(now.mono_ms.saturating_add(left_ms));
+        }
+    }
+
+    /// The admitted token expired or was revoked: ack what is in flight, then
+    /// CLOSE(UNAUTHENTICATED) (the device learns only that its token is no longer valid).
+    fn deauthorize(&mut self, error: TokenError) {
+        self.outputs.push_back(ServerOutput::AuthFailed { error });
+        self.evict(Status::Unauthenticated, "token no longer valid".to_string());
+    }
+
+    /// The device's CLOSE: a decodable body ends the session after the in-flight acks
+    /// (PeerClosed); an undecodable one is CLOSE(MALFORMED_FRAME).
+    fn on_close(&mut self, body: &[u8]) {
+        match wire::decode_close(body) {
+            Ok(_) => self.drain(Ending::PeerClosed),
+            Err(e) => self.fatal(Status::MalformedFrame, format!("undecodable CLOSE: {e}")),
+        }
     }
 
     fn on_batch(&mut self, now_ms: i64, body: &[u8]) {
         match wire::decode_batch(body, &self.ctx.cfg.limits, now_ms) {
-            // Deviation (issue 11): a body under 8 bytes carries no seq; it is acked with 0.
+            // A body under 8 bytes carries no seq; it is acked with seq 0 (PROTOCOL.md §4).
             Err(e) => self.reject_batch(now_ms, e.batch_seq.unwrap_or(0), e.status, e.reason),
             Ok((batch_seq, fixes)) => {
                 let ticket = Ticket(self.next_ticket);
@@ -860,11 +1018,15 @@ impl ServerSession {
                 reason,
             ));
         }
-        // The device's token is re-minted from the server key: no per-device secret is stored.
-        let key = &self.ctx.key;
-        let confirm_key = self
-            .confirm_key
-            .get_or_insert_with(|| wire::ConfirmKey::from_token(&key.mint(device_id)));
+        // Set with WELCOME, before any CONFIRM can be read.
+        let Some(confirm_key) = &self.confirm_key else {
+            let reason = "no confirm key for this connection".to_string();
+            return Err(wire::ConfirmAck::new(
+                c.request_id,
+                Status::Internal,
+                reason,
+            ));
+        };
         confirm_key
             .verify(&c)
             .map_err(|e| wire::ConfirmAck::new(c.request_id, e.status(), e.to_string()))?;

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use fix::{DeviceId, Fix, Fixes};
 use proptest::prelude::*;
 
+use super::Now;
 use super::client::{ClientEvent, ClientSession, SessionError};
 use super::confirm::{Raised, Registry};
 use super::server::{
     Confirms, Ending, HELLO_BYTES_MAX, ServerContext, ServerOutput, ServerSession, SessionConfig,
     SessionState, SinkOutcome, Submission, Ticket,
 };
-use crate::auth::TokenKey;
+use crate::auth::{Authenticator, ConfirmMasterKey, TokenKey};
 use crate::wire::{self, CONTROL_FRAME_BODY_BYTES_MAX, ConfirmKey, ConfirmKind, FrameType, Status};
 
 /// Wall time of every test (Unix ms).
@@ -31,6 +32,19 @@ fn dev(id: u64) -> DeviceId {
 
 fn token(id: u64) -> String {
     key().mint(dev(id))
+}
+
+fn auth() -> Arc<Authenticator> {
+    let confirm = ConfirmMasterKey::from_bytes(&[8; 32]).expect("32-byte key");
+    Arc::new(Authenticator::v1_only(key(), confirm))
+}
+
+/// Wall time `T0_MS` at monotonic time 0.
+fn t0() -> Now {
+    Now {
+        wall_ms: T0_MS,
+        mono_ms: 0,
+    }
 }
 
 fn fixes(n: usize) -> Fixes {
@@ -122,10 +136,15 @@ struct Pair {
 
 impl Pair {
     fn new(cfg: SessionConfig) -> Self {
+        Pair::with_auth(cfg, auth())
+    }
+
+    /// A pair whose server verifies tokens with `auth`.
+    fn with_auth(cfg: SessionConfig, auth: Arc<Authenticator>) -> Self {
         let registry = Arc::new(Registry::new(100, 1));
         let ctx = Arc::new(ServerContext {
             cfg,
-            key: key(),
+            auth,
             confirms: registry.clone(),
         });
         let mono_ms = 1_000;
@@ -160,6 +179,13 @@ impl Pair {
         p
     }
 
+    fn now(&self) -> Now {
+        Now {
+            wall_ms: self.now_ms,
+            mono_ms: self.mono_ms,
+        }
+    }
+
     fn send(&mut self, bytes: &[u8]) {
         self.to_server.extend(bytes);
     }
@@ -182,7 +208,7 @@ impl Pair {
         while self.server.wants_read() && !self.to_server.is_empty() {
             let n = self.chunk_max.min(self.to_server.len());
             let chunk: Vec<u8> = self.to_server.drain(..n).collect();
-            self.server.handle_data(self.now_ms, &chunk);
+            self.server.handle_data(self.now(), &chunk);
             self.buffered_max = self.buffered_max.max(self.server.buffered_bytes());
             self.apply_outputs();
             moved = true;
@@ -214,10 +240,10 @@ impl Pair {
         while let Some(o) = self.server.poll_output() {
             match o {
                 ServerOutput::Submit(s) => self.sink.push_back(s),
-                ServerOutput::Authenticated { device_id } => {
-                    let request = self.registry.attach(device_id, 1, 1);
+                ServerOutput::Authenticated { claims } => {
+                    let request = self.registry.attach(claims.device_id, 1, 1);
                     self.log.push(o);
-                    self.server.attached(self.now_ms, request.as_deref());
+                    self.server.attached(self.now(), request.as_deref());
                 }
                 other => self.log.push(other),
             }
@@ -229,7 +255,7 @@ impl Pair {
         for _ in 0..n {
             let s = self.sink.pop_front().expect("a batch at the sink");
             self.server
-                .on_sink_outcome(self.now_ms, s.ticket, outcome.clone());
+                .on_sink_outcome(self.now(), s.ticket, outcome.clone());
             self.apply_outputs();
         }
         self.drive();
@@ -326,7 +352,7 @@ fn limits_small() -> SessionConfig {
 // HELLO and the first frame (PROTOCOL.md §3)
 
 #[test]
-fn no_hello_within_the_deadline_closes_without_a_close_frame() {
+fn no_hello_within_the_deadline_is_a_protocol_violation_with_a_close_frame() {
     let mut p = Pair::new(SessionConfig::default());
     assert_eq!(p.server.poll_timeout(), Some(1_000 + 10_000));
     p.send(&header(FrameType::Hello, 30)[..3]);
@@ -334,17 +360,7 @@ fn no_hello_within_the_deadline_closes_without_a_close_frame() {
     p.advance(9_999);
     assert_eq!(p.server.state(), SessionState::AwaitingHello);
     p.advance(1);
-    assert_eq!(
-        p.ending(),
-        Some(&Ending::Abort {
-            status: Status::ProtocolViolation,
-            reason: "no HELLO within 10000 ms".into()
-        })
-    );
-    assert!(
-        p.frames.is_empty(),
-        "no CLOSE frame on a HELLO timeout (issue 11)"
-    );
+    assert_closed(&p, Status::ProtocolViolation, "no HELLO within 10000 ms");
     assert_eq!(p.server.poll_timeout(), None);
 }
 
@@ -375,11 +391,22 @@ fn a_valid_hello_is_welcomed_with_the_servers_limits() {
     assert_eq!(
         p.log[..2],
         [
-            ServerOutput::Authenticated { device_id: dev(5) },
+            ServerOutput::Authenticated {
+                claims: crate::auth::Claims {
+                    device_id: dev(5),
+                    key_id: 0,
+                    issued_s: 0,
+                    expires_s: None
+                }
+            },
             ServerOutput::Contact { now_ms: T0_MS }
         ]
     );
-    assert_eq!(p.server.poll_timeout(), None, "the deadline is disarmed");
+    assert_eq!(
+        p.server.poll_timeout(),
+        Some(1_000 + 60_000),
+        "the HELLO deadline is replaced by the idle deadline"
+    );
     assert_eq!(p.client.inflight_max(), 3, "min(16, 3)");
     assert!(matches!(&p.client_events[0], ClientEvent::Welcomed(got) if *got == w));
 }
@@ -492,13 +519,11 @@ fn the_end_of_the_stream_before_hello_is_a_protocol_violation() {
     let mut p = Pair::new(SessionConfig::default());
     p.finish();
     p.drive();
-    assert!(matches!(
-        p.ending(),
-        Some(Ending::Abort {
-            status: Status::ProtocolViolation,
-            ..
-        })
-    ));
+    assert_closed(
+        &p,
+        Status::ProtocolViolation,
+        "stream finished before HELLO",
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -506,18 +531,11 @@ fn the_end_of_the_stream_before_hello_is_a_protocol_violation() {
 
 #[test]
 fn an_unknown_frame_type_is_malformed() {
-    // Before HELLO: a bare close (issue 11).
+    // Before HELLO, too.
     let mut p = Pair::new(SessionConfig::default());
     p.send(&[0x0a, 0, 0, 0, 0]);
     p.drive();
-    assert_eq!(
-        p.ending(),
-        Some(&Ending::Abort {
-            status: Status::MalformedFrame,
-            reason: "unknown frame type 0x0a".into()
-        })
-    );
-    assert!(p.frames.is_empty());
+    assert_closed(&p, Status::MalformedFrame, "unknown frame type 0x0a");
     // After WELCOME: CLOSE(MALFORMED_FRAME).
     let mut p = Pair::connected(SessionConfig::default());
     p.send(&[0x00, 0, 0, 0, 0]);
@@ -1033,16 +1051,37 @@ fn the_devices_close_drains_pending_acks_without_a_close_frame() {
 }
 
 #[test]
-fn the_devices_close_is_not_parsed() {
-    // Deviation (issue 11): an oversized (or unparsable) CLOSE is a normal close, not
-    // CLOSE(MALFORMED_FRAME); its body is never buffered.
+fn an_oversized_or_undecodable_close_is_malformed() {
+    // Oversized: refused from its header, its body never buffered.
     let mut p = Pair::connected(SessionConfig::default());
     p.send(&header(FrameType::Close, CONTROL_FRAME_BODY_BYTES_MAX + 1));
     p.send(&[0xff; 64]);
     p.drive();
+    assert_closed(
+        &p,
+        Status::MalformedFrame,
+        "CLOSE body of 16385 bytes exceeds 16384",
+    );
+    assert!(p.buffered_max <= 5 + 64);
+    // Undecodable.
+    let mut p = Pair::connected(SessionConfig::default());
+    p.send(&frame(FrameType::Close, &[0xff, 0xff]));
+    p.drive();
+    assert_closed(&p, Status::MalformedFrame, "undecodable CLOSE");
+    // At its edge: a CLOSE of exactly 16 384 bytes is read and is a normal close.
+    let mut p = Pair::connected(SessionConfig::default());
+    let close = wire::Close {
+        status: 0,
+        reason: "x".repeat(CONTROL_FRAME_BODY_BYTES_MAX as usize - 3),
+        retry_after_ms: 0,
+    };
+    let mut bytes = vec![];
+    wire::encode_close(&close, &mut bytes);
+    assert_eq!(bytes.len(), 5 + CONTROL_FRAME_BODY_BYTES_MAX as usize);
+    p.send(&bytes);
+    p.drive();
     assert_eq!(p.ending(), Some(&Ending::PeerClosed));
     assert!(p.frames.is_empty(), "no CLOSE frame in answer");
-    assert!(p.buffered_max <= 5);
 }
 
 #[test]
@@ -1098,13 +1137,8 @@ fn shutdown_before_hello_closes_at_once() {
     let mut p = Pair::new(SessionConfig::default());
     p.server.shutdown();
     p.apply_outputs();
-    assert_eq!(
-        p.ending(),
-        Some(&Ending::Abort {
-            status: Status::ShuttingDown,
-            reason: "server is shutting down".into()
-        })
-    );
+    p.drive();
+    assert_closed(&p, Status::ShuttingDown, "server is shutting down");
 }
 
 #[test]
@@ -1135,7 +1169,7 @@ fn run_chunks(chunks: &[&[u8]]) -> (Vec<ServerOutput>, Vec<u8>) {
             inflight_batches_max: 2,
             ..SessionConfig::default()
         },
-        key: key(),
+        auth: auth(),
         confirms: registry.clone(),
     });
     let mut s = ServerSession::new(ctx, 0);
@@ -1145,9 +1179,9 @@ fn run_chunks(chunks: &[&[u8]]) -> (Vec<ServerOutput>, Vec<u8>) {
             while let Some(o) = s.poll_output() {
                 match &o {
                     ServerOutput::Submit(sub) => sink.push_back(sub.ticket),
-                    ServerOutput::Authenticated { device_id } => {
-                        let r = registry.attach(*device_id, 1, 1);
-                        s.attached(T0_MS, r.as_deref());
+                    ServerOutput::Authenticated { claims } => {
+                        let r = registry.attach(claims.device_id, 1, 1);
+                        s.attached(t0(), r.as_deref());
                     }
                     _ => {}
                 }
@@ -1157,15 +1191,15 @@ fn run_chunks(chunks: &[&[u8]]) -> (Vec<ServerOutput>, Vec<u8>) {
     for chunk in chunks {
         while !s.wants_read() && !sink.is_empty() {
             let t = sink.pop_front().expect("non-empty");
-            s.on_sink_outcome(T0_MS, t, SinkOutcome::ok());
+            s.on_sink_outcome(t0(), t, SinkOutcome::ok());
             pump(&mut s, &mut outputs, &mut sink);
         }
-        s.handle_data(T0_MS, chunk);
+        s.handle_data(t0(), chunk);
         pump(&mut s, &mut outputs, &mut sink);
         assert!(s.buffered_bytes() <= chunks.iter().map(|c| c.len()).sum::<usize>());
     }
     while let Some(t) = sink.pop_front() {
-        s.on_sink_outcome(T0_MS, t, SinkOutcome::ok());
+        s.on_sink_outcome(t0(), t, SinkOutcome::ok());
         pump(&mut s, &mut outputs, &mut sink);
     }
     s.poll_transmit(&mut tx);
@@ -1270,3 +1304,6 @@ proptest! {
         let _ = run_chunks(&[&bytes]);
     }
 }
+
+mod deadlines;
+mod identity;

@@ -5,12 +5,17 @@
 //!   `decompressed_bytes_max + 1` bytes (streaming decoder with a bounded window and an
 //!   output buffer that grows only up to that cap), and returns the batch seq whenever the
 //!   first 8 body bytes are present, so even a rejected batch can be acked.
+//! * Work follows the limits, not the input: every column's element count comes from the
+//!   payload's packed lengths (`columns.rs`, counted while zstd output is produced) and a
+//!   column over `batch_fixes_max` is refused before any column is allocated or decoded;
+//!   a `batch_seq` above [`seq_max`] is refused before the payload is looked at.
 //! * [`validate`] is the one validator ([`fix::validate`]) with the server's time window:
 //!   pure, `now_ms` is an argument; it reports the first offending fix with its index, the
 //!   value and the limit.
 //! * Encoding then decoding any [`Fixes`] that [`validate`] accepts returns equal columns.
 //! * Nothing here does IO or reads a clock.
 
+use super::columns::{self, PayloadError};
 use super::{FRAME_HEADER_LEN, FrameType, Status};
 use fix::{Checks, FixError, Fixes, TimeBounds};
 use prost::Message;
@@ -439,8 +444,27 @@ impl BatchDecoder {
                 "batch_seq 0 is reserved; seqs start at 1".to_string(),
             ));
         }
+        let seq_max = seq_max(limits, now_ms);
+        if seq > seq_max {
+            return Err(err(
+                Status::InvalidSequence,
+                format!(
+                    "batch_seq {seq} is above the server clock in microseconds plus future_skew_ms ({seq_max})"
+                ),
+            ));
+        }
         let payload = &body[BATCH_PREFIX_LEN..];
         let cap = limits.decompressed_bytes_max as usize;
+        let payload_err = |e: PayloadError| match e {
+            PayloadError::TooManyElements { column, max } => err(
+                Status::TooManyFixes,
+                format!("column {column} holds more than batch_fixes_max {max} elements"),
+            ),
+            PayloadError::Malformed(reason) => err(
+                Status::MalformedFrame,
+                format!("payload is not a valid protobuf Batch: {reason}"),
+            ),
+        };
         let batch = match encoding {
             0 => {
                 if payload.len() > cap {
@@ -452,12 +476,14 @@ impl BatchDecoder {
                         ),
                     ));
                 }
-                Batch::decode(payload)
+                columns::count_and_decode(payload, limits.batch_fixes_max).map_err(payload_err)?
             }
             1 => {
-                self.decompress(payload, limits)
-                    .map_err(|(status, reason)| err(status, reason))?;
-                Batch::decode(self.scratch.as_slice())
+                let counts = self.decompress(payload, limits).map_err(|e| match e {
+                    Decompress::Zstd(status, reason) => err(status, reason),
+                    Decompress::Payload(e) => payload_err(e),
+                })?;
+                columns::decode(&self.scratch, &counts).map_err(payload_err)?
             }
             other => {
                 return Err(err(
@@ -465,13 +491,7 @@ impl BatchDecoder {
                     format!("encoding {other} is not 0 (raw) or 1 (zstd)"),
                 ));
             }
-        }
-        .map_err(|e| {
-            err(
-                Status::MalformedFrame,
-                format!("payload is not a valid protobuf Batch: {e}"),
-            )
-        })?;
+        };
         let fixes =
             resolve_deltas(batch, limits).map_err(|(status, reason)| err(status, reason))?;
         validate(&fixes, limits, now_ms)
@@ -479,26 +499,35 @@ impl BatchDecoder {
         Ok((seq, fixes))
     }
 
-    /// Decompresses one zstd frame into `self.scratch`, refusing output over the cap.
-    fn decompress(&mut self, payload: &[u8], limits: &Limits) -> Result<(), (Status, String)> {
+    /// Decompresses one zstd frame into `self.scratch`, refusing output over the cap,
+    /// and counts the payload's column elements as the output is produced: a column over
+    /// `batch_fixes_max` stops the decompression at once. Returns the counts.
+    fn decompress(&mut self, payload: &[u8], limits: &Limits) -> Result<[u64; 7], Decompress> {
         let cap = limits.decompressed_bytes_max as usize;
         let too_large = |what: String| {
-            (
+            Decompress::Zstd(
                 Status::DecompressedTooLarge,
                 format!("{what} exceeds decompressed_bytes_max {cap}"),
             )
         };
         let failed = |code: usize| {
-            (
+            Decompress::Zstd(
                 Status::DecompressFailed,
                 format!("zstd: {}", zstd_error_name(code)),
             )
         };
+        // One standard frame only: a skippable frame (alone or first) carries no Batch.
+        if !payload.starts_with(&ZSTD_MAGIC) {
+            return Err(Decompress::Zstd(
+                Status::DecompressFailed,
+                "zstd: payload does not start with a zstd frame (magic 28 b5 2f fd; skippable frames are not accepted)".to_string(),
+            ));
+        }
         // A declared content size lets us refuse a bomb before decompressing anything.
         let declared = match zstd_safe::get_frame_content_size(payload) {
             Ok(size) => size,
             Err(_) => {
-                return Err((
+                return Err(Decompress::Zstd(
                     Status::DecompressFailed,
                     "zstd: payload does not start with a valid zstd frame header".to_string(),
                 ));
@@ -515,8 +544,11 @@ impl BatchDecoder {
             self.scratch = Vec::new();
         }
         self.scratch.clear();
+        // Never allocate from the declared size beyond one chunk: memory follows the
+        // output actually produced (and checked).
         let initial = declared
             .map_or(DECOMPRESS_INITIAL_BYTES, |s| s as usize + 1)
+            .min(DECOMPRESS_INITIAL_BYTES)
             .min(limit);
         self.scratch.reserve_exact(initial);
         self.dctx
@@ -525,6 +557,7 @@ impl BatchDecoder {
         self.dctx
             .set_parameter(DParameter::WindowLogMax(limits.zstd_window_log_max()))
             .map_err(failed)?;
+        let mut counter = columns::Counter::default();
         let mut input = InBuffer::around(payload);
         loop {
             if self.scratch.len() == self.scratch.capacity() {
@@ -546,20 +579,23 @@ impl BatchDecoder {
             if self.scratch.len() > cap {
                 return Err(too_large("decompressed payload".to_string()));
             }
+            counter
+                .scan(&self.scratch, false, limits.batch_fixes_max)
+                .map_err(Decompress::Payload)?;
             if hint == 0 {
                 break;
             }
             let progressed = self.scratch.len() > out_before || input.pos() > in_before;
             let out_full = self.scratch.len() == self.scratch.capacity();
             if !progressed && !out_full {
-                return Err((
+                return Err(Decompress::Zstd(
                     Status::DecompressFailed,
                     "zstd: payload ends inside the frame (truncated)".to_string(),
                 ));
             }
         }
         if input.pos() != payload.len() {
-            return Err((
+            return Err(Decompress::Zstd(
                 Status::DecompressFailed,
                 format!(
                     "zstd: {} trailing bytes after the frame",
@@ -567,8 +603,30 @@ impl BatchDecoder {
                 ),
             ));
         }
-        Ok(())
+        counter
+            .scan(&self.scratch, true, limits.batch_fixes_max)
+            .map_err(Decompress::Payload)?;
+        Ok(counter.counts())
     }
+}
+
+/// Why [`BatchDecoder::decompress`] stopped.
+enum Decompress {
+    /// A zstd failure or the output cap: the status and reason.
+    Zstd(Status, String),
+    /// The output seen so far is not an acceptable `Batch`.
+    Payload(PayloadError),
+}
+
+/// The magic number opening a standard zstd frame (RFC 8878), little-endian on the wire.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// The largest `batch_seq` accepted at server time `now_ms`: the server clock in
+/// microseconds plus `future_skew_ms` (a seq is a counter or a creation time in µs, so one
+/// far above it can only poison the device's dedup window).
+pub fn seq_max(limits: &Limits, now_ms: i64) -> u64 {
+    let ms = now_ms.saturating_add(limits.future_skew_ms.max(0));
+    u64::try_from(ms).unwrap_or(0).saturating_mul(1000)
 }
 
 /// Turns delta-encoded columns into absolute [`Fixes`]; refuses more fixes than the limit

@@ -46,7 +46,8 @@ pub enum Status {
     InvalidField = 111,
     /// The seq is below the server's dedup window for this device.
     StaleSequence = 112,
-    /// The seq is 0, which is reserved.
+    /// The seq is 0, which is reserved, or above the server clock in microseconds plus
+    /// `future_skew_ms` (one such seq would make every later batch of the device stale).
     InvalidSequence = 113,
     /// A CONFIRM names no request outstanding for this device (never sent, already
     /// answered, or cancelled). Do not resend it.
@@ -62,6 +63,10 @@ pub enum Status {
     UnsupportedVersion = 201,
     /// A frame arrived out of order (BATCH before HELLO, HELLO twice, ...).
     ProtocolViolation = 202,
+    /// Another connection authenticated as the same device and took over its session (one
+    /// session per device): do not reconnect automatically, a second holder of the
+    /// credential is active.
+    SessionReplaced = 203,
     /// The server is overloaded: resend after `retry_after_ms`.
     Overloaded = 300,
     /// The server is shutting down: reconnect and resend after `retry_after_ms`.
@@ -102,7 +107,7 @@ impl StatusClass {
 
 impl Status {
     /// Every status defined by protocol v1, in code order.
-    pub const ALL: [Status; 26] = [
+    pub const ALL: [Status; 27] = [
         Status::Ok,
         Status::Duplicate,
         Status::MalformedFrame,
@@ -125,6 +130,7 @@ impl Status {
         Status::Unauthenticated,
         Status::UnsupportedVersion,
         Status::ProtocolViolation,
+        Status::SessionReplaced,
         Status::Overloaded,
         Status::ShuttingDown,
         Status::StorageUnavailable,
@@ -196,6 +202,7 @@ impl Status {
             Status::Unauthenticated => "UNAUTHENTICATED",
             Status::UnsupportedVersion => "UNSUPPORTED_VERSION",
             Status::ProtocolViolation => "PROTOCOL_VIOLATION",
+            Status::SessionReplaced => "SESSION_REPLACED",
             Status::Overloaded => "OVERLOADED",
             Status::ShuttingDown => "SHUTTING_DOWN",
             Status::StorageUnavailable => "STORAGE_UNAVAILABLE",
@@ -255,6 +262,7 @@ mod tests {
             (200, "UNAUTHENTICATED"),
             (201, "UNSUPPORTED_VERSION"),
             (202, "PROTOCOL_VIOLATION"),
+            (203, "SESSION_REPLACED"),
             (300, "OVERLOADED"),
             (301, "SHUTTING_DOWN"),
             (302, "STORAGE_UNAVAILABLE"),

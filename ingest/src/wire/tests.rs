@@ -304,8 +304,12 @@ fn zstd_bomb_with_declared_size_is_refused_without_decompressing() {
 
 #[test]
 fn zstd_bomb_without_declared_size_stops_at_the_cap() {
-    // A streaming encoder does not write the content size: only the output cap can stop it.
+    // A streaming encoder does not write the content size: only the output cap can stop
+    // it. The zeros sit inside one unknown length-delimited field (9) announcing 64 MiB,
+    // which is valid protobuf so far, so the structural check cannot refuse it earlier.
     let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("encoder");
+    enc.write_all(&[0x4a, 0x80, 0x80, 0x80, 0x20])
+        .expect("write");
     let chunk = vec![0u8; 1 << 20];
     for _ in 0..64 {
         enc.write_all(&chunk).expect("write");
@@ -331,9 +335,131 @@ fn zstd_bomb_without_declared_size_stops_at_the_cap() {
     let mut out = vec![];
     encode_batch_frame(13, &fixes(3), 3, &mut out).expect("encode");
     assert_eq!(
-        dec.decode(body_of(&out), &limits, NOW_MS).expect("ok").0,
-        13
+        dec.decode(body_of(&out), &limits, NOW_MS).expect("ok").1,
+        fixes(3)
     );
+}
+
+/// The attack of issue 11: a small zstd payload expanding to one packed column of zeros,
+/// each zero byte a fix. Refused as TOO_MANY_FIXES from the element count after the first
+/// output chunk: the decompression buffer stays at one chunk and no column is allocated.
+#[test]
+fn packed_zero_bomb_is_counted_and_refused_after_one_chunk() {
+    let zeros = 4_000_000usize; // under decompressed_bytes_max, 400x batch_fixes_max
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("encoder");
+    enc.write_all(&[0x0a, 0x80, 0x92, 0xf4, 0x01])
+        .expect("write"); // field 1, LEN 4 000 000
+    enc.write_all(&vec![0u8; zeros]).expect("write");
+    let compressed = enc.finish().expect("finish");
+    assert!(
+        compressed.len() < 1024,
+        "a bomb is small: {}",
+        compressed.len()
+    );
+    let mut body = 21u64.to_be_bytes().to_vec();
+    body.push(1);
+    body.extend(&compressed);
+    let limits = Limits::default();
+    let mut dec = BatchDecoder::new();
+    let e = dec.decode(&body, &limits, NOW_MS).expect_err("bomb");
+    assert_eq!((e.batch_seq, e.status), (Some(21), Status::TooManyFixes));
+    assert_eq!(
+        e.reason,
+        "column time_ms holds more than batch_fixes_max 10000 elements"
+    );
+    assert!(
+        dec.scratch_capacity() <= 64 * 1024,
+        "decompressed past the first chunk: {} bytes",
+        dec.scratch_capacity()
+    );
+    // The same column uncompressed is refused from the count too.
+    let mut raw = 22u64.to_be_bytes().to_vec();
+    raw.push(0);
+    raw.extend([0x0a, 0x91, 0x4e]); // field 1, LEN 10 001
+    raw.extend(vec![0u8; 10_001]);
+    assert_eq!(reject(&raw, &limits).status, Status::TooManyFixes);
+    // At the edge: 10 000 elements are counted and decoded (then judged as fixes).
+    let mut f = fixes(1);
+    for _ in 1..limits.batch_fixes_max {
+        f.push(&fix(0));
+    }
+    let mut out = vec![];
+    encode_batch_frame(23, &f, 3, &mut out).expect("encode");
+    assert_eq!(
+        decode_batch(body_of(&out), &limits, NOW_MS)
+            .expect("at the edge")
+            .1,
+        f
+    );
+}
+
+#[test]
+fn a_skippable_zstd_frame_is_decompress_failed() {
+    // Alone (RFC 8878 §3.1.2: magic 0x184D2A5?, 4-byte length, user data) or in front.
+    let skippable = [0x50, 0x2a, 0x4d, 0x18, 2, 0, 0, 0, 0xaa, 0xbb];
+    let mut body = 3u64.to_be_bytes().to_vec();
+    body.push(1);
+    body.extend(skippable);
+    let e = reject(&body, &Limits::default());
+    assert_eq!(e.status, Status::DecompressFailed);
+    assert!(
+        e.reason.contains("skippable frames are not accepted"),
+        "{}",
+        e.reason
+    );
+    let mut out = vec![];
+    encode_batch_frame(3, &fixes(2), 3, &mut out).expect("encode");
+    let mut body = body_of(&out)[..9].to_vec();
+    body.extend(skippable);
+    body.extend(&body_of(&out)[9..]);
+    assert_eq!(
+        reject(&body, &Limits::default()).status,
+        Status::DecompressFailed
+    );
+}
+
+#[test]
+fn a_32_bit_column_over_32_bits_is_malformed() {
+    // lat_e7 (sint32) as the 5-byte varint of 2^32 + 2: protobuf would truncate it to 1.
+    let mut raw = 4u64.to_be_bytes().to_vec();
+    raw.push(0);
+    raw.extend([0x08, 0x00, 0x10, 0x82, 0x80, 0x80, 0x80, 0x10]);
+    let e = reject(&raw, &Limits::default());
+    assert_eq!(e.status, Status::MalformedFrame);
+    assert!(
+        e.reason
+            .contains("lat_e7 varint 4294967298 does not fit in 32 bits"),
+        "{}",
+        e.reason
+    );
+}
+
+#[test]
+fn seq_is_bounded_by_the_server_clock_in_microseconds() {
+    let limits = Limits::default();
+    let max = (NOW_MS as u64 + limits.future_skew_ms as u64) * 1000;
+    assert_eq!(seq_max(&limits, NOW_MS), max);
+    let mut out = vec![];
+    encode_batch_frame_raw(max, &fixes(1), &mut out).expect("encode");
+    assert_eq!(
+        decode_batch(body_of(&out), &limits, NOW_MS)
+            .expect("at the edge")
+            .0,
+        max
+    );
+    for seq in [max + 1, 1 << 62, u64::MAX] {
+        out.clear();
+        encode_batch_frame_raw(seq, &fixes(1), &mut out).expect("encode");
+        let e = reject(body_of(&out), &limits);
+        assert_eq!(
+            (e.batch_seq, e.status),
+            (Some(seq), Status::InvalidSequence),
+            "{seq}"
+        );
+        assert!(e.reason.contains(&format!("({max})")), "{}", e.reason);
+    }
+    // A clock before 1970 accepts nothing rather than wrapping.
+    assert_eq!(seq_max(&limits, -limits.future_skew_ms - 1), 0);
 }
 
 #[test]
@@ -639,7 +765,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn round_trip_arbitrary_fixes(list in prop::collection::vec(arb_fix(), 1..300), seq in 1..u64::MAX, level in -5..10i32, raw in any::<bool>()) {
+    fn round_trip_arbitrary_fixes(list in prop::collection::vec(arb_fix(), 1..300), seq in 1..=seq_max(&Limits::default(), NOW_MS), level in -5..10i32, raw in any::<bool>()) {
         let mut f = Fixes::default();
         for x in &list {
             f.push(x);
