@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
-//!     cargo test -p silence --release --test silence_loom
+//!     cargo test -p silence --test silence_loom
 //! ```
 //!
 //! Without `--cfg loom` this file compiles to nothing.
