@@ -27,7 +27,7 @@ fn policy_when_prints_warning_and_expiry() {
         &cfg,
         r#"[silence]
 policies = [
-  { name = "field", warning = "1 working day", expiry = "3 working days", calendar = "de" },
+  { name = "field", warning = "1 working day", expiry = "3 working days", calendar = "de", counting = "instant" },
 ]
 groups = [{ name = "lab", policy = "field", ranges = [[100, 199]] }]
 exemptions = [
@@ -105,7 +105,7 @@ exemptions = [
     std::fs::create_dir_all(&cal).unwrap();
     std::fs::write(
         cal.join("2026.toml"),
-        "name = \"xx\"\nyear = 2026\ntime_zone = \"UTC\"\nweekend = [\"sat\"]\nholidays = [{ date = \"2026-13-01\", name = \"x\" }]\n",
+        "name = \"xx\"\nyear = 2026\ntime_zone = \"UTC\"\nweekend = [\"sat\"]\nstatus = \"provisional\"\nsource = \"test\"\nholidays = [{ date = \"2026-13-01\", name = \"x\" }]\n",
     )
     .unwrap();
     let bad = dir.path().join("bad.toml");
@@ -122,5 +122,5 @@ exemptions = [
         &["--policy", "p", "--last-fix", "2026-05-22T18:00:00Z"],
     );
     assert!(!ok);
-    assert!(err.contains("2026.toml:5: holidays[0].date"), "{err}");
+    assert!(err.contains("2026.toml:7: holidays[0].date"), "{err}");
 }

@@ -11,7 +11,7 @@
 //!   ([`Explanation::to_json`]) for an admin endpoint.
 
 use super::event::JsonStr;
-use super::policy::{Judgement, Level};
+use super::policy::{Judgement, Level, next_level};
 use super::rules::{ExemptionState, PolicySet};
 use super::table::DeviceState;
 
@@ -47,11 +47,18 @@ pub struct Explanation {
     pub warning_from_s: u32,
     /// The instant the expiry is counted from.
     pub expiry_from_s: u32,
-    /// When the warning fires (`None` while exempt).
+    /// When the warning fires (`None` while exempt, or past the calendar's coverage).
     pub warning_at_s: Option<i64>,
-    /// When the expiry fires (`None` while exempt).
+    /// When the expiry fires (`None` while exempt, or when it would need days past the
+    /// calendar's coverage under `past_coverage = "refuse"`).
     pub expiry_at_s: Option<i64>,
+    /// Why the scan does not judge the device, if it does not (besides an exemption).
+    pub not_judged: Option<String>,
 }
+
+/// [`Explanation::not_judged`] when a deadline would need days past the calendar's coverage.
+pub const NOT_JUDGED_PAST_COVERAGE: &str = "a deadline would need days past the calendar's \
+     coverage (past_coverage = \"refuse\"): add the next year's calendar file";
 
 /// Explains `state` under `set` at `now_s`; `confirmed_s` is the device's pending
 /// confirmation ([`crate::SilenceTable::confirmation`]).
@@ -77,13 +84,28 @@ pub fn explain(
         ExemptionState::Exempt(e) => Some(e.reason.clone()),
         ExemptionState::NotExempt { .. } => None,
     };
-    let (level_now, warning_at_s, expiry_at_s) = match detail.judgement {
-        Judgement::Exempt => (state.level, None, None),
-        Judgement::Level(l) => (
-            l,
-            Some(policy.warning.deadline_s(i64::from(detail.warning_from_s))),
-            Some(policy.expiry.deadline_s(i64::from(detail.expiry_from_s))),
+    let mode = set.past_coverage();
+    let within = |t: &crate::Threshold, from: u32| t.deadline_within(i64::from(from), mode);
+    let (level_now, warning_at_s, expiry_at_s, not_judged) = match detail.judgement {
+        Judgement::Exempt => (state.level, None, None, None),
+        Judgement::PastCoverage => (
+            state.level,
+            within(&policy.warning, detail.warning_from_s),
+            within(&policy.expiry, detail.expiry_from_s),
+            Some(NOT_JUDGED_PAST_COVERAGE.to_string()),
         ),
+        Judgement::Level(l) => {
+            // As the scan does: only a fix lowers a level (a warning also a confirmation).
+            let judged_from = state.last_fix_s.unwrap_or(since_s);
+            let fresh =
+                state.level == Level::Reporting || state.silent_since_s != Some(judged_from);
+            (
+                next_level(state.level, l, fresh, confirmed_s.is_some()),
+                within(&policy.warning, detail.warning_from_s),
+                within(&policy.expiry, detail.expiry_from_s),
+                None,
+            )
+        }
     };
     Explanation {
         device_id: state.device_id,
@@ -102,6 +124,7 @@ pub fn explain(
         expiry_from_s: detail.expiry_from_s,
         warning_at_s,
         expiry_at_s,
+        not_judged,
     }
 }
 
@@ -151,6 +174,9 @@ impl std::fmt::Display for Explanation {
         if let Some(r) = &self.exempt_reason {
             writeln!(f, "exempt: {r}")?;
         }
+        if let Some(r) = &self.not_judged {
+            writeln!(f, "not judged: {r}")?;
+        }
         writeln!(
             f,
             "warning: {} ({} counted from {})",
@@ -183,7 +209,7 @@ impl Explanation {
             v.map_or_else(|| "null".to_string(), |v| JsonStr(v).to_string())
         }
         format!(
-            r#"{{"device_id":{},"now_s":{},"policy":{},"group":{},"exempt_reason":{},"last_fix_s":{},"last_contact_s":{},"confirmed_s":{},"recorded_level":"{}","level_now":"{}","warning_rule":{},"expiry_rule":{},"warning_from_s":{},"expiry_from_s":{},"warning_at_s":{},"expiry_at_s":{}}}"#,
+            r#"{{"device_id":{},"now_s":{},"policy":{},"group":{},"exempt_reason":{},"last_fix_s":{},"last_contact_s":{},"confirmed_s":{},"recorded_level":"{}","level_now":"{}","warning_rule":{},"expiry_rule":{},"warning_from_s":{},"expiry_from_s":{},"warning_at_s":{},"expiry_at_s":{},"not_judged":{}}}"#,
             self.device_id,
             self.now_s,
             JsonStr(&self.policy),
@@ -200,6 +226,7 @@ impl Explanation {
             self.expiry_from_s,
             n(self.warning_at_s),
             n(self.expiry_at_s),
+            s(self.not_judged.as_deref()),
         )
     }
 }

@@ -67,7 +67,7 @@ pub fn confirm_actions(events: &[SilenceEvent]) -> impl Iterator<Item = ConfirmA
         match e.kind {
             EventKind::Warned => Some(ConfirmAction::Request(device_id)),
             EventKind::Resumed { .. } => Some(ConfirmAction::Cancel(device_id)),
-            EventKind::Expired | EventKind::Confirmed { .. } => None,
+            EventKind::Expired | EventKind::Confirmed { .. } | EventKind::NotJudged => None,
         }
     })
 }

@@ -440,6 +440,7 @@ fn scan_stats_count_levels() {
             expired: 1,
             events: 2,
             exempt: 0,
+            past_coverage: 0,
         }
     );
     assert_eq!(out.len(), 2);
@@ -826,7 +827,9 @@ fn stress_writers_and_scanner() {
             EventKind::Warned => warned += 1,
             EventKind::Expired => expired += 1,
             EventKind::Resumed { .. } => resumed += 1,
-            EventKind::Confirmed { .. } => unreachable!("no confirmations in this run"),
+            EventKind::Confirmed { .. } | EventKind::NotJudged => {
+                unreachable!("no confirmations or calendars in this run")
+            }
         }
     }
     println!(
@@ -936,7 +939,8 @@ proptest! {
                     for (&device, m) in model.iter_mut() {
                         let prev = m.level.unwrap_or(Level::Reporting);
                         let from = if m.fix != 0 { m.fix } else if m.since != 0 { m.since } else { m.first_contact };
-                        let next = next_level(prev, p.level(from, now_s));
+                        let fresh_fix = prev == Level::Reporting || from != m.since;
+                        let next = next_level(prev, p.level(from, now_s), fresh_fix, false);
                         if next != Level::Reporting { m.since = from; }
                         if next != prev {
                             let kind = match next {
