@@ -598,6 +598,65 @@ pub enum DayKind<'a> {
     Uncovered(bool),
 }
 
+/// A calendar whose coverage ends within this many days is reported at start and by
+/// `hexflow calendar check`.
+pub const COVERAGE_WARNING_DAYS: i64 = 60;
+
+/// A calendar's coverage at one instant ([`Calendar::coverage_at`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coverage {
+    /// The calendar.
+    pub name: String,
+    /// Its zone.
+    pub time_zone: String,
+    /// Each covered year with its declared status.
+    pub years: Vec<(i16, YearStatus)>,
+    /// The last covered day.
+    pub last_day: Date,
+    /// Days from today (in the calendar's zone) to `last_day`; negative once past it.
+    pub days_left: i64,
+}
+
+impl Coverage {
+    /// Whether the coverage ends within [`COVERAGE_WARNING_DAYS`] (or has ended).
+    pub fn ends_soon(&self) -> bool {
+        self.days_left < COVERAGE_WARNING_DAYS
+    }
+
+    /// The provisional years.
+    pub fn provisional_years(&self) -> Vec<i16> {
+        self.years
+            .iter()
+            .filter(|(_, s)| matches!(s, YearStatus::Provisional { .. }))
+            .map(|(y, _)| *y)
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Coverage {
+    /// The `hexflow calendar check` block: a summary line, then one line per year.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let first = self.years.first().map_or(0, |y| y.0);
+        let last = self.years.last().map_or(0, |y| y.0);
+        write!(
+            f,
+            "{} ({}): {first}..={last}, coverage ends {} ",
+            self.name, self.time_zone, self.last_day
+        )?;
+        if self.days_left < 0 {
+            writeln!(f, "(ENDED {} days ago)", -self.days_left)?;
+        } else if self.ends_soon() {
+            writeln!(f, "(WARNING: in {} days)", self.days_left)?;
+        } else {
+            writeln!(f, "(in {} days)", self.days_left)?;
+        }
+        for (year, status) in &self.years {
+            writeln!(f, "  {year} {}: {}", status.as_str(), status.source())?;
+        }
+        Ok(())
+    }
+}
+
 /// A validated working-day calendar over a contiguous range of years.
 #[derive(Debug, Clone)]
 pub struct Calendar {
@@ -716,6 +775,22 @@ impl Calendar {
             return None;
         }
         Some(self.first_day + i as i32 - 1)
+    }
+
+    /// The calendar's coverage as seen at `now_s` (days counted in the calendar's zone).
+    pub fn coverage_at(&self, now_s: i64) -> Coverage {
+        let today = jiff::Timestamp::from_second(now_s)
+            .map(|t| epoch_day(self.time_zone.to_datetime(t).date()))
+            .unwrap_or(self.last_day);
+        Coverage {
+            name: self.name.clone(),
+            time_zone: self.time_zone_name.clone(),
+            years: (self.first_year..=self.last_year)
+                .zip(self.statuses.iter().cloned())
+                .collect(),
+            last_day: date_of_epoch_day(self.last_day),
+            days_left: i64::from(self.last_day) - i64::from(today),
+        }
     }
 
     /// Whether `date` is a working day.

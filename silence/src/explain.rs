@@ -12,7 +12,7 @@
 
 use super::event::JsonStr;
 use super::policy::{Judgement, Level, next_level};
-use super::rules::{ExemptionState, PolicySet};
+use super::rules::{ExemptionState, Firing, PolicyDef, PolicySet, Threshold, When};
 use super::table::DeviceState;
 
 /// One device's silence state, explained. Times are Unix seconds.
@@ -125,6 +125,45 @@ pub fn explain(
         warning_at_s,
         expiry_at_s,
         not_judged,
+    }
+}
+
+/// The `hexflow policy when` answer: `warning: …` and `expiry: …` lines, each
+/// `2026-05-26T22:00:00Z (2026-05-27T00:00:00+02:00 Europe/Berlin)` (UTC, then the zone the
+/// threshold counts days in, if it does), `never`, or why it is not computed.
+pub fn render_when(when: &When, policy: &PolicyDef) -> String {
+    format!(
+        "warning: {}\nexpiry: {}\n",
+        render_firing(when.warning, &policy.warning),
+        render_firing(when.expiry, &policy.expiry)
+    )
+}
+
+fn render_firing(f: Firing, t: &Threshold) -> String {
+    let zone = match t {
+        Threshold::WorkingDays(w) => Some(&w.time_zone),
+        Threshold::Days(d) => Some(&d.time_zone),
+        Threshold::Duration { .. } => None,
+    };
+    match f {
+        Firing::Never => "never".into(),
+        Firing::PastCoverage => "not computed: it needs days past the calendar's coverage \
+             (past_coverage = \"refuse\"; the server does not judge such a device)"
+            .into(),
+        Firing::At(at) => {
+            let local = zone.and_then(|tz| {
+                let zoned = jiff::Timestamp::from_second(at).ok()?.to_zoned(tz.clone());
+                Some(format!(
+                    "{} {}",
+                    zoned.strftime("%Y-%m-%dT%H:%M:%S%:z"),
+                    tz.iana_name().unwrap_or("?")
+                ))
+            });
+            match local {
+                Some(l) => format!("{} ({l})", rfc3339(at)),
+                None => rfc3339(at),
+            }
+        }
     }
 }
 

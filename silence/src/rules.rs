@@ -647,6 +647,21 @@ impl PolicySet {
         self.past_coverage
     }
 
+    /// Every distinct calendar a policy counts working days on, in policy order.
+    pub fn calendars(&self) -> Vec<Arc<Calendar>> {
+        let mut out: Vec<Arc<Calendar>> = Vec::new();
+        for p in &self.policies {
+            for t in [&p.warning, &p.expiry] {
+                if let Threshold::WorkingDays(w) = t
+                    && !out.iter().any(|c| Arc::ptr_eq(c, &w.calendar))
+                {
+                    out.push(w.calendar.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// The outages not counted against devices.
     pub fn outages(&self) -> &[Outage] {
         &self.outages

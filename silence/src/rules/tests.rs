@@ -1093,3 +1093,152 @@ fn dst_transitions_agree_with_reference() {
         }
     }
 }
+
+// ---- calendar coverage ----
+
+#[test]
+fn coverage_span_is_the_last_date_whose_count_stays_inside() {
+    // ru 2027 ends Wed 29, Thu 30, Fri 31 December (all working): a count of 3 working days
+    // stays inside for a fix dated up to Tue 28.
+    let Threshold::WorkingDays(w) = wd_date("ru", 3) else {
+        unreachable!()
+    };
+    let c = w.coverage();
+    assert_eq!(crate::rfc3339(c.from_s), "2024-12-31T21:00:00Z");
+    assert_eq!(crate::rfc3339(c.until_s), "2027-12-28T21:00:00Z");
+    assert_eq!(crate::rfc3339(c.deadlines_from_s), "2027-12-31T21:00:00Z");
+    let th = Threshold::WorkingDays(w);
+    let tue = t("2027-12-28T23:59:59+03:00");
+    assert_eq!(
+        th.deadline_within(tue, PastCoverage::Refuse),
+        Some(t("2028-01-01T00:00:00+03:00"))
+    );
+    let wed = t("2027-12-29T00:00:00+03:00");
+    assert_eq!(th.deadline_within(wed, PastCoverage::Refuse), None);
+    assert!(th.deadline_within(wed, PastCoverage::Weekends).is_some());
+    // Before the first covered day: refused too.
+    assert_eq!(
+        th.deadline_within(t("2024-12-31T12:00:00+03:00"), PastCoverage::Refuse),
+        None
+    );
+    // Durations and calendar days need no calendar.
+    assert!(Threshold::Duration { seconds: 5 }.coverage().is_none());
+    // The provisional year is a declared fact.
+    let ru = calendar("ru");
+    assert_eq!(
+        ru.year_status(2027).map(|s| s.as_str()),
+        Some("provisional")
+    );
+    assert_eq!(ru.year_status(2025).map(|s| s.as_str()), Some("official"));
+    assert!(ru.year_status(2026).unwrap().source().contains("2026"));
+    assert_eq!(ru.year_status(2028), None);
+    let cov = ru.coverage_at(t("2027-11-15T12:00:00Z"));
+    assert_eq!((cov.days_left, cov.ends_soon()), (46, true));
+    assert_eq!(cov.provisional_years(), [2027]);
+    assert!(!ru.coverage_at(t("2027-10-31T12:00:00Z")).ends_soon());
+    assert!(cov.to_string().contains("WARNING: in 46 days"), "{cov}");
+}
+
+// ---- one answer for the CLI and the scan ----
+
+/// `fires` gives `at`; the scan's judgement agrees one second before and at `at`.
+fn scan_agrees(set: &PolicySet, device: u64, fix: i64, at: Firing, level: Level) {
+    let Firing::At(at) = at else {
+        panic!("expected an instant, got {at:?}")
+    };
+    let fix = u32::try_from(fix).unwrap();
+    let at = u32::try_from(at).unwrap();
+    let judged = |now: u32| match set.prepare(now).judge_detail(device, fix, 0).judgement {
+        Judgement::Level(l) => Some(l),
+        _ => None,
+    };
+    assert!(
+        judged(at - 1).is_none_or(|l| l < level),
+        "one second before {}: {:?}",
+        crate::rfc3339(at.into()),
+        judged(at - 1)
+    );
+    assert!(
+        judged(at).is_some_and(|l| l >= level),
+        "at {}: {:?}",
+        crate::rfc3339(at.into()),
+        judged(at)
+    );
+}
+
+#[test]
+fn policy_when_and_the_scan_agree_on_the_docs_examples() {
+    let c = calendar("de");
+    let tz = c.time_zone().clone();
+    let ctx = PhraseContext {
+        calendar: Some(&c),
+        time_zone: Some(&tz),
+        counting: Counting::Date,
+    };
+    let field = PolicyDef {
+        name: "field".into(),
+        warning: parse_threshold("1 working day", &ctx).unwrap(),
+        expiry: parse_threshold("3 working days", &ctx).unwrap(),
+        confirm_resets: ConfirmResets::Warning,
+    };
+    let ex = |target, from: Option<&str>, until: Option<&str>| Exemption {
+        target,
+        from_s: from.map(|s| u32::try_from(t(s)).unwrap()),
+        until_s: until.map(|s| u32::try_from(t(s)).unwrap()),
+        reason: "r".into(),
+    };
+    let set = PolicySet::new(
+        vec![dur("default", 100, 200), field.clone()],
+        "default",
+        vec![group("berlin", "field", vec![(1000, 1999)], vec![42])],
+        vec![
+            ex(
+                ExemptionTarget::Group("berlin".into()),
+                Some("2026-08-01T00:00:00Z"),
+                Some("2026-08-15T00:00:00Z"),
+            ),
+            ex(ExemptionTarget::Device(7), None, None),
+        ],
+    )
+    .unwrap();
+    // The issue's case: the August window has not started when the May deadlines pass.
+    let fix = t("2026-05-22T18:00:00+02:00");
+    let w = set.fires(&field, Some(42), fix);
+    assert_eq!(w.warning, Firing::At(t("2026-05-27T00:00:00+02:00")));
+    assert_eq!(w.expiry, Firing::At(t("2026-05-29T00:00:00+02:00")));
+    scan_agrees(&set, 42, fix, w.warning, Level::Warned);
+    scan_agrees(&set, 42, fix, w.expiry, Level::Expired);
+    assert_eq!(w, set.fires(&field, None, fix));
+    // A fix just before the window: the deadlines fall inside it and move after its end
+    // (Sat 15 Aug; Mon 17 counted for the warning; Mon 17 - Wed 19 for the expiry).
+    let fix = t("2026-07-31T12:00:00+02:00");
+    let w = set.fires(&field, Some(1500), fix);
+    assert_eq!(w.warning, Firing::At(t("2026-08-18T00:00:00+02:00")));
+    assert_eq!(w.expiry, Firing::At(t("2026-08-20T00:00:00+02:00")));
+    scan_agrees(&set, 1500, fix, w.warning, Level::Warned);
+    scan_agrees(&set, 1500, fix, w.expiry, Level::Expired);
+    // A device outside the group is judged from its fix.
+    let w = set.fires(&field, Some(5), fix);
+    assert_eq!(w.warning, Firing::At(t("2026-08-04T00:00:00+02:00")));
+    // Permanent: never.
+    assert_eq!(
+        set.fires(&field, Some(7), fix),
+        When {
+            warning: Firing::Never,
+            expiry: Firing::Never
+        }
+    );
+    // Past the coverage: not computed, as the scan refuses to judge.
+    let late = t("2027-12-30T12:00:00+01:00");
+    assert_eq!(
+        set.fires(&field, Some(42), late).expiry,
+        Firing::PastCoverage
+    );
+    let at = u32::try_from(t("2028-01-10T00:00:00+01:00")).unwrap();
+    assert_eq!(
+        set.prepare(at)
+            .judge_detail(42, u32::try_from(late).unwrap(), 0)
+            .judgement,
+        Judgement::PastCoverage
+    );
+}
