@@ -55,7 +55,7 @@ pub const CONFIRM_REASON: &str = "no fix past the warning threshold; please conf
 pub enum ConfirmAction {
     /// The device just crossed its warning threshold: ask it to confirm.
     Request(DeviceId),
-    /// The device's silence ended with a fresh fix: it no longer needs to.
+    /// The device's silence ended with a fresh fix, or it expired: it no longer needs to.
     Cancel(DeviceId),
 }
 
@@ -66,8 +66,11 @@ pub fn confirm_actions(events: &[SilenceEvent]) -> impl Iterator<Item = ConfirmA
         let device_id = DeviceId::try_from(e.device_id).ok()?;
         match e.kind {
             EventKind::Warned => Some(ConfirmAction::Request(device_id)),
-            EventKind::Resumed { .. } => Some(ConfirmAction::Cancel(device_id)),
-            EventKind::Expired | EventKind::Confirmed { .. } | EventKind::NotJudged => None,
+            // An expired device is past asking (docs/PROTOCOL.md §9: cancelled on expiry).
+            EventKind::Resumed { .. } | EventKind::Expired => {
+                Some(ConfirmAction::Cancel(device_id))
+            }
+            EventKind::Confirmed { .. } | EventKind::NotJudged => None,
         }
     })
 }
