@@ -252,3 +252,55 @@ fn policy_entries_are_refused_with_their_key() {
     });
     assert!(e.contains("silence.exemptions[0].from"), "{e}");
 }
+
+/// The shipped calendars: all load, every German state calendar is the nationwide `de` plus
+/// its own holidays, and the examples the docs name hold.
+#[test]
+fn shipped_calendars_load_and_german_states_extend_de() {
+    let c = SilenceConfig {
+        calendars_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/calendars"),
+        ..SilenceConfig::default()
+    };
+    let cals = c.calendars_with_fs(&sys::fs::RealFs).unwrap();
+    let names: Vec<&str> = cals.iter().map(|c| c.name()).collect();
+    let states = [
+        "BB", "BE", "BW", "BY", "HB", "HE", "HH", "MV", "NI", "NW", "RP", "SH", "SL", "SN", "ST",
+        "TH",
+    ];
+    let mut expected = vec!["de".to_string()];
+    expected.extend(states.iter().map(|s| format!("de-{s}")));
+    expected.push("ru".into());
+    assert_eq!(names, expected);
+    let by = |n: &str| cals.iter().find(|c| c.name() == n).unwrap();
+    let de = by("de");
+    let date = |s: &str| s.parse::<jiff::civil::Date>().unwrap();
+    for s in states {
+        let st = by(&format!("de-{s}"));
+        assert_eq!(st.years(), (2025, 2027), "{s}");
+        assert_eq!(st.time_zone_name(), "Europe/Berlin");
+        let (first, last) = st.covered_days();
+        for day in first..=last {
+            let d = crate::calendar::date_of_epoch_day(day);
+            // Every nationwide holiday is one in every state.
+            if !de.is_working_date(d) {
+                assert!(!st.is_working_date(d), "{s} {d}");
+            }
+        }
+        for y in 2025..=2027 {
+            assert_eq!(st.year_status(y).unwrap().as_str(), "official", "{s} {y}");
+        }
+    }
+    // The docs' example: Mon 2027-03-08 (Frauentag) is a holiday in Berlin, not nationwide.
+    assert!(de.is_working_date(date("2027-03-08")));
+    assert!(!by("de-BE").is_working_date(date("2027-03-08")));
+    assert!(!by("de-BE").is_working_date(date("2025-05-08")));
+    assert!(by("de-BE").is_working_date(date("2026-05-08")));
+    assert!(!by("de-BY").is_working_date(date("2026-01-06")));
+    assert!(!by("de-NW").is_working_date(date("2026-06-04")));
+    assert!(!by("de-SN").is_working_date(date("2026-11-18")));
+    assert!(!by("de-TH").is_working_date(date("2027-09-20")));
+    assert!(!by("de-SL").is_working_date(date("2025-08-15")));
+    assert!(by("de-BY").is_working_date(date("2025-08-15")));
+    assert!(!by("de-NI").is_working_date(date("2025-10-31")));
+    assert!(by("de-NW").is_working_date(date("2025-10-31")));
+}
