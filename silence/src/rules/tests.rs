@@ -1242,3 +1242,64 @@ fn policy_when_and_the_scan_agree_on_the_docs_examples() {
         Judgement::PastCoverage
     );
 }
+
+#[test]
+fn explain_says_why_a_device_is_not_judged_and_keeps_levels_as_the_scan_does() {
+    use crate::DeviceState;
+    let c = calendar("ru");
+    let tz = c.time_zone().clone();
+    let ctx = PhraseContext {
+        calendar: Some(&c),
+        time_zone: Some(&tz),
+        counting: Counting::Instant,
+    };
+    let ru = PolicyDef {
+        name: "ru".into(),
+        warning: parse_threshold("1 working day", &ctx).unwrap(),
+        expiry: parse_threshold("3 working days", &ctx).unwrap(),
+        confirm_resets: ConfirmResets::Warning,
+    };
+    let set = PolicySet::new(
+        vec![ru],
+        "ru",
+        Vec::new(),
+        vec![Exemption {
+            target: ExemptionTarget::Device(2),
+            from_s: Some(u32::try_from(t("2026-03-10T00:00:00Z")).unwrap()),
+            until_s: Some(u32::try_from(t("2026-04-10T00:00:00Z")).unwrap()),
+            reason: "r".into(),
+        }],
+    )
+    .unwrap();
+    let fix = u32::try_from(t("2027-12-30T12:00:00+03:00")).unwrap();
+    let state = |device_id, level, fix| DeviceState {
+        device_id,
+        last_fix_s: Some(fix),
+        last_contact_s: None,
+        level,
+        silent_since_s: Some(fix),
+    };
+    let now = u32::try_from(t("2028-01-05T12:00:00+03:00")).unwrap();
+    let e = crate::explain(&state(1, Level::Warned, fix), &set, None, now);
+    assert_eq!(
+        e.not_judged.as_deref(),
+        Some(crate::NOT_JUDGED_PAST_COVERAGE)
+    );
+    assert_eq!(e.level_now, Level::Warned);
+    assert_eq!(e.expiry_at_s, None);
+    assert_eq!(e.warning_at_s, Some(t("2027-12-31T12:00:00+03:00")));
+    assert!(e.to_string().contains("not judged: "), "{e}");
+    assert!(
+        e.to_json().contains(r#""not_judged":"a deadline"#),
+        "{}",
+        e.to_json()
+    );
+    // An exemption window that ended does not un-expire a device without a fix.
+    let old_fix = u32::try_from(t("2026-03-02T12:00:00Z")).unwrap();
+    let after = u32::try_from(t("2026-04-10T06:00:00Z")).unwrap();
+    let e = crate::explain(&state(2, Level::Expired, old_fix), &set, None, after);
+    assert_eq!((e.level_now, e.not_judged), (Level::Expired, None));
+    // (The rules alone would say "reporting": counted from the window's end.)
+    let judged = set.prepare(after).judge_detail(2, old_fix, 0).judgement;
+    assert_eq!(judged, Judgement::Level(Level::Reporting));
+}
