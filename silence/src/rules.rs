@@ -769,13 +769,16 @@ impl PolicySet {
             })
             .collect();
         let mut reporting_from_s = cutoffs.iter().map(|c| c[0].max(c[1])).max().unwrap_or(0);
-        // The fast path may only skip devices whose answer the coverage can give: before
-        // the coverage starts, or once a deadline could lie past its end, judge them all.
+        // The fast path may only skip devices whose answer the coverage can give: a fix
+        // before the coverage starts is never skipped, and once a deadline could lie past
+        // its end (now >= deadlines_from_s) a fresh fix is not either (its count needs
+        // uncovered days), so then every device is judged.
         for c in coverage.iter().flatten().flatten() {
-            let mut floor = c.from_s;
-            if now >= c.deadlines_from_s {
-                floor = floor.max(c.until_s);
-            }
+            let floor = if now >= c.deadlines_from_s {
+                T_MAX + 1
+            } else {
+                c.from_s
+            };
             reporting_from_s = reporting_from_s.max(clamp(floor));
         }
         Prepared {

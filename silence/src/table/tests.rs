@@ -1266,6 +1266,31 @@ fn past_coverage_is_refused_once_then_judged_again() {
         [(1, EventKind::Expired, Level::Warned, Level::Expired)]
     );
     assert_eq!(stats.past_coverage, 0);
+    // Once the coverage has ended even a fresh fix cannot be judged (its count needs 2028):
+    // the scan's fast path must not pass it as reporting.
+    set.set_past_coverage(PastCoverage::Refuse);
+    out.clear();
+    table.record_fix(2, now).unwrap();
+    table
+        .scan(now + 180, &set.prepare(now + 180), &mut out)
+        .unwrap();
+    assert_eq!(
+        kinds(&out),
+        [
+            // Device 1 was judged (by weekends) in between, so it is reported again.
+            (1, EventKind::NotJudged, Level::Expired, Level::Expired),
+            (2, EventKind::NotJudged, Level::Reporting, Level::Reporting)
+        ]
+    );
+    out.clear();
+    let stats = table
+        .scan(now + 240, &set.prepare(now + 240), &mut out)
+        .unwrap();
+    assert!(out.is_empty(), "reported once: {out:?}");
+    assert_eq!(
+        (stats.past_coverage, stats.reporting, stats.expired),
+        (2, 1, 1)
+    );
     let expiry = set.policies()[0]
         .expiry
         .deadline_s(i64::from(t("2027-12-30T12:00:00+03:00")));
