@@ -659,32 +659,25 @@ impl SilenceTable {
         let (confirmed_s, confirm_new) = sweep.take_confirmation(device_id, last_fix_s);
         // A fix arrived since the device was last judged silent (or it was never silent).
         let fresh_fix = previous == Level::Reporting || judged_from_s != since_s;
-        let next = match sweep.judge(device_id, previous, judged_from_s, confirmed_s, fresh_fix) {
+        let mut judged = Judged {
+            device_id,
+            previous,
+            next: previous,
+            last_fix_s,
+            last_contact_s: slot.last_contact_s.load(Ordering::Acquire),
+            since_s,
+            judged_from_s,
+        };
+        judged.next = match sweep.judge(device_id, previous, judged_from_s, confirmed_s, fresh_fix)
+        {
             Judgement::Level(next) => next,
             Judgement::Exempt => return Visit::Watch,
             Judgement::PastCoverage => {
-                // Reported once, until the device can be judged again.
-                if state & NOT_JUDGED_FLAG == 0 {
-                    slot.state.store(state | NOT_JUDGED_FLAG, Ordering::Relaxed);
-                    let j = Judged {
-                        device_id,
-                        previous,
-                        next: previous,
-                        last_fix_s,
-                        last_contact_s: slot.last_contact_s.load(Ordering::Acquire),
-                        since_s,
-                        judged_from_s,
-                    };
-                    let policy = sweep
-                        .policy
-                        .event_info(device_id, previous, judged_from_s)
-                        .0;
-                    out.push(j.event(EventKind::NotJudged, policy, 0, sweep.now_s));
-                    sweep.stats.events += 1;
-                }
+                Self::not_judged(slot, state, &judged, sweep, out);
                 return Visit::Watch;
             }
         };
+        let next = judged.next;
         let state = if state & NOT_JUDGED_FLAG != 0 {
             slot.state
                 .store(state & !NOT_JUDGED_FLAG, Ordering::Relaxed);
@@ -697,15 +690,6 @@ impl SilenceTable {
             // still old, fix).
             slot.since_s.store(judged_from_s, Ordering::Relaxed);
         }
-        let judged = Judged {
-            device_id,
-            previous,
-            next,
-            last_fix_s,
-            last_contact_s: slot.last_contact_s.load(Ordering::Acquire),
-            since_s,
-            judged_from_s,
-        };
         Self::record(
             slot,
             state,
@@ -720,6 +704,26 @@ impl SilenceTable {
         } else {
             Visit::Watch
         }
+    }
+
+    /// A device the policy could not judge (past its calendar's coverage): its `not_judged`
+    /// event, once until it is judged again (the slot's [`NOT_JUDGED_FLAG`]).
+    fn not_judged<P: SilencePolicy + ?Sized>(
+        slot: &Slot,
+        state: u32,
+        j: &Judged,
+        sweep: &mut Sweep<'_, P>,
+        out: &mut Vec<SilenceEvent>,
+    ) {
+        if state & NOT_JUDGED_FLAG != 0 {
+            return;
+        }
+        slot.state.store(state | NOT_JUDGED_FLAG, Ordering::Relaxed);
+        let (policy, _) = sweep
+            .policy
+            .event_info(j.device_id, j.previous, j.judged_from_s);
+        out.push(j.event(EventKind::NotJudged, policy, 0, sweep.now_s));
+        sweep.stats.events += 1;
     }
 
     /// Stores a visited slot's new level and emits its events: the `confirmed` event of a
