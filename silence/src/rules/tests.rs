@@ -1303,3 +1303,60 @@ fn explain_says_why_a_device_is_not_judged_and_keeps_levels_as_the_scan_does() {
     let judged = set.prepare(after).judge_detail(2, old_fix, 0).judgement;
     assert_eq!(judged, Judgement::Level(Level::Reporting));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// `fires` (the CLI's answer) against the scan's judgement, on random exemption windows:
+    /// the level is not reached one second before the answer and is reached at it; `never`
+    /// means exempt whenever the deadline has passed.
+    #[test]
+    fn fires_agrees_with_the_scan_on_random_windows(
+        windows in proptest::collection::vec(
+            (any::<bool>(), proptest::option::of(0u32..5_000), proptest::option::of(1u32..5_000)),
+            0..5,
+        ),
+        fix in 1u32..3_000,
+        warn in 1u32..800,
+        extra in 1u32..800,
+    ) {
+        let exemptions: Vec<Exemption> = windows
+            .iter()
+            .filter(|(_, f, u)| match (f, u) {
+                (Some(f), Some(u)) => u > f,
+                _ => true,
+            })
+            .map(|(mine, from_s, until_s)| Exemption {
+                target: ExemptionTarget::Device(if *mine { 1 } else { 2 }),
+                from_s: *from_s,
+                until_s: *until_s,
+                reason: "r".into(),
+            })
+            .collect();
+        let set = PolicySet::new(vec![dur("default", warn, warn + extra)], "default", Vec::new(), exemptions).unwrap();
+        let p = &set.policies()[0];
+        let when = set.fires(p, Some(1), i64::from(fix));
+        for (firing, level) in [(when.warning, Level::Warned), (when.expiry, Level::Expired)] {
+            let judged = |now: u32| match set.prepare(now).judge_detail(1, fix, 0).judgement {
+                Judgement::Level(l) => Some(l),
+                _ => None,
+            };
+            match firing {
+                Firing::At(at) => {
+                    let at = u32::try_from(at).unwrap();
+                    prop_assert!(judged(at).is_some_and(|l| l >= level), "at {at}: {:?}", judged(at));
+                    // No earlier scan sees it (sampled, and the second before).
+                    for now in (fix..at).step_by(13).chain([at - 1]) {
+                        prop_assert!(judged(now).is_none_or(|l| l < level), "{now} before {at}: {:?}", judged(now));
+                    }
+                }
+                Firing::Never => {
+                    for now in [fix + warn + extra, 6_000, 10_000, 100_000] {
+                        prop_assert_eq!(judged(now), None, "now {}", now);
+                    }
+                }
+                Firing::PastCoverage => prop_assert!(false, "durations have no calendar"),
+            }
+        }
+    }
+}
