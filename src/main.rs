@@ -2,7 +2,7 @@
 //!
 //! * `hexflow serve [--config FILE] [--data-dir DIR] [--listen ADDR]`: runs the service.
 //! * `hexflow token DEVICE_ID [--data-dir DIR]`: prints a device token.
-//! * `hexflow policy when --policy NAME --last-fix RFC3339 [--device ID] [--config FILE]`:
+//! * `hexflow policy when --policy NAME --last-fix RFC3339 [--device ID] [--days] [--config FILE]`:
 //!   prints when the warning and the expiry fire (`never` when the device is exempt).
 //! * `hexflow calendar check [--config FILE]`: lists the calendars' coverage and status.
 
@@ -92,6 +92,10 @@ enum PolicyCommand {
         /// prints `never`).
         #[arg(long)]
         device: Option<u64>,
+        /// Also list the calendar days each working-day threshold counted, with their kind
+        /// (working, weekend, holiday, transferred working day).
+        #[arg(long)]
+        days: bool,
         /// TOML config file (policies, groups, exemptions, calendars).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -138,13 +142,14 @@ fn main() -> anyhow::Result<()> {
                     policy,
                     last_fix,
                     device,
+                    days,
                     config,
                 },
         } => {
             let cfg = load_config(config.as_ref(), None, None)?;
             print!(
                 "{}",
-                silence_cli::policy_when(&cfg.silence, &policy, &last_fix, device)?
+                silence_cli::policy_when(&cfg.silence, &policy, &last_fix, device, days)?
             );
             Ok(())
         }

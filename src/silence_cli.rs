@@ -9,7 +9,9 @@ use silence::SilenceConfig;
 
 /// `policy when`: the `warning:` and `expiry:` lines for a device of `policy` whose newest fix
 /// is at `last_fix` (RFC 3339), with `device`'s exemptions if given
-/// ([`silence::render_when`]: UTC, then the threshold's own zone when it counts days).
+/// ([`silence::render_when`]: UTC, then the threshold's own zone when it counts days); with
+/// `days`, one more line per working-day threshold lists the days it counted
+/// ([`silence::render_counted_days`]).
 ///
 /// # Errors
 /// An unknown policy, a bad time, or a configuration that does not load.
@@ -18,6 +20,7 @@ pub fn policy_when(
     policy: &str,
     last_fix: &str,
     device: Option<u64>,
+    days: bool,
 ) -> anyhow::Result<String> {
     let set = cfg.policy_set()?;
     let p = set.policy(policy).with_context(|| {
@@ -26,7 +29,22 @@ pub fn policy_when(
     })?;
     let fix_s = silence::parse_rfc3339(last_fix)
         .with_context(|| format!("--last-fix {last_fix:?} is not an RFC 3339 time"))?;
-    Ok(silence::render_when(&set.fires(p, device, fix_s), p))
+    let when = set.fires(p, device, fix_s);
+    let mut out = silence::render_when(&when, p);
+    if days {
+        let counted = [
+            ("warning", when.warning, when.warning_from_s, &p.warning),
+            ("expiry", when.expiry, when.expiry_from_s, &p.expiry),
+        ];
+        for (name, firing, from_s, threshold) in counted {
+            if let silence::Firing::At(at_s) = firing
+                && let Some(line) = silence::render_counted_days(threshold, from_s, at_s)
+            {
+                out.push_str(&format!("{name} {line}\n"));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `calendar check`: every calendar under `calendars_dir` with its coverage and each year's

@@ -82,6 +82,28 @@ exemptions = [
         "warning: 2026-05-26T22:00:00Z (2026-05-27T00:00:00+02:00 Europe/Berlin)\n\
          expiry: 2026-05-28T22:00:00Z (2026-05-29T00:00:00+02:00 Europe/Berlin)\n"
     );
+    // --days lists what was counted (Whit Monday is a holiday in Berlin too).
+    let (ok, out, err) = run(
+        &cfg,
+        &[
+            "--policy",
+            "legal",
+            "--last-fix",
+            "2026-05-22T18:00:00+02:00",
+            "--days",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.ends_with(
+            "warning counted in Europe/Berlin from Fri 2026-05-22: Sat 05-23 weekend, Sun 05-24 weekend, \
+             Mon 05-25 holiday (Pfingstmontag), Tue 05-26 working day 1\n\
+             expiry counted in Europe/Berlin from Fri 2026-05-22: Sat 05-23 weekend, Sun 05-24 weekend, \
+             Mon 05-25 holiday (Pfingstmontag), Tue 05-26 working day 1, Wed 05-27 working day 2, \
+             Thu 05-28 working day 3\n"
+        ),
+        "{out}"
+    );
     // Past the calendar's coverage nothing is guessed.
     let (ok, out, _) = run(
         &cfg,

@@ -10,6 +10,7 @@
 //! * Pure: no clock, no IO. [`Explanation`] renders as text (`Display`) and as one JSON object
 //!   ([`Explanation::to_json`]) for an admin endpoint.
 
+use super::calendar::DayKind;
 use super::event::JsonStr;
 use super::policy::{Judgement, Level, next_level};
 use super::rules::{ExemptionState, Firing, PolicyDef, PolicySet, Threshold, When};
@@ -138,6 +139,68 @@ pub fn render_when(when: &When, policy: &PolicyDef) -> String {
         render_firing(when.expiry, &policy.expiry)
     )
 }
+
+/// The days a working-day count covered, for `hexflow policy when --days`: from the day
+/// after the local date of `from_s` to the last counted day before `at_s`, each with its
+/// kind (at most [`COUNTED_DAYS_SHOWN`]); `None` for thresholds that count no calendar.
+pub fn render_counted_days(t: &Threshold, from_s: i64, at_s: i64) -> Option<String> {
+    let Threshold::WorkingDays(w) = t else {
+        return None;
+    };
+    let tz = &w.time_zone;
+    let local = |s: i64| {
+        jiff::Timestamp::from_second(s)
+            .ok()
+            .map(|ts| tz.to_datetime(ts))
+    };
+    let (from, at) = (local(from_s)?, local(at_s)?);
+    // A deadline at local 00:00 closes the day before it.
+    let last = if at.time() == jiff::civil::Time::midnight() {
+        at.date().yesterday().ok()?
+    } else {
+        at.date()
+    };
+    let mut out = format!(
+        "counted in {} from {}:",
+        tz.iana_name().unwrap_or("?"),
+        from.date().strftime("%a %Y-%m-%d")
+    );
+    let (mut d, mut working, mut shown) = (from.date().tomorrow().ok()?, 0, 0);
+    while d <= last {
+        if shown == COUNTED_DAYS_SHOWN {
+            out.push_str(", …");
+            break;
+        }
+        let kind = match w.calendar.day_kind(d) {
+            DayKind::Working => {
+                working += 1;
+                format!("working day {working}")
+            }
+            DayKind::TransferredWorkingDay(name) => {
+                working += 1;
+                format!("working day {working} (transferred: {name})")
+            }
+            DayKind::Weekend => "weekend".into(),
+            DayKind::Holiday(name) => format!("holiday ({name})"),
+            DayKind::Uncovered(true) => {
+                working += 1;
+                format!("working day {working} (past the calendar: weekends only)")
+            }
+            DayKind::Uncovered(false) => "weekend (past the calendar)".into(),
+        };
+        out.push_str(&format!(
+            "{} {} {kind}",
+            if shown == 0 { "" } else { "," },
+            d.strftime("%a %m-%d")
+        ));
+        shown += 1;
+        d = d.tomorrow().ok()?;
+    }
+    Some(out)
+}
+
+/// The most days [`render_counted_days`] lists.
+pub const COUNTED_DAYS_SHOWN: usize = 40;
 
 fn render_firing(f: Firing, t: &Threshold) -> String {
     let zone = match t {

@@ -74,7 +74,8 @@ pub mod webhook;
 pub use config::{ExemptionConfig, GroupConfig, PolicyConfig, SilenceConfig, SilenceConfigError};
 pub use event::{EventKind, JsonStr, SilenceEvent};
 pub use explain::{
-    Explanation, NOT_JUDGED_PAST_COVERAGE, explain, parse_rfc3339, render_when, rfc3339, time_zone,
+    COUNTED_DAYS_SHOWN, Explanation, NOT_JUDGED_PAST_COVERAGE, explain, parse_rfc3339,
+    render_counted_days, render_when, rfc3339, time_zone,
 };
 pub use policy::Judgement;
 pub use policy::{Level, Policy, PolicyError, SilencePolicy, next_level};

@@ -806,40 +806,47 @@ impl PolicySet {
     /// calendar coverage), so the first scan at or after [`Firing::At`] sees the level and no
     /// scan before it does.
     pub fn fires(&self, policy: &PolicyDef, device_id: Option<u64>, last_fix_s: i64) -> When {
+        let (warning, warning_from_s) = self.fire(&policy.warning, device_id, last_fix_s);
+        let (expiry, expiry_from_s) = self.fire(&policy.expiry, device_id, last_fix_s);
         When {
-            warning: self.fire(&policy.warning, device_id, last_fix_s),
-            expiry: self.fire(&policy.expiry, device_id, last_fix_s),
+            warning,
+            expiry,
+            warning_from_s,
+            expiry_from_s,
         }
     }
 
     /// One threshold of [`PolicySet::fires`]: the fixpoint of "deadline from the fix, moved
     /// past every exemption window the deadline falls into or after".
-    fn fire(&self, t: &Threshold, device_id: Option<u64>, last_fix_s: i64) -> Firing {
+    /// Also returns the instant the count started from.
+    fn fire(&self, t: &Threshold, device_id: Option<u64>, last_fix_s: i64) -> (Firing, i64) {
         let fix = u32::try_from(last_fix_s.clamp(0, T_MAX)).unwrap_or(u32::MAX);
         let mut from = i64::from(self.after_outages(fix));
         // Each round moves `from` to a later window end, so there are at most as many rounds
         // as exemptions (plus the last).
         for _ in 0..=self.exemptions.len() {
             let Some(at) = t.deadline_within(from, self.past_coverage) else {
-                return Firing::PastCoverage;
+                return (Firing::PastCoverage, from);
             };
             let Some(device_id) = device_id else {
-                return Firing::At(at);
+                return (Firing::At(at), from);
             };
             let at_u32 = u32::try_from(at.clamp(0, T_MAX)).unwrap_or(u32::MAX);
             match self.exemption(device_id, at_u32) {
                 ExemptionState::Exempt(e) => match e.until_s {
-                    None => return Firing::Never,
+                    None => return (Firing::Never, from),
                     Some(until_s) => from = from.max(i64::from(until_s)),
                 },
                 ExemptionState::NotExempt { ended_s } if i64::from(ended_s) > from => {
                     from = i64::from(ended_s);
                 }
-                ExemptionState::NotExempt { .. } => return Firing::At(at),
+                ExemptionState::NotExempt { .. } => return (Firing::At(at), from),
             }
         }
-        t.deadline_within(from, self.past_coverage)
-            .map_or(Firing::PastCoverage, Firing::At)
+        let firing = t
+            .deadline_within(from, self.past_coverage)
+            .map_or(Firing::PastCoverage, Firing::At);
+        (firing, from)
     }
 }
 
@@ -862,6 +869,10 @@ pub struct When {
     pub warning: Firing,
     /// When it expires.
     pub expiry: Firing,
+    /// The instant the warning's count started from (the fix, or an exemption's end).
+    pub warning_from_s: i64,
+    /// The instant the expiry's count started from.
+    pub expiry_from_s: i64,
 }
 
 /// The index of the policy called `name`; `context` says where it was named.

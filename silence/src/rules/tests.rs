@@ -1209,6 +1209,19 @@ fn policy_when_and_the_scan_agree_on_the_docs_examples() {
     scan_agrees(&set, 42, fix, w.warning, Level::Warned);
     scan_agrees(&set, 42, fix, w.expiry, Level::Expired);
     assert_eq!(w, set.fires(&field, None, fix));
+    // `--days`: the days the warning counted, each with its kind.
+    let days = crate::render_counted_days(
+        &field.warning,
+        w.warning_from_s,
+        t("2026-05-27T00:00:00+02:00"),
+    );
+    assert_eq!(
+        days.as_deref(),
+        Some(
+            "counted in Europe/Berlin from Fri 2026-05-22: Sat 05-23 weekend, Sun 05-24 weekend, \
+             Mon 05-25 holiday (Pfingstmontag), Tue 05-26 working day 1"
+        )
+    );
     // A fix just before the window: the deadlines fall inside it and move after its end
     // (Sat 15 Aug; Mon 17 counted for the warning; Mon 17 - Wed 19 for the expiry).
     let fix = t("2026-07-31T12:00:00+02:00");
@@ -1221,13 +1234,8 @@ fn policy_when_and_the_scan_agree_on_the_docs_examples() {
     let w = set.fires(&field, Some(5), fix);
     assert_eq!(w.warning, Firing::At(t("2026-08-04T00:00:00+02:00")));
     // Permanent: never.
-    assert_eq!(
-        set.fires(&field, Some(7), fix),
-        When {
-            warning: Firing::Never,
-            expiry: Firing::Never
-        }
-    );
+    let w = set.fires(&field, Some(7), fix);
+    assert_eq!((w.warning, w.expiry), (Firing::Never, Firing::Never));
     // Past the coverage: not computed, as the scan refuses to judge.
     let late = t("2027-12-30T12:00:00+01:00");
     assert_eq!(
