@@ -662,6 +662,16 @@ impl PolicySet {
         out
     }
 
+    /// The names of the calendars in use whose coverage has ended at `now_s`.
+    pub fn calendars_past_coverage(&self, now_s: i64) -> Vec<String> {
+        self.calendars()
+            .iter()
+            .map(|c| c.coverage_at(now_s))
+            .filter(|c| c.days_left < 0)
+            .map(|c| c.name)
+            .collect()
+    }
+
     /// The outages not counted against devices.
     pub fn outages(&self) -> &[Outage] {
         &self.outages

@@ -1236,6 +1236,14 @@ fn policy_when_and_the_scan_agree_on_the_docs_examples() {
     // Permanent: never.
     let w = set.fires(&field, Some(7), fix);
     assert_eq!((w.warning, w.expiry), (Firing::Never, Firing::Never));
+    assert!(
+        set.calendars_past_coverage(t("2027-12-31T22:59:59Z"))
+            .is_empty()
+    );
+    assert_eq!(
+        set.calendars_past_coverage(t("2027-12-31T23:00:00Z")),
+        ["de"]
+    );
     // Past the coverage: not computed, as the scan refuses to judge.
     let late = t("2027-12-30T12:00:00+01:00");
     assert_eq!(
