@@ -1,5 +1,6 @@
-//! Silence policies people can rely on: thresholds in durations or working days, policies
-//! assigned by device group, exemptions, server outages, confirmations.
+//! Silence policies people can rely on: thresholds in durations, working days or calendar
+//! days, policies assigned by device group, exemptions, server outages, confirmations,
+//! calendar coverage.
 //!
 //! # Contract
 //!
@@ -7,20 +8,27 @@
 //!   reads the calendar files). [`PolicySet::prepare`] turns it into a [`Prepared`] judge for one
 //!   `now`: every (policy, level) cut-off instant is computed **once per scan**, so judging a
 //!   device is a group lookup plus two compares. [`Prepared`] implements [`SilencePolicy`].
-//! * The rules (written out with a worked table in `docs/SILENCE.md`):
+//! * The rules (written out with worked tables in `docs/SILENCE.md`):
 //!   - A threshold fires at `deadline(since)`; a device is at a level when `now >= deadline`.
-//!     `Duration(d)`: `deadline = since + d`. `WorkingDays(n)` on calendar C in zone Z: take
-//!     the local date `D` and wall time `T` of `since` in Z. If `D` is a working day, the
-//!     deadline is wall time `T` on the n-th working day after `D`; otherwise it is 00:00 of
-//!     the day after the n-th working day after `D`. Wall times that do not exist (spring
-//!     forward) move forward by the gap, repeated ones (fall back) take the first occurrence,
-//!     and a `since` inside the repeated hour counts as the end of that hour (keeps deadlines
-//!     monotone).
+//!     `Duration(d)`: `deadline = since + d`. Day counts follow their [`Counting`] rule, with
+//!     `D` the local date of `since` in the threshold's zone:
+//!     [`Counting::Date`] (default): local 00:00 after the n-th (working) day after `D`;
+//!     [`Counting::Instant`]: if `D` is a working day, wall time `T` of `since` on the n-th
+//!     working day after `D`, otherwise 00:00 of the day after it (wall times that do not
+//!     exist move forward by the gap, repeated ones take the first occurrence, and a `since`
+//!     inside the repeated hour counts as the end of that hour, which keeps deadlines
+//!     monotone); calendar days by `instant` are `n × 24 h`. `date` is never earlier.
 //!   - Silence is counted from the *effective since*: the newest fix (or first contact),
 //!     moved later by every server outage after it (outage time is not counted), by the end of
-//!     the device's latest ended exemption window, and by a confirmation as the policy's
-//!     [`ConfirmResets`] says.
+//!     the device's latest ended exemption window, and, for the warning only, by a
+//!     confirmation ([`ConfirmResets`]).
 //!   - An exempt device (permanently, or inside its window) is not judged: no events.
+//!   - A working-day count that needs days outside its calendar's years is never silently
+//!     computed: [`PastCoverage::Refuse`] gives [`Judgement::PastCoverage`] whenever the
+//!     answer depends on those days ([`CoverageSpan::reached`]); `Weekends` counts them by
+//!     the weekend rule.
+//!   - [`PolicySet::fires`] answers "when does it fire" with these same rules (the CLI's
+//!     answer equals the scan's, tested on random exemption windows).
 //! * Pure: no clock, no IO.
 
 use std::collections::HashMap;
