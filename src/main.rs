@@ -2,8 +2,9 @@
 //!
 //! * `hexflow serve [--config FILE] [--data-dir DIR] [--listen ADDR]`: runs the service.
 //! * `hexflow token DEVICE_ID [--data-dir DIR]`: prints a device token.
-//! * `hexflow policy when --policy NAME --last-fix RFC3339 [--device ID] [--config FILE]`:
+//! * `hexflow policy when --policy NAME --last-fix RFC3339 [--device ID] [--days] [--config FILE]`:
 //!   prints when the warning and the expiry fire (`never` when the device is exempt).
+//! * `hexflow calendar check [--config FILE]`: lists the calendars' coverage and status.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +14,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hexflow::config::Config;
 use hexflow::server::{Server, print_paths};
+
+mod silence_cli;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -55,6 +58,22 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Check the working-day calendars (see docs/SILENCE.md, "Calendar files").
+    Calendar {
+        #[command(subcommand)]
+        command: CalendarCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CalendarCommand {
+    /// List every calendar under silence.calendars_dir with its coverage and each year's
+    /// status; exit status 2 when a coverage ends within 60 days (or has ended).
+    Check {
+        /// TOML config file (for silence.calendars_dir).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,10 +87,15 @@ enum PolicyCommand {
         /// Time of the device's newest fix, RFC 3339 (e.g. 2026-05-01T18:00:00+02:00).
         #[arg(long)]
         last_fix: String,
-        /// Check this device's exemptions too (permanent ones print `never`; a window that
-        /// ends later moves the thresholds after it).
+        /// Check this device's exemptions too, exactly as the server does (a window in force
+        /// when a threshold would fire moves it after the window's end; a permanent one
+        /// prints `never`).
         #[arg(long)]
         device: Option<u64>,
+        /// Also list the calendar days each working-day threshold counted, with their kind
+        /// (working, weekend, holiday, transferred working day).
+        #[arg(long)]
+        days: bool,
         /// TOML config file (policies, groups, exemptions, calendars).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -118,53 +142,27 @@ fn main() -> anyhow::Result<()> {
                     policy,
                     last_fix,
                     device,
+                    days,
                     config,
                 },
         } => {
             let cfg = load_config(config.as_ref(), None, None)?;
-            let set = cfg.silence.policy_set()?;
-            let p = set.policy(&policy).with_context(|| {
-                let names: Vec<&str> = set.policies().iter().map(|p| p.name.as_str()).collect();
-                format!("unknown policy {policy:?}; defined: {names:?}")
-            })?;
-            let fix_s = silence::parse_rfc3339(&last_fix)
-                .with_context(|| format!("--last-fix {last_fix:?} is not an RFC 3339 time"))?;
-            let (mut from_w, mut from_e) = (fix_s, fix_s);
-            if let Some(d) = device {
-                // Exemptions in force at the fix time or later.
-                let at = u32::try_from(fix_s.max(0)).unwrap_or(u32::MAX);
-                let ended = set
-                    .exemptions()
-                    .iter()
-                    .filter(|e| match &e.target {
-                        silence::ExemptionTarget::Device(x) => *x == d,
-                        silence::ExemptionTarget::Group(g) => {
-                            set.assignment(d)
-                                .group
-                                .map(|i| &set.groups()[usize::from(i)].name)
-                                == Some(g)
-                        }
-                    })
-                    .map(|e| e.until_s)
-                    .filter(|u| u.is_none_or(|u| u > at))
-                    .max_by_key(|u| u.map_or(u64::MAX, u64::from));
-                match ended {
-                    Some(None) => {
-                        println!("warning: never");
-                        println!("expiry: never");
-                        return Ok(());
-                    }
-                    Some(Some(u)) => {
-                        from_w = from_w.max(i64::from(u));
-                        from_e = from_e.max(i64::from(u));
-                    }
-                    None => {}
-                }
+            print!(
+                "{}",
+                silence_cli::policy_when(&cfg.silence, &policy, &last_fix, device, days)?
+            );
+            Ok(())
+        }
+        Command::Calendar {
+            command: CalendarCommand::Check { config },
+        } => {
+            let cfg = load_config(config.as_ref(), None, None)?;
+            let now_s = sys::Clock::now_ms(&hexflow::SystemClock) / 1000;
+            let (report, ok) = silence_cli::calendar_check(&cfg.silence, now_s)?;
+            print!("{report}");
+            if !ok {
+                std::process::exit(2);
             }
-            let warning = p.warning.deadline_s(from_w);
-            let expiry = p.expiry.deadline_s(from_e);
-            println!("warning: {}", silence::rfc3339(warning));
-            println!("expiry: {}", silence::rfc3339(expiry));
             Ok(())
         }
         Command::Serve {

@@ -5,9 +5,14 @@
 use std::process::Command;
 
 fn run(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    run_cmd(&["policy", "when"], config, args)
+}
+
+fn run_cmd(cmd: &[&str], config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_hexflow"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["policy", "when", "--config"])
+        .args(cmd)
+        .arg("--config")
         .arg(config)
         .args(args)
         .output()
@@ -27,12 +32,17 @@ fn policy_when_prints_warning_and_expiry() {
         &cfg,
         r#"[silence]
 policies = [
-  { name = "field", warning = "1 working day", expiry = "3 working days", calendar = "de" },
+  { name = "field", warning = "1 working day", expiry = "3 working days", calendar = "de", counting = "instant" },
+  { name = "legal", warning = "1 working day", expiry = "more than 3 working days", calendar = "de" },
 ]
-groups = [{ name = "lab", policy = "field", ranges = [[100, 199]] }]
+groups = [
+  { name = "lab", policy = "field", ranges = [[100, 199]] },
+  { name = "berlin", policy = "legal", ranges = [[1000, 1999]] },
+]
 exemptions = [
   { device = 7, reason = "bench unit" },
   { group = "lab", until = "2026-06-01T00:00:00Z", reason = "lab move" },
+  { group = "berlin", from = "2026-08-01T00:00:00Z", until = "2026-08-15T00:00:00Z", reason = "summer shutdown" },
 ]
 "#,
     )
@@ -49,8 +59,64 @@ exemptions = [
     assert!(ok, "{err}");
     assert_eq!(
         out,
-        "warning: 2026-05-26T16:00:00Z\nexpiry: 2026-05-28T16:00:00Z\n"
+        "warning: 2026-05-26T16:00:00Z (2026-05-26T18:00:00+02:00 Europe/Berlin)\n\
+         expiry: 2026-05-28T16:00:00Z (2026-05-28T18:00:00+02:00 Europe/Berlin)\n"
     );
+    // The date rule (the default), and the window's `from` honoured: the August shutdown
+    // has not started when the May deadlines pass (the server's answer; it used to print
+    // 2026-08-19).
+    let (ok, out, err) = run(
+        &cfg,
+        &[
+            "--policy",
+            "legal",
+            "--last-fix",
+            "2026-05-22T18:00:00+02:00",
+            "--device",
+            "1500",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "warning: 2026-05-26T22:00:00Z (2026-05-27T00:00:00+02:00 Europe/Berlin)\n\
+         expiry: 2026-05-28T22:00:00Z (2026-05-29T00:00:00+02:00 Europe/Berlin)\n"
+    );
+    // --days lists what was counted (Whit Monday is a holiday in Berlin too).
+    let (ok, out, err) = run(
+        &cfg,
+        &[
+            "--policy",
+            "legal",
+            "--last-fix",
+            "2026-05-22T18:00:00+02:00",
+            "--days",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.ends_with(
+            "warning counted in Europe/Berlin from Fri 2026-05-22: Sat 05-23 weekend, Sun 05-24 weekend, \
+             Mon 05-25 holiday (Pfingstmontag), Tue 05-26 working day 1\n\
+             expiry counted in Europe/Berlin from Fri 2026-05-22: Sat 05-23 weekend, Sun 05-24 weekend, \
+             Mon 05-25 holiday (Pfingstmontag), Tue 05-26 working day 1, Wed 05-27 working day 2, \
+             Thu 05-28 working day 3\n"
+        ),
+        "{out}"
+    );
+    // Past the calendar's coverage nothing is guessed.
+    let (ok, out, _) = run(
+        &cfg,
+        &[
+            "--policy",
+            "legal",
+            "--last-fix",
+            "2027-12-30T12:00:00+01:00",
+        ],
+    );
+    assert!(ok);
+    assert!(out.starts_with("warning: 2027-12-31T23:00:00Z"), "{out}");
+    assert!(out.contains("expiry: not computed"), "{out}");
     let (ok, out, _) = run(
         &cfg,
         &["--policy", "default", "--last-fix", "2026-05-22T18:00:00Z"],
@@ -90,7 +156,8 @@ exemptions = [
     assert!(ok);
     assert_eq!(
         out,
-        "warning: 2026-06-02T00:00:00Z\nexpiry: 2026-06-04T00:00:00Z\n"
+        "warning: 2026-06-02T00:00:00Z (2026-06-02T02:00:00+02:00 Europe/Berlin)\n\
+         expiry: 2026-06-04T00:00:00Z (2026-06-04T02:00:00+02:00 Europe/Berlin)\n"
     );
     // Unknown policy and bad time are named.
     let (ok, _, err) = run(
@@ -105,7 +172,7 @@ exemptions = [
     std::fs::create_dir_all(&cal).unwrap();
     std::fs::write(
         cal.join("2026.toml"),
-        "name = \"xx\"\nyear = 2026\ntime_zone = \"UTC\"\nweekend = [\"sat\"]\nholidays = [{ date = \"2026-13-01\", name = \"x\" }]\n",
+        "name = \"xx\"\nyear = 2026\ntime_zone = \"UTC\"\nweekend = [\"sat\"]\nstatus = \"provisional\"\nsource = \"test\"\nholidays = [{ date = \"2026-13-01\", name = \"x\" }]\n",
     )
     .unwrap();
     let bad = dir.path().join("bad.toml");
@@ -122,5 +189,42 @@ exemptions = [
         &["--policy", "p", "--last-fix", "2026-05-22T18:00:00Z"],
     );
     assert!(!ok);
-    assert!(err.contains("2026.toml:5: holidays[0].date"), "{err}");
+    assert!(err.contains("2026.toml:7: holidays[0].date"), "{err}");
+}
+
+#[test]
+fn calendar_check_lists_coverage_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("h.toml");
+    std::fs::write(&cfg, "[silence]\n").unwrap();
+    let (_, out, err) = run_cmd(&["calendar", "check"], &cfg, &[]);
+    // (The exit status depends on today's date: 2 once a coverage ends within 60 days.)
+    assert!(
+        out.contains("de (Europe/Berlin): 2025..=2027, coverage ends 2027-12-31"),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains("ru (Europe/Moscow): 2025..=2027, coverage ends 2027-12-31"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  2025 official: Labour Code art. 112; Government decree No. 1335"),
+        "{out}"
+    );
+    assert!(out.contains("  2027 provisional: "), "{out}");
+    // A broken calendar is named with its file and line.
+    let cal = dir.path().join("cal/xx");
+    std::fs::create_dir_all(&cal).unwrap();
+    std::fs::write(cal.join("2026.toml"), "name = \"xx\"\nyear = 2026\ntime_zone = \"UTC\"\nweekend = [\"sat\"]\nstatus = \"draft\"\nsource = \"x\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[silence]\ncalendars_dir = {:?}\n",
+            dir.path().join("cal").display().to_string()
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = run_cmd(&["calendar", "check"], &cfg, &[]);
+    assert!(!ok);
+    assert!(err.contains("2026.toml:5: status = \"draft\""), "{err}");
 }

@@ -8,8 +8,11 @@
 //!   is infallible.
 //! * A day is a *working day* when it is not a weekend day and not a holiday, or when it is
 //!   listed as a transferred working day (a Saturday worked in exchange for a bridge day).
-//!   Outside the covered years only the weekend rule applies (documented in `docs/SILENCE.md`;
-//!   the binary warns when the coverage ends soon).
+//!   Outside the covered years only the weekend rule applies; [`crate::PolicySet`] decides
+//!   whether such an answer may be used at all (`past_coverage`, docs/SILENCE.md).
+//! * Every year file declares its [`YearStatus`]: `official` with the act it follows, or
+//!   `provisional` with what it is based on. A calendar's coverage is a hard fact
+//!   ([`Calendar::covered_days`], [`Calendar::last_covered_start`]).
 //! * Arithmetic is by precomputed prefix counts (`prefix[i]` = working days before the i-th
 //!   covered day), so "the n-th working day after day d" is a binary search, not a walk.
 //! * Pure: no IO, no clock. [`CalendarYear::parse`] takes the file's text and a name for error
@@ -69,6 +72,38 @@ pub struct NamedDay {
     pub name: String,
 }
 
+/// How far a calendar year can be trusted, as its file declares (`status` and `source`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum YearStatus {
+    /// The days are those of an official act; `source` names it (e.g. the decree).
+    Official {
+        /// The act the file follows.
+        source: String,
+    },
+    /// Not (yet) backed by an official act; `source` says what is known and what is missing.
+    Provisional {
+        /// What the file is based on.
+        source: String,
+    },
+}
+
+impl YearStatus {
+    /// `official` or `provisional`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            YearStatus::Official { .. } => "official",
+            YearStatus::Provisional { .. } => "provisional",
+        }
+    }
+
+    /// The declared source.
+    pub fn source(&self) -> &str {
+        match self {
+            YearStatus::Official { source } | YearStatus::Provisional { source } => source,
+        }
+    }
+}
+
 /// One calendar file: a calendar's rules for one year.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CalendarYear {
@@ -84,6 +119,8 @@ pub struct CalendarYear {
     pub holidays: Vec<NamedDay>,
     /// Weekend days that are working days this year (transferred working days).
     pub working_days: Vec<NamedDay>,
+    /// Official (with its act) or provisional.
+    pub status: YearStatus,
 }
 
 /// Why a calendar file or a set of them was refused.
@@ -108,6 +145,10 @@ pub enum CalendarReason {
     NoWorkingWeekday,
     /// The year is outside 1970..=2105 (the range of `u32` Unix seconds).
     YearOutOfRange,
+    /// `status` is neither `official` nor `provisional`.
+    BadStatus,
+    /// `source` is empty: an official year must name its act, a provisional one its basis.
+    EmptySource,
 }
 
 impl std::fmt::Display for CalendarReason {
@@ -124,6 +165,10 @@ impl std::fmt::Display for CalendarReason {
             CalendarReason::BadWeekday => "weekday must be one of mon..sun, each once",
             CalendarReason::NoWorkingWeekday => "every weekday is a weekend day",
             CalendarReason::YearOutOfRange => "year must be within 1970..=2105",
+            CalendarReason::BadStatus => "status must be \"official\" or \"provisional\"",
+            CalendarReason::EmptySource => {
+                "source must name the official act (or, if provisional, what the file is based on)"
+            }
         })
     }
 }
@@ -231,6 +276,8 @@ mod parse {
         year: Spanned<i64>,
         time_zone: Spanned<String>,
         weekend: Spanned<Vec<String>>,
+        status: Spanned<String>,
+        source: Spanned<String>,
         #[serde(default)]
         holidays: Vec<DayRepr>,
         #[serde(default)]
@@ -259,6 +306,8 @@ mod parse {
         /// year = 2026
         /// time_zone = "Europe/Berlin"
         /// weekend = ["sat", "sun"]
+        /// status = "official"             # or "provisional"
+        /// source = "the act the days follow (or, if provisional, what is missing)"
         /// holidays = [{ date = "2026-01-01", name = "Neujahr" }]
         /// working_days = []
         /// ```
@@ -292,6 +341,7 @@ mod parse {
                 ));
             }
             let weekend = src.weekend(&repr.weekend)?;
+            let status = src.status(&repr)?;
             let [holidays, working_days] = src.days(&repr, year, &weekend)?;
             Ok(CalendarYear {
                 name: repr.name.into_inner(),
@@ -300,6 +350,7 @@ mod parse {
                 weekend,
                 holidays,
                 working_days,
+                status,
             })
         }
     }
@@ -324,6 +375,29 @@ mod parse {
                 key,
                 value,
                 reason,
+            }
+        }
+
+        /// `status` and `source`: a known status and a non-empty source.
+        fn status(&self, repr: &FileRepr) -> Result<YearStatus, CalendarError> {
+            let source = repr.source.get_ref().trim().to_string();
+            if source.is_empty() {
+                return Err(self.invalid(
+                    repr.source.span(),
+                    "source".into(),
+                    source,
+                    CalendarReason::EmptySource,
+                ));
+            }
+            match repr.status.get_ref().as_str() {
+                "official" => Ok(YearStatus::Official { source }),
+                "provisional" => Ok(YearStatus::Provisional { source }),
+                other => Err(self.invalid(
+                    repr.status.span(),
+                    "status".into(),
+                    other.to_string(),
+                    CalendarReason::BadStatus,
+                )),
             }
         }
 
@@ -524,6 +598,65 @@ pub enum DayKind<'a> {
     Uncovered(bool),
 }
 
+/// A calendar whose coverage ends within this many days is reported at start and by
+/// `hexflow calendar check`.
+pub const COVERAGE_WARNING_DAYS: i64 = 60;
+
+/// A calendar's coverage at one instant ([`Calendar::coverage_at`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coverage {
+    /// The calendar.
+    pub name: String,
+    /// Its zone.
+    pub time_zone: String,
+    /// Each covered year with its declared status.
+    pub years: Vec<(i16, YearStatus)>,
+    /// The last covered day.
+    pub last_day: Date,
+    /// Days from today (in the calendar's zone) to `last_day`; negative once past it.
+    pub days_left: i64,
+}
+
+impl Coverage {
+    /// Whether the coverage ends within [`COVERAGE_WARNING_DAYS`] (or has ended).
+    pub fn ends_soon(&self) -> bool {
+        self.days_left < COVERAGE_WARNING_DAYS
+    }
+
+    /// The provisional years.
+    pub fn provisional_years(&self) -> Vec<i16> {
+        self.years
+            .iter()
+            .filter(|(_, s)| matches!(s, YearStatus::Provisional { .. }))
+            .map(|(y, _)| *y)
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Coverage {
+    /// The `hexflow calendar check` block: a summary line, then one line per year.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let first = self.years.first().map_or(0, |y| y.0);
+        let last = self.years.last().map_or(0, |y| y.0);
+        write!(
+            f,
+            "{} ({}): {first}..={last}, coverage ends {} ",
+            self.name, self.time_zone, self.last_day
+        )?;
+        if self.days_left < 0 {
+            writeln!(f, "(ENDED {} days ago)", -self.days_left)?;
+        } else if self.ends_soon() {
+            writeln!(f, "(WARNING: in {} days)", self.days_left)?;
+        } else {
+            writeln!(f, "(in {} days)", self.days_left)?;
+        }
+        for (year, status) in &self.years {
+            writeln!(f, "  {year} {}: {}", status.as_str(), status.source())?;
+        }
+        Ok(())
+    }
+}
+
 /// A validated working-day calendar over a contiguous range of years.
 #[derive(Debug, Clone)]
 pub struct Calendar {
@@ -543,6 +676,8 @@ pub struct Calendar {
     weekly_working_days: u32,
     /// Named special days (holidays and transferred working days).
     named: BTreeMap<i32, (bool, String)>,
+    /// The status of each covered year, `first_year` first.
+    statuses: Vec<YearStatus>,
 }
 
 impl Calendar {
@@ -589,6 +724,7 @@ impl Calendar {
             prefix,
             weekly_working_days: weekend.iter().filter(|w| !**w).count() as u32,
             named,
+            statuses: years.iter().map(|y| y.status.clone()).collect(),
         })
     }
 
@@ -610,6 +746,51 @@ impl Calendar {
     /// The covered years, inclusive.
     pub fn years(&self) -> (i16, i16) {
         (self.first_year, self.last_year)
+    }
+
+    /// The declared status of `year`, `None` outside the covered years.
+    pub fn year_status(&self, year: i16) -> Option<&YearStatus> {
+        let i = usize::try_from(year.checked_sub(self.first_year)?).ok()?;
+        self.statuses.get(i)
+    }
+
+    /// The covered epoch days, inclusive: January 1st of the first year to December 31st of
+    /// the last.
+    pub fn covered_days(&self) -> (i32, i32) {
+        (self.first_day, self.last_day)
+    }
+
+    /// The latest epoch day `D` whose `n` following working days all lie inside the covered
+    /// years (so counting `n` working days after any covered date up to `D` needs no
+    /// fallback); `None` when even the first covered day is too late.
+    pub fn last_covered_start(&self, n: u32) -> Option<i32> {
+        let total = self.prefix[self.prefix.len() - 1];
+        let limit = total.checked_sub(n)?;
+        // Working days in (D, last_day] = total - prefix[D - first_day + 1] >= n.
+        let i = self
+            .prefix
+            .partition_point(|&c| c <= limit)
+            .checked_sub(1)?;
+        if i == 0 {
+            return None;
+        }
+        Some(self.first_day + i as i32 - 1)
+    }
+
+    /// The calendar's coverage as seen at `now_s` (days counted in the calendar's zone).
+    pub fn coverage_at(&self, now_s: i64) -> Coverage {
+        let today = jiff::Timestamp::from_second(now_s)
+            .map(|t| epoch_day(self.time_zone.to_datetime(t).date()))
+            .unwrap_or(self.last_day);
+        Coverage {
+            name: self.name.clone(),
+            time_zone: self.time_zone_name.clone(),
+            years: (self.first_year..=self.last_year)
+                .zip(self.statuses.iter().cloned())
+                .collect(),
+            last_day: date_of_epoch_day(self.last_day),
+            days_left: i64::from(self.last_day) - i64::from(today),
+        }
     }
 
     /// Whether `date` is a working day.

@@ -21,8 +21,8 @@ use sys::fs::{Fs, RealFs};
 
 use crate::calendar::{Calendar, CalendarError, CalendarYear};
 use crate::rules::{
-    ConfirmResets, Exemption, ExemptionTarget, GroupDef, PolicyDef, PolicySet, PolicySetError,
-    Threshold, ThresholdParseError, parse_threshold,
+    ConfirmResets, Counting, Exemption, ExemptionTarget, GroupDef, PastCoverage, PhraseContext,
+    PolicyDef, PolicySet, PolicySetError, Threshold, ThresholdParseError, parse_threshold,
 };
 use crate::table::SilenceTable;
 use crate::webhook::{WebhookConfig, WebhookUrl};
@@ -66,6 +66,10 @@ pub struct SilenceConfig {
     pub default_policy: String,
     /// Directory holding `<calendar>/<year>.toml` files (relative to the working directory).
     pub calendars_dir: PathBuf,
+    /// A working-day deadline that would need days past its calendar's last year:
+    /// `"refuse"` (default: the device is not judged, one `not_judged` event) or
+    /// `"weekends"` (count those days by the weekend rule alone, with a logged warning).
+    pub past_coverage: String,
     /// How often the silence state is snapshotted to `<data>/silence/snapshot.bin` (also at
     /// shutdown).
     pub snapshot_interval_ms: u64,
@@ -106,6 +110,7 @@ impl Default for SilenceConfig {
             scan_interval_ms: 10_000,
             default_policy: "default".into(),
             calendars_dir: PathBuf::from("config/calendars"),
+            past_coverage: PastCoverage::default().as_str().into(),
             snapshot_interval_ms: 300_000,
             outages_max: 64,
             events_flush_interval_ms: 60_000,
@@ -139,9 +144,19 @@ pub struct PolicyConfig {
     /// Time zone the days are counted in; default: the calendar's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
-    /// What a confirmation resets: `"warning"` (default) or `"full"`.
+    /// What a confirmation resets: `"warning"` (the only value: the warning is counted from
+    /// the confirmation, the expiry never).
     #[serde(default = "default_confirm_resets")]
     pub confirm_resets: String,
+    /// How day counts (`"3 working days"`, `"2 days"`) become instants: `"date"` (default,
+    /// the legal rule: 00:00 after the N-th full day following the fix's date) or
+    /// `"instant"` (the same wall time N days later).
+    #[serde(default = "default_counting")]
+    pub counting: String,
+}
+
+fn default_counting() -> String {
+    Counting::default().as_str().into()
 }
 
 fn default_confirm_resets() -> String {
@@ -236,11 +251,20 @@ pub enum SilenceConfigError {
         /// The name.
         time_zone: String,
     },
-    /// `confirm_resets` is neither `warning` nor `full`.
+    /// `confirm_resets` is not `warning` (`full` was removed: a confirmation never restarts
+    /// the expiry clock).
     #[error(
-        "silence.policies {policy:?}.confirm_resets = {value:?}: must be \"warning\" or \"full\""
+        "silence.policies {policy:?}.confirm_resets = {value:?}: must be \"warning\" (\"full\" was removed: a confirmation never restarts the expiry clock, docs/SILENCE.md)"
     )]
     ConfirmResets {
+        /// The policy.
+        policy: String,
+        /// The value.
+        value: String,
+    },
+    /// `counting` is neither `date` nor `instant`.
+    #[error("silence.policies {policy:?}.counting = {value:?}: must be \"date\" or \"instant\"")]
+    Counting {
         /// The policy.
         policy: String,
         /// The value.
@@ -455,12 +479,46 @@ impl SilenceConfig {
             })
             .collect();
         let exemptions = self.exemptions()?;
-        Ok(PolicySet::new(
-            policies,
-            &self.default_policy,
-            groups,
-            exemptions,
-        )?)
+        let mut set = PolicySet::new(policies, &self.default_policy, groups, exemptions)?;
+        set.set_past_coverage(self.past_coverage_mode()?);
+        Ok(set)
+    }
+
+    /// `past_coverage`, typed.
+    ///
+    /// # Errors
+    /// [`SilenceConfigError::Invalid`] naming `silence.past_coverage`.
+    pub fn past_coverage_mode(&self) -> Result<PastCoverage, SilenceConfigError> {
+        PastCoverage::parse(&self.past_coverage).ok_or_else(|| {
+            invalid(
+                "silence.past_coverage",
+                &self.past_coverage,
+                "must be \"refuse\" or \"weekends\"",
+            )
+        })
+    }
+
+    /// Every calendar under `calendars_dir` (each subdirectory), loaded and validated, by
+    /// name; for `hexflow calendar check` and the start-up coverage warning.
+    ///
+    /// # Errors
+    /// The first directory or file that cannot be read or is invalid.
+    pub fn calendars_with_fs(&self, fs: &dyn Fs) -> Result<Vec<Calendar>, SilenceConfigError> {
+        let mut names: Vec<String> = fs
+            .list_dir(&self.calendars_dir)
+            .map_err(|source| SilenceConfigError::CalendarRead {
+                path: self.calendars_dir.clone(),
+                source,
+            })?
+            .into_iter()
+            .filter(|e| fs.list_dir(&e.path).is_ok())
+            .filter_map(|e| e.path.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|n| load_calendar(fs, &self.calendars_dir, n))
+            .collect()
     }
 
     /// The built-in `default` policy from `warning_after_s` / `expiry_after_s`.
@@ -581,9 +639,17 @@ fn policy_def(
         (None, Some(c)) => Some(c.time_zone().clone()),
         (None, None) => None,
     };
-    let cal = calendar.as_ref().zip(tz.as_ref());
+    let counting = Counting::parse(&p.counting).ok_or_else(|| SilenceConfigError::Counting {
+        policy: p.name.clone(),
+        value: p.counting.clone(),
+    })?;
+    let ctx = PhraseContext {
+        calendar: calendar.as_ref(),
+        time_zone: tz.as_ref(),
+        counting,
+    };
     let threshold = |key: &'static str, text: &str| {
-        parse_threshold(text, cal).map_err(|source| SilenceConfigError::Threshold {
+        parse_threshold(text, &ctx).map_err(|source| SilenceConfigError::Threshold {
             policy: p.name.clone(),
             key,
             source,
@@ -591,7 +657,6 @@ fn policy_def(
     };
     let confirm_resets = match p.confirm_resets.as_str() {
         "warning" => ConfirmResets::Warning,
-        "full" => ConfirmResets::Full,
         other => {
             return Err(SilenceConfigError::ConfirmResets {
                 policy: p.name.clone(),

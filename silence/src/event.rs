@@ -25,6 +25,10 @@ pub enum EventKind {
         /// When it confirmed.
         confirmed_at_s: u32,
     },
+    /// The scan could not judge the device: a deadline would need days past its calendar's
+    /// coverage (`past_coverage = "refuse"`). Its level stays (`from` = `to`); reported once
+    /// until it can be judged again.
+    NotJudged,
     /// A newer fix ended its silence: back to [`Level::Reporting`].
     Resumed {
         /// When the silence began: the newest fix known while the device was silent, or its
@@ -36,13 +40,14 @@ pub enum EventKind {
 
 impl EventKind {
     /// Stable lower-case name used in the JSON lines: `warned`, `expired`, `resumed`,
-    /// `confirmed`.
+    /// `confirmed`, `not_judged`.
     pub const fn as_str(self) -> &'static str {
         match self {
             EventKind::Warned => "warned",
             EventKind::Expired => "expired",
             EventKind::Resumed { .. } => "resumed",
             EventKind::Confirmed { .. } => "confirmed",
+            EventKind::NotJudged => "not_judged",
         }
     }
 }
@@ -90,7 +95,7 @@ impl SilenceEvent {
     /// | key | type | meaning |
     /// |---|---|---|
     /// | `device_id` | integer | the device |
-    /// | `kind` | string | `warned`, `expired`, `resumed` or `confirmed` |
+    /// | `kind` | string | `warned`, `expired`, `resumed`, `confirmed` or `not_judged` |
     /// | `policy` | string | the device's policy name |
     /// | `from`, `to` | string | `reporting`, `warned` or `expired` |
     /// | `last_fix_s` | integer or `null` | newest fix, Unix seconds; `null`: never sent a fix |

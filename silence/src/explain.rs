@@ -10,9 +10,10 @@
 //! * Pure: no clock, no IO. [`Explanation`] renders as text (`Display`) and as one JSON object
 //!   ([`Explanation::to_json`]) for an admin endpoint.
 
+use super::calendar::DayKind;
 use super::event::JsonStr;
-use super::policy::{Judgement, Level};
-use super::rules::{ExemptionState, PolicySet};
+use super::policy::{Judgement, Level, next_level};
+use super::rules::{ExemptionState, Firing, PolicyDef, PolicySet, Threshold, When};
 use super::table::DeviceState;
 
 /// One device's silence state, explained. Times are Unix seconds.
@@ -47,11 +48,18 @@ pub struct Explanation {
     pub warning_from_s: u32,
     /// The instant the expiry is counted from.
     pub expiry_from_s: u32,
-    /// When the warning fires (`None` while exempt).
+    /// When the warning fires (`None` while exempt, or past the calendar's coverage).
     pub warning_at_s: Option<i64>,
-    /// When the expiry fires (`None` while exempt).
+    /// When the expiry fires (`None` while exempt, or when it would need days past the
+    /// calendar's coverage under `past_coverage = "refuse"`).
     pub expiry_at_s: Option<i64>,
+    /// Why the scan does not judge the device, if it does not (besides an exemption).
+    pub not_judged: Option<String>,
 }
+
+/// [`Explanation::not_judged`] when a deadline would need days past the calendar's coverage.
+pub const NOT_JUDGED_PAST_COVERAGE: &str = "a deadline would need days past the calendar's \
+     coverage (past_coverage = \"refuse\"): add the next year's calendar file";
 
 /// Explains `state` under `set` at `now_s`; `confirmed_s` is the device's pending
 /// confirmation ([`crate::SilenceTable::confirmation`]).
@@ -77,13 +85,28 @@ pub fn explain(
         ExemptionState::Exempt(e) => Some(e.reason.clone()),
         ExemptionState::NotExempt { .. } => None,
     };
-    let (level_now, warning_at_s, expiry_at_s) = match detail.judgement {
-        Judgement::Exempt => (state.level, None, None),
-        Judgement::Level(l) => (
-            l,
-            Some(policy.warning.deadline_s(i64::from(detail.warning_from_s))),
-            Some(policy.expiry.deadline_s(i64::from(detail.expiry_from_s))),
+    let mode = set.past_coverage();
+    let within = |t: &crate::Threshold, from: u32| t.deadline_within(i64::from(from), mode);
+    let (level_now, warning_at_s, expiry_at_s, not_judged) = match detail.judgement {
+        Judgement::Exempt => (state.level, None, None, None),
+        Judgement::PastCoverage => (
+            state.level,
+            within(&policy.warning, detail.warning_from_s),
+            within(&policy.expiry, detail.expiry_from_s),
+            Some(NOT_JUDGED_PAST_COVERAGE.to_string()),
         ),
+        Judgement::Level(l) => {
+            // As the scan does: only a fix lowers a level (a warning also a confirmation).
+            let judged_from = state.last_fix_s.unwrap_or(since_s);
+            let fresh =
+                state.level == Level::Reporting || state.silent_since_s != Some(judged_from);
+            (
+                next_level(state.level, l, fresh, confirmed_s.is_some()),
+                within(&policy.warning, detail.warning_from_s),
+                within(&policy.expiry, detail.expiry_from_s),
+                None,
+            )
+        }
     };
     Explanation {
         device_id: state.device_id,
@@ -102,6 +125,108 @@ pub fn explain(
         expiry_from_s: detail.expiry_from_s,
         warning_at_s,
         expiry_at_s,
+        not_judged,
+    }
+}
+
+/// The `hexflow policy when` answer: `warning: …` and `expiry: …` lines, each
+/// `2026-05-26T22:00:00Z (2026-05-27T00:00:00+02:00 Europe/Berlin)` (UTC, then the zone the
+/// threshold counts days in, if it does), `never`, or why it is not computed.
+pub fn render_when(when: &When, policy: &PolicyDef) -> String {
+    format!(
+        "warning: {}\nexpiry: {}\n",
+        render_firing(when.warning, &policy.warning),
+        render_firing(when.expiry, &policy.expiry)
+    )
+}
+
+/// The days a working-day count covered, for `hexflow policy when --days`: from the day
+/// after the local date of `from_s` to the last counted day before `at_s`, each with its
+/// kind (at most [`COUNTED_DAYS_SHOWN`]); `None` for thresholds that count no calendar.
+pub fn render_counted_days(t: &Threshold, from_s: i64, at_s: i64) -> Option<String> {
+    let Threshold::WorkingDays(w) = t else {
+        return None;
+    };
+    let tz = &w.time_zone;
+    let local = |s: i64| {
+        jiff::Timestamp::from_second(s)
+            .ok()
+            .map(|ts| tz.to_datetime(ts))
+    };
+    let (from, at) = (local(from_s)?, local(at_s)?);
+    // A deadline at local 00:00 closes the day before it.
+    let last = if at.time() == jiff::civil::Time::midnight() {
+        at.date().yesterday().ok()?
+    } else {
+        at.date()
+    };
+    let mut out = format!(
+        "counted in {} from {}:",
+        tz.iana_name().unwrap_or("?"),
+        from.date().strftime("%a %Y-%m-%d")
+    );
+    let (mut d, mut working, mut shown) = (from.date().tomorrow().ok()?, 0, 0);
+    while d <= last {
+        if shown == COUNTED_DAYS_SHOWN {
+            out.push_str(", …");
+            break;
+        }
+        let kind = match w.calendar.day_kind(d) {
+            DayKind::Working => {
+                working += 1;
+                format!("working day {working}")
+            }
+            DayKind::TransferredWorkingDay(name) => {
+                working += 1;
+                format!("working day {working} (transferred: {name})")
+            }
+            DayKind::Weekend => "weekend".into(),
+            DayKind::Holiday(name) => format!("holiday ({name})"),
+            DayKind::Uncovered(true) => {
+                working += 1;
+                format!("working day {working} (past the calendar: weekends only)")
+            }
+            DayKind::Uncovered(false) => "weekend (past the calendar)".into(),
+        };
+        out.push_str(&format!(
+            "{} {} {kind}",
+            if shown == 0 { "" } else { "," },
+            d.strftime("%a %m-%d")
+        ));
+        shown += 1;
+        d = d.tomorrow().ok()?;
+    }
+    Some(out)
+}
+
+/// The most days [`render_counted_days`] lists.
+pub const COUNTED_DAYS_SHOWN: usize = 40;
+
+fn render_firing(f: Firing, t: &Threshold) -> String {
+    let zone = match t {
+        Threshold::WorkingDays(w) => Some(&w.time_zone),
+        Threshold::Days(d) => Some(&d.time_zone),
+        Threshold::Duration { .. } => None,
+    };
+    match f {
+        Firing::Never => "never".into(),
+        Firing::PastCoverage => "not computed: it needs days past the calendar's coverage \
+             (past_coverage = \"refuse\"; the server does not judge such a device)"
+            .into(),
+        Firing::At(at) => {
+            let local = zone.and_then(|tz| {
+                let zoned = jiff::Timestamp::from_second(at).ok()?.to_zoned(tz.clone());
+                Some(format!(
+                    "{} {}",
+                    zoned.strftime("%Y-%m-%dT%H:%M:%S%:z"),
+                    tz.iana_name().unwrap_or("?")
+                ))
+            });
+            match local {
+                Some(l) => format!("{} ({l})", rfc3339(at)),
+                None => rfc3339(at),
+            }
+        }
     }
 }
 
@@ -151,6 +276,9 @@ impl std::fmt::Display for Explanation {
         if let Some(r) = &self.exempt_reason {
             writeln!(f, "exempt: {r}")?;
         }
+        if let Some(r) = &self.not_judged {
+            writeln!(f, "not judged: {r}")?;
+        }
         writeln!(
             f,
             "warning: {} ({} counted from {})",
@@ -183,7 +311,7 @@ impl Explanation {
             v.map_or_else(|| "null".to_string(), |v| JsonStr(v).to_string())
         }
         format!(
-            r#"{{"device_id":{},"now_s":{},"policy":{},"group":{},"exempt_reason":{},"last_fix_s":{},"last_contact_s":{},"confirmed_s":{},"recorded_level":"{}","level_now":"{}","warning_rule":{},"expiry_rule":{},"warning_from_s":{},"expiry_from_s":{},"warning_at_s":{},"expiry_at_s":{}}}"#,
+            r#"{{"device_id":{},"now_s":{},"policy":{},"group":{},"exempt_reason":{},"last_fix_s":{},"last_contact_s":{},"confirmed_s":{},"recorded_level":"{}","level_now":"{}","warning_rule":{},"expiry_rule":{},"warning_from_s":{},"expiry_from_s":{},"warning_at_s":{},"expiry_at_s":{},"not_judged":{}}}"#,
             self.device_id,
             self.now_s,
             JsonStr(&self.policy),
@@ -200,6 +328,7 @@ impl Explanation {
             self.expiry_from_s,
             n(self.warning_at_s),
             n(self.expiry_at_s),
+            s(self.not_judged.as_deref()),
         )
     }
 }

@@ -73,13 +73,17 @@ pub mod webhook;
 
 pub use config::{ExemptionConfig, GroupConfig, PolicyConfig, SilenceConfig, SilenceConfigError};
 pub use event::{EventKind, JsonStr, SilenceEvent};
-pub use explain::{Explanation, explain, parse_rfc3339, rfc3339, time_zone};
+pub use explain::{
+    COUNTED_DAYS_SHOWN, Explanation, NOT_JUDGED_PAST_COVERAGE, explain, parse_rfc3339,
+    render_counted_days, render_when, rfc3339, time_zone,
+};
 pub use policy::Judgement;
 pub use policy::{Level, Policy, PolicyError, SilencePolicy, next_level};
 pub use rules::{
-    Assignment, ConfirmResets, Exemption, ExemptionState, ExemptionTarget, GroupDef, JudgeDetail,
-    Outage, PolicyDef, PolicySet, PolicySetError, Prepared, Threshold, ThresholdParseError,
-    ThresholdParseReason, WorkingDays, parse_threshold,
+    Assignment, CalendarDays, ConfirmResets, Counting, CoverageSpan, Exemption, ExemptionState,
+    ExemptionTarget, Firing, GroupDef, JudgeDetail, Outage, PastCoverage, PhraseContext, PolicyDef,
+    PolicySet, PolicySetError, Prepared, Threshold, ThresholdParseError, ThresholdParseReason,
+    When, WorkingDays, parse_threshold,
 };
 pub use scanner::{ConfirmPort, Scanner, ScannerParts};
 pub use service::{Explainer, Silence, SilenceParts, StartError};

@@ -6,8 +6,8 @@
 //! * [`SilencePolicy`] is the seam later work extends (working days, calendars, per-device
 //!   exemptions): the scanner only talks to the trait. [`Policy`] is v0: two fixed thresholds.
 //! * [`next_level`] is the one place that decides which level changes exist: a silent device
-//!   only moves up the ladder (`Warned → Expired`) or back to `Reporting`; it is never moved
-//!   down from `Expired` to `Warned`.
+//!   only moves up the ladder (`Warned → Expired`) or back to `Reporting` (with a fix; a
+//!   warning also with a confirmation); it is never moved down from `Expired` to `Warned`.
 
 use thiserror::Error;
 
@@ -112,6 +112,9 @@ pub enum Judgement {
     Exempt,
     /// Its level.
     Level(Level),
+    /// Not judged: a deadline would need days past its calendar's coverage
+    /// (`past_coverage = "refuse"`). Its level stays; the scan reports it once.
+    PastCoverage,
 }
 
 /// Silence policy v0: warned after `warning_after_s` without a fix, expired after
@@ -228,14 +231,19 @@ impl SilencePolicy for Policy {
     }
 }
 
-/// The level a device moves to when it was at `previous` and the policy now judges `judged`.
+/// The level a device moves to when it was at `previous` and the policy now judges `judged`;
+/// `fresh_fix`: a fix arrived since the device was last judged silent; `confirmed`: it has a
+/// pending confirmation (a HERE answer).
 ///
-/// Back to [`Level::Reporting`] whenever the policy says so; otherwise the more severe of the
-/// two, so an expired device whose newest fix is merely "warned"-old stays expired (v0 has no
-/// "partly resumed" event; un-expiring is a decision for the calendar/exemption work).
-pub fn next_level(previous: Level, judged: Level) -> Level {
+/// * Up the ladder whenever the policy says so; never down from `Expired` to `Warned`.
+/// * Back to [`Level::Reporting`] only with a fresh fix, or, from `Warned` only, with a
+///   confirmation. So nothing but a fix un-expires a device, and the end of an exemption
+///   window or an outage (which move the count later) never lowers a level by itself.
+pub fn next_level(previous: Level, judged: Level, fresh_fix: bool, confirmed: bool) -> Level {
     match judged {
-        Level::Reporting => Level::Reporting,
+        Level::Reporting if fresh_fix => Level::Reporting,
+        Level::Reporting if previous == Level::Warned && confirmed => Level::Reporting,
+        Level::Reporting => previous,
         _ => previous.max(judged),
     }
 }
@@ -344,7 +352,28 @@ mod tests {
             (Expired, Expired, Expired),
         ];
         for (prev, judged, next) in table {
-            assert_eq!(next_level(prev, judged), next, "{prev} judged {judged}");
+            assert_eq!(
+                next_level(prev, judged, true, false),
+                next,
+                "{prev} judged {judged}"
+            );
+        }
+        // Without a fix nothing goes down, except a warning lifted by a confirmation.
+        let table = [
+            (Reporting, Reporting, false, Reporting),
+            (Warned, Reporting, false, Warned),
+            (Warned, Reporting, true, Reporting),
+            (Expired, Reporting, false, Expired),
+            (Expired, Reporting, true, Expired),
+            (Reporting, Warned, false, Warned),
+            (Warned, Expired, true, Expired),
+        ];
+        for (prev, judged, confirmed, next) in table {
+            assert_eq!(
+                next_level(prev, judged, false, confirmed),
+                next,
+                "{prev} judged {judged} confirmed {confirmed}"
+            );
         }
     }
 

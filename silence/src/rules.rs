@@ -1,5 +1,6 @@
-//! Silence policies people can rely on: thresholds in durations or working days, policies
-//! assigned by device group, exemptions, server outages, confirmations.
+//! Silence policies people can rely on: thresholds in durations, working days or calendar
+//! days, policies assigned by device group, exemptions, server outages, confirmations,
+//! calendar coverage.
 //!
 //! # Contract
 //!
@@ -7,20 +8,27 @@
 //!   reads the calendar files). [`PolicySet::prepare`] turns it into a [`Prepared`] judge for one
 //!   `now`: every (policy, level) cut-off instant is computed **once per scan**, so judging a
 //!   device is a group lookup plus two compares. [`Prepared`] implements [`SilencePolicy`].
-//! * The rules (written out with a worked table in `docs/SILENCE.md`):
+//! * The rules (written out with worked tables in `docs/SILENCE.md`):
 //!   - A threshold fires at `deadline(since)`; a device is at a level when `now >= deadline`.
-//!     `Duration(d)`: `deadline = since + d`. `WorkingDays(n)` on calendar C in zone Z: take
-//!     the local date `D` and wall time `T` of `since` in Z. If `D` is a working day, the
-//!     deadline is wall time `T` on the n-th working day after `D`; otherwise it is 00:00 of
-//!     the day after the n-th working day after `D`. Wall times that do not exist (spring
-//!     forward) move forward by the gap, repeated ones (fall back) take the first occurrence,
-//!     and a `since` inside the repeated hour counts as the end of that hour (keeps deadlines
-//!     monotone).
+//!     `Duration(d)`: `deadline = since + d`. Day counts follow their [`Counting`] rule, with
+//!     `D` the local date of `since` in the threshold's zone:
+//!     [`Counting::Date`] (default): local 00:00 after the n-th (working) day after `D`;
+//!     [`Counting::Instant`]: if `D` is a working day, wall time `T` of `since` on the n-th
+//!     working day after `D`, otherwise 00:00 of the day after it (wall times that do not
+//!     exist move forward by the gap, repeated ones take the first occurrence, and a `since`
+//!     inside the repeated hour counts as the end of that hour, which keeps deadlines
+//!     monotone); calendar days by `instant` are `n × 24 h`. `date` is never earlier.
 //!   - Silence is counted from the *effective since*: the newest fix (or first contact),
 //!     moved later by every server outage after it (outage time is not counted), by the end of
-//!     the device's latest ended exemption window, and by a confirmation as the policy's
-//!     [`ConfirmResets`] says.
+//!     the device's latest ended exemption window, and, for the warning only, by a
+//!     confirmation ([`ConfirmResets`]).
 //!   - An exempt device (permanently, or inside its window) is not judged: no events.
+//!   - A working-day count that needs days outside its calendar's years is never silently
+//!     computed: [`PastCoverage::Refuse`] gives [`Judgement::PastCoverage`] whenever the
+//!     answer depends on those days ([`CoverageSpan::reached`]); `Weekends` counts them by
+//!     the weekend rule.
+//!   - [`PolicySet::fires`] answers "when does it fire" with these same rules (the CLI's
+//!     answer equals the scan's, tested on random exemption windows).
 //! * Pure: no clock, no IO.
 
 use std::collections::HashMap;
@@ -44,6 +52,41 @@ pub enum Threshold {
     },
     /// A count of working days on a calendar, in a time zone.
     WorkingDays(WorkingDays),
+    /// A count of calendar days (`"2 days"`), in a time zone.
+    Days(CalendarDays),
+}
+
+/// How a day-count threshold (`"3 working days"`, `"2 days"`) turns into an instant: the
+/// policy key `counting` (docs/SILENCE.md, "Counting rules").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Counting {
+    /// The legal rule: the period starts on the day after the local date of the last fix and
+    /// ends at local 00:00 after its N-th full (working) day. Never earlier than
+    /// [`Counting::Instant`], so it is the default.
+    #[default]
+    Date,
+    /// The same wall-clock time N (working) days later (hexflow's rule before `counting`
+    /// existed); plain `N × 24 h` for calendar days.
+    Instant,
+}
+
+impl Counting {
+    /// `date` or `instant`, as in the config.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Counting::Date => "date",
+            Counting::Instant => "instant",
+        }
+    }
+
+    /// Parses `date` or `instant`.
+    pub fn parse(text: &str) -> Option<Counting> {
+        match text {
+            "date" => Some(Counting::Date),
+            "instant" => Some(Counting::Instant),
+            _ => None,
+        }
+    }
 }
 
 /// `n` working days on a calendar, judged in a time zone.
@@ -55,6 +98,118 @@ pub struct WorkingDays {
     pub calendar: Arc<Calendar>,
     /// The zone the days are counted in (the calendar's own unless the policy overrides it).
     pub time_zone: TimeZone,
+    /// How the days turn into an instant.
+    pub counting: Counting,
+}
+
+/// What a scan does with a device whose working-day deadline would need days past its
+/// calendar's coverage (the silence config key `past_coverage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PastCoverage {
+    /// The device is not judged ([`Judgement::PastCoverage`]): its level stays, one
+    /// `not_judged` event says why. The default: no deadline is ever guessed.
+    #[default]
+    Refuse,
+    /// Days past the coverage count by the weekend rule only (no holidays); the scan counts
+    /// such devices and the scanner logs a warning.
+    Weekends,
+}
+
+impl PastCoverage {
+    /// `refuse` or `weekends`, as in the config.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PastCoverage::Refuse => "refuse",
+            PastCoverage::Weekends => "weekends",
+        }
+    }
+
+    /// Parses `refuse` or `weekends`.
+    pub fn parse(text: &str) -> Option<PastCoverage> {
+        match text {
+            "refuse" => Some(PastCoverage::Refuse),
+            "weekends" => Some(PastCoverage::Weekends),
+            _ => None,
+        }
+    }
+}
+
+/// Which `since` instants a working-day threshold can count inside its calendar's coverage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoverageSpan {
+    /// Local 00:00 of the first covered day: an earlier `since` counts uncovered days.
+    pub from_s: i64,
+    /// Every `since` at or after this needs days past the last covered day (local 00:00
+    /// after the last date whose count stays inside).
+    pub until_s: i64,
+    /// Local 00:00 after the last covered day: every deadline that needs uncovered days is at
+    /// or after it, so before it such a deadline is known not to have passed.
+    pub deadlines_from_s: i64,
+}
+
+impl CoverageSpan {
+    /// Whether the count for `since_s` stays inside the coverage.
+    pub fn covers(&self, since_s: i64) -> bool {
+        (self.from_s..self.until_s).contains(&since_s)
+    }
+
+    /// Whether the threshold has been reached at `now_s` for `since_s`, given the cut-off
+    /// `reached` computed with the weekend fallback: `None` when only the uncovered days could
+    /// tell.
+    pub fn reached(&self, since_s: i64, now_s: i64, reached: bool) -> Option<bool> {
+        if self.covers(since_s) {
+            Some(reached)
+        } else if since_s >= self.until_s && now_s < self.deadlines_from_s {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
+/// `n` calendar days, judged in a time zone (only [`Counting::Date`] needs the zone).
+#[derive(Debug, Clone)]
+pub struct CalendarDays {
+    /// How many days, `1..=CalendarDays::MAX`.
+    pub n: u32,
+    /// The zone whose dates are counted.
+    pub time_zone: TimeZone,
+    /// How the days turn into an instant.
+    pub counting: Counting,
+}
+
+impl CalendarDays {
+    /// The largest accepted `n` (a year).
+    pub const MAX: u32 = 366;
+
+    /// The instant (Unix seconds) this threshold fires for silence counted from `since_s`:
+    /// [`Counting::Instant`]: `since + n × 86 400`; [`Counting::Date`]: local 00:00 of the
+    /// (n+1)-th date after the local date of `since`.
+    pub fn deadline_s(&self, since_s: i64) -> i64 {
+        match self.counting {
+            Counting::Instant => since_s + i64::from(self.n) * 86_400,
+            Counting::Date => {
+                let Some(day) = local_day(&self.time_zone, since_s) else {
+                    return T_MAX;
+                };
+                start_of_day_s(&self.time_zone, day + self.n as i32 + 1)
+            }
+        }
+    }
+}
+
+/// The local date (as an epoch day) of `t_s` in `tz`, `None` outside jiff's range.
+fn local_day(tz: &TimeZone, t_s: i64) -> Option<i32> {
+    let ts = Timestamp::from_second(t_s).ok()?;
+    Some(epoch_day(tz.to_datetime(ts).date()))
+}
+
+/// Local 00:00 of epoch day `day` in `tz` (a midnight inside a gap moves forward by the
+/// gap), capped at [`T_MAX`].
+fn start_of_day_s(tz: &TimeZone, day: i32) -> i64 {
+    let local = DateTime::from_parts(date_of_epoch_day(day), Time::midnight());
+    tz.to_timestamp(local)
+        .map_or(T_MAX, |t| t.as_second().min(T_MAX))
 }
 
 /// The largest instant the table can hold (`u32` Unix seconds); deadlines are capped there.
@@ -64,8 +219,43 @@ impl WorkingDays {
     /// The largest accepted `n` (a quarter of a year of working days).
     pub const MAX: u32 = 66;
 
-    /// The instant (Unix seconds) this threshold fires for silence counted from `since_s`.
+    /// The instant (Unix seconds) this threshold fires for silence counted from `since_s`,
+    /// by [`WorkingDays::counting`].
     pub fn deadline_s(&self, since_s: i64) -> i64 {
+        match self.counting {
+            Counting::Instant => self.instant_deadline_s(since_s),
+            Counting::Date => {
+                // Days D+1, D+2, … are counted; the period ends at 00:00 after the n-th
+                // working one. D's own kind plays no part.
+                let Some(day) = local_day(&self.time_zone, since_s) else {
+                    return T_MAX;
+                };
+                let last = self.calendar.nth_working_day_after(day, self.n);
+                start_of_day_s(&self.time_zone, last + 1)
+            }
+        }
+    }
+
+    /// The `since` instants whose count stays inside the calendar's coverage (the count
+    /// depends only on the local date of `since`, under either counting rule).
+    pub fn coverage(&self) -> CoverageSpan {
+        let tz = &self.time_zone;
+        let (first, last) = self.calendar.covered_days();
+        let from_s = start_of_day_s(tz, first);
+        let until_s = self
+            .calendar
+            .last_covered_start(self.n)
+            .map_or(from_s, |d| start_of_day_s(tz, d + 1));
+        CoverageSpan {
+            from_s,
+            until_s,
+            deadlines_from_s: start_of_day_s(tz, last + 1),
+        }
+    }
+
+    /// [`Counting::Instant`]: wall time of `since` on the n-th working day after its date (a
+    /// non-working date: 00:00 after the n-th working day).
+    fn instant_deadline_s(&self, since_s: i64) -> i64 {
         let tz = &self.time_zone;
         let Ok(ts) = Timestamp::from_second(since_s) else {
             return T_MAX;
@@ -119,6 +309,25 @@ impl Threshold {
         match self {
             Threshold::Duration { seconds } => since_s + i64::from(*seconds),
             Threshold::WorkingDays(w) => w.deadline_s(since_s),
+            Threshold::Days(d) => d.deadline_s(since_s),
+        }
+    }
+
+    /// The calendar coverage of a working-day threshold; `None` for the others (they need no
+    /// calendar).
+    pub fn coverage(&self) -> Option<CoverageSpan> {
+        match self {
+            Threshold::WorkingDays(w) => Some(w.coverage()),
+            Threshold::Duration { .. } | Threshold::Days(_) => None,
+        }
+    }
+
+    /// The deadline for `since_s`, or `None` when it needs days past the calendar's coverage
+    /// and `past_coverage` is [`PastCoverage::Refuse`].
+    pub fn deadline_within(&self, since_s: i64, past_coverage: PastCoverage) -> Option<i64> {
+        match (self.coverage(), past_coverage) {
+            (Some(c), PastCoverage::Refuse) if !c.covers(since_s) => None,
+            _ => Some(self.deadline_s(since_s)),
         }
     }
 
@@ -127,63 +336,84 @@ impl Threshold {
     pub fn cutoff_s(&self, now_s: i64) -> i64 {
         match self {
             Threshold::Duration { seconds } => now_s - i64::from(*seconds) + 1,
-            Threshold::WorkingDays(w) => {
-                // deadline(t) > t always, so hi = now_s qualifies; find lo with deadline <= now.
-                let mut hi = now_s;
-                let mut step = 86_400 * (i64::from(w.n) + 2);
-                let mut lo = now_s - step;
-                while w.deadline_s(lo) > now_s {
-                    hi = lo;
-                    step *= 2;
-                    lo = now_s - step;
-                    if lo < -(1 << 40) {
-                        return lo;
-                    }
-                }
-                // Invariant: deadline(lo) <= now < deadline(hi).
-                while hi - lo > 1 {
-                    let mid = lo + (hi - lo) / 2;
-                    if w.deadline_s(mid) > now_s {
-                        hi = mid;
-                    } else {
-                        lo = mid;
-                    }
-                }
-                hi
+            Threshold::Days(d) if d.counting == Counting::Instant => {
+                now_s - i64::from(d.n) * 86_400 + 1
             }
+            Threshold::Days(d) => bisect_cutoff(|t| d.deadline_s(t), d.n, now_s),
+            Threshold::WorkingDays(w) => bisect_cutoff(|t| w.deadline_s(t), w.n, now_s),
         }
     }
 
-    /// Human form: `36h` style seconds or `3 working days (de, Europe/Berlin)`.
+    /// Human form: `36h` style seconds, `3 working days (de, Europe/Berlin, by date)` or
+    /// `2 days (Europe/Berlin, by date)`.
     pub fn describe(&self) -> String {
+        let plural = |n: u32| if n == 1 { "" } else { "s" };
         match self {
             Threshold::Duration { seconds } => format!("{seconds}s"),
             Threshold::WorkingDays(w) => format!(
-                "{} working day{} ({}, {})",
+                "{} working day{} ({}, {}, by {})",
                 w.n,
-                if w.n == 1 { "" } else { "s" },
+                plural(w.n),
                 w.calendar.name(),
-                w.time_zone.iana_name().unwrap_or("?")
+                w.time_zone.iana_name().unwrap_or("?"),
+                w.counting.as_str()
+            ),
+            Threshold::Days(d) => format!(
+                "{} day{} ({}, by {})",
+                d.n,
+                plural(d.n),
+                d.time_zone.iana_name().unwrap_or("?"),
+                d.counting.as_str()
             ),
         }
     }
 }
 
+/// The exact cut-off of a monotone `deadline` (with `deadline(t) > t`) at `now_s`: the
+/// smallest `t` with `deadline(t) > now_s`, by doubling then bisection. `n` (the day count)
+/// only sizes the first step.
+fn bisect_cutoff(deadline: impl Fn(i64) -> i64, n: u32, now_s: i64) -> i64 {
+    // deadline(t) > t always, so hi = now_s qualifies; find lo with deadline <= now.
+    let mut hi = now_s;
+    let mut step = 86_400 * (i64::from(n) + 2);
+    let mut lo = now_s - step;
+    while deadline(lo) > now_s {
+        hi = lo;
+        step *= 2;
+        lo = now_s - step;
+        if lo < -(1 << 40) {
+            return lo;
+        }
+    }
+    // Invariant: deadline(lo) <= now < deadline(hi).
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if deadline(mid) > now_s {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
+
 /// How a confirmation (the device answering the confirm-location request) resets the clock.
+///
+/// There is one rule: a confirmation answers the warning, never the expiry. (`Full`, which
+/// counted the expiry from the confirmation too, was removed: a device that answered every
+/// request but never sent a position then never expired.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ConfirmResets {
     /// The warning is counted from the confirmation; expiry still from the newest fix.
     Warning,
-    /// Both thresholds are counted from the confirmation, as if it were a fix.
-    Full,
 }
 
 impl ConfirmResets {
-    /// `warning` or `full`.
+    /// `warning`.
     pub const fn as_str(self) -> &'static str {
         match self {
             ConfirmResets::Warning => "warning",
-            ConfirmResets::Full => "full",
         }
     }
 }
@@ -350,6 +580,7 @@ pub struct PolicySet {
     exemptions: Vec<Exemption>,
     /// Sorted by `down_s`.
     outages: Vec<Outage>,
+    past_coverage: PastCoverage,
 }
 
 impl PolicySet {
@@ -378,6 +609,7 @@ impl PolicySet {
             devices,
             exemptions,
             outages: Vec::new(),
+            past_coverage: PastCoverage::default(),
         })
     }
 
@@ -411,6 +643,41 @@ impl PolicySet {
         let excess = outages.len().saturating_sub(outages_max);
         outages.drain(..excess);
         self.outages = outages;
+    }
+
+    /// Sets what a scan does when a deadline would need days past a calendar's coverage.
+    pub fn set_past_coverage(&mut self, past_coverage: PastCoverage) {
+        self.past_coverage = past_coverage;
+    }
+
+    /// What a scan does when a deadline would need days past a calendar's coverage.
+    pub fn past_coverage(&self) -> PastCoverage {
+        self.past_coverage
+    }
+
+    /// Every distinct calendar a policy counts working days on, in policy order.
+    pub fn calendars(&self) -> Vec<Arc<Calendar>> {
+        let mut out: Vec<Arc<Calendar>> = Vec::new();
+        for p in &self.policies {
+            for t in [&p.warning, &p.expiry] {
+                if let Threshold::WorkingDays(w) = t
+                    && !out.iter().any(|c| Arc::ptr_eq(c, &w.calendar))
+                {
+                    out.push(w.calendar.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The names of the calendars in use whose coverage has ended at `now_s`.
+    pub fn calendars_past_coverage(&self, now_s: i64) -> Vec<String> {
+        self.calendars()
+            .iter()
+            .map(|c| c.coverage_at(now_s))
+            .filter(|c| c.days_left < 0)
+            .map(|c| c.name)
+            .collect()
     }
 
     /// The outages not counted against devices.
@@ -511,11 +778,32 @@ impl PolicySet {
                 ]
             })
             .collect();
-        let reporting_from_s = cutoffs.iter().map(|c| c[0].max(c[1])).max().unwrap_or(0);
+        let coverage: Vec<[Option<CoverageSpan>; 2]> = self
+            .policies
+            .iter()
+            .map(|p| match self.past_coverage {
+                PastCoverage::Refuse => [p.warning.coverage(), p.expiry.coverage()],
+                PastCoverage::Weekends => [None, None],
+            })
+            .collect();
+        let mut reporting_from_s = cutoffs.iter().map(|c| c[0].max(c[1])).max().unwrap_or(0);
+        // The fast path may only skip devices whose answer the coverage can give: a fix
+        // before the coverage starts is never skipped, and once a deadline could lie past
+        // its end (now >= deadlines_from_s) a fresh fix is not either (its count needs
+        // uncovered days), so then every device is judged.
+        for c in coverage.iter().flatten().flatten() {
+            let floor = if now >= c.deadlines_from_s {
+                T_MAX + 1
+            } else {
+                c.from_s
+            };
+            reporting_from_s = reporting_from_s.max(clamp(floor));
+        }
         Prepared {
             set: self,
             now_s,
             cutoffs,
+            coverage,
             reporting_from_s,
         }
     }
@@ -528,6 +816,81 @@ impl PolicySet {
             policy.expiry.deadline_s(last_fix_s),
         )
     }
+
+    /// When a scan would first see `device_id` (if given; else a device with no exemption)
+    /// at each level of `policy`, its newest fix at `last_fix_s` and no confirmation: the
+    /// answer of `hexflow policy when`. It applies exactly the rules of
+    /// [`Prepared::judge_detail`] (outages, exemption windows with their `from` and `until`,
+    /// calendar coverage), so the first scan at or after [`Firing::At`] sees the level and no
+    /// scan before it does.
+    pub fn fires(&self, policy: &PolicyDef, device_id: Option<u64>, last_fix_s: i64) -> When {
+        let (warning, warning_from_s) = self.fire(&policy.warning, device_id, last_fix_s);
+        let (expiry, expiry_from_s) = self.fire(&policy.expiry, device_id, last_fix_s);
+        When {
+            warning,
+            expiry,
+            warning_from_s,
+            expiry_from_s,
+        }
+    }
+
+    /// One threshold of [`PolicySet::fires`]: the fixpoint of "deadline from the fix, moved
+    /// past every exemption window the deadline falls into or after".
+    /// Also returns the instant the count started from.
+    fn fire(&self, t: &Threshold, device_id: Option<u64>, last_fix_s: i64) -> (Firing, i64) {
+        let fix = u32::try_from(last_fix_s.clamp(0, T_MAX)).unwrap_or(u32::MAX);
+        let mut from = i64::from(self.after_outages(fix));
+        // Each round moves `from` to a later window end, so there are at most as many rounds
+        // as exemptions (plus the last).
+        for _ in 0..=self.exemptions.len() {
+            let Some(at) = t.deadline_within(from, self.past_coverage) else {
+                return (Firing::PastCoverage, from);
+            };
+            let Some(device_id) = device_id else {
+                return (Firing::At(at), from);
+            };
+            let at_u32 = u32::try_from(at.clamp(0, T_MAX)).unwrap_or(u32::MAX);
+            match self.exemption(device_id, at_u32) {
+                ExemptionState::Exempt(e) => match e.until_s {
+                    None => return (Firing::Never, from),
+                    Some(until_s) => from = from.max(i64::from(until_s)),
+                },
+                ExemptionState::NotExempt { ended_s } if i64::from(ended_s) > from => {
+                    from = i64::from(ended_s);
+                }
+                ExemptionState::NotExempt { .. } => return (Firing::At(at), from),
+            }
+        }
+        let firing = t
+            .deadline_within(from, self.past_coverage)
+            .map_or(Firing::PastCoverage, Firing::At);
+        (firing, from)
+    }
+}
+
+/// When a threshold fires for one device ([`PolicySet::fires`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firing {
+    /// The first scan at or after this instant (Unix seconds) sees the level.
+    At(i64),
+    /// Never: a permanent exemption (or one with no end in sight) is in force then.
+    Never,
+    /// Not computed: the deadline needs days past the calendar's coverage and
+    /// `past_coverage = "refuse"` (the scan would not judge the device).
+    PastCoverage,
+}
+
+/// Both thresholds of [`PolicySet::fires`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct When {
+    /// When the device is warned.
+    pub warning: Firing,
+    /// When it expires.
+    pub expiry: Firing,
+    /// The instant the warning's count started from (the fix, or an exemption's end).
+    pub warning_from_s: i64,
+    /// The instant the expiry's count started from.
+    pub expiry_from_s: i64,
 }
 
 /// The index of the policy called `name`; `context` says where it was named.
@@ -565,6 +928,7 @@ fn check_policies(policies: &[PolicyDef]) -> Result<(), PolicySetError> {
             let ok = match t {
                 Threshold::Duration { seconds } => *seconds > 0,
                 Threshold::WorkingDays(w) => (1..=WorkingDays::MAX).contains(&w.n),
+                Threshold::Days(d) => (1..=CalendarDays::MAX).contains(&d.n),
             };
             if !ok {
                 return Err(PolicySetError::ThresholdRange {
@@ -580,6 +944,7 @@ fn check_policies(policies: &[PolicyDef]) -> Result<(), PolicySetError> {
             {
                 e.n > w.n
             }
+            (Threshold::Days(w), Threshold::Days(e)) if w.counting == e.counting => e.n > w.n,
             // Mixed kinds: allowed; a device may go straight to expired (docs/SILENCE.md).
             _ => true,
         };
@@ -694,6 +1059,9 @@ pub struct Prepared<'a> {
     now_s: u32,
     /// Per policy: `[warning, expiry]` cut-offs (Unix seconds, 0..=2^32).
     cutoffs: Vec<[u64; 2]>,
+    /// Per policy: `[warning, expiry]` calendar coverage, when `past_coverage = refuse` and
+    /// the threshold counts working days.
+    coverage: Vec<[Option<CoverageSpan>; 2]>,
     reporting_from_s: u64,
 }
 
@@ -732,21 +1100,28 @@ impl Prepared<'_> {
             0
         };
         let warning_from_s = base.max(confirmed);
-        let expiry_from_s = match policy.confirm_resets {
-            ConfirmResets::Full => warning_from_s,
-            ConfirmResets::Warning => base,
-        };
+        // A confirmation never moves the expiry (ConfirmResets has no other rule).
+        let ConfirmResets::Warning = policy.confirm_resets;
+        let expiry_from_s = base;
         let [cut_w, cut_e] = self.cutoffs[usize::from(a.policy)];
-        let level = if u64::from(expiry_from_s) < cut_e {
-            Level::Expired
-        } else if u64::from(warning_from_s) < cut_w {
-            Level::Warned
-        } else {
-            Level::Reporting
+        let [cov_w, cov_e] = &self.coverage[usize::from(a.policy)];
+        let now = i64::from(self.now_s);
+        let reached = |cov: &Option<CoverageSpan>, from: u32, cut: u64| {
+            let r = u64::from(from) < cut;
+            cov.map_or(Some(r), |c| c.reached(i64::from(from), now, r))
+        };
+        let judgement = match (
+            reached(cov_e, expiry_from_s, cut_e),
+            reached(cov_w, warning_from_s, cut_w),
+        ) {
+            (Some(true), _) => Judgement::Level(Level::Expired),
+            (Some(false), Some(true)) => Judgement::Level(Level::Warned),
+            (Some(false), Some(false)) => Judgement::Level(Level::Reporting),
+            _ => Judgement::PastCoverage,
         };
         JudgeDetail {
             assignment: a,
-            judgement: Judgement::Level(level),
+            judgement,
             warning_from_s,
             expiry_from_s,
         }
@@ -770,7 +1145,7 @@ impl SilencePolicy for Prepared<'_> {
     fn level(&self, device_id: u64, since_s: u32, now_s: u32) -> Level {
         let _ = now_s;
         match self.judge_detail(device_id, since_s, 0).judgement {
-            Judgement::Exempt => Level::Reporting,
+            Judgement::Exempt | Judgement::PastCoverage => Level::Reporting,
             Judgement::Level(l) => l,
         }
     }
@@ -831,39 +1206,103 @@ fn level_threshold(p: &PolicyDef, level: Level) -> Option<&Threshold> {
     }
 }
 
-/// Parses a threshold: a duration (`36h`, `90m`, `2d`, `1d12h`, `45s`) or `N working days`
-/// (`N working day` for 1). Working days need a calendar, given by the caller.
+/// What a day-count phrase needs besides its text: the policy's calendar, its time zone
+/// (the policy's `time_zone`, else the calendar's) and its counting rule.
+#[derive(Debug, Clone, Copy)]
+pub struct PhraseContext<'a> {
+    /// The policy's calendar (needed by `N working days`).
+    pub calendar: Option<&'a Arc<Calendar>>,
+    /// The zone days are counted in (needed by working days, and by `N days` under
+    /// [`Counting::Date`]).
+    pub time_zone: Option<&'a TimeZone>,
+    /// The policy's counting rule.
+    pub counting: Counting,
+}
+
+impl PhraseContext<'_> {
+    /// No calendar, no zone: only durations parse.
+    pub const DURATIONS_ONLY: PhraseContext<'static> = PhraseContext {
+        calendar: None,
+        time_zone: None,
+        counting: Counting::Date,
+    };
+}
+
+/// Parses a threshold. One meaning per form (docs/SILENCE.md, "Thresholds"):
+///
+/// * a compact duration (`36h`, `90m`, `2d`, `1d12h`, `45s`): exactly that many real
+///   seconds, whatever the counting rule;
+/// * `N working days` (`N working day` for 1), or `more than N working days` (the same
+///   threshold in the words of a regulation: the silence is "more than N working days" from
+///   the moment the N-th working day is over): counted on the calendar by `ctx.counting`;
+/// * `N days` / `more than N days`: calendar days, counted by `ctx.counting` (`instant`:
+///   `N × 24 h`; `date`: 00:00 after the N-th full day, which needs a zone).
+///
+/// Words are case-insensitive and may be separated by any whitespace.
 ///
 /// # Errors
 /// [`ThresholdParseError`] naming the text.
 pub fn parse_threshold(
     text: &str,
-    calendar: Option<(&Arc<Calendar>, &TimeZone)>,
+    ctx: &PhraseContext<'_>,
 ) -> Result<Threshold, ThresholdParseError> {
-    let t = text.trim();
+    let lower = text.trim().to_ascii_lowercase();
     let bad = |reason| ThresholdParseError {
         text: text.to_string(),
         reason,
     };
-    let words: Vec<&str> = t.split_whitespace().collect();
-    if let [n, "working", unit] = words.as_slice()
-        && (*unit == "days" || *unit == "day")
-    {
-        let n: u32 = n.parse().map_err(|_| bad(ThresholdParseReason::Number))?;
-        if !(1..=WorkingDays::MAX).contains(&n) {
-            return Err(bad(ThresholdParseReason::Range));
+    let mut words: Vec<&str> = lower.split_whitespace().collect();
+    if let ["more", "than", ..] = words.as_slice() {
+        words.drain(..2);
+        if words.is_empty() {
+            return Err(bad(ThresholdParseReason::Syntax));
         }
-        let (calendar, tz) = calendar.ok_or_else(|| bad(ThresholdParseReason::NoCalendar))?;
-        return Ok(Threshold::WorkingDays(WorkingDays {
-            n,
-            calendar: calendar.clone(),
-            time_zone: tz.clone(),
-        }));
     }
+    let count = |n: &str, max: u32| -> Result<u32, ThresholdParseError> {
+        let n: u32 = n.parse().map_err(|_| bad(ThresholdParseReason::Number))?;
+        if (1..=max).contains(&n) {
+            Ok(n)
+        } else {
+            Err(bad(ThresholdParseReason::Range))
+        }
+    };
+    match words.as_slice() {
+        [n, "working", "days" | "day"] => {
+            let n = count(n, WorkingDays::MAX)?;
+            let (Some(calendar), Some(tz)) = (ctx.calendar, ctx.time_zone) else {
+                return Err(bad(ThresholdParseReason::NoCalendar));
+            };
+            Ok(Threshold::WorkingDays(WorkingDays {
+                n,
+                calendar: calendar.clone(),
+                time_zone: tz.clone(),
+                counting: ctx.counting,
+            }))
+        }
+        [n, "days" | "day"] => {
+            let n = count(n, CalendarDays::MAX)?;
+            let time_zone = match (ctx.time_zone, ctx.counting) {
+                (Some(tz), _) => tz.clone(),
+                (None, Counting::Instant) => TimeZone::UTC,
+                (None, Counting::Date) => return Err(bad(ThresholdParseReason::NoTimeZone)),
+            };
+            Ok(Threshold::Days(CalendarDays {
+                n,
+                time_zone,
+                counting: ctx.counting,
+            }))
+        }
+        [compact] if !lower.starts_with("more") => parse_duration(compact).map_err(bad),
+        _ => Err(bad(ThresholdParseReason::Syntax)),
+    }
+}
+
+/// `36h`, `1d12h30m5s`: real seconds, `1..=u32::MAX`.
+fn parse_duration(t: &str) -> Result<Threshold, ThresholdParseReason> {
     let mut total: u64 = 0;
     let mut digits = String::new();
     if t.is_empty() {
-        return Err(bad(ThresholdParseReason::Syntax));
+        return Err(ThresholdParseReason::Syntax);
     }
     for c in t.chars() {
         if c.is_ascii_digit() {
@@ -875,20 +1314,18 @@ pub fn parse_threshold(
             'm' => 60,
             'h' => 3600,
             'd' => 86_400,
-            _ => return Err(bad(ThresholdParseReason::Syntax)),
+            _ => return Err(ThresholdParseReason::Syntax),
         };
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| bad(ThresholdParseReason::Syntax))?;
+        let n: u64 = digits.parse().map_err(|_| ThresholdParseReason::Syntax)?;
         digits.clear();
         total = total.saturating_add(n.saturating_mul(unit));
     }
     if !digits.is_empty() {
-        return Err(bad(ThresholdParseReason::Syntax));
+        return Err(ThresholdParseReason::Syntax);
     }
-    let seconds = u32::try_from(total).map_err(|_| bad(ThresholdParseReason::Range))?;
+    let seconds = u32::try_from(total).map_err(|_| ThresholdParseReason::Range)?;
     if seconds == 0 {
-        return Err(bad(ThresholdParseReason::Range));
+        return Err(ThresholdParseReason::Range);
     }
     Ok(Threshold::Duration { seconds })
 }
@@ -907,18 +1344,23 @@ pub struct ThresholdParseError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum ThresholdParseReason {
-    /// Neither `<number><s|m|h|d>...` nor `N working days`.
-    #[error("expected a duration like \"36h\" or \"3 working days\"")]
+    /// Not `<number><s|m|h|d>...`, `[more than] N working days` or `[more than] N days`.
+    #[error(
+        "expected a duration like \"36h\", \"3 working days\", \"more than 3 working days\" or \"2 days\""
+    )]
     Syntax,
     /// The count is not a number.
     #[error("the working-day count is not a number")]
     Number,
-    /// Zero, too long, or more than `WorkingDays::MAX` working days.
-    #[error("out of range (1 s ..= u32::MAX s, or 1..=66 working days)")]
+    /// Zero, too long, more than `WorkingDays::MAX` working days or `CalendarDays::MAX` days.
+    #[error("out of range (1 s ..= u32::MAX s, 1..=66 working days, or 1..=366 days)")]
     Range,
     /// Working days need `calendar = "..."` in the policy.
     #[error("working days need a calendar")]
     NoCalendar,
+    /// `N days` counted by date need a zone: the policy's `time_zone` or its calendar's.
+    #[error("days counted by date need a time zone (time_zone or calendar)")]
+    NoTimeZone,
 }
 
 #[cfg(test)]

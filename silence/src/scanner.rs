@@ -28,7 +28,7 @@ use storage::wait::{Recv, deadline_after_ms, recv_before};
 use storage::writer::ParquetOptions;
 use sys::Clock;
 use sys::fs::Fs;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::log::EventLog;
 use crate::snapshot_file::SnapshotFile;
@@ -55,7 +55,7 @@ pub const CONFIRM_REASON: &str = "no fix past the warning threshold; please conf
 pub enum ConfirmAction {
     /// The device just crossed its warning threshold: ask it to confirm.
     Request(DeviceId),
-    /// The device's silence ended with a fresh fix: it no longer needs to.
+    /// The device's silence ended with a fresh fix, or it expired: it no longer needs to.
     Cancel(DeviceId),
 }
 
@@ -66,8 +66,11 @@ pub fn confirm_actions(events: &[SilenceEvent]) -> impl Iterator<Item = ConfirmA
         let device_id = DeviceId::try_from(e.device_id).ok()?;
         match e.kind {
             EventKind::Warned => Some(ConfirmAction::Request(device_id)),
-            EventKind::Resumed { .. } => Some(ConfirmAction::Cancel(device_id)),
-            EventKind::Expired | EventKind::Confirmed { .. } => None,
+            // An expired device is past asking (docs/PROTOCOL.md §9: cancelled on expiry).
+            EventKind::Resumed { .. } | EventKind::Expired => {
+                Some(ConfirmAction::Cancel(device_id))
+            }
+            EventKind::Confirmed { .. } | EventKind::NotJudged => None,
         }
     })
 }
@@ -211,6 +214,8 @@ struct ScanLoop {
     events: Vec<SilenceEvent>,
     snapshot_buf: Vec<u8>,
     last_snapshot_s: u32,
+    /// The UTC day (Unix days) of the last "calendar coverage has ended" log line.
+    coverage_logged_day: Option<u32>,
 }
 
 impl ScanLoop {
@@ -236,6 +241,7 @@ impl ScanLoop {
             events: Vec::new(),
             snapshot_buf: Vec::new(),
             last_snapshot_s,
+            coverage_logged_day: None,
         }
     }
 
@@ -281,7 +287,28 @@ impl ScanLoop {
             error!(error = %e, "silence scan refused");
         }
         self.publish();
+        self.log_ended_coverage(now_s);
         now_s
+    }
+
+    /// Once per UTC day while a calendar in use has ended: what the scan does about it
+    /// (`past_coverage`: devices not judged, or counted by weekends only).
+    fn log_ended_coverage(&mut self, now_s: u32) {
+        let day = now_s / 86_400;
+        if self.coverage_logged_day == Some(day) {
+            return;
+        }
+        let ended = self.set.calendars_past_coverage(i64::from(now_s));
+        if ended.is_empty() {
+            return;
+        }
+        self.coverage_logged_day = Some(day);
+        match self.set.past_coverage() {
+            crate::PastCoverage::Refuse => error!(calendars = ?ended,
+                "calendar coverage has ended: devices whose deadline needs later days are NOT judged (past_coverage = refuse); add the next year's file"),
+            crate::PastCoverage::Weekends => warn!(calendars = ?ended,
+                "calendar coverage has ended: later days count by weekends only, holidays ignored (past_coverage = weekends); add the next year's file"),
+        }
     }
 
     fn policy_name(set: &PolicySet, i: u16) -> String {

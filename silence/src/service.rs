@@ -24,7 +24,7 @@ use std::sync::Arc;
 use storage::writer::ParquetOptions;
 use sys::Clock;
 use sys::fs::Fs;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{SilenceConfig, SilenceConfigError};
 use crate::log::{EventLog, ExemptionLog};
@@ -152,6 +152,7 @@ impl Silence {
         let webhook_cfg = cfg.webhook()?;
         let table = Arc::new(SilenceTable::with_capacity(cfg.devices_max)?);
         let start_s = unix_s(p.clock.now_ms());
+        warn_coverage(&policies, start_s);
         let snapshot = SnapshotFile::new(p.fs.clone(), p.data_dir);
         policies.set_outages(restore(&table, &snapshot, start_s)?, cfg.outages_max);
         ExemptionLog::sync(&*p.fs, p.data_dir, policies.exemptions(), start_s).map_err(
@@ -233,6 +234,26 @@ impl Silence {
     /// Stops the scanner after its last flush and snapshot.
     pub fn stop(self) {
         self.scanner.stop();
+    }
+}
+
+/// Logs every calendar in use whose coverage ends within
+/// [`crate::calendar::COVERAGE_WARNING_DAYS`] (an error once it has ended), and every
+/// provisional year.
+fn warn_coverage(policies: &PolicySet, now_s: u32) {
+    for c in policies.calendars() {
+        let cov = c.coverage_at(i64::from(now_s));
+        let provisional = cov.provisional_years();
+        if !provisional.is_empty() {
+            warn!(calendar = %cov.name, years = ?provisional, "calendar years are provisional (not backed by an official act yet)");
+        }
+        if cov.days_left < 0 {
+            error!(calendar = %cov.name, last_day = %cov.last_day, past_coverage = policies.past_coverage().as_str(),
+                "calendar coverage has ENDED: devices whose deadline needs later days are not judged (refuse) or counted by weekends only; add the next year's file");
+        } else if cov.ends_soon() {
+            warn!(calendar = %cov.name, last_day = %cov.last_day, days_left = cov.days_left,
+                "calendar coverage ends soon; add the next year's file");
+        }
     }
 }
 

@@ -222,6 +222,9 @@ pub struct ScanStats {
     pub events: usize,
     /// Devices skipped because they are exempt (also counted at their unchanged level).
     pub exempt: usize,
+    /// Devices not judged because a deadline would need days past their calendar's coverage
+    /// (`past_coverage = "refuse"`; also counted at their unchanged level).
+    pub past_coverage: usize,
 }
 
 /// A snapshot of one device, from [`SilenceTable::get`]. Each field is read atomically, the
@@ -654,23 +657,39 @@ impl SilenceTable {
         sweep.stats.devices += 1;
         let previous = Level::from_bits(state);
         let (confirmed_s, confirm_new) = sweep.take_confirmation(device_id, last_fix_s);
-        let Some(next) = sweep.judge(device_id, previous, judged_from_s, confirmed_s) else {
-            return Visit::Watch;
+        // A fix arrived since the device was last judged silent (or it was never silent).
+        let fresh_fix = previous == Level::Reporting || judged_from_s != since_s;
+        let mut judged = Judged {
+            device_id,
+            previous,
+            next: previous,
+            last_fix_s,
+            last_contact_s: slot.last_contact_s.load(Ordering::Acquire),
+            since_s,
+            judged_from_s,
+        };
+        judged.next = match sweep.judge(device_id, previous, judged_from_s, confirmed_s, fresh_fix)
+        {
+            Judgement::Level(next) => next,
+            Judgement::Exempt => return Visit::Watch,
+            Judgement::PastCoverage => {
+                Self::not_judged(slot, state, &judged, sweep, out);
+                return Visit::Watch;
+            }
+        };
+        let next = judged.next;
+        let state = if state & NOT_JUDGED_FLAG != 0 {
+            slot.state
+                .store(state & !NOT_JUDGED_FLAG, Ordering::Relaxed);
+            state & !NOT_JUDGED_FLAG
+        } else {
+            state
         };
         if next != Level::Reporting && since_s != judged_from_s {
             // Keep "silent since" current while silent (a late batch may bring a newer,
             // still old, fix).
             slot.since_s.store(judged_from_s, Ordering::Relaxed);
         }
-        let judged = Judged {
-            device_id,
-            previous,
-            next,
-            last_fix_s,
-            last_contact_s: slot.last_contact_s.load(Ordering::Acquire),
-            since_s,
-            judged_from_s,
-        };
         Self::record(
             slot,
             state,
@@ -685,6 +704,26 @@ impl SilenceTable {
         } else {
             Visit::Watch
         }
+    }
+
+    /// A device the policy could not judge (past its calendar's coverage): its `not_judged`
+    /// event, once until it is judged again (the slot's [`NOT_JUDGED_FLAG`]).
+    fn not_judged<P: SilencePolicy + ?Sized>(
+        slot: &Slot,
+        state: u32,
+        j: &Judged,
+        sweep: &mut Sweep<'_, P>,
+        out: &mut Vec<SilenceEvent>,
+    ) {
+        if state & NOT_JUDGED_FLAG != 0 {
+            return;
+        }
+        slot.state.store(state | NOT_JUDGED_FLAG, Ordering::Relaxed);
+        let (policy, _) = sweep
+            .policy
+            .event_info(j.device_id, j.previous, j.judged_from_s);
+        out.push(j.event(EventKind::NotJudged, policy, 0, sweep.now_s));
+        sweep.stats.events += 1;
     }
 
     /// Stores a visited slot's new level and emits its events: the `confirmed` event of a
@@ -967,14 +1006,16 @@ struct Sweep<'p, P: ?Sized> {
 
 impl<P: SilencePolicy + ?Sized> Sweep<'_, P> {
     /// The level a device at `previous`, silent since `judged_from_s`, moves to (counted in
-    /// the stats), or `None` when it is exempt (counted, at its unchanged level).
+    /// the stats; see [`next_level`]), or why it is not judged (counted, at its unchanged
+    /// level).
     fn judge(
         &mut self,
         device_id: u64,
         previous: Level,
         judged_from_s: u32,
         confirmed_s: u32,
-    ) -> Option<Level> {
+        fresh_fix: bool,
+    ) -> Judgement {
         match self
             .policy
             .judge(device_id, judged_from_s, confirmed_s, self.now_s)
@@ -982,12 +1023,17 @@ impl<P: SilencePolicy + ?Sized> Sweep<'_, P> {
             Judgement::Exempt => {
                 self.stats.exempt += 1;
                 self.stats.count(previous);
-                None
+                Judgement::Exempt
+            }
+            Judgement::PastCoverage => {
+                self.stats.past_coverage += 1;
+                self.stats.count(previous);
+                Judgement::PastCoverage
             }
             Judgement::Level(l) => {
-                let next = next_level(previous, l);
+                let next = next_level(previous, l, fresh_fix, confirmed_s != 0);
                 self.stats.count(next);
-                Some(next)
+                Judgement::Level(next)
             }
         }
     }
@@ -1116,6 +1162,10 @@ impl Drop for ScanGuard<'_> {
         self.0.store(false, Ordering::Release);
     }
 }
+
+/// Bit of a slot's `state` word: the device's `not_judged` event was reported (cleared when
+/// it is judged again).
+const NOT_JUDGED_FLAG: u32 = 0b100;
 
 pub(crate) fn valid_device_id(device_id: u64) -> bool {
     device_id >= 1 && device_id <= i64::MAX as u64

@@ -135,7 +135,7 @@ fn unknown_keys_are_named_and_missing_keys_take_their_default() {
     assert!(e.contains("colour"), "{e}");
 }
 
-const CAL_2026: &str = "name = \"xx\"\nyear = 2026\ntime_zone = \"UTC\"\nweekend = [\"sat\", \"sun\"]\nholidays = []\nworking_days = []\n";
+const CAL_2026: &str = "name = \"xx\"\nyear = 2026\ntime_zone = \"UTC\"\nweekend = [\"sat\", \"sun\"]\nstatus = \"official\"\nsource = \"test\"\nholidays = []\nworking_days = []\n";
 
 fn with_calendar_policy(dir: &Path) -> SilenceConfig {
     SilenceConfig {
@@ -146,7 +146,8 @@ fn with_calendar_policy(dir: &Path) -> SilenceConfig {
             expiry: "2 working days".into(),
             calendar: Some("xx".into()),
             time_zone: None,
-            confirm_resets: "full".into(),
+            confirm_resets: "warning".into(),
+            counting: "instant".into(),
         }],
         groups: vec![GroupConfig {
             name: "g".into(),
@@ -188,13 +189,17 @@ fn policy_set_reads_calendars_through_fs() {
             .as_bytes(),
     );
     let e = c.policy_set_with_fs(&fs).unwrap_err().to_string();
-    assert!(e.contains("/cal/xx/2026.toml:5: holidays[0].date"), "{e}");
+    assert!(e.contains("/cal/xx/2026.toml:7: holidays[0].date"), "{e}");
     // A good one: the policy, its calendar zone and the group are in the set.
     fs.put_durable(&dir.join("xx/2026.toml"), CAL_2026.as_bytes());
     let set = c.policy_set_with_fs(&fs).unwrap();
     let names: Vec<&str> = set.policies().iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["default", "p"]);
-    assert_eq!(set.policy("p").unwrap().confirm_resets, ConfirmResets::Full);
+    assert_eq!(
+        set.policy("p").unwrap().confirm_resets,
+        ConfirmResets::Warning
+    );
+    assert_eq!(set.past_coverage(), crate::rules::PastCoverage::Refuse);
     assert_eq!(set.assignment(3).group, Some(0));
     assert_eq!(set.assignment(15).policy, 1);
     assert_eq!(set.assignment(20).policy, 0);
@@ -217,6 +222,13 @@ fn policy_entries_are_refused_with_their_key() {
     assert!(e.contains("silence.policies \"p\".time_zone"), "{e}");
     let e = refused(&|c| c.policies[0].confirm_resets = "half".into());
     assert!(e.contains("silence.policies \"p\".confirm_resets"), "{e}");
+    // "full" (the expiry counted from a confirmation) was removed; the error says why.
+    let e = refused(&|c| c.policies[0].confirm_resets = "full".into());
+    assert!(e.contains("never restarts the expiry clock"), "{e}");
+    let e = refused(&|c| c.policies[0].counting = "calendar".into());
+    assert!(e.contains("silence.policies \"p\".counting"), "{e}");
+    let e = refused(&|c| c.past_coverage = "guess".into());
+    assert!(e.contains("silence.past_coverage"), "{e}");
     let e = refused(&|c| c.groups[0].policy = "nope".into());
     assert!(e.contains("nope"), "{e}");
     let e = refused(&|c| {
@@ -239,4 +251,56 @@ fn policy_entries_are_refused_with_their_key() {
         }];
     });
     assert!(e.contains("silence.exemptions[0].from"), "{e}");
+}
+
+/// The shipped calendars: all load, every German state calendar is the nationwide `de` plus
+/// its own holidays, and the examples the docs name hold.
+#[test]
+fn shipped_calendars_load_and_german_states_extend_de() {
+    let c = SilenceConfig {
+        calendars_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/calendars"),
+        ..SilenceConfig::default()
+    };
+    let cals = c.calendars_with_fs(&sys::fs::RealFs).unwrap();
+    let names: Vec<&str> = cals.iter().map(|c| c.name()).collect();
+    let states = [
+        "BB", "BE", "BW", "BY", "HB", "HE", "HH", "MV", "NI", "NW", "RP", "SH", "SL", "SN", "ST",
+        "TH",
+    ];
+    let mut expected = vec!["de".to_string()];
+    expected.extend(states.iter().map(|s| format!("de-{s}")));
+    expected.push("ru".into());
+    assert_eq!(names, expected);
+    let by = |n: &str| cals.iter().find(|c| c.name() == n).unwrap();
+    let de = by("de");
+    let date = |s: &str| s.parse::<jiff::civil::Date>().unwrap();
+    for s in states {
+        let st = by(&format!("de-{s}"));
+        assert_eq!(st.years(), (2025, 2027), "{s}");
+        assert_eq!(st.time_zone_name(), "Europe/Berlin");
+        let (first, last) = st.covered_days();
+        for day in first..=last {
+            let d = crate::calendar::date_of_epoch_day(day);
+            // Every nationwide holiday is one in every state.
+            if !de.is_working_date(d) {
+                assert!(!st.is_working_date(d), "{s} {d}");
+            }
+        }
+        for y in 2025..=2027 {
+            assert_eq!(st.year_status(y).unwrap().as_str(), "official", "{s} {y}");
+        }
+    }
+    // The docs' example: Mon 2027-03-08 (Frauentag) is a holiday in Berlin, not nationwide.
+    assert!(de.is_working_date(date("2027-03-08")));
+    assert!(!by("de-BE").is_working_date(date("2027-03-08")));
+    assert!(!by("de-BE").is_working_date(date("2025-05-08")));
+    assert!(by("de-BE").is_working_date(date("2026-05-08")));
+    assert!(!by("de-BY").is_working_date(date("2026-01-06")));
+    assert!(!by("de-NW").is_working_date(date("2026-06-04")));
+    assert!(!by("de-SN").is_working_date(date("2026-11-18")));
+    assert!(!by("de-TH").is_working_date(date("2027-09-20")));
+    assert!(!by("de-SL").is_working_date(date("2025-08-15")));
+    assert!(by("de-BY").is_working_date(date("2025-08-15")));
+    assert!(!by("de-NI").is_working_date(date("2025-10-31")));
+    assert!(by("de-NW").is_working_date(date("2025-10-31")));
 }

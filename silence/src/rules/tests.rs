@@ -55,6 +55,7 @@ fn wd(cal: &str, n: u32) -> Threshold {
         n,
         calendar: c,
         time_zone: tz,
+        counting: Counting::Instant,
     })
 }
 
@@ -189,6 +190,239 @@ fn table_10_duration_ignores_calendars() {
     );
 }
 
+// ---- counting = "date": the worked table of docs/SILENCE.md, "Counting rules" ----
+
+fn wd_date(cal: &str, n: u32) -> Threshold {
+    match wd(cal, n) {
+        Threshold::WorkingDays(w) => Threshold::WorkingDays(WorkingDays {
+            counting: Counting::Date,
+            ..w
+        }),
+        other => other,
+    }
+}
+
+/// One row of the date table: the date rule fires at `date_fires`, the instant rule at
+/// `instant_fires` (both checked, with their cut-offs).
+fn date_row(cal: &str, n: u32, last_fix: &str, date_fires: &str, instant_fires: &str) {
+    row(wd_date(cal, n), last_fix, date_fires);
+    row(wd(cal, n), last_fix, instant_fires);
+}
+
+#[test]
+fn date_1_friday_evening_issue_example() {
+    date_row(
+        "ru",
+        3,
+        "2025-10-24T18:00:00+03:00",
+        "2025-10-30T00:00:00+03:00",
+        "2025-10-29T18:00:00+03:00",
+    );
+}
+
+#[test]
+fn date_2_one_minute_after_midnight_issue_example() {
+    date_row(
+        "ru",
+        3,
+        "2026-02-17T00:01:00+03:00",
+        "2026-02-21T00:00:00+03:00",
+        "2026-02-20T00:01:00+03:00",
+    );
+}
+
+#[test]
+fn date_3_transferred_working_saturday() {
+    // Sat 2025-11-01 is worked; Mon 3 off, Tue 4 holiday.
+    date_row(
+        "ru",
+        1,
+        "2025-10-31T15:00:00+03:00",
+        "2025-11-02T00:00:00+03:00",
+        "2025-11-01T15:00:00+03:00",
+    );
+    date_row(
+        "ru",
+        3,
+        "2025-10-31T15:00:00+03:00",
+        "2025-11-07T00:00:00+03:00",
+        "2025-11-06T15:00:00+03:00",
+    );
+}
+
+#[test]
+fn date_4_new_year_holidays() {
+    // 31 Dec off, 1-8 Jan holidays, 9 Jan off, 10-11 weekend: Mon 12, Tue 13, Wed 14.
+    date_row(
+        "ru",
+        3,
+        "2025-12-30T12:00:00+03:00",
+        "2026-01-15T00:00:00+03:00",
+        "2026-01-14T12:00:00+03:00",
+    );
+}
+
+#[test]
+fn date_5_may_holidays() {
+    // 1 May (Fri) holiday, weekend, Mon 4, Tue 5, Wed 6.
+    date_row(
+        "ru",
+        3,
+        "2026-04-30T18:00:00+03:00",
+        "2026-05-07T00:00:00+03:00",
+        "2026-05-06T18:00:00+03:00",
+    );
+    // 9-10 May weekend, Mon 11 off instead of 9 May: Tue 12, Wed 13, Thu 14.
+    date_row(
+        "ru",
+        3,
+        "2026-05-08T12:00:00+03:00",
+        "2026-05-15T00:00:00+03:00",
+        "2026-05-14T12:00:00+03:00",
+    );
+}
+
+#[test]
+fn date_6_dst_zone() {
+    // Spring forward on Sun 2026-03-29: Mon 30 counted, over at Tue 00:00 CEST.
+    date_row(
+        "de",
+        1,
+        "2026-03-27T02:30:00+01:00",
+        "2026-03-31T00:00:00+02:00",
+        "2026-03-30T02:30:00+02:00",
+    );
+    // A fix in the repeated hour of Sun 2026-10-25: its date is Sunday either way.
+    date_row(
+        "de",
+        1,
+        "2026-10-25T02:30:00+01:00",
+        "2026-10-27T00:00:00+01:00",
+        "2026-10-27T00:00:00+01:00",
+    );
+}
+
+#[test]
+fn date_7_last_fix_near_local_midnight_given_in_utc() {
+    // Both fixes are on Sunday 2025-10-26 in UTC; in Moscow the first is Sunday 23:59:59
+    // (counting starts Monday), the second Monday 00:00:00 (counting starts Tuesday).
+    date_row(
+        "ru",
+        3,
+        "2025-10-26T20:59:59Z",
+        "2025-10-30T00:00:00+03:00",
+        "2025-10-30T00:00:00+03:00",
+    );
+    date_row(
+        "ru",
+        3,
+        "2025-10-26T21:00:00Z",
+        "2025-10-31T00:00:00+03:00",
+        "2025-10-30T00:00:00+03:00",
+    );
+}
+
+#[test]
+fn date_8_christmas_de() {
+    // Thu 24 is worked in the nationwide calendar; 25, 26 holidays, Sun 27; Mon 28, Tue 29.
+    date_row(
+        "de",
+        3,
+        "2026-12-23T17:00:00+01:00",
+        "2026-12-30T00:00:00+01:00",
+        "2026-12-29T17:00:00+01:00",
+    );
+}
+
+#[test]
+fn date_9_phrases_have_one_meaning_each() {
+    let c = calendar("de");
+    let tz = c.time_zone().clone();
+    let ctx = |counting| PhraseContext {
+        calendar: Some(&c),
+        time_zone: Some(&tz),
+        counting,
+    };
+    let at = |text: &str, counting| {
+        let th = parse_threshold(text, &ctx(counting)).unwrap();
+        crate::rfc3339(th.deadline_s(t("2026-05-22T18:00:00+02:00")))
+    };
+    use Counting::{Date, Instant};
+    // "more than N working days" is "N working days": over when the N-th day is.
+    assert_eq!(at("more than 3 working days", Date), "2026-05-28T22:00:00Z");
+    assert_eq!(at("3 working days", Date), "2026-05-28T22:00:00Z");
+    assert_eq!(
+        at("More  Than 3 Working Days", Date),
+        "2026-05-28T22:00:00Z"
+    );
+    assert_eq!(
+        at("more than 3 working days", Instant),
+        "2026-05-28T16:00:00Z"
+    );
+    // "2 days" by date: Sat 23 and Sun 24 are the two full days; by instant: 48 h.
+    assert_eq!(at("2 days", Date), "2026-05-24T22:00:00Z");
+    assert_eq!(at("more than 2 days", Date), "2026-05-24T22:00:00Z");
+    assert_eq!(at("2 days", Instant), "2026-05-24T16:00:00Z");
+    // Compact durations are real seconds under either rule.
+    assert_eq!(at("48h", Date), "2026-05-24T16:00:00Z");
+    assert_eq!(at("2d", Date), "2026-05-24T16:00:00Z");
+    assert_eq!(at("48h", Instant), "2026-05-24T16:00:00Z");
+    // Refusals name the reason.
+    let reason =
+        |text: &str, ctx: &PhraseContext<'_>| parse_threshold(text, ctx).unwrap_err().reason;
+    assert_eq!(
+        reason("more than", &ctx(Date)),
+        ThresholdParseReason::Syntax
+    );
+    assert_eq!(
+        reason("more than 36h", &ctx(Date)),
+        ThresholdParseReason::Syntax
+    );
+    assert_eq!(
+        reason("three working days", &ctx(Date)),
+        ThresholdParseReason::Number
+    );
+    assert_eq!(reason("0 days", &ctx(Date)), ThresholdParseReason::Range);
+    assert_eq!(reason("367 days", &ctx(Date)), ThresholdParseReason::Range);
+    assert!(parse_threshold("366 days", &ctx(Date)).is_ok());
+    assert_eq!(
+        reason("2 days", &PhraseContext::DURATIONS_ONLY),
+        ThresholdParseReason::NoTimeZone
+    );
+    // By instant, days need no zone (they are 24 h each).
+    let utc_instant = PhraseContext {
+        counting: Instant,
+        ..PhraseContext::DURATIONS_ONLY
+    };
+    assert!(matches!(
+        parse_threshold("2 days", &utc_instant),
+        Ok(Threshold::Days(CalendarDays { n: 2, .. }))
+    ));
+    assert_eq!(
+        parse_threshold("2 working days", &ctx(Date))
+            .unwrap()
+            .describe(),
+        "2 working days (de, Europe/Berlin, by date)"
+    );
+}
+
+#[test]
+fn date_is_never_earlier_than_instant() {
+    let pairs = [
+        (wd("ru", 3), wd_date("ru", 3)),
+        (wd("de", 1), wd_date("de", 1)),
+    ];
+    let mut since = t("2025-01-01T00:00:00Z");
+    while since < t("2027-12-20T00:00:00Z") {
+        for (instant, date) in &pairs {
+            let (i, d) = (instant.deadline_s(since), date.deadline_s(since));
+            assert!(d >= i, "since {since}: date {d} < instant {i}");
+            assert!(d - i < 86_400, "since {since}: more than a day later");
+        }
+        since += 3_907;
+    }
+}
+
 #[test]
 fn calendars_count_the_official_working_days() {
     let count = |cal: &Calendar, y: i16| {
@@ -210,19 +444,18 @@ fn calendars_count_the_official_working_days() {
 
 #[test]
 fn calendar_errors_name_file_line_and_key() {
-    let ok =
-        "name = \"x\"\nyear = 2026\ntime_zone = \"Europe/Berlin\"\nweekend = [\"sat\", \"sun\"]\n";
+    let ok = "name = \"x\"\nyear = 2026\ntime_zone = \"Europe/Berlin\"\nweekend = [\"sat\", \"sun\"]\nstatus = \"official\"\nsource = \"test\"\n";
     let err = |text: &str| CalendarYear::parse(text, "x/2026.toml").unwrap_err();
     let e = err(&format!(
         "{ok}holidays = [\n  {{ date = \"2026-02-30\", name = \"bad\" }},\n]\n"
     ));
     assert!(
-        matches!(&e, CalendarError::Invalid { line: 6, key, reason: CalendarReason::BadDate, .. } if key == "holidays[0].date"),
+        matches!(&e, CalendarError::Invalid { line: 8, key, reason: CalendarReason::BadDate, .. } if key == "holidays[0].date"),
         "{e:?}"
     );
     assert_eq!(
         e.to_string(),
-        "x/2026.toml:6: holidays[0].date = \"2026-02-30\": not a YYYY-MM-DD date"
+        "x/2026.toml:8: holidays[0].date = \"2026-02-30\": not a YYYY-MM-DD date"
     );
     let e = err(&format!(
         "{ok}holidays = [{{ date = \"2025-12-31\", name = \"x\" }}]\n"
@@ -251,7 +484,7 @@ fn calendar_errors_name_file_line_and_key() {
         matches!(
             e,
             CalendarError::Invalid {
-                line: 6,
+                line: 8,
                 reason: CalendarReason::HolidayAndWorkingDay,
                 ..
             }
@@ -277,7 +510,44 @@ fn calendar_errors_name_file_line_and_key() {
         }
     ));
     let e = err(&format!("{ok}colour = 1\n"));
-    assert!(matches!(e, CalendarError::Syntax { line: 5, .. }), "{e:?}");
+    assert!(matches!(e, CalendarError::Syntax { line: 7, .. }), "{e:?}");
+    // Status: one of two words, and a source that is not empty; both required.
+    let e = err(&ok.replace("\"official\"", "\"draft\""));
+    assert!(
+        matches!(
+            &e,
+            CalendarError::Invalid {
+                line: 5,
+                reason: CalendarReason::BadStatus,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = err(&ok.replace("\"test\"", "\"  \""));
+    assert!(
+        matches!(
+            &e,
+            CalendarError::Invalid {
+                line: 6,
+                reason: CalendarReason::EmptySource,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = err(&ok.replace("status = \"official\"\n", ""));
+    assert!(
+        matches!(&e, CalendarError::Syntax { message, .. } if message.contains("status")),
+        "{e:?}"
+    );
+    let y = CalendarYear::parse(&ok.replace("official", "provisional"), "x").unwrap();
+    assert_eq!(
+        y.status,
+        calendar::YearStatus::Provisional {
+            source: "test".into()
+        }
+    );
     let e = err("name = \"x\"\nyear = \n");
     assert!(matches!(e, CalendarError::Syntax { line: 2, .. }), "{e:?}");
     // Years: gap, duplicate, zone mismatch.
@@ -288,6 +558,9 @@ fn calendar_errors_name_file_line_and_key() {
         weekend: [false, false, false, false, false, true, true],
         holidays: Vec::new(),
         working_days: Vec::new(),
+        status: calendar::YearStatus::Official {
+            source: "test".into(),
+        },
     };
     let gap = Calendar::from_years(vec![y(2025, "UTC"), y(2027, "UTC")]).unwrap_err();
     assert_eq!(
@@ -303,44 +576,57 @@ fn calendar_errors_name_file_line_and_key() {
 fn thresholds_parse() {
     let c = calendar("de");
     let tz = c.time_zone().clone();
+    let ctx = PhraseContext {
+        calendar: Some(&c),
+        time_zone: Some(&tz),
+        counting: Counting::Instant,
+    };
     assert!(matches!(
-        parse_threshold("36h", None),
+        parse_threshold("36h", &PhraseContext::DURATIONS_ONLY),
         Ok(Threshold::Duration { seconds: 129_600 })
     ));
     assert!(matches!(
-        parse_threshold("1d12h30m5s", None),
+        parse_threshold("1d12h30m5s", &PhraseContext::DURATIONS_ONLY),
         Ok(Threshold::Duration { seconds: 131_405 })
     ));
     assert!(matches!(
-        parse_threshold("3 working days", Some((&c, &tz))),
+        parse_threshold("3 working days", &ctx),
         Ok(Threshold::WorkingDays(WorkingDays { n: 3, .. }))
     ));
-    assert!(parse_threshold("1 working day", Some((&c, &tz))).is_ok());
+    assert!(parse_threshold("1 working day", &ctx).is_ok());
     assert_eq!(
-        parse_threshold("3 working days", None).unwrap_err().reason,
+        parse_threshold("3 working days", &PhraseContext::DURATIONS_ONLY)
+            .unwrap_err()
+            .reason,
         ThresholdParseReason::NoCalendar
     );
     assert_eq!(
-        parse_threshold("67 working days", Some((&c, &tz)))
+        parse_threshold("67 working days", &ctx).unwrap_err().reason,
+        ThresholdParseReason::Range
+    );
+    assert!(parse_threshold("66 working days", &ctx).is_ok());
+    assert_eq!(
+        parse_threshold("0h", &PhraseContext::DURATIONS_ONLY)
             .unwrap_err()
             .reason,
         ThresholdParseReason::Range
     );
-    assert!(parse_threshold("66 working days", Some((&c, &tz))).is_ok());
     assert_eq!(
-        parse_threshold("0h", None).unwrap_err().reason,
-        ThresholdParseReason::Range
-    );
-    assert_eq!(
-        parse_threshold("36", None).unwrap_err().reason,
+        parse_threshold("36", &PhraseContext::DURATIONS_ONLY)
+            .unwrap_err()
+            .reason,
         ThresholdParseReason::Syntax
     );
     assert_eq!(
-        parse_threshold("", None).unwrap_err().reason,
+        parse_threshold("", &PhraseContext::DURATIONS_ONLY)
+            .unwrap_err()
+            .reason,
         ThresholdParseReason::Syntax
     );
     assert_eq!(
-        parse_threshold("49711d", None).unwrap_err().reason,
+        parse_threshold("49711d", &PhraseContext::DURATIONS_ONLY)
+            .unwrap_err()
+            .reason,
         ThresholdParseReason::Range
     );
 }
@@ -450,17 +736,11 @@ fn exemptions_outages_and_confirmations_move_the_clock() {
         reason: "r".into(),
     };
     let mut set = PolicySet::new(
-        vec![
-            dur("default", 100, 200),
-            PolicyDef {
-                confirm_resets: ConfirmResets::Full,
-                ..dur("full", 100, 200)
-            },
-        ],
+        vec![dur("default", 100, 200), dur("other", 100, 200)],
         "default",
         vec![
             group("g", "default", vec![(100, 199)], vec![]),
-            group("f", "full", vec![(200, 299)], vec![]),
+            group("f", "other", vec![(200, 299)], vec![]),
         ],
         vec![
             ex(ExemptionTarget::Device(7), None, None),
@@ -492,7 +772,7 @@ fn exemptions_outages_and_confirmations_move_the_clock() {
         p.judge_detail(150, 1, 0).judgement,
         Judgement::Level(Level::Expired)
     );
-    // Confirmation: "warning" resets only the warning; "full" both.
+    // Confirmation: resets only the warning, never the expiry.
     let p = set.prepare(1_250);
     assert_eq!(
         p.judge_detail(8, 1_000, 1_200).judgement,
@@ -510,8 +790,9 @@ fn exemptions_outages_and_confirmations_move_the_clock() {
     let p = set.prepare(1_250);
     assert_eq!(
         p.judge_detail(250, 1_000, 1_200).judgement,
-        Judgement::Level(Level::Reporting)
+        Judgement::Level(Level::Expired)
     );
+    assert_eq!(p.judge_detail(250, 1_000, 1_200).expiry_from_s, 1_000);
     // Outages are not counted.
     set.set_outages(
         vec![Outage {
@@ -622,6 +903,9 @@ fn build(raw: &RawCal) -> Arc<Calendar> {
                     name: "w".into(),
                 })
                 .collect(),
+            status: calendar::YearStatus::Provisional {
+                source: "proptest".into(),
+            },
         })
         .collect();
     Arc::new(Calendar::from_years(years).unwrap())
@@ -672,8 +956,68 @@ fn reference(raw: &RawCal, n: u32, since_s: i64) -> i64 {
     tz.to_timestamp(local).unwrap().as_second()
 }
 
+/// The date rule walked one civil day at a time: count the days after the fix's local date,
+/// the period ends at 00:00 after the n-th working one (`all_days`: every day counts).
+fn reference_date(raw: &RawCal, n: u32, since_s: i64, all_days: bool) -> i64 {
+    let tz = TimeZone::get(raw.zone).unwrap();
+    let working = |d: Date| {
+        all_days
+            || raw.working.contains(&d)
+            || (!raw.holidays.contains(&d)
+                && !raw.weekend[d.weekday().to_monday_zero_offset() as usize])
+    };
+    let mut d = tz
+        .to_datetime(jiff::Timestamp::from_second(since_s).unwrap())
+        .date();
+    let mut left = n;
+    while left > 0 {
+        d = d.tomorrow().unwrap();
+        if working(d) {
+            left -= 1;
+        }
+    }
+    let midnight = DateTime::from_parts(d.tomorrow().unwrap(), jiff::civil::Time::midnight());
+    tz.to_timestamp(midnight).unwrap().as_second()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn date_counting_matches_the_day_by_day_walk(
+        raw in raw_cal(),
+        n in 1u32..=20,
+        since_s in 1_688_169_600i64..1_845_936_000,
+    ) {
+        let tz = TimeZone::get(raw.zone).unwrap();
+        let w = WorkingDays { n, time_zone: tz.clone(), calendar: build(&raw), counting: Counting::Date };
+        prop_assert_eq!(w.deadline_s(since_s), reference_date(&raw, n, since_s, false));
+        let d = CalendarDays { n, time_zone: tz, counting: Counting::Date };
+        prop_assert_eq!(d.deadline_s(since_s), reference_date(&raw, n, since_s, true));
+    }
+
+    #[test]
+    fn date_cutoff_is_exact_and_deadlines_monotone(
+        raw in raw_cal(),
+        n in 1u32..=10,
+        days in any::<bool>(),
+        now_s in 1_704_067_200i64..1_830_297_600,
+        a in 0i64..40 * 86_400,
+        b in 0i64..40 * 86_400,
+    ) {
+        let tz = TimeZone::get(raw.zone).unwrap();
+        let th = if days {
+            Threshold::Days(CalendarDays { n, time_zone: tz, counting: Counting::Date })
+        } else {
+            Threshold::WorkingDays(WorkingDays { n, time_zone: tz, calendar: build(&raw), counting: Counting::Date })
+        };
+        let c = th.cutoff_s(now_s);
+        prop_assert!(th.deadline_s(c) > now_s);
+        prop_assert!(th.deadline_s(c - 1) <= now_s);
+        let (x, y) = (now_s - a.max(b), now_s - a.min(b));
+        prop_assert!(th.deadline_s(x) <= th.deadline_s(y), "monotone");
+        prop_assert_eq!(th.deadline_s(x) <= now_s, x < c);
+    }
 
     #[test]
     fn working_days_match_the_day_by_day_walk(
@@ -683,7 +1027,7 @@ proptest! {
         since_s in 1_688_169_600i64..1_845_936_000,
     ) {
         let cal = build(&raw);
-        let w = WorkingDays { n, time_zone: TimeZone::get(raw.zone).unwrap(), calendar: cal };
+        let w = WorkingDays { n, time_zone: TimeZone::get(raw.zone).unwrap(), calendar: cal, counting: Counting::Instant };
         prop_assert_eq!(w.deadline_s(since_s), reference(&raw, n, since_s));
     }
 
@@ -696,7 +1040,7 @@ proptest! {
         b in 0i64..40 * 86_400,
     ) {
         let cal = build(&raw);
-        let th = Threshold::WorkingDays(WorkingDays { n, time_zone: TimeZone::get(raw.zone).unwrap(), calendar: cal });
+        let th = Threshold::WorkingDays(WorkingDays { n, time_zone: TimeZone::get(raw.zone).unwrap(), calendar: cal, counting: Counting::Instant });
         let c = th.cutoff_s(now_s);
         prop_assert!(th.deadline_s(c) > now_s);
         prop_assert!(th.deadline_s(c - 1) <= now_s);
@@ -731,6 +1075,7 @@ fn dst_transitions_agree_with_reference() {
                     n,
                     time_zone: tz.clone(),
                     calendar: cal.clone(),
+                    counting: Counting::Instant,
                 };
                 let mut s = at - 2 * 3600 - 7 * 86_400;
                 while s < at + 2 * 3600 {
@@ -744,6 +1089,289 @@ fn dst_transitions_agree_with_reference() {
                     }
                     s += 599;
                 }
+            }
+        }
+    }
+}
+
+// ---- calendar coverage ----
+
+#[test]
+fn coverage_span_is_the_last_date_whose_count_stays_inside() {
+    // ru 2027 ends Wed 29, Thu 30, Fri 31 December (all working): a count of 3 working days
+    // stays inside for a fix dated up to Tue 28.
+    let Threshold::WorkingDays(w) = wd_date("ru", 3) else {
+        unreachable!()
+    };
+    let c = w.coverage();
+    assert_eq!(crate::rfc3339(c.from_s), "2024-12-31T21:00:00Z");
+    assert_eq!(crate::rfc3339(c.until_s), "2027-12-28T21:00:00Z");
+    assert_eq!(crate::rfc3339(c.deadlines_from_s), "2027-12-31T21:00:00Z");
+    let th = Threshold::WorkingDays(w);
+    let tue = t("2027-12-28T23:59:59+03:00");
+    assert_eq!(
+        th.deadline_within(tue, PastCoverage::Refuse),
+        Some(t("2028-01-01T00:00:00+03:00"))
+    );
+    let wed = t("2027-12-29T00:00:00+03:00");
+    assert_eq!(th.deadline_within(wed, PastCoverage::Refuse), None);
+    assert!(th.deadline_within(wed, PastCoverage::Weekends).is_some());
+    // Before the first covered day: refused too.
+    assert_eq!(
+        th.deadline_within(t("2024-12-31T12:00:00+03:00"), PastCoverage::Refuse),
+        None
+    );
+    // Durations and calendar days need no calendar.
+    assert!(Threshold::Duration { seconds: 5 }.coverage().is_none());
+    // The provisional year is a declared fact.
+    let ru = calendar("ru");
+    assert_eq!(
+        ru.year_status(2027).map(|s| s.as_str()),
+        Some("provisional")
+    );
+    assert_eq!(ru.year_status(2025).map(|s| s.as_str()), Some("official"));
+    assert!(ru.year_status(2026).unwrap().source().contains("2026"));
+    assert_eq!(ru.year_status(2028), None);
+    let cov = ru.coverage_at(t("2027-11-15T12:00:00Z"));
+    assert_eq!((cov.days_left, cov.ends_soon()), (46, true));
+    assert_eq!(cov.provisional_years(), [2027]);
+    assert!(!ru.coverage_at(t("2027-10-31T12:00:00Z")).ends_soon());
+    assert!(cov.to_string().contains("WARNING: in 46 days"), "{cov}");
+}
+
+// ---- one answer for the CLI and the scan ----
+
+/// `fires` gives `at`; the scan's judgement agrees one second before and at `at`.
+fn scan_agrees(set: &PolicySet, device: u64, fix: i64, at: Firing, level: Level) {
+    let Firing::At(at) = at else {
+        panic!("expected an instant, got {at:?}")
+    };
+    let fix = u32::try_from(fix).unwrap();
+    let at = u32::try_from(at).unwrap();
+    let judged = |now: u32| match set.prepare(now).judge_detail(device, fix, 0).judgement {
+        Judgement::Level(l) => Some(l),
+        _ => None,
+    };
+    assert!(
+        judged(at - 1).is_none_or(|l| l < level),
+        "one second before {}: {:?}",
+        crate::rfc3339(at.into()),
+        judged(at - 1)
+    );
+    assert!(
+        judged(at).is_some_and(|l| l >= level),
+        "at {}: {:?}",
+        crate::rfc3339(at.into()),
+        judged(at)
+    );
+}
+
+#[test]
+fn policy_when_and_the_scan_agree_on_the_docs_examples() {
+    let c = calendar("de");
+    let tz = c.time_zone().clone();
+    let ctx = PhraseContext {
+        calendar: Some(&c),
+        time_zone: Some(&tz),
+        counting: Counting::Date,
+    };
+    let field = PolicyDef {
+        name: "field".into(),
+        warning: parse_threshold("1 working day", &ctx).unwrap(),
+        expiry: parse_threshold("3 working days", &ctx).unwrap(),
+        confirm_resets: ConfirmResets::Warning,
+    };
+    let ex = |target, from: Option<&str>, until: Option<&str>| Exemption {
+        target,
+        from_s: from.map(|s| u32::try_from(t(s)).unwrap()),
+        until_s: until.map(|s| u32::try_from(t(s)).unwrap()),
+        reason: "r".into(),
+    };
+    let set = PolicySet::new(
+        vec![dur("default", 100, 200), field.clone()],
+        "default",
+        vec![group("berlin", "field", vec![(1000, 1999)], vec![42])],
+        vec![
+            ex(
+                ExemptionTarget::Group("berlin".into()),
+                Some("2026-08-01T00:00:00Z"),
+                Some("2026-08-15T00:00:00Z"),
+            ),
+            ex(ExemptionTarget::Device(7), None, None),
+        ],
+    )
+    .unwrap();
+    // The issue's case: the August window has not started when the May deadlines pass.
+    let fix = t("2026-05-22T18:00:00+02:00");
+    let w = set.fires(&field, Some(42), fix);
+    assert_eq!(w.warning, Firing::At(t("2026-05-27T00:00:00+02:00")));
+    assert_eq!(w.expiry, Firing::At(t("2026-05-29T00:00:00+02:00")));
+    scan_agrees(&set, 42, fix, w.warning, Level::Warned);
+    scan_agrees(&set, 42, fix, w.expiry, Level::Expired);
+    assert_eq!(w, set.fires(&field, None, fix));
+    // `--days`: the days the warning counted, each with its kind.
+    let days = crate::render_counted_days(
+        &field.warning,
+        w.warning_from_s,
+        t("2026-05-27T00:00:00+02:00"),
+    );
+    assert_eq!(
+        days.as_deref(),
+        Some(
+            "counted in Europe/Berlin from Fri 2026-05-22: Sat 05-23 weekend, Sun 05-24 weekend, \
+             Mon 05-25 holiday (Pfingstmontag), Tue 05-26 working day 1"
+        )
+    );
+    // A fix just before the window: the deadlines fall inside it and move after its end
+    // (Sat 15 Aug; Mon 17 counted for the warning; Mon 17 - Wed 19 for the expiry).
+    let fix = t("2026-07-31T12:00:00+02:00");
+    let w = set.fires(&field, Some(1500), fix);
+    assert_eq!(w.warning, Firing::At(t("2026-08-18T00:00:00+02:00")));
+    assert_eq!(w.expiry, Firing::At(t("2026-08-20T00:00:00+02:00")));
+    scan_agrees(&set, 1500, fix, w.warning, Level::Warned);
+    scan_agrees(&set, 1500, fix, w.expiry, Level::Expired);
+    // A device outside the group is judged from its fix.
+    let w = set.fires(&field, Some(5), fix);
+    assert_eq!(w.warning, Firing::At(t("2026-08-04T00:00:00+02:00")));
+    // Permanent: never.
+    let w = set.fires(&field, Some(7), fix);
+    assert_eq!((w.warning, w.expiry), (Firing::Never, Firing::Never));
+    assert!(
+        set.calendars_past_coverage(t("2027-12-31T22:59:59Z"))
+            .is_empty()
+    );
+    assert_eq!(
+        set.calendars_past_coverage(t("2027-12-31T23:00:00Z")),
+        ["de"]
+    );
+    // Past the coverage: not computed, as the scan refuses to judge.
+    let late = t("2027-12-30T12:00:00+01:00");
+    assert_eq!(
+        set.fires(&field, Some(42), late).expiry,
+        Firing::PastCoverage
+    );
+    let at = u32::try_from(t("2028-01-10T00:00:00+01:00")).unwrap();
+    assert_eq!(
+        set.prepare(at)
+            .judge_detail(42, u32::try_from(late).unwrap(), 0)
+            .judgement,
+        Judgement::PastCoverage
+    );
+}
+
+#[test]
+fn explain_says_why_a_device_is_not_judged_and_keeps_levels_as_the_scan_does() {
+    use crate::DeviceState;
+    let c = calendar("ru");
+    let tz = c.time_zone().clone();
+    let ctx = PhraseContext {
+        calendar: Some(&c),
+        time_zone: Some(&tz),
+        counting: Counting::Instant,
+    };
+    let ru = PolicyDef {
+        name: "ru".into(),
+        warning: parse_threshold("1 working day", &ctx).unwrap(),
+        expiry: parse_threshold("3 working days", &ctx).unwrap(),
+        confirm_resets: ConfirmResets::Warning,
+    };
+    let set = PolicySet::new(
+        vec![ru],
+        "ru",
+        Vec::new(),
+        vec![Exemption {
+            target: ExemptionTarget::Device(2),
+            from_s: Some(u32::try_from(t("2026-03-10T00:00:00Z")).unwrap()),
+            until_s: Some(u32::try_from(t("2026-04-10T00:00:00Z")).unwrap()),
+            reason: "r".into(),
+        }],
+    )
+    .unwrap();
+    let fix = u32::try_from(t("2027-12-30T12:00:00+03:00")).unwrap();
+    let state = |device_id, level, fix| DeviceState {
+        device_id,
+        last_fix_s: Some(fix),
+        last_contact_s: None,
+        level,
+        silent_since_s: Some(fix),
+    };
+    let now = u32::try_from(t("2028-01-05T12:00:00+03:00")).unwrap();
+    let e = crate::explain(&state(1, Level::Warned, fix), &set, None, now);
+    assert_eq!(
+        e.not_judged.as_deref(),
+        Some(crate::NOT_JUDGED_PAST_COVERAGE)
+    );
+    assert_eq!(e.level_now, Level::Warned);
+    assert_eq!(e.expiry_at_s, None);
+    assert_eq!(e.warning_at_s, Some(t("2027-12-31T12:00:00+03:00")));
+    assert!(e.to_string().contains("not judged: "), "{e}");
+    assert!(
+        e.to_json().contains(r#""not_judged":"a deadline"#),
+        "{}",
+        e.to_json()
+    );
+    // An exemption window that ended does not un-expire a device without a fix.
+    let old_fix = u32::try_from(t("2026-03-02T12:00:00Z")).unwrap();
+    let after = u32::try_from(t("2026-04-10T06:00:00Z")).unwrap();
+    let e = crate::explain(&state(2, Level::Expired, old_fix), &set, None, after);
+    assert_eq!((e.level_now, e.not_judged), (Level::Expired, None));
+    // (The rules alone would say "reporting": counted from the window's end.)
+    let judged = set.prepare(after).judge_detail(2, old_fix, 0).judgement;
+    assert_eq!(judged, Judgement::Level(Level::Reporting));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// `fires` (the CLI's answer) against the scan's judgement, on random exemption windows:
+    /// the level is not reached one second before the answer and is reached at it; `never`
+    /// means exempt whenever the deadline has passed.
+    #[test]
+    fn fires_agrees_with_the_scan_on_random_windows(
+        windows in proptest::collection::vec(
+            (any::<bool>(), proptest::option::of(0u32..5_000), proptest::option::of(1u32..5_000)),
+            0..5,
+        ),
+        fix in 1u32..3_000,
+        warn in 1u32..800,
+        extra in 1u32..800,
+    ) {
+        let exemptions: Vec<Exemption> = windows
+            .iter()
+            .filter(|(_, f, u)| match (f, u) {
+                (Some(f), Some(u)) => u > f,
+                _ => true,
+            })
+            .map(|(mine, from_s, until_s)| Exemption {
+                target: ExemptionTarget::Device(if *mine { 1 } else { 2 }),
+                from_s: *from_s,
+                until_s: *until_s,
+                reason: "r".into(),
+            })
+            .collect();
+        let set = PolicySet::new(vec![dur("default", warn, warn + extra)], "default", Vec::new(), exemptions).unwrap();
+        let p = &set.policies()[0];
+        let when = set.fires(p, Some(1), i64::from(fix));
+        for (firing, level) in [(when.warning, Level::Warned), (when.expiry, Level::Expired)] {
+            let judged = |now: u32| match set.prepare(now).judge_detail(1, fix, 0).judgement {
+                Judgement::Level(l) => Some(l),
+                _ => None,
+            };
+            match firing {
+                Firing::At(at) => {
+                    let at = u32::try_from(at).unwrap();
+                    prop_assert!(judged(at).is_some_and(|l| l >= level), "at {at}: {:?}", judged(at));
+                    // No earlier scan sees it (sampled, and the second before).
+                    for now in (fix..at).step_by(13).chain([at - 1]) {
+                        prop_assert!(judged(now).is_none_or(|l| l < level), "{now} before {at}: {:?}", judged(now));
+                    }
+                }
+                Firing::Never => {
+                    for now in [fix + warn + extra, 6_000, 10_000, 100_000] {
+                        prop_assert_eq!(judged(now), None, "now {}", now);
+                    }
+                }
+                Firing::PastCoverage => prop_assert!(false, "durations have no calendar"),
             }
         }
     }

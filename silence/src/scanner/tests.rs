@@ -49,7 +49,7 @@ fn event(device_id: u64, kind: EventKind) -> SilenceEvent {
 }
 
 #[test]
-fn warned_devices_are_asked_to_confirm_and_resumed_ones_no_longer() {
+fn warned_devices_are_asked_to_confirm_and_expired_or_resumed_ones_no_longer() {
     let d = |id| DeviceId::try_from(id).unwrap();
     let events = [
         event(1, EventKind::Warned),
@@ -61,7 +61,11 @@ fn warned_devices_are_asked_to_confirm_and_resumed_ones_no_longer() {
     let got: Vec<ConfirmAction> = confirm_actions(&events).collect();
     assert_eq!(
         got,
-        [ConfirmAction::Request(d(1)), ConfirmAction::Cancel(d(3))]
+        [
+            ConfirmAction::Request(d(1)),
+            ConfirmAction::Cancel(d(2)),
+            ConfirmAction::Cancel(d(3))
+        ]
     );
 }
 

@@ -440,6 +440,7 @@ fn scan_stats_count_levels() {
             expired: 1,
             events: 2,
             exempt: 0,
+            past_coverage: 0,
         }
     );
     assert_eq!(out.len(), 2);
@@ -826,7 +827,9 @@ fn stress_writers_and_scanner() {
             EventKind::Warned => warned += 1,
             EventKind::Expired => expired += 1,
             EventKind::Resumed { .. } => resumed += 1,
-            EventKind::Confirmed { .. } => unreachable!("no confirmations in this run"),
+            EventKind::Confirmed { .. } | EventKind::NotJudged => {
+                unreachable!("no confirmations or calendars in this run")
+            }
         }
     }
     println!(
@@ -936,7 +939,8 @@ proptest! {
                     for (&device, m) in model.iter_mut() {
                         let prev = m.level.unwrap_or(Level::Reporting);
                         let from = if m.fix != 0 { m.fix } else if m.since != 0 { m.since } else { m.first_contact };
-                        let next = next_level(prev, p.level(from, now_s));
+                        let fresh_fix = prev == Level::Reporting || from != m.since;
+                        let next = next_level(prev, p.level(from, now_s), fresh_fix, false);
                         if next != Level::Reporting { m.since = from; }
                         if next != prev {
                             let kind = match next {
@@ -1068,4 +1072,227 @@ fn policy_set_scan_exemptions_confirmations_and_restart() {
         }
     );
     assert_eq!(out[0].silent_interval_s(), Some(4_100));
+}
+
+/// Kinds and levels of a scan's events.
+fn kinds(out: &[SilenceEvent]) -> Vec<(u64, EventKind, Level, Level)> {
+    let mut v: Vec<_> = out
+        .iter()
+        .map(|e| (e.device_id, e.kind, e.from, e.to))
+        .collect();
+    v.sort_by_key(|e| e.0);
+    v
+}
+
+#[test]
+fn an_exemption_ending_never_lowers_a_level_without_a_fix() {
+    use crate::{ConfirmResets, Exemption, ExemptionTarget, PolicyDef, PolicySet, Threshold};
+    let def = PolicyDef {
+        name: "default".into(),
+        warning: Threshold::Duration { seconds: 100 },
+        expiry: Threshold::Duration { seconds: 200 },
+        confirm_resets: ConfirmResets::Warning,
+    };
+    let window = |device| Exemption {
+        target: ExemptionTarget::Device(device),
+        from_s: Some(1_300),
+        until_s: Some(2_000),
+        reason: "repair".into(),
+    };
+    let set = PolicySet::new(vec![def], "default", Vec::new(), vec![window(1), window(2)]).unwrap();
+    let t = SilenceTable::with_capacity(10).unwrap();
+    t.record_fix(1, 1_000).unwrap();
+    t.record_fix(2, 1_100).unwrap();
+    let mut out = Vec::new();
+    let scan = |now: u32, out: &mut Vec<SilenceEvent>| {
+        out.clear();
+        t.scan(now, &set.prepare(now), out).unwrap();
+    };
+    scan(1_250, &mut out);
+    assert_eq!(
+        kinds(&out),
+        [
+            (1, EventKind::Expired, Level::Reporting, Level::Expired),
+            (2, EventKind::Warned, Level::Reporting, Level::Warned)
+        ]
+    );
+    // Inside the window: nothing.
+    scan(1_500, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    // The window ended: silence now counts from its end, which judges both "reporting";
+    // without a fix neither level goes down (before this fix both resumed here).
+    scan(2_050, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(t.get(1).unwrap().level, Level::Expired);
+    assert_eq!(t.get(2).unwrap().level, Level::Warned);
+    // 200 s after the window's end device 2 expires; a fix resumes device 1.
+    t.record_fix(1, 2_210).unwrap();
+    scan(2_220, &mut out);
+    assert_eq!(
+        kinds(&out),
+        [
+            (
+                1,
+                EventKind::Resumed {
+                    silent_since_s: 1_000
+                },
+                Level::Expired,
+                Level::Reporting
+            ),
+            (2, EventKind::Expired, Level::Warned, Level::Expired)
+        ]
+    );
+}
+
+#[test]
+fn a_here_answer_never_restarts_expiry_nor_un_expires() {
+    use crate::{ConfirmResets, PolicyDef, PolicySet, Threshold};
+    let def = PolicyDef {
+        name: "default".into(),
+        warning: Threshold::Duration { seconds: 100 },
+        expiry: Threshold::Duration { seconds: 300 },
+        confirm_resets: ConfirmResets::Warning,
+    };
+    let set = PolicySet::new(vec![def], "default", Vec::new(), Vec::new()).unwrap();
+    let t = SilenceTable::with_capacity(10).unwrap();
+    let mut out = Vec::new();
+    let mut scan = |now: u32| {
+        out.clear();
+        t.scan(now, &set.prepare(now), &mut out).unwrap();
+        kinds(&out)
+    };
+    t.record_fix(1, 1_000).unwrap();
+    assert_eq!(
+        scan(1_150),
+        [(1, EventKind::Warned, Level::Reporting, Level::Warned)]
+    );
+    // A device that answers every request but never sends a position: each HERE lifts the
+    // warning once, but the expiry stays counted from the fix.
+    for (here, scan_at) in [(1_160, 1_170), (1_270, 1_280)] {
+        t.record_confirmation(1, here).unwrap();
+        let got = scan(scan_at);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(matches!(got[0].1, EventKind::Confirmed { .. }), "{got:?}");
+    }
+    assert_eq!(
+        scan(1_300),
+        [(1, EventKind::Expired, Level::Reporting, Level::Expired)]
+    );
+    // A late HERE on an expired device is reported once and leaves it expired.
+    t.record_confirmation(1, 1_310).unwrap();
+    assert_eq!(
+        scan(1_320),
+        [(
+            1,
+            EventKind::Confirmed {
+                confirmed_at_s: 1_310
+            },
+            Level::Expired,
+            Level::Expired
+        )]
+    );
+    assert!(scan(1_330).is_empty());
+    assert_eq!(t.get(1).unwrap().level, Level::Expired);
+}
+
+#[test]
+fn past_coverage_is_refused_once_then_judged_again() {
+    use crate::calendar::{Calendar, CalendarYear};
+    use crate::{
+        ConfirmResets, Counting, PastCoverage, PolicyDef, PolicySet, Threshold, WorkingDays,
+    };
+    let years = [
+        include_str!("../../../config/calendars/ru/2025.toml"),
+        include_str!("../../../config/calendars/ru/2026.toml"),
+        include_str!("../../../config/calendars/ru/2027.toml"),
+    ]
+    .iter()
+    .map(|text| CalendarYear::parse(text, "ru").unwrap())
+    .collect();
+    let cal = Arc::new(Calendar::from_years(years).unwrap());
+    let wd = |n| {
+        Threshold::WorkingDays(WorkingDays {
+            n,
+            time_zone: cal.time_zone().clone(),
+            calendar: cal.clone(),
+            counting: Counting::Instant,
+        })
+    };
+    let def = PolicyDef {
+        name: "ru".into(),
+        warning: wd(1),
+        expiry: wd(3),
+        confirm_resets: ConfirmResets::Warning,
+    };
+    let t = |s: &str| u32::try_from(crate::parse_rfc3339(s).unwrap()).unwrap();
+    let mut set = PolicySet::new(vec![def], "ru", Vec::new(), Vec::new()).unwrap();
+    let table = SilenceTable::with_capacity(10).unwrap();
+    // The issue's example: a last fix on Thu 2027-12-30, the calendar ends with 2027.
+    table.record_fix(1, t("2027-12-30T12:00:00+03:00")).unwrap();
+    let mut out = Vec::new();
+    // Before the coverage ends the answers are known: the warning (Fri 31 Dec 12:00) is
+    // inside it, and the expiry, which needs 2028 days, is not due before 2028 starts.
+    let now = t("2027-12-31T23:00:00+03:00");
+    let stats = table.scan(now, &set.prepare(now), &mut out).unwrap();
+    assert_eq!(
+        kinds(&out),
+        [(1, EventKind::Warned, Level::Reporting, Level::Warned)]
+    );
+    assert_eq!(stats.past_coverage, 0);
+    out.clear();
+    // On 2028-01-05 only the unknown 2028 calendar could tell: not judged, reported once.
+    let now = t("2028-01-05T12:00:00+03:00");
+    let stats = table.scan(now, &set.prepare(now), &mut out).unwrap();
+    assert_eq!(
+        kinds(&out),
+        [(1, EventKind::NotJudged, Level::Warned, Level::Warned)]
+    );
+    assert!(out[0].to_json_line("ru").contains(r#""kind":"not_judged""#));
+    assert_eq!(stats.past_coverage, 1);
+    out.clear();
+    let stats = table
+        .scan(now + 60, &set.prepare(now + 60), &mut out)
+        .unwrap();
+    assert!(out.is_empty(), "reported once: {out:?}");
+    assert_eq!(stats.past_coverage, 1);
+    // With past_coverage = weekends it is judged (weekends only): warned on Fri 31 Dec,
+    // expired on Tue 2028-01-04 12:00, in the middle of what will be the New Year holidays.
+    set.set_past_coverage(PastCoverage::Weekends);
+    let stats = table
+        .scan(now + 120, &set.prepare(now + 120), &mut out)
+        .unwrap();
+    assert_eq!(
+        kinds(&out),
+        [(1, EventKind::Expired, Level::Warned, Level::Expired)]
+    );
+    assert_eq!(stats.past_coverage, 0);
+    // Once the coverage has ended even a fresh fix cannot be judged (its count needs 2028):
+    // the scan's fast path must not pass it as reporting.
+    set.set_past_coverage(PastCoverage::Refuse);
+    out.clear();
+    table.record_fix(2, now).unwrap();
+    table
+        .scan(now + 180, &set.prepare(now + 180), &mut out)
+        .unwrap();
+    assert_eq!(
+        kinds(&out),
+        [
+            // Device 1 was judged (by weekends) in between, so it is reported again.
+            (1, EventKind::NotJudged, Level::Expired, Level::Expired),
+            (2, EventKind::NotJudged, Level::Reporting, Level::Reporting)
+        ]
+    );
+    out.clear();
+    let stats = table
+        .scan(now + 240, &set.prepare(now + 240), &mut out)
+        .unwrap();
+    assert!(out.is_empty(), "reported once: {out:?}");
+    assert_eq!(
+        (stats.past_coverage, stats.reporting, stats.expired),
+        (2, 1, 1)
+    );
+    let expiry = set.policies()[0]
+        .expiry
+        .deadline_s(i64::from(t("2027-12-30T12:00:00+03:00")));
+    assert_eq!(crate::rfc3339(expiry), "2028-01-04T09:00:00Z");
 }
