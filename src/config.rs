@@ -31,6 +31,8 @@ pub struct Config {
     pub silence: SilenceSection,
     /// Operator HTTP endpoint (metrics, one device's state).
     pub admin: AdminSection,
+    /// The Delta tables: commits, vacuum, compaction, retention.
+    pub lake: lake::LakeConfig,
 }
 
 /// `[admin]`
@@ -716,6 +718,9 @@ pub enum ConfigError {
     /// A storage setting is out of range (the key is named, relative to `[storage]`).
     #[error("invalid config [storage]: {0}")]
     Storage(storage::ConfigError),
+    /// A `[lake]` setting is out of range.
+    #[error("invalid config [lake]: {0}")]
+    Lake(#[from] lake::LakeConfigError),
     /// The `[silence]` policies, groups, exemptions or calendars are invalid.
     #[error("invalid config [silence]: {0}")]
     Silence(#[from] SilenceConfigError),
@@ -860,6 +865,7 @@ impl Config {
                 "must start with \"date\", then optionally \"hour\" and/or \"h3_r3\", each once",
             ));
         }
+        self.lake.validate()?;
         if let Err(e) = self.storage_config().validate() {
             return Err(ConfigError::Storage(e));
         }
@@ -943,6 +949,7 @@ impl Config {
             zstd_level: s.zstd_level,
             dedup_window_batches: s.dedup_window_batches,
             dedup_devices_max: s.dedup_devices_max,
+            table: self.lake.table_options(),
         }
     }
 

@@ -90,6 +90,7 @@ pub struct Server {
     endpoint: Endpoint,
     admin: Option<crate::admin::Admin>,
     storage: storage::Storage,
+    lake: Option<lake::maintain::Maintenance>,
     silence: Arc<SilenceTable>,
     scanner: Scanner,
     paths: Paths,
@@ -137,6 +138,7 @@ impl Server {
         let (storage, report) =
             storage::Storage::open(storage_cfg).map_err(|e| ServerError::Storage(e.to_string()))?;
         info!(?report, "storage opened");
+        let lake = start_lake(cfg, clock.clone())?;
 
         let mut policies = cfg
             .silence
@@ -280,6 +282,7 @@ impl Server {
             endpoint,
             admin,
             storage,
+            lake,
             silence,
             scanner,
             paths,
@@ -347,6 +350,12 @@ impl Server {
             admin.stop();
         }
         self.endpoint.shutdown(self.grace).await;
+        if let Some(lake) = self.lake {
+            // Waits for at most one compaction job; ingest has stopped already.
+            tokio::task::spawn_blocking(move || lake.stop())
+                .await
+                .map_err(|e| ServerError::Storage(e.to_string()))?;
+        }
         let storage = self.storage;
         let report = tokio::task::spawn_blocking(move || storage.shutdown())
             .await
@@ -356,6 +365,31 @@ impl Server {
         self.scanner.stop();
         Ok(())
     }
+}
+
+/// Starts the lake's background thread (compaction, retention, vacuum of `positions`)
+/// on its own handle of the table: its commits and the writer's never block each other.
+fn start_lake(
+    cfg: &Config,
+    clock: Arc<dyn Clock>,
+) -> Result<Option<lake::maintain::Maintenance>, ServerError> {
+    let table = crate::lake_cli::positions(cfg, clock.now_ms())
+        .map_err(|e| ServerError::Storage(e.to_string()))?;
+    let props = storage::writer::writer_properties(storage::writer::ParquetOptions {
+        zstd_level: cfg.storage.zstd_level,
+        row_group_rows_max: cfg.storage.row_group_rows_max,
+    })
+    .map_err(|e| ServerError::Storage(e.to_string()))?;
+    let tables = vec![lake::maintain::MaintainedTable {
+        table,
+        sort_columns: vec!["h3".into(), "time".into()],
+        props,
+        row_group_rows: cfg.storage.row_group_rows_max as u64,
+        retention_days: cfg.lake.positions_retention_days,
+    }];
+    lake::maintain::Maintenance::spawn(tables, cfg.lake.clone(), clock)
+        .map(Some)
+        .map_err(|e| ServerError::Storage(e.to_string()))
 }
 
 /// Connects the endpoint to storage.
