@@ -95,7 +95,11 @@ pub fn status(cfg: &Config, now_ms: i64) -> Result<String, LakeCliError> {
         sizes.get(sizes.len() / 2).copied().unwrap_or(0)
     );
     let _ = writeln!(out, "rows: {}", s.rows());
-    let _ = writeln!(out, "superseded files awaiting vacuum: {}", s.tombstones.len());
+    let _ = writeln!(
+        out,
+        "superseded files awaiting vacuum: {}",
+        s.tombstones.len()
+    );
     let _ = writeln!(
         out,
         "dates: {} .. {}",
@@ -182,7 +186,10 @@ pub fn compact(cfg: &Config, all: bool, now_ms: i64) -> Result<String, LakeCliEr
             bytes += done.bytes;
         }
     }
-    let _ = writeln!(out, "compacted: {jobs} jobs, {rows} rows, {bytes} bytes written");
+    let _ = writeln!(
+        out,
+        "compacted: {jobs} jobs, {rows} rows, {bytes} bytes written"
+    );
     Ok(out)
 }
 
@@ -217,7 +224,13 @@ pub fn erase(cfg: &Config, device: fix::DeviceId, now_ms: i64) -> Result<String,
         .map_err(|e| LakeCliError::Storage(e.to_string()))?;
     let mut t = positions(cfg, now_ms)?;
     let prefix = format!("erase-{:020}-{}", t.snapshot().version, std::process::id());
-    let r = t.erase_rows("device_id", device.as_i64(), writer_props(cfg), &prefix, now_ms)?;
+    let r = t.erase_rows(
+        "device_id",
+        device.as_i64(),
+        writer_props(cfg),
+        &prefix,
+        now_ms,
+    )?;
     let wal_dir = cfg.server.data_dir.join("wal");
     let forgot = storage::checkpoint::forget_device(&RealFs, &wal_dir, device)
         .map_err(LakeCliError::Checkpoint)?;

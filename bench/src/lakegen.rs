@@ -153,7 +153,13 @@ pub struct Summary {
     pub version: u64,
 }
 
-fn check(flag: &'static str, v: u64, lo: u64, hi: u64, range: &'static str) -> Result<(), LakegenError> {
+fn check(
+    flag: &'static str,
+    v: u64,
+    lo: u64,
+    hi: u64,
+    range: &'static str,
+) -> Result<(), LakegenError> {
     if (lo..=hi).contains(&v) {
         Ok(())
     } else {
@@ -171,8 +177,20 @@ fn check(flag: &'static str, v: u64, lo: u64, hi: u64, range: &'static str) -> R
 /// [`LakegenError`].
 pub fn run(args: &Args) -> Result<Summary, LakegenError> {
     check("devices", args.devices, 1, 1_000_000, "1..=1000000")?;
-    check("report-interval-ms", args.report_interval_ms.into(), 1_000, 3_600_000, "1000..=3600000")?;
-    check("flush-interval-ms", args.flush_interval_ms.into(), 100, 60_000, "100..=60000")?;
+    check(
+        "report-interval-ms",
+        args.report_interval_ms.into(),
+        1_000,
+        3_600_000,
+        "1000..=3600000",
+    )?;
+    check(
+        "flush-interval-ms",
+        args.flush_interval_ms.into(),
+        100,
+        60_000,
+        "100..=60000",
+    )?;
     check("hours", args.hours.into(), 1, 24, "1..=24")?;
     let date = lake::time::Date::parse(&args.date).ok_or_else(|| LakegenError::Flag {
         flag: "date",
@@ -181,11 +199,14 @@ pub fn run(args: &Args) -> Result<Summary, LakegenError> {
     })?;
     let day_ms = date.days() * lake::time::MS_PER_DAY;
     let end_ms = day_ms + i64::from(args.hours) * 3_600_000;
-    NoSyncFs.create_dir_all(&args.data_dir).map_err(|source| LakegenError::Io {
-        path: args.data_dir.clone(),
-        source,
-    })?;
-    let store: Arc<dyn lake::Store> = Arc::new(lake::FsStore::new(Arc::new(NoSyncFs), &args.data_dir));
+    NoSyncFs
+        .create_dir_all(&args.data_dir)
+        .map_err(|source| LakegenError::Io {
+            path: args.data_dir.clone(),
+            source,
+        })?;
+    let store: Arc<dyn lake::Store> =
+        Arc::new(lake::FsStore::new(Arc::new(NoSyncFs), &args.data_dir));
     let scheme = storage::PartitionScheme::default();
     let opts = lake::TableOptions::default();
     let mut table = lake::Table::open(store, storage::positions_spec(scheme), opts, day_ms)?;
@@ -214,8 +235,10 @@ pub fn run(args: &Args) -> Result<Summary, LakegenError> {
     let mut flush_start = day_ms;
     while flush_start < end_ms {
         let flush_end = (flush_start + i64::from(args.flush_interval_ms)).min(end_ms);
-        let mut partitions: std::collections::BTreeMap<storage::PartitionKey, storage::batch::RowBuffer> =
-            Default::default();
+        let mut partitions: std::collections::BTreeMap<
+            storage::PartitionKey,
+            storage::batch::RowBuffer,
+        > = Default::default();
         let from_lsn = lsn + 1;
         for (i, d) in devices.iter_mut().enumerate() {
             while next_fix_ms[i] < flush_end {
@@ -237,7 +260,8 @@ pub fn run(args: &Args) -> Result<Summary, LakegenError> {
                 );
                 storage::index::index_batch(&mut batch, storage_cfg.resolution());
                 for j in 0..batch.len() {
-                    let key = storage::PartitionKey::for_fix(scheme, batch.fixes.time_ms[j], batch.h3[j]);
+                    let key =
+                        storage::PartitionKey::for_fix(scheme, batch.fixes.time_ms[j], batch.h3[j]);
                     partitions.entry(key).or_default().push_fix(&batch, j);
                 }
                 fixes = batch.fixes;
@@ -262,7 +286,10 @@ pub fn run(args: &Args) -> Result<Summary, LakegenError> {
         }
         if !adds.is_empty() {
             let v = i64::try_from(lsn).unwrap_or(i64::MAX);
-            table.commit(lake::Commit::append(adds).with_txn(storage::POSITIONS_WRITER, v), flush_end)?;
+            table.commit(
+                lake::Commit::append(adds).with_txn(storage::POSITIONS_WRITER, v),
+                flush_end,
+            )?;
         }
         flush_start = flush_end;
     }

@@ -78,7 +78,10 @@ pub fn schema() -> SchemaRef {
             let boolean = |n: &str| Field::new(n, DataType::Boolean, true);
             let int = |n: &str| Field::new(n, DataType::Int32, true);
             Arc::new(Schema::new(vec![
-                strukt("txn", vec![s("appId"), i64f("version"), i64f("lastUpdated")]),
+                strukt(
+                    "txn",
+                    vec![s("appId"), i64f("version"), i64f("lastUpdated")],
+                ),
                 strukt(
                     "add",
                     vec![

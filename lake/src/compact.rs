@@ -171,8 +171,15 @@ struct Merge<'a> {
 impl Merge<'_> {
     fn advance(&mut self, i: usize) -> Result<(), ArrowError> {
         let input = &mut self.inputs[i];
-        if input.batch.as_ref().is_some_and(|b| input.at < b.num_rows()) {
-            let row = input.rows.as_ref().map(|r| r.row(input.at).as_ref().to_vec());
+        if input
+            .batch
+            .as_ref()
+            .is_some_and(|b| input.at < b.num_rows())
+        {
+            let row = input
+                .rows
+                .as_ref()
+                .map(|r| r.row(input.at).as_ref().to_vec());
             if let Some(row) = row {
                 self.heap.push(Reverse((row, i)));
             }

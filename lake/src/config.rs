@@ -119,8 +119,18 @@ impl LakeConfig {
             1,
             100_000,
         )?;
-        check("commit_retries_max", self.commit_retries_max.into(), 1, 1_000)?;
-        check("superseded_grace_ms", self.superseded_grace_ms.into(), 0, 30 * d)?;
+        check(
+            "commit_retries_max",
+            self.commit_retries_max.into(),
+            1,
+            1_000,
+        )?;
+        check(
+            "superseded_grace_ms",
+            self.superseded_grace_ms.into(),
+            0,
+            30 * d,
+        )?;
         check(
             "untracked_grace_ms",
             self.untracked_grace_ms.into(),
@@ -133,8 +143,18 @@ impl LakeConfig {
             3_600_000,
             365 * d,
         )?;
-        check("vacuum_interval_ms", self.vacuum_interval_ms.into(), 1_000, d)?;
-        check("compact_interval_ms", self.compact_interval_ms.into(), 1_000, d)?;
+        check(
+            "vacuum_interval_ms",
+            self.vacuum_interval_ms.into(),
+            1_000,
+            d,
+        )?;
+        check(
+            "compact_interval_ms",
+            self.compact_interval_ms.into(),
+            1_000,
+            d,
+        )?;
         check(
             "compact_target_file_bytes",
             self.compact_target_file_bytes.into(),
@@ -211,12 +231,18 @@ mod tests {
             superseded_grace_ms: 30 * DAY_MS + 1,
             ..LakeConfig::default()
         };
-        assert_eq!(over.validate().map_err(|e| e.key), Err("superseded_grace_ms"));
+        assert_eq!(
+            over.validate().map_err(|e| e.key),
+            Err("superseded_grace_ms")
+        );
         let zero = LakeConfig {
             compact_cpu_percent_max: 0,
             ..LakeConfig::default()
         };
-        assert_eq!(zero.validate().map_err(|e| e.key), Err("compact_cpu_percent_max"));
+        assert_eq!(
+            zero.validate().map_err(|e| e.key),
+            Err("compact_cpu_percent_max")
+        );
         let small = LakeConfig {
             compact_target_file_bytes: (1 << 20) - 1,
             ..LakeConfig::default()

@@ -112,10 +112,8 @@ impl<'a> BudgetPace<'a> {
     /// How long to sleep after `work_us` of work that moved `bytes` (pure).
     pub fn sleep_for(work_us: u64, bytes: u64, cpu_percent: u64, bytes_per_s: u64) -> u64 {
         let for_cpu = work_us.saturating_mul(100) / cpu_percent.max(1);
-        let for_io = u64::try_from(
-            u128::from(bytes) * 1_000_000 / u128::from(bytes_per_s.max(1)),
-        )
-        .unwrap_or(u64::MAX);
+        let for_io = u64::try_from(u128::from(bytes) * 1_000_000 / u128::from(bytes_per_s.max(1)))
+            .unwrap_or(u64::MAX);
         for_cpu.max(for_io).saturating_sub(work_us)
     }
 }

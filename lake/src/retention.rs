@@ -69,8 +69,7 @@ impl Table {
         if n > 0 {
             let commit = Commit {
                 operation: "DELETE".into(),
-                parameters: [("predicate".to_string(), format!("older than {days} days"))]
-                    .into(),
+                parameters: [("predicate".to_string(), format!("older than {days} days"))].into(),
                 removes,
                 ..Commit::default()
             };

@@ -112,7 +112,10 @@ impl TableSpec {
 
     /// Partition column names in path order.
     pub fn partition_names(&self) -> Vec<String> {
-        self.partition_columns.iter().map(|p| p.name.clone()).collect()
+        self.partition_columns
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
     }
 }
 

@@ -70,7 +70,8 @@ fn bound_of(stats: &Statistics, max: bool) -> Option<Bound> {
         }
         Statistics::ByteArray(s) if exact => {
             let v = if max { s.max_opt() } else { s.min_opt() };
-            v.and_then(|b| b.as_utf8().ok()).map(|s| Bound::S(s.to_string()))
+            v.and_then(|b| b.as_utf8().ok())
+                .map(|s| Bound::S(s.to_string()))
         }
         _ => None,
     }
@@ -268,7 +269,10 @@ mod tests {
         assert_eq!(s.null_count["acc"], 2);
         assert_eq!(s.min_values["kind"], Value::from("a"));
         let json = s.to_json();
-        assert!(json.starts_with("{\"numRecords\":3,\"minValues\":{"), "{json}");
+        assert!(
+            json.starts_with("{\"numRecords\":3,\"minValues\":{"),
+            "{json}"
+        );
         let back: FileStats = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, s);
     }

@@ -221,9 +221,15 @@ impl FsStore {
     }
 
     fn write_synced(&self, tmp: &Path, bytes: &[u8], path: &str) -> Result<(), StoreError> {
-        let mut file = self.fs.create(tmp).map_err(io_err(path))?;
-        file.write_all_at(bytes, 0).map_err(io_err(path))?;
-        file.sync_all().map_err(io_err(path))
+        let written = self.fs.create(tmp).and_then(|mut file| {
+            file.write_all_at(bytes, 0)?;
+            file.sync_all()
+        });
+        written.map_err(|e| {
+            // Best effort: a leftover is removed on open or by vacuum.
+            let _ = self.fs.remove_file(tmp);
+            io_err(path)(e)
+        })
     }
 
     fn walk(&self, dir: &Path, depth: usize, out: &mut Vec<ObjectMeta>) -> Result<(), StoreError> {
@@ -268,7 +274,10 @@ impl Store for FsStore {
     fn put(&self, path: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let (dir, tmp, target) = self.prepare(path)?;
         self.write_synced(&tmp, bytes, path)?;
-        self.fs.rename(&tmp, &target).map_err(io_err(path))?;
+        if let Err(e) = self.fs.rename(&tmp, &target) {
+            let _ = self.fs.remove_file(&tmp);
+            return Err(io_err(path)(e));
+        }
         self.fs.sync_dir(&dir).map_err(io_err(path))
     }
 
@@ -325,9 +334,7 @@ impl Store for FsStore {
             }
         }
         for d in dirs {
-            self.fs
-                .sync_dir(&d)
-                .map_err(io_err(&d.to_string_lossy()))?;
+            self.fs.sync_dir(&d).map_err(io_err(&d.to_string_lossy()))?;
         }
         Ok(())
     }
@@ -366,25 +373,38 @@ impl Write for FsWriter {
     }
 }
 
-impl ObjectWriter for FsWriter {
-    fn finish(mut self: Box<Self>) -> Result<u64, StoreError> {
-        let path = self.path.clone();
+impl FsWriter {
+    fn publish(&mut self) -> io::Result<()> {
         let mut out = self
             .out
             .take()
-            .ok_or_else(|| io_err(&path)(io::Error::other("writer finished")))?;
-        out.flush().map_err(io_err(&path))?;
-        let mut file = out
-            .into_inner()
-            .map_err(|e| io_err(&path)(e.into_error()))?
-            .into_file();
-        file.sync_all().map_err(io_err(&path))?;
+            .ok_or_else(|| io::Error::other("writer finished"))?;
+        out.flush()?;
+        let mut file = out.into_inner().map_err(|e| e.into_error())?.into_file();
+        file.sync_all()?;
         drop(file);
-        self.fs
-            .rename(&self.tmp, &self.target)
-            .map_err(io_err(&path))?;
+        self.fs.rename(&self.tmp, &self.target)
+    }
+}
+
+impl ObjectWriter for FsWriter {
+    fn finish(mut self: Box<Self>) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        if let Err(e) = self.publish() {
+            let _ = self.fs.remove_file(&self.tmp);
+            return Err(io_err(&path)(e));
+        }
         self.fs.sync_dir(&self.dir).map_err(io_err(&path))?;
         Ok(self.written)
+    }
+}
+
+impl Drop for FsWriter {
+    fn drop(&mut self) {
+        // Abandoned before finish (an encoding error): nothing may stay behind.
+        if self.out.take().is_some() {
+            let _ = self.fs.remove_file(&self.tmp);
+        }
     }
 }
 
@@ -403,7 +423,8 @@ mod tests {
     #[test]
     fn put_if_absent_has_one_winner_and_leaves_no_temporary() {
         let (fs, s) = store();
-        s.put_if_absent("t/_delta_log/0.json", b"first").expect("first");
+        s.put_if_absent("t/_delta_log/0.json", b"first")
+            .expect("first");
         let e = s
             .put_if_absent("t/_delta_log/0.json", b"second")
             .expect_err("taken");
@@ -421,7 +442,11 @@ mod tests {
         let (_, s) = store();
         let mut w = s.writer("t/a/b.parquet").expect("writer");
         w.write_all(b"abc").expect("write");
-        assert!(s.get("t/a/b.parquet").expect_err("invisible").is_not_found());
+        assert!(
+            s.get("t/a/b.parquet")
+                .expect_err("invisible")
+                .is_not_found()
+        );
         assert_eq!(w.finish().expect("finish"), 3);
         assert_eq!(s.get("t/a/b.parquet").expect("read"), b"abc");
         s.delete_many(&["t/a/b.parquet".into(), "t/absent".into()])
@@ -449,7 +474,10 @@ mod tests {
                     Ok(bytes) => assert_eq!(bytes, b"commit", "crash {crash_at} seed {seed}"),
                     Err(e) => {
                         assert!(e.is_not_found());
-                        assert!(!done, "crash {crash_at} seed {seed}: acknowledged, then lost");
+                        assert!(
+                            !done,
+                            "crash {crash_at} seed {seed}: acknowledged, then lost"
+                        );
                     }
                 }
             }

@@ -416,10 +416,10 @@ impl Table {
             }),
             commit_info(now_ms, "CREATE TABLE", BTreeMap::new()),
         ];
-        match self
-            .store
-            .put_if_absent(&self.log_path(&log::commit_name(0)), &log::encode_commit(&actions))
-        {
+        match self.store.put_if_absent(
+            &self.log_path(&log::commit_name(0)),
+            &log::encode_commit(&actions),
+        ) {
             Ok(()) => {
                 self.snapshot = Snapshot::default();
                 self.snapshot.apply(0, &actions);
@@ -509,13 +509,12 @@ impl Table {
                     .store
                     .get(&self.log_path(&log::checkpoint_name(cp)))
                     .map_err(self.err())?;
-                let actions = checkpoint::decode(bytes).map_err(|source| {
-                    TableError::Checkpoint {
+                let actions =
+                    checkpoint::decode(bytes).map_err(|source| TableError::Checkpoint {
                         table: self.spec.name.clone(),
                         version: cp,
                         source,
-                    }
-                })?;
+                    })?;
                 let mut s = Snapshot::default();
                 s.apply(cp, &actions);
                 (s, cp + 1)
@@ -698,7 +697,10 @@ impl Table {
             let actions = self.actions_of(&c, now_ms)?;
             let version = self.snapshot.version + 1;
             let path = self.log_path(&log::commit_name(version));
-            match self.store.put_if_absent(&path, &log::encode_commit(&actions)) {
+            match self
+                .store
+                .put_if_absent(&path, &log::encode_commit(&actions))
+            {
                 Ok(()) => {
                     self.snapshot.apply(version, &actions);
                     self.maybe_checkpoint(now_ms);
@@ -741,9 +743,8 @@ impl Table {
     /// [`TableError::Checkpoint`] or a store failure.
     pub fn checkpoint(&mut self, now_ms: i64) -> Result<u64, TableError> {
         let v = self.snapshot.version;
-        let keep_since = now_ms.saturating_sub(
-            i64::try_from(self.opts.superseded_grace_ms).unwrap_or(i64::MAX),
-        );
+        let keep_since =
+            now_ms.saturating_sub(i64::try_from(self.opts.superseded_grace_ms).unwrap_or(i64::MAX));
         let actions = self.snapshot.checkpoint_actions(keep_since);
         let bytes = checkpoint::encode(&actions).map_err(|source| TableError::Checkpoint {
             table: self.spec.name.clone(),

@@ -100,9 +100,7 @@ pub fn format_timestamp_us(us: i64) -> String {
 
 /// Parses [`format_timestamp_us`]'s form (also with 0-9 fraction digits and `+00:00`).
 pub fn parse_timestamp_us(s: &str) -> Option<i64> {
-    let s = s
-        .strip_suffix('Z')
-        .or_else(|| s.strip_suffix("+00:00"))?;
+    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
     let (date, time) = s.split_once('T')?;
     let date = Date::parse(date)?;
     let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
@@ -141,7 +139,10 @@ mod tests {
         assert_eq!(s, "2026-11-25T07:59:59.999000Z");
         assert_eq!(parse_timestamp_us(&s), Some(us));
         assert_eq!(parse_timestamp_us("2026-11-25T07:59:59.999Z"), Some(us));
-        assert_eq!(parse_timestamp_us("1969-12-31T23:59:59.000001Z"), Some(-999_999));
+        assert_eq!(
+            parse_timestamp_us("1969-12-31T23:59:59.000001Z"),
+            Some(-999_999)
+        );
         assert_eq!(format_timestamp_us(-1), "1969-12-31T23:59:59.999999Z");
     }
 }

@@ -85,7 +85,11 @@ pub fn plan(
             continue;
         }
         if let Some(r) = snap.tombstones.get(rel) {
-            if older(r.deletion_timestamp.unwrap_or(0), opts.superseded_grace_ms, now_ms) {
+            if older(
+                r.deletion_timestamp.unwrap_or(0),
+                opts.superseded_grace_ms,
+                now_ms,
+            ) {
                 out.superseded.push(o.path.clone());
                 out.bytes += o.size;
             }

@@ -93,7 +93,10 @@ fn append(t: &mut Table, name: &str, rows: Vec<(i64, i64, i64)>, lsn: i64, now: 
             now,
         )
         .unwrap();
-    match t.commit(Commit::append(vec![add]).with_txn("w", lsn), now).unwrap() {
+    match t
+        .commit(Commit::append(vec![add]).with_txn("w", lsn), now)
+        .unwrap()
+    {
         CommitOutcome::Committed { version } => version,
         other => panic!("{other:?}"),
     }
@@ -133,9 +136,14 @@ fn commits_time_travel_checkpoints_and_reopen() {
     assert_eq!(t.snapshot().version, 0);
     let mut all = Vec::new();
     for v in 1..=12i64 {
-        let rows: Vec<_> = (0..10).map(|i| (v * 100 + i, v * 1_000_000 + i, 7 + i % 3)).collect();
+        let rows: Vec<_> = (0..10)
+            .map(|i| (v * 100 + i, v * 1_000_000 + i, 7 + i % 3))
+            .collect();
         all.extend(rows.clone());
-        assert_eq!(append(&mut t, &format!("part-{v}.parquet"), rows, v, T0_MS + v), v as u64);
+        assert_eq!(
+            append(&mut t, &format!("part-{v}.parquet"), rows, v, T0_MS + v),
+            v as u64
+        );
     }
     all.sort();
     assert_eq!(rows_of(&t, t.snapshot()), all);
@@ -156,7 +164,10 @@ fn commits_time_travel_checkpoints_and_reopen() {
     let v3 = t.load(3).unwrap();
     assert_eq!(v3.files.len(), 3);
     assert_eq!(rows_of(&t, &v3).len(), 30);
-    assert_eq!(t.available_versions().unwrap(), (0..=12).collect::<Vec<_>>());
+    assert_eq!(
+        t.available_versions().unwrap(),
+        (0..=12).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -167,11 +178,22 @@ fn racing_writers_both_land_and_a_txn_is_never_applied_twice() {
     assert_eq!(append(&mut a, "a1.parquet", vec![(1, 1, 1)], 1, T0_MS), 1);
     // b has not seen version 1: it loses the race, re-reads, and lands as 2.
     let add = b
-        .write_file("date=2026-11-25", "b1.parquet", day("2026-11-25"), [Ok(batch(vec![(2, 2, 2)]))], props(), true, T0_MS)
+        .write_file(
+            "date=2026-11-25",
+            "b1.parquet",
+            day("2026-11-25"),
+            [Ok(batch(vec![(2, 2, 2)]))],
+            props(),
+            true,
+            T0_MS,
+        )
         .unwrap();
     assert_eq!(
-        b.commit(Commit::append(vec![add.clone()]).with_txn("other", 1), T0_MS)
-            .unwrap(),
+        b.commit(
+            Commit::append(vec![add.clone()]).with_txn("other", 1),
+            T0_MS
+        )
+        .unwrap(),
         CommitOutcome::Committed { version: 2 }
     );
     // Retrying a's commit (as after an IO error that hid its success) changes nothing.
@@ -201,7 +223,10 @@ fn a_changed_partition_layout_is_refused_with_a_clear_error() {
     let (_dir2, store2) = local();
     store2.put("t/date=2026-11-25/x.parquet", b"PAR1").unwrap();
     let e = Table::open(store2, spec(), opts(), T0_MS).unwrap_err();
-    assert!(matches!(e, TableError::UntrackedData { files: 1, .. }), "{e}");
+    assert!(
+        matches!(e, TableError::UntrackedData { files: 1, .. }),
+        "{e}"
+    );
 }
 
 fn compact_opts() -> CompactOptions {
@@ -218,7 +243,9 @@ fn compaction_merges_sorted_commits_atomically_and_vacuum_keeps_the_grace() {
     let (dir, store) = local();
     let mut t = Table::open(store.clone(), spec(), opts(), T0_MS).unwrap();
     for v in 1..=6i64 {
-        let rows: Vec<_> = (0..50).map(|i| (v * 1000 + i, (50 - i) * 10 + v, (i * 7919) % 97)).collect();
+        let rows: Vec<_> = (0..50)
+            .map(|i| (v * 1000 + i, (50 - i) * 10 + v, (i * 7919) % 97))
+            .collect();
         append(&mut t, &format!("part-{v}.parquet"), rows, v, T0_MS);
     }
     let before = rows_of(&t, t.snapshot());
@@ -226,16 +253,33 @@ fn compaction_merges_sorted_commits_atomically_and_vacuum_keeps_the_grace() {
     let jobs = compact::plan(t.snapshot(), &compact_opts(), T0_MS + 1);
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].inputs.len(), 6);
-    let out = compact::execute(&mut t, &jobs[0], "compact-1.parquet", &["h3", "time"], props(), &mut Unpaced, T0_MS + 1).unwrap();
+    let out = compact::execute(
+        &mut t,
+        &jobs[0],
+        "compact-1.parquet",
+        &["h3", "time"],
+        props(),
+        &mut Unpaced,
+        T0_MS + 1,
+    )
+    .unwrap();
     assert_eq!(out.rows, 300);
     assert_eq!(t.snapshot().files.len(), 1);
     assert_eq!(rows_of(&t, t.snapshot()), before);
     // The output is sorted by (h3, time).
     let bytes = bytes::Bytes::from(t.read_file(&out.output).unwrap());
     let mut keys = Vec::new();
-    for b in ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap() {
+    for b in ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap()
+    {
         let b = b.unwrap();
-        let time = b.column(1).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        let time = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
         let h3 = b.column(2).as_any().downcast_ref::<Int64Array>().unwrap();
         keys.extend((0..b.num_rows()).map(|i| (h3.value(i), time.value(i))));
     }
@@ -258,7 +302,10 @@ fn compaction_merges_sorted_commits_atomically_and_vacuum_keeps_the_grace() {
     // are gone, and reading them says so.
     let old = t.load(v_before).unwrap();
     let e = t.read_file(old.files.keys().next().unwrap()).unwrap_err();
-    assert!(matches!(e, TableError::Store { ref source, .. } if source.is_not_found()), "{e}");
+    assert!(
+        matches!(e, TableError::Store { ref source, .. } if source.is_not_found()),
+        "{e}"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -282,16 +329,41 @@ fn compaction_loses_a_race_against_a_delete_and_leaves_the_table_unchanged() {
     let (_dir, store) = local();
     let mut t = Table::open(store.clone(), spec(), opts(), T0_MS).unwrap();
     for v in 1..=4i64 {
-        append(&mut t, &format!("part-{v}.parquet"), vec![(v, v, v)], v, T0_MS);
+        append(
+            &mut t,
+            &format!("part-{v}.parquet"),
+            vec![(v, v, v)],
+            v,
+            T0_MS,
+        );
     }
     let jobs = compact::plan(t.snapshot(), &compact_opts(), T0_MS);
     let mut other = Table::open(store.clone(), spec(), opts(), T0_MS).unwrap();
     other
-        .commit(Commit { operation: "DELETE".into(), removes: vec![jobs[0].inputs[0].clone()], ..Commit::default() }, T0_MS)
+        .commit(
+            Commit {
+                operation: "DELETE".into(),
+                removes: vec![jobs[0].inputs[0].clone()],
+                ..Commit::default()
+            },
+            T0_MS,
+        )
         .unwrap();
-    let e = compact::execute(&mut t, &jobs[0], "c.parquet", &["h3", "time"], props(), &mut Unpaced, T0_MS).unwrap_err();
+    let e = compact::execute(
+        &mut t,
+        &jobs[0],
+        "c.parquet",
+        &["h3", "time"],
+        props(),
+        &mut Unpaced,
+        T0_MS,
+    )
+    .unwrap_err();
     assert!(matches!(e, TableError::Conflict { .. }), "{e}");
-    assert!(t.read_file("date=2026-11-25/c.parquet").is_err(), "the uncommitted output is deleted");
+    assert!(
+        t.read_file("date=2026-11-25/c.parquet").is_err(),
+        "the uncommitted output is deleted"
+    );
     assert_eq!(rows_of(&t, t.snapshot()).len(), 3);
 }
 
@@ -300,20 +372,39 @@ fn planner_packs_by_target_and_waits_for_the_day_or_enough_files() {
     let (_dir, store) = local();
     let mut t = Table::open(store.clone(), spec(), opts(), T0_MS).unwrap();
     for v in 1..=3i64 {
-        append(&mut t, &format!("part-{v}.parquet"), vec![(v, v, v)], v, T0_MS);
+        append(
+            &mut t,
+            &format!("part-{v}.parquet"),
+            vec![(v, v, v)],
+            v,
+            T0_MS,
+        );
     }
     // 3 small files of today, min_files 4: wait.
     assert!(compact::plan(t.snapshot(), &compact_opts(), T0_MS).is_empty());
     // The next day: the day is over, merge what there is.
-    assert_eq!(compact::plan(t.snapshot(), &compact_opts(), T0_MS + DAY_MS).len(), 1);
+    assert_eq!(
+        compact::plan(t.snapshot(), &compact_opts(), T0_MS + DAY_MS).len(),
+        1
+    );
     // Too young: wait.
-    let young = CompactOptions { min_file_age_ms: 2 * DAY_MS as u64, ..compact_opts() };
+    let young = CompactOptions {
+        min_file_age_ms: 2 * DAY_MS as u64,
+        ..compact_opts()
+    };
     assert!(compact::plan(t.snapshot(), &young, T0_MS + DAY_MS).is_empty());
     // A target smaller than two files: each job holds as many as fit.
     let size = t.snapshot().files.values().next().unwrap().size as u64;
-    let tight = CompactOptions { target_file_bytes: 2 * size + 3, min_files: 2, ..compact_opts() };
+    let tight = CompactOptions {
+        target_file_bytes: 2 * size + 3,
+        min_files: 2,
+        ..compact_opts()
+    };
     let jobs = compact::plan(t.snapshot(), &tight, T0_MS);
-    assert_eq!(jobs.iter().map(|j| j.inputs.len()).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(
+        jobs.iter().map(|j| j.inputs.len()).collect::<Vec<_>>(),
+        vec![2]
+    );
 }
 
 #[test]
@@ -322,20 +413,35 @@ fn retention_and_erasure_are_commits_and_erasure_forgets_history() {
     let mut t = Table::open(store.clone(), spec(), opts(), T0_MS).unwrap();
     let secret = 0x5EC2_E7_0D_DEAD_BEEF_i64 & i64::MAX;
     for v in 1..=7i64 {
-        append(&mut t, &format!("part-{v}.parquet"), vec![(v, v, v), (secret, v, 40 + v)], v, T0_MS);
+        append(
+            &mut t,
+            &format!("part-{v}.parquet"),
+            vec![(v, v, v), (secret, v, 40 + v)],
+            v,
+            T0_MS,
+        );
     }
-    let report = t.erase_rows("id", secret, props(), "erase-1", T0_MS + 5).unwrap();
+    let report = t
+        .erase_rows("id", secret, props(), "erase-1", T0_MS + 5)
+        .unwrap();
     assert_eq!(report.rows_removed, 7);
     assert_eq!(report.files_rewritten, 7);
     assert!(rows_of(&t, t.snapshot()).iter().all(|r| r.0 != secret));
     assert_eq!(rows_of(&t, t.snapshot()).len(), 7);
     // No file under the table holds the id in any encoding a byte scan can see (the test
     // files are not compressed) and the log names none of its statistics.
-    let needles = [secret.to_le_bytes().to_vec(), secret.to_string().into_bytes()];
+    let needles = [
+        secret.to_le_bytes().to_vec(),
+        secret.to_string().into_bytes(),
+    ];
     for f in all_files(&dir.path().join("t")) {
         let bytes = std::fs::read(&f).unwrap();
         for n in &needles {
-            assert!(!bytes.windows(n.len()).any(|w| w == &n[..]), "{} holds the id", f.display());
+            assert!(
+                !bytes.windows(n.len()).any(|w| w == &n[..]),
+                "{} holds the id",
+                f.display()
+            );
         }
     }
     assert_eq!(t.available_versions().unwrap(), vec![t.snapshot().version]);
@@ -367,7 +473,15 @@ fn commit_survives_or_vanishes_whole_at_every_crash_point() {
         let store: Arc<dyn Store> = Arc::new(FsStore::new(Arc::new(fs.clone()), "/d"));
         let mut t = Table::open(store, spec(), opts(), T0_MS)?;
         for v in 1..=3i64 {
-            let add = t.write_file("date=2026-11-25", &format!("p{v}.parquet"), day("2026-11-25"), [Ok(batch(vec![(v, v, v)]))], props(), true, T0_MS)?;
+            let add = t.write_file(
+                "date=2026-11-25",
+                &format!("p{v}.parquet"),
+                day("2026-11-25"),
+                [Ok(batch(vec![(v, v, v)]))],
+                props(),
+                true,
+                T0_MS,
+            )?;
             t.commit(Commit::append(vec![add]).with_txn("w", v), T0_MS)?;
         }
         Ok(())
@@ -390,7 +504,10 @@ fn commit_survives_or_vanishes_whole_at_every_crash_point() {
             let lsn = t.snapshot().txn("w").unwrap_or(0);
             let rows = rows_of(&t, t.snapshot());
             let want: Vec<_> = (1..=lsn).map(|v| (v, v, v)).collect();
-            assert_eq!(rows, want, "op {n} seed {seed}: the table's rows match its txn");
+            assert_eq!(
+                rows, want,
+                "op {n} seed {seed}: the table's rows match its txn"
+            );
         }
     }
 }

@@ -428,13 +428,20 @@ fn flush_interval_publishes_without_shutdown() {
     };
     // The interval is measured on the storage clock: a simulated minute, not a real one.
     let clock = sys::SimClock::new(BASE_MS);
-    let (storage, _) =
-        Storage::open_with(cfg.clone(), std::sync::Arc::new(sys::fs::RealFs), clock.clone())
-            .expect("open");
+    let (storage, _) = Storage::open_with(
+        cfg.clone(),
+        std::sync::Arc::new(sys::fs::RealFs),
+        clock.clone(),
+    )
+    .expect("open");
     let out = submit_all(&storage, vec![batch(9, 1)]);
     assert_eq!(out, vec![Ok(Committed::Stored { lsn: 1 })]);
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(storage.stats().files_written, 0, "flushed before its interval");
+    assert_eq!(
+        storage.stats().files_written,
+        0,
+        "flushed before its interval"
+    );
     clock.advance_ms(60_000);
     let mut waited_ms = 0;
     while storage.stats().files_written == 0 {
