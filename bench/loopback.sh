@@ -25,7 +25,7 @@ rss_kb() { awk '/^VmRSS/ {print $2}' /proc/$pid/status; }
 tck=$(getconf CLK_TCK)
 rss0=$(rss_kb); cpu0=$(cpu)
 ( sleep $(( duration * 2 / 3 )); rss_kb > "$work/rss_mid" ) &
-$gen --server "127.0.0.1:$port" --ca "$work/data/tls/ca.pem" --data-dir "$work/data" \
+$gen --server "127.0.0.1:$port" --ca "$work/data/tls/ca.pem" --data-dir "$work/data" --server-pid $pid \
   --devices "$devices" --connections "$connections" --duration "$duration" \
   --no-progress --json "$work/report.json" "$@" | tee "$work/bench.out"
 cpu1=$(cpu); rss_peak=$(awk '/^VmHWM/ {print $2}' /proc/$pid/status)

@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
-use ingest::silence::{Policy, SilenceEvent, SilenceTable};
+use silence::{Policy, SilenceEvent, SilenceTable};
 
 /// Scan time ("now") of the scan benches, Unix seconds.
 const NOW_S: u32 = 1_800_000_000;

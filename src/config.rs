@@ -27,31 +27,13 @@ pub struct Config {
     pub quic: QuicSection,
     /// WAL, Parquet and partitioning.
     pub storage: StorageSection,
-    /// Silence detection.
-    pub silence: SilenceSection,
+    /// Silence detection (the section is defined, bounded and validated by the `silence`
+    /// crate).
+    pub silence: silence::SilenceConfig,
     /// Operator HTTP endpoint (metrics, one device's state).
-    pub admin: AdminSection,
+    pub admin: crate::admin::AdminConfig,
     /// The Delta tables: commits, vacuum, compaction, retention.
     pub lake: lake::LakeConfig,
-}
-
-/// `[admin]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminSection {
-    /// Serve `/metrics`, `/healthz` and `/devices/<id>` over HTTP.
-    pub enabled: bool,
-    /// Address of the admin endpoint; loopback by default (it reveals device activity).
-    pub listen: SocketAddr,
-}
-
-impl Default for AdminSection {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
-        }
-    }
 }
 
 /// `[server]`
@@ -131,9 +113,8 @@ pub struct LimitsSection {
 
 impl Default for LimitsSection {
     fn default() -> Self {
-        let w = ingest::wire::Limits::default();
         let e = ingest::endpoint::EndpointConfig::default();
-        let session = ingest::endpoint::SessionConfig::default();
+        let (session, w) = (e.session, e.session.limits);
         Self {
             batch_bytes_max: w.batch_bytes_max,
             batch_fixes_max: w.batch_fixes_max,
@@ -141,10 +122,10 @@ impl Default for LimitsSection {
             future_skew_ms: w.future_skew_ms,
             past_age_max_ms: w.past_age_max_ms,
             connections_max: e.connections_max,
-            inflight_batches_max: e.inflight_batches_max,
-            oversize_discard_bytes_max: e.oversize_discard_bytes_max,
-            hello_timeout_ms: e.hello_timeout_ms,
-            confirm_pending_max: session.confirm_pending_max,
+            inflight_batches_max: session.inflight_batches_max,
+            oversize_discard_bytes_max: session.oversize_discard_bytes_max,
+            hello_timeout_ms: session.hello_timeout_ms,
+            confirm_pending_max: e.confirm_pending_max,
             confirm_rejects_max: session.confirm_rejects_max,
         }
     }
@@ -174,7 +155,7 @@ impl Default for QuicSection {
             stream_receive_window_bytes: e.stream_receive_window_bytes,
             connection_receive_window_bytes: e.connection_receive_window_bytes,
             send_window_bytes: e.send_window_bytes,
-            close_linger_ms: ingest::endpoint::SessionConfig::default().close_linger_ms,
+            close_linger_ms: e.close_linger_ms,
         }
     }
 }
@@ -249,452 +230,6 @@ impl Default for StorageSection {
     }
 }
 
-/// `[silence]`
-///
-/// The built-in policy `default` uses `warning_after_s` / `expiry_after_s`; more policies,
-/// groups and exemptions are arrays of tables (`[[silence.policies]]`, ...). See
-/// `docs/SILENCE.md` for the rules and [`SilenceSection::policy_set`] for the loading.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SilenceSection {
-    /// Devices tracked at most (memory is reserved up front for this many).
-    pub devices_max: usize,
-    /// A device of the built-in `default` policy is warned after this long without a fix.
-    pub warning_after_s: u64,
-    /// A device of the built-in `default` policy is expired after this long without a fix.
-    pub expiry_after_s: u64,
-    /// How often the scanner runs.
-    pub scan_interval_ms: u64,
-    /// The policy of devices in no group.
-    pub default_policy: String,
-    /// Directory holding `<calendar>/<year>.toml` files (relative to the working directory).
-    pub calendars_dir: PathBuf,
-    /// How often the silence state is snapshotted to `<data>/silence/snapshot.bin` (also at
-    /// shutdown).
-    pub snapshot_interval_ms: u64,
-    /// Server outages remembered (not counted against devices); the oldest are dropped.
-    pub outages_max: usize,
-    /// Events buffered for the Parquet `events` table are published once the oldest has waited
-    /// this long (0: after every scan that produced events).
-    pub events_flush_interval_ms: u64,
-    /// Events buffered for the Parquet `events` table at most (a fuller buffer is flushed first).
-    pub events_rows_max: usize,
-    /// `http://host:port/path` that receives each scan's events as a JSON array; empty: off.
-    /// Plain HTTP only (no TLS in v1).
-    pub webhook_url: String,
-    /// Webhook bodies (one per scan with events) queued at most; more are dropped and counted.
-    pub webhook_queue_max: usize,
-    /// Attempts per webhook body before its events are dropped and counted.
-    pub webhook_attempts_max: u32,
-    /// Deadline of one webhook request (connect, send, status line).
-    pub webhook_timeout_ms: u64,
-    /// Delay before the first webhook retry; doubles per retry, with jitter.
-    pub webhook_backoff_ms: u64,
-    /// Largest delay between webhook retries.
-    pub webhook_backoff_max_ms: u64,
-    /// Named policies besides `default`.
-    pub policies: Vec<PolicySection>,
-    /// Device groups, each following one policy.
-    pub groups: Vec<GroupSection>,
-    /// Devices or groups that raise no events.
-    pub exemptions: Vec<ExemptionSection>,
-}
-
-impl Default for SilenceSection {
-    fn default() -> Self {
-        Self {
-            devices_max: 1_000_000,
-            warning_after_s: 2 * 86_400,
-            expiry_after_s: 3 * 86_400,
-            scan_interval_ms: 10_000,
-            default_policy: "default".into(),
-            calendars_dir: PathBuf::from("config/calendars"),
-            snapshot_interval_ms: 300_000,
-            outages_max: 64,
-            events_flush_interval_ms: 60_000,
-            events_rows_max: 100_000,
-            webhook_url: String::new(),
-            webhook_queue_max: 1_000,
-            webhook_attempts_max: 8,
-            webhook_timeout_ms: 5_000,
-            webhook_backoff_ms: 500,
-            webhook_backoff_max_ms: 60_000,
-            policies: Vec::new(),
-            groups: Vec::new(),
-            exemptions: Vec::new(),
-        }
-    }
-}
-
-/// `[[silence.policies]]`: one named policy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicySection {
-    /// Its name.
-    pub name: String,
-    /// `"36h"`-style duration or `"N working days"`.
-    pub warning: String,
-    /// `"36h"`-style duration or `"N working days"`.
-    pub expiry: String,
-    /// Calendar (a directory under `calendars_dir`) for working-day thresholds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub calendar: Option<String>,
-    /// Time zone the days are counted in; default: the calendar's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time_zone: Option<String>,
-    /// What a confirmation resets: `"warning"` (default) or `"full"`.
-    #[serde(default = "default_confirm_resets")]
-    pub confirm_resets: String,
-}
-
-fn default_confirm_resets() -> String {
-    "warning".into()
-}
-
-/// `[[silence.groups]]`: devices following one policy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupSection {
-    /// Its name.
-    pub name: String,
-    /// Its policy.
-    pub policy: String,
-    /// Inclusive id ranges, `[[first, last], ...]`.
-    #[serde(default)]
-    pub ranges: Vec<[u64; 2]>,
-    /// Individual device ids.
-    #[serde(default)]
-    pub devices: Vec<u64>,
-}
-
-/// `[[silence.exemptions]]`: a device or a group that raises no events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExemptionSection {
-    /// One device (set exactly one of `device` and `group`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<u64>,
-    /// A group.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// Start, RFC 3339; absent = already in force.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    /// End (exclusive), RFC 3339; absent = permanent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until: Option<String>,
-    /// Why (recorded in `<data>/events/exemptions.jsonl`).
-    pub reason: String,
-}
-
-/// The `[silence]` policies, groups, exemptions or calendars could not be loaded.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SilenceConfigError {
-    /// A calendar directory or file could not be read.
-    #[error("cannot read calendar {path}: {source}")]
-    CalendarRead {
-        /// The path.
-        path: PathBuf,
-        /// OS error.
-        source: std::io::Error,
-    },
-    /// A calendar directory holds no `*.toml` file.
-    #[error("calendar {calendar:?}: no *.toml files in {dir}")]
-    CalendarEmpty {
-        /// The calendar.
-        calendar: String,
-        /// Its directory.
-        dir: PathBuf,
-    },
-    /// A calendar file is invalid (the error names the file and line).
-    #[error(transparent)]
-    Calendar(#[from] ingest::silence::calendar::CalendarError),
-    /// A threshold string is invalid.
-    #[error("silence.policies {policy:?}.{key}: {source}")]
-    Threshold {
-        /// The policy.
-        policy: String,
-        /// `warning` or `expiry`.
-        key: &'static str,
-        /// Why.
-        source: ingest::silence::ThresholdParseError,
-    },
-    /// An unknown time zone.
-    #[error("silence.policies {policy:?}.time_zone = {time_zone:?}: unknown IANA time zone")]
-    TimeZone {
-        /// The policy.
-        policy: String,
-        /// The name.
-        time_zone: String,
-    },
-    /// `confirm_resets` is neither `warning` nor `full`.
-    #[error(
-        "silence.policies {policy:?}.confirm_resets = {value:?}: must be \"warning\" or \"full\""
-    )]
-    ConfirmResets {
-        /// The policy.
-        policy: String,
-        /// The value.
-        value: String,
-    },
-    /// An exemption time is not RFC 3339 within the u32 Unix-seconds range.
-    #[error("silence.exemptions[{index}].{key} = {value:?}: not an RFC 3339 time in 1970..2106")]
-    ExemptionTime {
-        /// Index in the array.
-        index: usize,
-        /// `from` or `until`.
-        key: &'static str,
-        /// The value.
-        value: String,
-    },
-    /// An exemption must name exactly one of `device` and `group`.
-    #[error("silence.exemptions[{index}]: set exactly one of device and group")]
-    ExemptionTarget {
-        /// Index in the array.
-        index: usize,
-    },
-    /// A policy, group or exemption rule was violated.
-    #[error("silence: {0}")]
-    Rules(#[from] ingest::silence::PolicySetError),
-    /// A duration is out of range.
-    #[error("silence.{key} = {value}: {reason}")]
-    Range {
-        /// Key.
-        key: &'static str,
-        /// Value.
-        value: u64,
-        /// Why.
-        reason: &'static str,
-    },
-}
-
-impl SilenceSection {
-    /// The webhook settings, `None` when `webhook_url` is empty.
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] naming the first offending `webhook_*` key.
-    pub fn webhook(&self) -> Result<Option<crate::events::webhook::WebhookConfig>, ConfigError> {
-        fn invalid(key: &'static str, value: impl ToString, reason: &str) -> ConfigError {
-            ConfigError::Invalid {
-                key,
-                value: value.to_string(),
-                reason: reason.into(),
-            }
-        }
-        if self.webhook_queue_max == 0 || self.webhook_queue_max > 1_000_000 {
-            return Err(invalid(
-                "silence.webhook_queue_max",
-                self.webhook_queue_max,
-                "must be 1..=1000000",
-            ));
-        }
-        if self.webhook_attempts_max == 0 || self.webhook_attempts_max > 100 {
-            return Err(invalid(
-                "silence.webhook_attempts_max",
-                self.webhook_attempts_max,
-                "must be 1..=100",
-            ));
-        }
-        if self.webhook_timeout_ms < 10 || self.webhook_timeout_ms > 600_000 {
-            return Err(invalid(
-                "silence.webhook_timeout_ms",
-                self.webhook_timeout_ms,
-                "must be 10..=600000",
-            ));
-        }
-        if self.webhook_backoff_ms == 0 || self.webhook_backoff_ms > self.webhook_backoff_max_ms {
-            return Err(invalid(
-                "silence.webhook_backoff_ms",
-                self.webhook_backoff_ms,
-                "must be >= 1 and <= silence.webhook_backoff_max_ms",
-            ));
-        }
-        if self.webhook_backoff_max_ms > 3_600_000 {
-            return Err(invalid(
-                "silence.webhook_backoff_max_ms",
-                self.webhook_backoff_max_ms,
-                "must be <= 3600000 (one hour)",
-            ));
-        }
-        if self.webhook_url.is_empty() {
-            return Ok(None);
-        }
-        let url = crate::events::webhook::WebhookUrl::parse(&self.webhook_url)
-            .map_err(|e| invalid("silence.webhook_url", &self.webhook_url, &e.to_string()))?;
-        Ok(Some(crate::events::webhook::WebhookConfig {
-            url,
-            queue_max: self.webhook_queue_max,
-            attempts_max: self.webhook_attempts_max,
-            timeout_ms: self.webhook_timeout_ms,
-            backoff_ms: self.webhook_backoff_ms,
-            backoff_max_ms: self.webhook_backoff_max_ms,
-        }))
-    }
-
-    /// Builds the policy set: reads every calendar a policy names from
-    /// `calendars_dir/<calendar>/*.toml`, parses thresholds and exemptions, validates all.
-    ///
-    /// # Errors
-    /// [`SilenceConfigError`] naming the key, file or line.
-    pub fn policy_set(&self) -> Result<ingest::silence::PolicySet, SilenceConfigError> {
-        use ingest::silence::calendar::{Calendar, CalendarYear};
-        use ingest::silence::{
-            ConfirmResets, GroupDef, PolicyDef, PolicySet, Threshold, parse_threshold,
-        };
-        use std::collections::HashMap;
-        use std::sync::Arc;
-        let to_u32 = |key, value: u64| {
-            u32::try_from(value)
-                .ok()
-                .filter(|v| *v > 0)
-                .ok_or(SilenceConfigError::Range {
-                    key,
-                    value,
-                    reason: "must be 1..=4294967295",
-                })
-        };
-        let mut policies = vec![PolicyDef {
-            name: "default".into(),
-            warning: Threshold::Duration {
-                seconds: to_u32("warning_after_s", self.warning_after_s)?,
-            },
-            expiry: Threshold::Duration {
-                seconds: to_u32("expiry_after_s", self.expiry_after_s)?,
-            },
-            confirm_resets: ConfirmResets::Warning,
-        }];
-        let mut calendars: HashMap<String, Arc<Calendar>> = HashMap::new();
-        for p in &self.policies {
-            let calendar = match &p.calendar {
-                None => None,
-                Some(name) => {
-                    if !calendars.contains_key(name) {
-                        let dir = self.calendars_dir.join(name);
-                        let read_err = |source| SilenceConfigError::CalendarRead {
-                            path: dir.clone(),
-                            source,
-                        };
-                        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-                            .map_err(read_err)?
-                            .filter_map(|e| e.ok().map(|e| e.path()))
-                            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                            .collect();
-                        files.sort();
-                        if files.is_empty() {
-                            return Err(SilenceConfigError::CalendarEmpty {
-                                calendar: name.clone(),
-                                dir,
-                            });
-                        }
-                        let mut years = Vec::new();
-                        for f in files {
-                            let text = std::fs::read_to_string(&f).map_err(|source| {
-                                SilenceConfigError::CalendarRead {
-                                    path: f.clone(),
-                                    source,
-                                }
-                            })?;
-                            years.push(CalendarYear::parse(&text, &f.display().to_string())?);
-                        }
-                        calendars.insert(name.clone(), Arc::new(Calendar::from_years(years)?));
-                    }
-                    calendars.get(name).cloned()
-                }
-            };
-            let tz = match (&p.time_zone, &calendar) {
-                (Some(name), _) => Some(ingest::silence::time_zone(name).ok_or_else(|| {
-                    SilenceConfigError::TimeZone {
-                        policy: p.name.clone(),
-                        time_zone: name.clone(),
-                    }
-                })?),
-                (None, Some(c)) => Some(c.time_zone().clone()),
-                (None, None) => None,
-            };
-            let cal = calendar.as_ref().zip(tz.as_ref());
-            let threshold = |key: &'static str, text: &str| {
-                parse_threshold(text, cal).map_err(|source| SilenceConfigError::Threshold {
-                    policy: p.name.clone(),
-                    key,
-                    source,
-                })
-            };
-            let confirm_resets = match p.confirm_resets.as_str() {
-                "warning" => ConfirmResets::Warning,
-                "full" => ConfirmResets::Full,
-                other => {
-                    return Err(SilenceConfigError::ConfirmResets {
-                        policy: p.name.clone(),
-                        value: other.to_string(),
-                    });
-                }
-            };
-            policies.push(PolicyDef {
-                name: p.name.clone(),
-                warning: threshold("warning", &p.warning)?,
-                expiry: threshold("expiry", &p.expiry)?,
-                confirm_resets,
-            });
-        }
-        let groups = self
-            .groups
-            .iter()
-            .map(|g| GroupDef {
-                name: g.name.clone(),
-                policy: g.policy.clone(),
-                ranges: g.ranges.iter().map(|r| (r[0], r[1])).collect(),
-                devices: g.devices.clone(),
-            })
-            .collect();
-        let exemptions = self.exemptions()?;
-        Ok(PolicySet::new(
-            policies,
-            &self.default_policy,
-            groups,
-            exemptions,
-        )?)
-    }
-
-    /// The exemptions, typed.
-    ///
-    /// # Errors
-    /// [`SilenceConfigError::ExemptionTime`] or [`SilenceConfigError::ExemptionTarget`].
-    pub fn exemptions(&self) -> Result<Vec<ingest::silence::Exemption>, SilenceConfigError> {
-        use ingest::silence::{Exemption, ExemptionTarget};
-        let time = |index, key, v: &Option<String>| -> Result<Option<u32>, SilenceConfigError> {
-            v.as_ref()
-                .map(|text| {
-                    ingest::silence::parse_rfc3339(text)
-                        .and_then(|t| u32::try_from(t).ok())
-                        .ok_or_else(|| SilenceConfigError::ExemptionTime {
-                            index,
-                            key,
-                            value: text.clone(),
-                        })
-                })
-                .transpose()
-        };
-        self.exemptions
-            .iter()
-            .enumerate()
-            .map(|(index, e)| {
-                let target = match (&e.device, &e.group) {
-                    (Some(d), None) => ExemptionTarget::Device(*d),
-                    (None, Some(g)) => ExemptionTarget::Group(g.clone()),
-                    _ => return Err(SilenceConfigError::ExemptionTarget { index }),
-                };
-                Ok(Exemption {
-                    target,
-                    from_s: time(index, "from", &e.from)?,
-                    until_s: time(index, "until", &e.until)?,
-                    reason: e.reason.clone(),
-                })
-            })
-            .collect()
-    }
-}
-
 /// The configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -721,9 +256,13 @@ pub enum ConfigError {
     /// A `[lake]` setting is out of range.
     #[error("invalid config [lake]: {0}")]
     Lake(#[from] lake::LakeConfigError),
-    /// The `[silence]` policies, groups, exemptions or calendars are invalid.
-    #[error("invalid config [silence]: {0}")]
-    Silence(#[from] SilenceConfigError),
+    /// A `[silence]` value, policy, group, exemption or calendar is invalid (the error names
+    /// the key as `silence.…`, or the calendar file and line).
+    #[error("invalid config: {0}")]
+    Silence(#[from] silence::SilenceConfigError),
+    /// An `[admin]` setting is out of range.
+    #[error("invalid config [admin]: {0}")]
+    Admin(#[from] crate::admin::AdminError),
     /// A value is out of range.
     #[error("invalid config: {key} = {value}: {reason}")]
     Invalid {
@@ -869,51 +408,8 @@ impl Config {
         if let Err(e) = self.storage_config().validate() {
             return Err(ConfigError::Storage(e));
         }
-        let s = &self.silence;
-        if s.warning_after_s == 0 || s.expiry_after_s <= s.warning_after_s {
-            return Err(invalid(
-                "silence.expiry_after_s",
-                s.expiry_after_s,
-                "must be greater than silence.warning_after_s (> 0)",
-            ));
-        }
-        if s.devices_max == 0 || s.scan_interval_ms == 0 {
-            return Err(invalid(
-                "silence.devices_max",
-                s.devices_max,
-                "must be at least 1",
-            ));
-        }
-        if s.snapshot_interval_ms < 1_000 {
-            return Err(invalid(
-                "silence.snapshot_interval_ms",
-                s.snapshot_interval_ms,
-                "must be at least 1000",
-            ));
-        }
-        if s.outages_max == 0 || s.outages_max > 10_000 {
-            return Err(invalid(
-                "silence.outages_max",
-                s.outages_max,
-                "must be 1..=10000",
-            ));
-        }
-        if s.events_flush_interval_ms > 86_400_000 {
-            return Err(invalid(
-                "silence.events_flush_interval_ms",
-                s.events_flush_interval_ms,
-                "must be 0..=86400000 (one day)",
-            ));
-        }
-        if s.events_rows_max == 0 || s.events_rows_max > 10_000_000 {
-            return Err(invalid(
-                "silence.events_rows_max",
-                s.events_rows_max,
-                "must be 1..=10000000",
-            ));
-        }
-        s.webhook()?;
-        s.policy_set()?;
+        self.silence.validate()?;
+        self.admin.validate()?;
         if self.tls.cert_path.as_os_str().is_empty() != self.tls.key_path.as_os_str().is_empty() {
             return Err(invalid(
                 "tls.cert_path",
@@ -953,31 +449,27 @@ impl Config {
         }
     }
 
-    /// The endpoint's per-session settings (confirm-location bounds, close linger).
-    pub fn session_config(&self) -> ingest::endpoint::SessionConfig {
-        ingest::endpoint::SessionConfig {
-            confirm_pending_max: self.limits.confirm_pending_max,
-            confirm_rejects_max: self.limits.confirm_rejects_max,
-            close_linger_ms: self.quic.close_linger_ms,
-        }
-    }
-
     /// The endpoint's settings.
     pub fn endpoint_config(&self) -> ingest::endpoint::EndpointConfig {
         let l = &self.limits;
         ingest::endpoint::EndpointConfig {
-            limits: ingest::wire::Limits {
-                batch_bytes_max: l.batch_bytes_max,
-                batch_fixes_max: l.batch_fixes_max,
-                decompressed_bytes_max: l.decompressed_bytes_max,
-                future_skew_ms: l.future_skew_ms,
-                past_age_max_ms: l.past_age_max_ms,
+            session: ingest::endpoint::SessionConfig {
+                limits: ingest::wire::Limits {
+                    batch_bytes_max: l.batch_bytes_max,
+                    batch_fixes_max: l.batch_fixes_max,
+                    decompressed_bytes_max: l.decompressed_bytes_max,
+                    future_skew_ms: l.future_skew_ms,
+                    past_age_max_ms: l.past_age_max_ms,
+                },
+                inflight_batches_max: l.inflight_batches_max,
+                dedup_window_batches: self.storage.dedup_window_batches,
+                oversize_discard_bytes_max: l.oversize_discard_bytes_max,
+                hello_timeout_ms: l.hello_timeout_ms,
+                confirm_rejects_max: l.confirm_rejects_max,
             },
             connections_max: l.connections_max,
-            inflight_batches_max: l.inflight_batches_max,
-            dedup_window_batches: self.storage.dedup_window_batches,
-            oversize_discard_bytes_max: l.oversize_discard_bytes_max,
-            hello_timeout_ms: l.hello_timeout_ms,
+            confirm_pending_max: l.confirm_pending_max,
+            close_linger_ms: self.quic.close_linger_ms,
             idle_timeout_ms: self.quic.idle_timeout_ms,
             stream_receive_window_bytes: self.quic.stream_receive_window_bytes,
             connection_receive_window_bytes: self.quic.connection_receive_window_bytes,
@@ -1105,78 +597,5 @@ mod tests {
                 .to_string()
                 .contains("tls.cert_path")
         );
-    }
-
-    #[test]
-    fn silence_event_and_webhook_keys_at_their_edges() {
-        let check = |f: &dyn Fn(&mut Config), key: &str| {
-            let mut c = Config::default();
-            f(&mut c);
-            let e = c.validate().unwrap_err().to_string();
-            assert!(e.contains(key), "{key}: {e}");
-        };
-        let ok = |f: &dyn Fn(&mut Config)| {
-            let mut c = Config::default();
-            f(&mut c);
-            c.validate().unwrap();
-        };
-        ok(&|c| c.silence.events_flush_interval_ms = 0);
-        ok(&|c| c.silence.events_flush_interval_ms = 86_400_000);
-        check(
-            &|c| c.silence.events_flush_interval_ms = 86_400_001,
-            "silence.events_flush_interval_ms",
-        );
-        ok(&|c| c.silence.events_rows_max = 1);
-        ok(&|c| c.silence.events_rows_max = 10_000_000);
-        check(
-            &|c| c.silence.events_rows_max = 0,
-            "silence.events_rows_max",
-        );
-        check(
-            &|c| c.silence.events_rows_max = 10_000_001,
-            "silence.events_rows_max",
-        );
-        ok(&|c| c.silence.webhook_queue_max = 1);
-        check(
-            &|c| c.silence.webhook_queue_max = 0,
-            "silence.webhook_queue_max",
-        );
-        ok(&|c| c.silence.webhook_attempts_max = 1);
-        ok(&|c| c.silence.webhook_attempts_max = 100);
-        check(
-            &|c| c.silence.webhook_attempts_max = 0,
-            "silence.webhook_attempts_max",
-        );
-        check(
-            &|c| c.silence.webhook_attempts_max = 101,
-            "silence.webhook_attempts_max",
-        );
-        ok(&|c| c.silence.webhook_timeout_ms = 10);
-        check(
-            &|c| c.silence.webhook_timeout_ms = 9,
-            "silence.webhook_timeout_ms",
-        );
-        ok(&|c| c.silence.webhook_backoff_ms = c.silence.webhook_backoff_max_ms);
-        check(
-            &|c| c.silence.webhook_backoff_ms = c.silence.webhook_backoff_max_ms + 1,
-            "silence.webhook_backoff_ms",
-        );
-        check(
-            &|c| {
-                c.silence.webhook_backoff_max_ms = 3_600_001;
-            },
-            "silence.webhook_backoff_max_ms",
-        );
-        assert_eq!(Config::default().silence.webhook().unwrap(), None);
-        check(
-            &|c| c.silence.webhook_url = "https://example.invalid/x".into(),
-            "silence.webhook_url",
-        );
-        let mut c = Config::default();
-        c.silence.webhook_url = "http://127.0.0.1:9/hook".into();
-        c.validate().unwrap();
-        let w = c.silence.webhook().unwrap().unwrap();
-        assert_eq!((w.url.port, w.url.path.as_str()), (9, "/hook"));
-        assert_eq!(w.attempts_max, 8);
     }
 }

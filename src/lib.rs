@@ -1,5 +1,6 @@
 //! The `hexflow` binary's library half: configuration, TLS and key material, and the wiring
-//! that connects `ingest` (QUIC, auth, silence) to `storage` (WAL, H3, Parquet).
+//! that connects `ingest` (QUIC, auth) to `storage` (WAL, H3, Parquet) and to `silence`
+//! (the per-device table, the scanner and its event sinks).
 //!
 //! Libraries below this crate never read flags, the environment or config files; this crate
 //! does, once, and passes typed values down. End-to-end tests start a [`server::Server`]
@@ -7,7 +8,6 @@
 
 pub mod admin;
 pub mod config;
-pub mod events;
 pub mod lake_cli;
 pub mod secret;
 pub mod server;

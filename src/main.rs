@@ -161,7 +161,7 @@ fn main() -> anyhow::Result<()> {
             let cfg = load_config(config.as_ref(), data_dir, None)?;
             let device_id = fix::DeviceId::try_from(device_id)?;
             let path = hexflow::secret::key_path(&cfg.server.data_dir);
-            let (key, created) = hexflow::secret::load_or_generate(&path)?;
+            let (key, created) = hexflow::secret::load_or_generate(&sys::fs::RealFs, &path)?;
             if created {
                 eprintln!("created token key {}", path.display());
             }
@@ -183,7 +183,7 @@ fn main() -> anyhow::Result<()> {
                 let names: Vec<&str> = set.policies().iter().map(|p| p.name.as_str()).collect();
                 format!("unknown policy {policy:?}; defined: {names:?}")
             })?;
-            let fix_s = ingest::silence::parse_rfc3339(&last_fix)
+            let fix_s = silence::parse_rfc3339(&last_fix)
                 .with_context(|| format!("--last-fix {last_fix:?} is not an RFC 3339 time"))?;
             let (mut from_w, mut from_e) = (fix_s, fix_s);
             if let Some(d) = device {
@@ -193,8 +193,8 @@ fn main() -> anyhow::Result<()> {
                     .exemptions()
                     .iter()
                     .filter(|e| match &e.target {
-                        ingest::silence::ExemptionTarget::Device(x) => *x == d,
-                        ingest::silence::ExemptionTarget::Group(g) => {
+                        silence::ExemptionTarget::Device(x) => *x == d,
+                        silence::ExemptionTarget::Group(g) => {
                             set.assignment(d)
                                 .group
                                 .map(|i| &set.groups()[usize::from(i)].name)
@@ -219,8 +219,8 @@ fn main() -> anyhow::Result<()> {
             }
             let warning = p.warning.deadline_s(from_w);
             let expiry = p.expiry.deadline_s(from_e);
-            println!("warning: {}", ingest::silence::rfc3339(warning));
-            println!("expiry: {}", ingest::silence::rfc3339(expiry));
+            println!("warning: {}", silence::rfc3339(warning));
+            println!("expiry: {}", silence::rfc3339(expiry));
             Ok(())
         }
         Command::Serve {

@@ -1,23 +1,28 @@
 //! TLS material for the QUIC endpoint: configured PEM files, or a development CA and server
 //! certificate generated on first start and reused afterwards.
 //!
-//! Layout of the generated material (all under `<data-dir>/tls/`):
+//! Layout of the generated material (all under `<data-dir>/tls/`, every file mode 0600, the
+//! directory 0700, written through `sys::fs`):
 //!
 //! | file | what | who needs it |
 //! |---|---|---|
 //! | `ca.pem` | self-signed development CA certificate | devices: the file they trust |
-//! | `ca.key` | the CA's private key (mode 0600) | nobody but a re-issue |
 //! | `server.pem` | server certificate signed by the CA, SANs from `tls.server_names` | the server |
-//! | `server.key` | the server's private key (mode 0600) | the server |
+//! | `server.key` | the server's private key | the server |
 //!
-//! Files are written atomically (temporary name, fsync, rename) so a crash during first
-//! start never leaves half a key behind. If `server.pem` exists it is reused as is; delete
-//! the directory to re-issue.
+//! The CA's private key is never written anywhere: it signs the server certificate once and
+//! is dropped, so nothing at rest can issue further certificates devices would trust. To
+//! re-issue, delete the directory (a new CA is made; devices must trust the new `ca.pem`).
+//!
+//! Files are written atomically ([`sys::fs::write_atomic`]) and `server.pem` last, so a crash
+//! during first start leaves either complete material or none that is used: a directory
+//! without `server.pem` is generated afresh.
 
 use std::path::{Path, PathBuf};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sys::fs::{Fs, create_dir_durable, read_optional, write_atomic};
 
 /// TLS material ready for [`ingest::endpoint::server_config`].
 #[derive(Debug)]
@@ -64,8 +69,8 @@ pub enum TlsError {
 ///
 /// # Errors
 /// [`TlsError`] naming the file that could not be read or parsed.
-pub fn load(cert_path: &Path, key_path: &Path) -> Result<TlsMaterial, TlsError> {
-    let cert_pem = read(cert_path)?;
+pub fn load(fs: &dyn Fs, cert_path: &Path, key_path: &Path) -> Result<TlsMaterial, TlsError> {
+    let cert_pem = read(fs, cert_path)?;
     let cert_chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Pem {
@@ -78,7 +83,7 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<TlsMaterial, TlsError> 
             reason: "no certificate found".into(),
         });
     }
-    let key_pem = read(key_path)?;
+    let key_pem = read(fs, key_path)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
         path: key_path.into(),
         reason: e.to_string(),
@@ -95,19 +100,32 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<TlsMaterial, TlsError> 
 ///
 /// # Errors
 /// [`TlsError`] when files cannot be read, written or parsed.
-pub fn load_or_generate_dev(dir: &Path, server_names: &[String]) -> Result<TlsMaterial, TlsError> {
+pub fn load_or_generate_dev(
+    fs: &dyn Fs,
+    dir: &Path,
+    server_names: &[String],
+) -> Result<TlsMaterial, TlsError> {
     let ca_pem = dir.join("ca.pem");
     let server_pem = dir.join("server.pem");
     let server_key = dir.join("server.key");
-    if server_pem.exists() && server_key.exists() {
-        let mut m = load(&server_pem, &server_key)?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TlsError::Io { path, source }
+    };
+    // server.pem is written last: its presence marks the material complete.
+    if read_optional(fs, &server_pem)
+        .map_err(io(&server_pem))?
+        .is_some()
+    {
+        let mut m = load(fs, &server_pem, &server_key)?;
         m.ca_path = Some(ca_pem);
         return Ok(m);
     }
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
-        path: dir.into(),
-        source,
-    })?;
+    let (parent, name) = match (dir.parent(), dir.file_name()) {
+        (Some(p), Some(n)) => (p, Path::new(n)),
+        _ => (Path::new("."), dir),
+    };
+    create_dir_durable(fs, parent, name).map_err(io(dir))?;
 
     let ca_key = rcgen::KeyPair::generate()?;
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
@@ -131,59 +149,22 @@ pub fn load_or_generate_dev(dir: &Path, server_names: &[String]) -> Result<TlsMa
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params.signed_by(&key, &issuer)?;
 
-    write_atomic(&dir.join("ca.key"), ca_key.serialize_pem().as_bytes(), true)?;
-    write_atomic(&ca_pem, ca_cert.pem().as_bytes(), false)?;
-    write_atomic(&server_key, key.serialize_pem().as_bytes(), true)?;
+    // The CA key goes out of scope here, unwritten (see the module doc).
+    write_atomic(fs, &ca_pem, ca_cert.pem().as_bytes()).map_err(io(&ca_pem))?;
+    write_atomic(fs, &server_key, key.serialize_pem().as_bytes()).map_err(io(&server_key))?;
     // Written last: its presence marks the material complete.
-    write_atomic(&server_pem, cert.pem().as_bytes(), false)?;
-    sync_dir(dir)?;
-    let mut m = load(&server_pem, &server_key)?;
+    write_atomic(fs, &server_pem, cert.pem().as_bytes()).map_err(io(&server_pem))?;
+    let mut m = load(fs, &server_pem, &server_key)?;
     m.ca_path = Some(ca_pem);
     m.generated = true;
     Ok(m)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Io {
+fn read(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>, TlsError> {
+    fs.read(path).map_err(|source| TlsError::Io {
         path: path.into(),
         source,
     })
-}
-
-/// Writes `bytes` to `path` atomically: temporary file, fsync, rename. `secret` files get
-/// mode 0600.
-///
-/// # Errors
-/// [`TlsError::Io`] naming the file.
-pub fn write_atomic(path: &Path, bytes: &[u8], secret: bool) -> Result<(), TlsError> {
-    use std::io::Write;
-    let io = |source| TlsError::Io {
-        path: path.into(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(if secret { 0o600 } else { 0o644 });
-    }
-    let mut f = opts.open(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) -> Result<(), TlsError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| TlsError::Io {
-            path: dir.into(),
-            source,
-        })
 }
 
 #[cfg(test)]
@@ -194,10 +175,13 @@ mod tests {
     fn generates_once_then_reuses() {
         let dir = tempfile::tempdir().unwrap();
         let tls = dir.path().join("tls");
-        let first = load_or_generate_dev(&tls, &["localhost".into()]).unwrap();
+        let fs = sys::fs::RealFs;
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let first = load_or_generate_dev(&fs, &tls, &["localhost".into()]).unwrap();
         assert!(first.generated);
         assert!(tls.join("ca.pem").exists());
-        let second = load_or_generate_dev(&tls, &["localhost".into()]).unwrap();
+        assert!(!tls.join("ca.key").exists(), "the CA key is never stored");
+        let second = load_or_generate_dev(&fs, &tls, &["localhost".into()]).unwrap();
         assert!(!second.generated);
         assert_eq!(first.cert_chain, second.cert_chain, "reused, not re-issued");
         #[cfg(unix)]
@@ -216,7 +200,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cert = dir.path().join("c.pem");
         std::fs::write(&cert, b"not a pem").unwrap();
-        let err = load(&cert, &cert).unwrap_err();
+        let err = load(&sys::fs::RealFs, &cert, &cert).unwrap_err();
         assert!(err.to_string().contains("c.pem"), "{err}");
+    }
+
+    #[test]
+    fn a_crash_at_any_operation_of_first_start_never_leaves_unusable_material() {
+        use sys::fs::Fs as _;
+        use sys::sim::SimFs;
+        let names = ["localhost".to_string()];
+        let dir = Path::new("/data/tls");
+        let probe = SimFs::new();
+        probe.create_dir_all(Path::new("/data")).unwrap();
+        probe.sync_dir(Path::new("/")).unwrap();
+        let base = probe.ops();
+        load_or_generate_dev(&probe, dir, &names).unwrap();
+        let total = probe.ops() - base;
+        assert!(
+            total >= 9,
+            "three atomic writes and a directory: {total} ops"
+        );
+        for crash_at in 0..total {
+            for seed in 0..4 {
+                let fs = SimFs::new();
+                fs.create_dir_all(Path::new("/data")).unwrap();
+                fs.sync_dir(Path::new("/")).unwrap();
+                fs.crash_at_op(fs.ops() + crash_at);
+                assert!(load_or_generate_dev(&fs, dir, &names).is_err());
+                let image = fs.crash_image(seed);
+                // Whatever survived, the next start gets a certificate and a key that match.
+                let m = load_or_generate_dev(&image, dir, &names)
+                    .unwrap_or_else(|e| panic!("crash at op {crash_at}, seed {seed}: {e}"));
+                let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+                rustls::ServerConfig::builder_with_provider(provider)
+                    .with_protocol_versions(&[&rustls::version::TLS13])
+                    .unwrap()
+                    .with_no_client_auth()
+                    .with_single_cert(m.cert_chain, m.key)
+                    .unwrap_or_else(|e| panic!("crash at op {crash_at}, seed {seed}: {e}"));
+            }
+        }
     }
 }

@@ -271,7 +271,7 @@ async fn scanner_warns_requests_and_records_the_answer() {
     let events = ts.server.scan_now();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].device_id, STORY);
-    assert!(matches!(events[0].kind, ingest::silence::EventKind::Warned));
+    assert!(matches!(events[0].kind, silence::EventKind::Warned));
     assert!(
         events[0].last_contact_s > events[0].last_fix_s,
         "contact and fix are tracked apart"
@@ -285,7 +285,7 @@ async fn scanner_warns_requests_and_records_the_answer() {
     assert!(
         events
             .iter()
-            .any(|e| matches!(e.kind, ingest::silence::EventKind::Confirmed { .. })),
+            .any(|e| matches!(e.kind, silence::EventKind::Confirmed { .. })),
         "the confirmation is an event: {events:?}"
     );
     // A fresh fix ends the silence.

@@ -103,7 +103,8 @@ impl Server {
             }
         }
         let ca_pem = std::fs::read(ca_path.expect("ca")).expect("CA readable");
-        let key = hexflow::secret::load(&key_path.expect("key")).expect("token key");
+        let key =
+            hexflow::secret::load(&sys::fs::RealFs, &key_path.expect("key")).expect("token key");
         Server {
             child: Some(child),
             ca_pem,

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
 use common::ManualClock;
-use hexflow::events::tables::{
+use serde_json::Value;
+use silence::tables::{
     EventTable, EventTableConfig, TableError, device_status_schema, events_schema,
 };
-use hexflow::events::webhook::{Webhook, WebhookConfig, WebhookUrl};
-use ingest::silence::{EventKind, Level, SilenceEvent};
-use serde_json::Value;
+use silence::webhook::{Webhook, WebhookConfig, WebhookUrl};
+use silence::{EventKind, Level, SilenceEvent};
 
 /// 2026-11-25T10:00:00Z.
 const T0_S: i64 = 1_795_600_800;
@@ -522,7 +522,7 @@ fn webhook_cfg(url: &str, attempts_max: u32, queue_max: usize, timeout_ms: u64) 
 fn webhook_retries_with_backoff_until_delivered() {
     // Connection closed without an answer, then 503, then 200.
     let (url, got) = receiver(vec![None, Some(503)]);
-    let w = Webhook::start(webhook_cfg(&url, 5, 4, 2_000)).unwrap();
+    let w = Webhook::start(webhook_cfg(&url, 5, 4, 2_000), Arc::new(sys::SystemClock)).unwrap();
     let stats = w.stats();
     let body = r#"[{"device_id":1},{"device_id":2}]"#.to_string();
     let started = Instant::now();
@@ -552,7 +552,7 @@ fn webhook_retries_with_backoff_until_delivered() {
 #[test]
 fn webhook_gives_up_after_attempts_max_and_on_final_statuses() {
     let (url, got) = receiver(vec![Some(500), Some(502), Some(503), Some(200)]);
-    let w = Webhook::start(webhook_cfg(&url, 3, 4, 2_000)).unwrap();
+    let w = Webhook::start(webhook_cfg(&url, 3, 4, 2_000), Arc::new(sys::SystemClock)).unwrap();
     let stats = w.stats();
     assert!(w.enqueue("[1,2,3]".into(), 3));
     wait_for("giving up", || {
@@ -569,7 +569,7 @@ fn webhook_gives_up_after_attempts_max_and_on_final_statuses() {
 
     // 404 is final: one attempt only.
     let (url, got) = receiver(vec![Some(404)]);
-    let w = Webhook::start(webhook_cfg(&url, 5, 4, 2_000)).unwrap();
+    let w = Webhook::start(webhook_cfg(&url, 5, 4, 2_000), Arc::new(sys::SystemClock)).unwrap();
     let stats = w.stats();
     assert!(w.enqueue("[5]".into(), 1));
     wait_for("giving up", || {
@@ -596,7 +596,7 @@ fn webhook_queue_is_bounded_and_requests_time_out() {
             });
         }
     });
-    let w = Webhook::start(webhook_cfg(&url, 1, 2, 400)).unwrap();
+    let w = Webhook::start(webhook_cfg(&url, 1, 2, 400), Arc::new(sys::SystemClock)).unwrap();
     let stats = w.stats();
     assert!(w.enqueue("[1]".into(), 1));
     // The first body is in flight once the receiver has its connection.

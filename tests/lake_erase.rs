@@ -76,8 +76,8 @@ fn erase_removes_every_trace_of_the_device_from_positions_and_the_wal() {
     submit(&st, batch(KEPT, 4, 500_000_000, 20_000_000));
     st.abandon().unwrap();
 
-    let out = hexflow::lake_cli::erase(&cfg, fix::DeviceId::try_from(ERASED).unwrap(), T_MS)
-        .unwrap();
+    let out =
+        hexflow::lake_cli::erase(&cfg, fix::DeviceId::try_from(ERASED).unwrap(), T_MS).unwrap();
     assert!(out.contains("20 rows removed"), "{out}");
     assert!(out.contains("wal checkpoint entry removed: true"), "{out}");
 
@@ -96,7 +96,11 @@ fn erase_removes_every_trace_of_the_device_from_positions_and_the_wal() {
     ];
     let mut files = Vec::new();
     all_files(dir.path(), &mut files);
-    assert!(files.iter().any(|f| f.to_string_lossy().contains("_delta_log")));
+    assert!(
+        files
+            .iter()
+            .any(|f| f.to_string_lossy().contains("_delta_log"))
+    );
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
         for n in &needles {

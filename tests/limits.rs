@@ -81,7 +81,7 @@ async fn configured_certificates_are_used() {
     let dir = tempfile::tempdir().unwrap();
     // An operator's PKI, made here with the same generator into its own directory.
     let pki = dir.path().join("pki");
-    hexflow::tls::load_or_generate_dev(&pki, &["localhost".to_string()]).unwrap();
+    hexflow::tls::load_or_generate_dev(&sys::fs::RealFs, &pki, &["localhost".to_string()]).unwrap();
     let mut cfg = common::test_config(&dir.path().join("data"));
     cfg.tls.cert_path = pki.join("server.pem");
     cfg.tls.key_path = pki.join("server.key");
@@ -94,7 +94,7 @@ async fn configured_certificates_are_used() {
         !dir.path().join("data/tls/ca.pem").exists(),
         "none generated either"
     );
-    let key = hexflow::secret::load(&server.paths().key_path).unwrap();
+    let key = hexflow::secret::load(&sys::fs::RealFs, &server.paths().key_path).unwrap();
     let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
     let ca = std::fs::read(pki.join("ca.pem")).unwrap();
     let dev = Device::connect(

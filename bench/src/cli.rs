@@ -7,7 +7,7 @@
 //! * Every limit is a named constant and is tested at its edge.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
@@ -116,6 +116,16 @@ pub struct Args {
     /// Do not draw the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Write the timeline picture (SVG) here [default: the `--json` path with `.svg`].
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Sample this server process's CPU and memory from /proc during the run (same machine).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Most connection attempts in progress at once; 0 = no limit (then `--ramp-up-ms` alone
+    /// spreads them).
+    #[arg(long, default_value_t = 0)]
+    pub connect_concurrency: u64,
 }
 
 /// A flag value outside its bounds. One variant per kind of problem, naming the flag.
@@ -199,6 +209,8 @@ pub struct RunConfig {
     pub ramp_up: Duration,
     /// Retry transient statuses in the client library.
     pub retry: bool,
+    /// Most connection attempts in progress at once; `None` = no limit.
+    pub connect_concurrency: Option<usize>,
 }
 
 fn range(flag: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ArgsError> {
@@ -225,6 +237,13 @@ fn range_f64(flag: &'static str, value: f64, min: f64, max: f64) -> Result<f64, 
             max,
         })
     }
+}
+
+/// Where the timeline picture goes: `svg` if given, else `json` with the extension `.svg`,
+/// else nowhere.
+pub fn svg_path(json: Option<&Path>, svg: Option<&Path>) -> Option<PathBuf> {
+    svg.map(Path::to_path_buf)
+        .or_else(|| json.map(|j| j.with_extension("svg")))
 }
 
 impl Args {
@@ -298,6 +317,12 @@ impl Args {
         if let Some(t) = self.threads {
             range("threads", t as u64, 1, 1024)?;
         }
+        let connect_concurrency = range(
+            "connect-concurrency",
+            self.connect_concurrency,
+            0,
+            CONNECTIONS_MAX,
+        )?;
         Ok(RunConfig {
             server,
             server_name: self.server_name.clone(),
@@ -321,6 +346,8 @@ impl Args {
             connect_timeout: Duration::from_millis(connect),
             ramp_up: Duration::from_millis(ramp),
             retry: !self.no_retry,
+            // Bounded by CONNECTIONS_MAX above.
+            connect_concurrency: (connect_concurrency > 0).then_some(connect_concurrency as usize),
         })
     }
 }
@@ -362,9 +389,55 @@ mod tests {
         assert_eq!(c.batches_per_session, Some(1));
         assert_eq!(c.server_name, "localhost");
         assert!(c.retry);
+        assert_eq!(c.connect_concurrency, None);
+        assert_eq!(a.server_pid, None);
         let small = parse(&["--devices", "10"]);
         assert_eq!(small.validate(addr()).unwrap().connections, 10);
         assert_eq!(small.validate(addr()).unwrap().batches_per_session, None);
+    }
+
+    #[test]
+    fn the_picture_goes_next_to_the_report() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            svg_path(Some(&p("/t/run.json")), None),
+            Some(p("/t/run.svg"))
+        );
+        assert_eq!(svg_path(Some(&p("/t/run")), None), Some(p("/t/run.svg")));
+        assert_eq!(
+            svg_path(Some(&p("/t/run.json")), Some(&p("/u/x.svg"))),
+            Some(p("/u/x.svg"))
+        );
+        assert_eq!(svg_path(None, Some(&p("x.svg"))), Some(p("x.svg")));
+        assert_eq!(svg_path(None, None), None);
+    }
+
+    #[test]
+    fn connect_concurrency_is_bounded() {
+        let c = parse(&["--devices", "10", "--connect-concurrency", "4"])
+            .validate(addr())
+            .unwrap();
+        assert_eq!(c.connect_concurrency, Some(4));
+        let at_max = parse(&[
+            "--devices",
+            "10",
+            "--connect-concurrency",
+            &CONNECTIONS_MAX.to_string(),
+        ]);
+        assert!(at_max.validate(addr()).is_ok());
+        let over = parse(&[
+            "--devices",
+            "10",
+            "--connect-concurrency",
+            &(CONNECTIONS_MAX + 1).to_string(),
+        ]);
+        assert!(matches!(
+            over.validate(addr()).unwrap_err(),
+            ArgsError::OutOfRange {
+                flag: "connect-concurrency",
+                ..
+            }
+        ));
     }
 
     #[test]

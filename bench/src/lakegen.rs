@@ -20,7 +20,7 @@ use std::sync::Arc;
 use clap::Parser;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use sys::fs::{DirEntry, FileMeta, Fs, FsFile, RealFs};
+use sys::fs::{DirEntry, FileMeta, Fs, FsFile, FsLock, RealFs};
 
 use crate::trajectory::{SimDevice, TrajectoryParams};
 
@@ -102,6 +102,9 @@ impl FsFile for NoSyncFile {
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
     }
+    fn len_bytes(&self) -> io::Result<u64> {
+        self.0.len_bytes()
+    }
 }
 
 impl Fs for NoSyncFs {
@@ -137,6 +140,9 @@ impl Fs for NoSyncFs {
     }
     fn metadata(&self, path: &Path) -> io::Result<FileMeta> {
         RealFs.metadata(path)
+    }
+    fn lock_exclusive(&self, path: &Path) -> io::Result<FsLock> {
+        RealFs.lock_exclusive(path)
     }
 }
 

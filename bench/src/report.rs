@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::procfs::ServerUsage;
+use crate::timeline::{ConnectPhase, SteadyState, Timeline, TimelineReport};
 
 /// Largest latency the histogram tracks, in µs (one hour); larger values are clamped.
 pub const LATENCY_MAX_US: u64 = 3_600_000_000;
@@ -75,6 +78,9 @@ pub struct Tally {
     /// Fixes of batches that failed on the client side (connection lost, ack timeout, ...)
     /// after being handed to the client: the server may or may not have stored them.
     pub fixes_in_doubt: u64,
+    /// Connection attempts still in progress when the run's sending phase ended (not
+    /// errors: nothing was sent on them).
+    pub connects_unfinished: u64,
     /// Every ack received, by status name (including `OK`).
     pub acks_by_status: BTreeMap<String, u64>,
     /// Failures by status name: server statuses and client-side names such as
@@ -95,6 +101,7 @@ impl Default for Tally {
             devices_connected: 0,
             clock_waits: 0,
             fixes_in_doubt: 0,
+            connects_unfinished: 0,
             acks_by_status: BTreeMap::new(),
             errors_by_status: BTreeMap::new(),
             ack_latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, LATENCY_SIGFIG)
@@ -137,6 +144,7 @@ impl Tally {
         self.devices_connected += other.devices_connected;
         self.clock_waits += other.clock_waits;
         self.fixes_in_doubt += other.fixes_in_doubt;
+        self.connects_unfinished += other.connects_unfinished;
         for (k, v) in &other.acks_by_status {
             *self.acks_by_status.entry(k.clone()).or_default() += v;
         }
@@ -154,7 +162,7 @@ impl Tally {
 }
 
 /// Latency percentiles in µs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatencySummary {
     /// Median.
     pub p50: u64,
@@ -171,17 +179,22 @@ pub struct LatencySummary {
 }
 
 impl LatencySummary {
+    /// No samples: all zero.
+    pub fn empty() -> Self {
+        Self {
+            p50: 0,
+            p99: 0,
+            p999: 0,
+            max: 0,
+            mean: 0.0,
+            count: 0,
+        }
+    }
+
     /// Summarises `h` (all zero when empty).
     pub fn of(h: &Histogram<u64>) -> Self {
         if h.is_empty() {
-            return Self {
-                p50: 0,
-                p99: 0,
-                p999: 0,
-                max: 0,
-                mean: 0.0,
-                count: 0,
-            };
+            return Self::empty();
         }
         Self {
             p50: h.value_at_quantile(0.5),
@@ -192,6 +205,102 @@ impl LatencySummary {
             count: h.len(),
         }
     }
+}
+
+/// What every load generator of this crate (`hexflow-bench`, `bare-client`) reports beside
+/// its counters: the steady state, the connect phase, the server's usage and the timeline.
+/// The comparison and scale tables read these fields from both kinds of report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMeasures {
+    /// Whole slots after every connection was up until sending ended (`None`: never reached,
+    /// or not one whole slot long).
+    pub steady_state: Option<SteadyState>,
+    /// From the start until every connection was up (`None`: some never connected).
+    pub connect_phase: Option<ConnectPhase>,
+    /// The server over the whole run (with `--server-pid`).
+    pub server: Option<ServerUsage>,
+    /// Per-slot latency, throughput and server figures.
+    pub timeline: TimelineReport,
+}
+
+impl RunMeasures {
+    /// The measures of a finished run of `connections` connections.
+    pub fn new(timeline: &Timeline, connections: u64, server: Option<ServerUsage>) -> Self {
+        RunMeasures {
+            steady_state: timeline.steady_state(),
+            connect_phase: timeline.connect_phase(connections),
+            server,
+            timeline: timeline.report(),
+        }
+    }
+
+    /// Terminal lines for the steady state and the connect phase.
+    pub fn summary_lines(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        match &self.steady_state {
+            Some(st) => {
+                let l = &st.ack_latency_us;
+                let _ = writeln!(
+                    s,
+                    "  steady  {:.0}..{:.0} s: {:.0} fixes/s, {:.0} batches/s, ack µs p50 {} p99 {} p99.9 {} max {} (n={})",
+                    st.start_s,
+                    st.end_s,
+                    st.fixes_per_s,
+                    st.batches_per_s,
+                    l.p50,
+                    l.p99,
+                    l.p999,
+                    l.max,
+                    l.count
+                );
+                if let Some(srv) = &st.server {
+                    let _ = writeln!(
+                        s,
+                        "  server  steady: {:.2} cores, {} µs CPU/fix, {} µs CPU/batch, RSS max {} KiB",
+                        srv.cores,
+                        opt(srv.cpu_us_per_fix),
+                        opt(srv.cpu_us_per_batch),
+                        srv.rss_kb_max
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "  steady  none (not every connection was up for a whole slot before sending ended)"
+                );
+            }
+        }
+        if let Some(cp) = &self.connect_phase {
+            let _ = write!(
+                s,
+                "  connect {} connections in {:.2} s ({:.0}/s)",
+                cp.connections, cp.duration_s, cp.connections_per_s
+            );
+            if let Some(srv) = &cp.server {
+                let _ = write!(
+                    s,
+                    "; server {} µs CPU and {} B RSS per connection",
+                    opt(srv.cpu_us_per_connection),
+                    opt(srv.rss_bytes_per_connection)
+                );
+            }
+            s.push('\n');
+        }
+        if let Some(u) = &self.server {
+            let _ = writeln!(
+                s,
+                "  server  pid {}: {:.2} s CPU over the run, RSS {} -> {} KiB (peak {} KiB)",
+                u.pid, u.cpu_s, u.rss_kb_start, u.rss_kb_end, u.rss_kb_peak
+            );
+        }
+        s
+    }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
 }
 
 /// The end-of-run report (`--json FILE`). `C` is the echoed configuration.
@@ -230,13 +339,25 @@ pub struct Report<C: Serialize> {
     /// Fixes of batches whose outcome is unknown (client-side failure after sending): the
     /// server holds between `fixes_acked` and `fixes_acked + fixes_in_doubt` of this run's fixes.
     pub fixes_in_doubt: u64,
+    /// Connection attempts still in progress when sending ended (nothing sent on them).
+    pub connects_unfinished: u64,
+    /// Steady state, connect phase, server usage, timeline.
+    #[serde(flatten)]
+    pub measures: RunMeasures,
     /// The flags of the run.
     pub config: C,
 }
 
 impl<C: Serialize> Report<C> {
-    /// Builds the report from the merged tally.
-    pub fn new(t: &Tally, duration_s: f64, devices: u64, connections: u64, config: C) -> Self {
+    /// Builds the report from the merged tally and the run's measures.
+    pub fn new(
+        t: &Tally,
+        duration_s: f64,
+        devices: u64,
+        connections: u64,
+        measures: RunMeasures,
+        config: C,
+    ) -> Self {
         let per_s = |n: u64| {
             if duration_s > 0.0 {
                 ((n as f64 / duration_s) * 10.0).round() / 10.0
@@ -261,6 +382,8 @@ impl<C: Serialize> Report<C> {
             sessions: t.sessions,
             clock_waits: t.clock_waits,
             fixes_in_doubt: t.fixes_in_doubt,
+            connects_unfinished: t.connects_unfinished,
+            measures,
             config,
         }
     }
@@ -289,6 +412,7 @@ impl<C: Serialize> Report<C> {
             "  ack latency µs: p50 {} p99 {} p99.9 {} max {} mean {:.0} (n={})",
             l.p50, l.p99, l.p999, l.max, l.mean, l.count
         );
+        s.push_str(&self.measures.summary_lines());
         if self.errors_by_status.is_empty() {
             let _ = writeln!(s, "  errors  none");
         } else {
@@ -304,6 +428,13 @@ impl<C: Serialize> Report<C> {
                 s,
                 "  note    {} fixes in doubt (failed on the client side; the server may have stored them)",
                 self.fixes_in_doubt
+            );
+        }
+        if self.connects_unfinished > 0 {
+            let _ = writeln!(
+                s,
+                "  note    {} connection attempts were still in progress when sending ended",
+                self.connects_unfinished
             );
         }
         if self.clock_waits > 0 {
@@ -344,6 +475,7 @@ mod tests {
         let mut b = Tally {
             batches_sent: 2,
             fixes_sent: 100,
+            connects_unfinished: 2,
             ..Tally::default()
         };
         b.error("OVERLOADED");
@@ -363,6 +495,7 @@ mod tests {
         assert_eq!(t.batches_acked, 4);
         assert_eq!(t.batches_sent, 5);
         assert_eq!(t.errors_total(), 3);
+        assert_eq!(t.connects_unfinished, 2);
         assert_eq!(t.errors_by_status[ERR_CONNECT_FAILED], 2);
         assert_eq!(t.acks_by_status["OK"], 3);
         assert_eq!(t.ack_latency_us.len(), 4);
@@ -377,6 +510,7 @@ mod tests {
             2.0,
             1_000_000,
             1000,
+            measures(),
             Cfg {
                 devices: 1_000_000,
                 rate: 0.0,
@@ -395,9 +529,24 @@ mod tests {
             "devices",
             "connections",
             "config",
+            "steady_state",
+            "connect_phase",
+            "server",
+            "timeline",
         ] {
             assert!(o.contains_key(key), "missing {key} in {v}");
         }
+        assert_eq!(v["steady_state"]["start_s"], 1.0);
+        assert_eq!(v["steady_state"]["fixes_acked"], 150);
+        assert_eq!(v["steady_state"]["ack_latency_us"]["count"], 3);
+        assert_eq!(v["steady_state"]["server"]["cpu_us_per_batch"], 333_333.333);
+        assert_eq!(v["connect_phase"]["connections_per_s"], 2000.0);
+        assert_eq!(v["server"]["pid"], 7);
+        assert_eq!(v["timeline"]["slots"].as_array().unwrap().len(), 3);
+        assert_eq!(v["timeline"]["slots"][1]["batches"], 3);
+        // The JSON reads back into the measures the comparison tables use.
+        let back: RunMeasures = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back, r.measures);
         assert_eq!(v["fixes_acked"], 200);
         assert_eq!(v["batches_acked"], 4);
         assert_eq!(v["batches_sent"], 5);
@@ -407,6 +556,7 @@ mod tests {
         assert_eq!(v["connections"], 1000);
         assert_eq!(v["errors_by_status"]["CONNECT_FAILED"], 2);
         assert_eq!(v["errors_by_status"]["OVERLOADED"], 1);
+        assert_eq!(v["connects_unfinished"], 2);
         assert_eq!(v["config"]["devices"], 1_000_000);
         let lat = v["ack_latency_us"].as_object().unwrap();
         for key in ["p50", "p99", "p999", "max", "mean"] {
@@ -419,12 +569,58 @@ mod tests {
         let max = v["ack_latency_us"]["max"].as_u64().unwrap();
         assert!((10_000..=10_010).contains(&max), "max {max}");
         assert!(r.summary().contains("CONNECT_FAILED=2"));
+        assert!(
+            r.summary().contains("steady  1..2 s: 150 fixes/s"),
+            "{}",
+            r.summary()
+        );
+    }
+
+    /// Three slots of one second; everything connected at 0.5 s; 3 batches acked in slot 1.
+    fn measures() -> RunMeasures {
+        use crate::timeline::{Sample, ServerSample};
+        let mut tl = Timeline::new(3_000_000, 2_000_000);
+        for i in 0..3 {
+            tl.record(Sample {
+                at_us: 1_000_000 + i * 1000,
+                latency_us: 200,
+                fixes: 50,
+            });
+        }
+        for k in 0..=3u64 {
+            tl.record_server(
+                k as usize,
+                ServerSample {
+                    cpu_us: k * 1_000_000,
+                    rss_kb: 100,
+                },
+            );
+        }
+        tl.mark_all_connected(500_000, None);
+        let usage = ServerUsage {
+            pid: 7,
+            cpu_s: 3.0,
+            rss_kb_start: 100,
+            rss_kb_end: 100,
+            rss_kb_peak: 120,
+        };
+        RunMeasures::new(&tl, 1000, Some(usage))
     }
 
     #[test]
     fn empty_run_reports_zeros() {
-        let r = Report::new(&Tally::default(), 0.0, 1, 1, ());
+        let tl = Timeline::new(1, 1);
+        let r = Report::new(
+            &Tally::default(),
+            0.0,
+            1,
+            1,
+            RunMeasures::new(&tl, 1, None),
+            (),
+        );
         let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["steady_state"], serde_json::Value::Null);
+        assert_eq!(v["connect_phase"], serde_json::Value::Null);
         assert_eq!(v["fixes_per_s"], 0.0);
         assert_eq!(v["ack_latency_us"]["max"], 0);
         assert_eq!(v["errors_by_status"], serde_json::json!({}));

@@ -15,13 +15,19 @@
 //!   still running after that are aborted and reported under [`ERR_TASK_ABORTED`].
 //! * Every failure is counted, by server status name or by a client-side name
 //!   (`CONNECT_FAILED`, `CONNECTION_LOST`, `ACK_TIMEOUT`, ...), never silently dropped.
+//! * Every ack also goes into the run's [`Timeline`] (per-second latency, steady state):
+//!   through the connection's [`SampleBuf`], so the shared lock is taken once per
+//!   `SAMPLE_BUF_MAX` acks. The moment every connection task has connected once marks the
+//!   start of the steady state. With `--server-pid` the server is sampled at every slot
+//!   boundary, at that moment, and at the start and end of the run.
 //! * Only this module (and `main`) reads the clock; fix times come from the wall clock,
 //!   durations and pacing from the monotonic clock.
 
 use std::fs;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -31,13 +37,16 @@ use ingest::client::{self, ClientConfig, ClientError, Device};
 use ingest::wire::{Ack, Fixes, Status};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use tokio::sync::Semaphore;
 use tokio::time::{sleep_until, timeout};
 
 use crate::cli::{Args, ArgsError, RunConfig};
+use crate::procfs::{self, ServerWatch};
 use crate::report::{
     ERR_ACK_TIMEOUT, ERR_CLIENT_REJECTED, ERR_CONNECT_FAILED, ERR_CONNECTION_LOST, LiveCounters,
-    Report, Tally,
+    Report, RunMeasures, Tally,
 };
+use crate::timeline::{Sample, SampleBuf, Timeline};
 use crate::trajectory::SimDevice;
 
 /// Longest wait for a session to close cleanly.
@@ -260,6 +269,43 @@ struct Shared {
     /// In-flight batches are given up after this.
     drain_until: Instant,
     seq_base: u64,
+    /// Per-slot latency and server figures, shared by every connection task.
+    timeline: Arc<Mutex<Timeline>>,
+    /// Connection tasks that have connected at least once.
+    conns_up: AtomicU64,
+    /// Devices that have connected at least once.
+    devices_up: AtomicU64,
+    /// Bounds the connection attempts in progress (`--connect-concurrency`).
+    connect_permits: Option<Semaphore>,
+    /// The server process to sample (`--server-pid`).
+    server_pid: Option<u32>,
+}
+
+impl Shared {
+    /// µs since the run's start.
+    fn elapsed_us(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.start).as_micros() as u64
+    }
+
+    fn timeline(&self) -> std::sync::MutexGuard<'_, Timeline> {
+        // Recording is plain counting: a panic mid-record cannot break an invariant.
+        self.timeline.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a successful connect of a connection task (its first: `conn_first`) and of a
+    /// device (its first: `device_first`); the last of either kind marks the timeline.
+    fn connected(&self, conn_first: bool, device_first: bool) {
+        let now = Instant::now();
+        if conn_first && self.conns_up.fetch_add(1, Ordering::Relaxed) + 1 == self.cfg.connections {
+            let server = self.server_pid.and_then(|pid| procfs::sample(pid).ok());
+            self.timeline()
+                .mark_all_connected(self.elapsed_us(now), server);
+        }
+        if device_first && self.devices_up.fetch_add(1, Ordering::Relaxed) + 1 == self.cfg.devices {
+            self.timeline()
+                .mark_all_devices_connected(self.elapsed_us(now));
+        }
+    }
 }
 
 /// How a session ended.
@@ -286,7 +332,12 @@ async fn send_one(device: &Device, retry: bool, seq: u64, fixes: Fixes) -> SendR
 /// Counts one send result; returns false when the session should end (any client error:
 /// the client library already retried what it could, and a broken connection would only
 /// turn every further batch into another error).
-fn account(sh: &Shared, tally: &mut Tally, (fixes, res, sent_at): &SendResult) -> bool {
+fn account(
+    sh: &Shared,
+    tally: &mut Tally,
+    samples: &mut SampleBuf,
+    (fixes, res, sent_at): &SendResult,
+) -> bool {
     match res {
         Ok(ack) => {
             let name = ack_name(ack);
@@ -294,7 +345,17 @@ fn account(sh: &Shared, tally: &mut Tally, (fixes, res, sent_at): &SendResult) -
             match Status::from_code(ack.status) {
                 Some(s) if s.is_success() => {
                     let n = fixes.len() as u64;
-                    tally.acked(n, sent_at.elapsed().as_micros() as u64);
+                    let now = Instant::now();
+                    let latency_us = now.saturating_duration_since(*sent_at).as_micros() as u64;
+                    tally.acked(n, latency_us);
+                    let full = samples.push(Sample {
+                        at_us: sh.elapsed_us(now),
+                        latency_us,
+                        fixes: fixes.len() as u32,
+                    });
+                    if full {
+                        samples.flush_into(&mut sh.timeline());
+                    }
                     LiveCounters::add(&sh.live.fixes_acked, n);
                     LiveCounters::add(&sh.live.batches_acked, 1);
                 }
@@ -319,6 +380,10 @@ fn account(sh: &Shared, tally: &mut Tally, (fixes, res, sent_at): &SendResult) -
 /// What one connection task carries from session to session.
 struct ConnState {
     tally: Tally,
+    /// Acks not yet handed to the shared timeline.
+    samples: SampleBuf,
+    /// This task has connected at least once.
+    connected_once: bool,
     rng: SmallRng,
     /// Reused batch buffers (at most `inflight` + 1 exist).
     pool: Vec<Fixes>,
@@ -333,6 +398,7 @@ async fn session(
     dev: &mut SimDevice,
     st: &mut ConnState,
     slice_end: Instant,
+    dev_connected_once: &mut bool,
 ) -> SessionEnd {
     let tally = &mut st.tally;
     let cfg = &sh.cfg;
@@ -347,7 +413,15 @@ async fn session(
     // The client's own timeout applies; this one only stops a connect at the end of the
     // run (a session that connects after it could not send anything).
     let left = sh.deadline.saturating_duration_since(Instant::now());
-    let device = match timeout(left, Device::connect(endpoint, ccfg)).await {
+    let connect = async {
+        // The semaphore is never closed, so acquiring only fails if it were: connect anyway.
+        let _permit = match &sh.connect_permits {
+            Some(sem) => sem.acquire().await.ok(),
+            None => None,
+        };
+        Device::connect(endpoint, ccfg).await
+    };
+    let device = match timeout(left, connect).await {
         Ok(Ok(d)) => d,
         Ok(Err(e)) => {
             tracing::debug!(device = dev.id(), error = %e, "connect failed");
@@ -355,10 +429,17 @@ async fn session(
             LiveCounters::add(&sh.live.errors, 1);
             return SessionEnd::Failed;
         }
-        // The run ended while connecting: nothing was sent, nothing to count.
-        Err(_) => return SessionEnd::Failed,
+        // The run ended while connecting: nothing was sent, so no error, but counted (a
+        // handshake measurement must know how many never finished).
+        Err(_) => {
+            tally.connects_unfinished += 1;
+            return SessionEnd::Failed;
+        }
     };
     tally.sessions += 1;
+    sh.connected(!st.connected_once, !*dev_connected_once);
+    st.connected_once = true;
+    *dev_connected_once = true;
     LiveCounters::add(&sh.live.sessions_open, 1);
     let end = pump(sh, &device, dev, st, slice_end).await;
     let _ = timeout(CLOSE_TIMEOUT, device.close()).await;
@@ -416,9 +497,11 @@ async fn pump(
     let cfg = &sh.cfg;
     let ConnState {
         tally,
+        samples,
         rng,
         pool,
         pacer,
+        ..
     } = st;
     // The server's WELCOME may allow fewer unacked batches than asked for (0 = no limit);
     // pipelining more would only make sends queue inside the client and inflate latency.
@@ -479,7 +562,7 @@ async fn pump(
         let wake_at = wake.unwrap_or(sh.drain_until).min(sh.drain_until);
         tokio::select! {
             Some(res) = inflight.next() => {
-                if !account(sh, tally, &res) {
+                if !account(sh, tally, samples, &res) {
                     broken = true;
                 }
                 let (buf, _, _) = res;
@@ -526,11 +609,15 @@ async fn connection_task(sh: Arc<Shared>, idx: u64) -> Tally {
     let endpoint = &sh.endpoints[(idx as usize) % sh.endpoints.len()];
     let count = device_count_of(idx, cfg.devices, c);
     let mut devices: Vec<SimDevice> = Vec::new();
+    // devices_seen[i]: device i of this task has connected at least once.
+    let mut devices_seen: Vec<bool> = Vec::new();
     let period = cfg
         .rate_fixes_per_s
         .map(|r| Pacer::period_for(r, cfg.trajectory.batch_fixes, c));
     let mut st = ConnState {
         tally: Tally::default(),
+        samples: SampleBuf::default(),
+        connected_once: false,
         rng: SmallRng::seed_from_u64(cfg.seed ^ idx.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         pool: Vec::with_capacity(cfg.inflight + 1),
         // Burst at most one pipeline's worth to catch up.
@@ -543,12 +630,14 @@ async fn connection_task(sh: Arc<Shared>, idx: u64) -> Tally {
         if cursor == devices.len() as u64 {
             let id = cfg.device_id_first + idx + cursor * c;
             devices.push(SimDevice::new(id, cfg.seed, sh.seq_base, &cfg.trajectory));
+            devices_seen.push(false);
         }
         let now = Instant::now();
         let slice = session_slice(now, sh.deadline, count - cursor, overhead);
         // cursor < devices.len() <= count, which fits in usize since the Vec holds it.
         let dev = &mut devices[cursor as usize];
-        let end = session(&sh, endpoint, dev, &mut st, now + slice).await;
+        let seen = &mut devices_seen[cursor as usize];
+        let end = session(&sh, endpoint, dev, &mut st, now + slice, seen).await;
         // Whatever the session took beyond its slice: connect, draining, close.
         overhead = ewma(overhead, now.elapsed().saturating_sub(slice));
         match end {
@@ -564,6 +653,7 @@ async fn connection_task(sh: Arc<Shared>, idx: u64) -> Tally {
     }
     st.tally.devices_connected =
         devices.iter().filter(|d| d.last_fix_ms().is_some()).count() as u64;
+    st.samples.flush_into(&mut sh.timeline());
     st.tally
 }
 
@@ -634,81 +724,122 @@ pub fn run(args: &Args) -> Result<Report<Args>, RunError> {
 
     let mut config = args.clone();
     config.connections = Some(cfg.connections);
+    let server_pid = args.server_pid;
     rt.block_on(async move {
-        let bind: SocketAddr = if server.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        // One UDP socket (and endpoint driver) per worker thread, shared round-robin.
-        let n_endpoints = workers.clamp(1, 64).min(cfg.connections as usize);
-        let mut endpoints = Vec::with_capacity(n_endpoints);
-        for _ in 0..n_endpoints {
-            endpoints.push(client::client_endpoint(bind).map_err(RunError::Endpoint)?);
-        }
-        let start = Instant::now();
-        let deadline = start + cfg.duration;
-        let drain_until = deadline + cfg.grace;
-        let connections = cfg.connections;
-        let devices = cfg.devices;
-        let hidden = args.no_progress;
-        let sh = Arc::new(Shared {
-            cfg,
-            key,
-            ca_pem,
-            endpoints,
-            live: LiveCounters::default(),
-            start,
-            deadline,
-            drain_until,
-            seq_base: unix_us(),
-        });
-        let pb = progress_bar(sh.cfg.duration, hidden);
+        let endpoints = client_endpoints(server, workers, cfg.connections)?;
+        let sh = Arc::new(shared(cfg, key, ca_pem, endpoints, server_pid));
+        let hard_stop = sh.drain_until + CLOSE_TIMEOUT + Duration::from_secs(1);
+        let watch =
+            server_pid.map(|pid| ServerWatch::start(pid, &sh.timeline, sh.start, hard_stop));
+        let pb = progress_bar(sh.cfg.duration, args.no_progress);
         let progress_task = tokio::spawn(progress(Arc::clone(&sh), pb.clone()));
-        let mut tasks = tokio::task::JoinSet::new();
-        for idx in 0..connections {
-            tasks.spawn(connection_task(Arc::clone(&sh), idx));
-        }
-        let mut total = Tally::default();
-        let hard_stop = drain_until + CLOSE_TIMEOUT + Duration::from_secs(1);
-        loop {
-            match tokio::time::timeout_at(hard_stop.into(), tasks.join_next()).await {
-                Ok(Some(Ok(t))) => total.merge(&t),
-                Ok(Some(Err(e))) => {
-                    tracing::error!(error = %e, "connection task failed");
-                    total.error(ERR_TASK_ABORTED);
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    let left = tasks.len();
-                    tasks.abort_all();
-                    for _ in 0..left {
-                        total.error(ERR_TASK_ABORTED);
-                    }
-                    break;
-                }
-            }
-        }
-        let elapsed = start.elapsed();
+        let total = run_connections(&sh, hard_stop).await;
+        let elapsed = sh.start.elapsed();
+        let usage = watch.and_then(ServerWatch::finish);
         progress_task.abort();
         pb.finish_and_clear();
-        for ep in &sh.endpoints {
-            ep.close(0u32.into(), b"bench done");
-        }
-        let _ = timeout(ENDPOINT_IDLE_TIMEOUT, async {
-            for ep in &sh.endpoints {
-                ep.wait_idle().await;
-            }
-        })
-        .await;
+        close_endpoints(&sh.endpoints).await;
+        let measures = RunMeasures::new(&sh.timeline(), sh.cfg.connections, usage);
         Ok(Report::new(
             &total,
             elapsed.as_secs_f64(),
-            devices,
-            connections,
+            sh.cfg.devices,
+            sh.cfg.connections,
+            measures,
             config,
         ))
     })
+}
+
+/// One UDP socket (and endpoint driver) per worker thread, shared round-robin.
+fn client_endpoints(
+    server: SocketAddr,
+    workers: usize,
+    connections: u64,
+) -> Result<Vec<quinn::Endpoint>, RunError> {
+    let bind: SocketAddr = if server.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let n = workers.clamp(1, 64).min(connections as usize);
+    (0..n)
+        .map(|_| client::client_endpoint(bind).map_err(RunError::Endpoint))
+        .collect()
+}
+
+/// The state every connection task shares; the run starts now.
+fn shared(
+    cfg: RunConfig,
+    key: TokenKey,
+    ca_pem: Vec<u8>,
+    endpoints: Vec<quinn::Endpoint>,
+    server_pid: Option<u32>,
+) -> Shared {
+    let start = Instant::now();
+    let deadline = start + cfg.duration;
+    let drain_until = deadline + cfg.grace;
+    let span = cfg.duration + cfg.grace + CLOSE_TIMEOUT + Duration::from_secs(1);
+    let timeline = Timeline::new(span.as_micros() as u64, cfg.duration.as_micros() as u64);
+    let connect_permits = cfg.connect_concurrency.map(Semaphore::new);
+    Shared {
+        cfg,
+        key,
+        ca_pem,
+        endpoints,
+        live: LiveCounters::default(),
+        start,
+        deadline,
+        drain_until,
+        seq_base: unix_us(),
+        timeline: Arc::new(Mutex::new(timeline)),
+        conns_up: AtomicU64::new(0),
+        devices_up: AtomicU64::new(0),
+        connect_permits,
+        server_pid,
+    }
+}
+
+/// Runs every connection task to its end (aborting stragglers at `hard_stop`) and merges
+/// their tallies.
+async fn run_connections(sh: &Arc<Shared>, hard_stop: Instant) -> Tally {
+    let mut tasks = tokio::task::JoinSet::new();
+    for idx in 0..sh.cfg.connections {
+        tasks.spawn(connection_task(Arc::clone(sh), idx));
+    }
+    let mut total = Tally::default();
+    loop {
+        match tokio::time::timeout_at(hard_stop.into(), tasks.join_next()).await {
+            Ok(Some(Ok(t))) => total.merge(&t),
+            Ok(Some(Err(e))) => {
+                tracing::error!(error = %e, "connection task failed");
+                total.error(ERR_TASK_ABORTED);
+            }
+            Ok(None) => break,
+            Err(_) => {
+                let left = tasks.len();
+                tasks.abort_all();
+                for _ in 0..left {
+                    total.error(ERR_TASK_ABORTED);
+                }
+                break;
+            }
+        }
+    }
+    total
+}
+
+/// Closes the client endpoints and waits (bounded) for their connections to finish closing.
+async fn close_endpoints(endpoints: &[quinn::Endpoint]) {
+    for ep in endpoints {
+        ep.close(0u32.into(), b"bench done");
+    }
+    let _ = timeout(ENDPOINT_IDLE_TIMEOUT, async {
+        for ep in endpoints {
+            ep.wait_idle().await;
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -14,7 +14,15 @@
 //! * [`TokenKey::verify`] returns the device id only for a token minted with the same key.
 //! * The parser rejects anything but the exact format above (no whitespace, no uppercase hex,
 //!   no leading `+`, no leading zeros in the id), so one device has exactly one token per key.
-//! * Revocation and expiry are not part of v1 (a later issue); rotating the key revokes all.
+//! * Version-1 tokens never expire and can only be revoked all at once by rotating the key;
+//!   version-2 tokens ([`Keyring`], `hf2.…`) carry a key id, an issue time and an expiry,
+//!   can be revoked per device ([`Revocations`]), and let keys rotate with an overlap.
+
+mod keyring;
+
+pub use keyring::{
+    Claims, ConfirmMasterKey, Keyring, KeyringError, Revocations, TOKEN_V2_LEN_MAX, TOKEN_V2_PREFIX,
+};
 
 use fix::DeviceId;
 use ring::hmac;
@@ -59,7 +67,7 @@ pub enum KeyError {
 
 /// Why a token was refused. Deliberately coarse towards the device (`UNAUTHENTICATED`);
 /// the variants are for server logs.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TokenError {
     /// Not of the form `hf1.<id>.<tag>`.
@@ -79,6 +87,49 @@ pub enum TokenError {
     /// The tag does not match: forged, or minted with another key.
     #[error("token signature does not verify")]
     BadSignature,
+    /// The token names a key id the ring does not hold (retired, or never issued).
+    #[error("token key {key_id} is not in the key ring")]
+    UnknownKey {
+        /// The key id in the token.
+        key_id: u16,
+    },
+    /// The token's lifetime is over.
+    #[error("token expired at {expires_s} (Unix s)")]
+    Expired {
+        /// Its expiry.
+        expires_s: u64,
+    },
+    /// The token was revoked.
+    #[error("token revoked")]
+    Revoked,
+    /// A version-1 token, and the server accepts only version 2.
+    #[error("version-1 tokens are not accepted")]
+    VersionNotAccepted,
+}
+
+/// A decimal number without sign, leading zeros or whitespace (`0` itself is allowed).
+fn parse_decimal(s: &str) -> Result<u64, TokenError> {
+    let canonical =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    if !canonical {
+        return Err(TokenError::Malformed);
+    }
+    s.parse().map_err(|_| TokenError::Malformed)
+}
+
+/// A 32-byte tag written as 64 lowercase hex digits.
+fn parse_tag(hex: &str) -> Result<[u8; 32], TokenError> {
+    let hex = hex.as_bytes();
+    if hex.len() != 64 {
+        return Err(TokenError::Malformed);
+    }
+    let mut tag = [0u8; 32];
+    for (i, out) in tag.iter_mut().enumerate() {
+        let hi = unhex(hex[2 * i]).ok_or(TokenError::Malformed)?;
+        let lo = unhex(hex[2 * i + 1]).ok_or(TokenError::Malformed)?;
+        *out = (hi << 4) | lo;
+    }
+    Ok(tag)
 }
 
 impl TokenKey {
@@ -157,16 +208,7 @@ impl TokenKey {
             return Err(TokenError::Malformed);
         }
         let device_id: DeviceId = id.parse().map_err(|_| TokenError::BadDeviceId)?;
-        let mut tag = [0u8; 32];
-        let hex = tag_hex.as_bytes();
-        if hex.len() != 64 {
-            return Err(TokenError::Malformed);
-        }
-        for (i, out) in tag.iter_mut().enumerate() {
-            let hi = unhex(hex[2 * i]).ok_or(TokenError::Malformed)?;
-            let lo = unhex(hex[2 * i + 1]).ok_or(TokenError::Malformed)?;
-            *out = (hi << 4) | lo;
-        }
+        let tag = parse_tag(tag_hex)?;
         hmac::verify(&self.key, &Self::tag_input(device_id), &tag)
             .map_err(|_| TokenError::BadSignature)?;
         Ok(device_id)

@@ -3,22 +3,26 @@
 //! * [`wire`]: the pure codec (frames, batches, status codes). No IO, no clock, no tokio;
 //!   shared by the server, the client library and the load generator.
 //! * [`auth`]: pure device-token minting and constant-time verification.
-//! * `client` (feature `client`): the device library: connect, authenticate, send batches,
-//!   await acks, retry.
-//! * `endpoint` (feature `server`): the quinn glue: accept, authenticate, read frames,
-//!   hand batches to a [`endpoint::BatchSink`], write acks.
-//! * `silence` (feature `server`): per-device last-seen state in a lock-free table and the
-//!   pure silence policy and scanner.
+//! * [`proto`]: the sans-IO protocol core: both sides of a connection as state machines
+//!   (every frame rule of protocol v1), the confirm-request registry. No tokio, no quinn.
+//! * `client` (feature `client`): the device library, a quinn driver of
+//!   [`proto::client::ClientSession`]: connect, authenticate, send batches, await acks,
+//!   retry.
+//! * `endpoint` (feature `server`): the QUIC endpoint, a quinn driver of
+//!   [`proto::server::ServerSession`]: accept, pump each connection's stream, hand batches
+//!   to a [`endpoint::BatchSink`], write what the session says.
+//!
+//! Silence tracking is its own crate (`silence/`): `ingest` depends neither on it nor on any
+//! time-zone code, so a device app built with only `client` compiles no silence code.
 //!
 //! `ingest` never depends on storage internals: the endpoint hands decoded batches to a
 //! narrow trait that the binary implements.
 
 pub mod auth;
+pub mod proto;
 pub mod wire;
 
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "server")]
 pub mod endpoint;
-#[cfg(any(feature = "server", loom))]
-pub mod silence;

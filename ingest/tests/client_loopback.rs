@@ -362,7 +362,7 @@ mod confirm {
     use ingest::auth::TokenKey;
     use ingest::endpoint::{
         AcceptedBatch, Activity, BatchSink, ConfirmDelivery, ConfirmRequestError, Endpoint,
-        EndpointConfig, EndpointParts, SessionConfig, SinkCallback, SinkOutcome,
+        EndpointConfig, EndpointParts, SinkCallback, SinkOutcome,
     };
     use ingest::wire::{ConfirmAck, ConfirmKey, ConfirmKind, ConfirmRequest};
     use std::sync::Mutex;
@@ -390,26 +390,22 @@ mod confirm {
         }
     }
 
-    fn start(session: SessionConfig) -> (Endpoint, Arc<Recorder>, TokenKey) {
+    fn start(cfg: EndpointConfig) -> (Endpoint, Arc<Recorder>, TokenKey) {
         let cert = CertificateDer::from_pem_slice(CERT_PEM.as_bytes()).expect("cert");
         let key = PrivateKeyDer::from_pem_slice(KEY_PEM.as_bytes()).expect("key");
-        let cfg = EndpointConfig::default();
         let server_config =
             ingest::endpoint::server_config(vec![cert], key, &cfg).expect("server config");
         let token_key = TokenKey::from_bytes(&[9; 32]).expect("key");
         let recorder = Arc::new(Recorder::default());
-        let endpoint = Endpoint::start_with(
-            EndpointParts {
-                listen: "127.0.0.1:0".parse().expect("addr"),
-                server_config,
-                cfg,
-                key: token_key.clone(),
-                sink: Arc::new(OkSink),
-                activity: recorder.clone(),
-                clock: Arc::new(SystemClock),
-            },
-            session,
-        )
+        let endpoint = Endpoint::start(EndpointParts {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            server_config,
+            cfg,
+            key: token_key.clone(),
+            sink: Arc::new(OkSink),
+            activity: recorder.clone(),
+            clock: Arc::new(SystemClock),
+        })
         .expect("endpoint starts");
         (endpoint, recorder, token_key)
     }
@@ -423,9 +419,9 @@ mod confirm {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_are_bounded_delivered_and_answered() {
-        let (endpoint, recorder, key) = start(SessionConfig {
+        let (endpoint, recorder, key) = start(EndpointConfig {
             confirm_pending_max: 2,
-            ..SessionConfig::default()
+            ..EndpointConfig::default()
         });
         let addr = endpoint.local_addr().expect("addr");
 
@@ -613,10 +609,9 @@ mod confirm {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn forged_unsolicited_and_unknown_batches_are_refused_and_floods_closed() {
-        let (endpoint, recorder, key) = start(SessionConfig {
-            confirm_rejects_max: 3,
-            ..SessionConfig::default()
-        });
+        let mut cfg = EndpointConfig::default();
+        cfg.session.confirm_rejects_max = 3;
+        let (endpoint, recorder, key) = start(cfg);
         let addr = endpoint.local_addr().expect("addr");
         let id = endpoint
             .request_confirm(fix::DeviceId::try_from(8).unwrap(), "quiet")

@@ -19,6 +19,14 @@ pub enum OpenError {
     /// The configuration is out of bounds.
     #[error("invalid storage configuration: {0}")]
     Config(#[from] ConfigError),
+    /// Another process (or another open [`crate::Storage`]) holds the data directory.
+    #[error(
+        "data directory is in use: {path} is locked by another hexflow process; stop it first (two writers would corrupt the WAL)"
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// A file or directory operation failed.
     #[error("storage open: IO on {path}: {source}")]
     Io {

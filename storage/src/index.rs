@@ -2,7 +2,9 @@
 //!
 //! Contract: pure functions, no IO, no clock. [`index_batch`] only writes the
 //! `h3` column, and only when it is empty; it never fails on a batch that
-//! passed [`crate::validate_batch`] (every `i32 / 1e7` is a finite degree value).
+//! passed [`crate::validate_batch`] (every `i32 / 1e7` is a finite degree value),
+//! and its cells are bit-identical to h3o's for every fix (the shortcuts of
+//! [`Indexer`] are exact, see [`crate::cell_disk`]).
 //!
 //! # Why a region is one id range
 //!
@@ -29,6 +31,7 @@
 use h3o::{CellIndex, LatLng, Resolution};
 
 use crate::FixBatch;
+use crate::cell_disk::{CellDisk, unit_vector_deg};
 
 const RES_SHIFT: u32 = 52;
 const RES_MASK: u64 = 0xF << RES_SHIFT;
@@ -38,29 +41,85 @@ fn digit_shift(digit: u8) -> u32 {
     u32::from(15 - digit) * 3
 }
 
-/// Fills `batch.h3` with one cell per fix at `resolution`, using h3o's
+/// Fills `batch.h3` with one cell per fix at `resolution`, bit-identical to h3o's
 /// `LatLng::to_cell`. Does nothing when `batch.h3` is already filled.
 ///
-/// A fix with exactly the same `lat_e7`/`lon_e7` as the previous fix of the
-/// batch reuses the previous cell instead of recomputing it (stationary
-/// devices report the same position many times in a row).
+/// Uses an [`Indexer`]: a fix at exactly the previous position reuses its cell, and a fix
+/// inside the [`CellDisk`] of the current cell gets that cell without calling h3o.
 pub fn index_batch(batch: &mut FixBatch, resolution: Resolution) {
     if !batch.h3.is_empty() {
         return;
     }
     let f = &batch.fixes;
-    let n = f.lat_e7.len().min(f.lon_e7.len());
-    let mut cells = Vec::with_capacity(n);
-    let mut previous: Option<(i32, i32, u64)> = None;
-    for (&lat_e7, &lon_e7) in f.lat_e7.iter().zip(&f.lon_e7) {
-        let cell = match previous {
-            Some((lat, lon, cell)) if lat == lat_e7 && lon == lon_e7 => cell,
-            _ => u64::from(cell_of(lat_e7, lon_e7, resolution)),
-        };
-        previous = Some((lat_e7, lon_e7, cell));
-        cells.push(cell);
+    let mut indexer = Indexer::new(resolution);
+    batch.h3 = f
+        .lat_e7
+        .iter()
+        .zip(&f.lon_e7)
+        .map(|(&lat_e7, &lon_e7)| indexer.cell(lat_e7, lon_e7))
+        .collect();
+}
+
+/// Indexes a sequence of positions (one device's fixes in time order), skipping h3o
+/// when the answer is provably known: the same position as the previous fix, or a point
+/// inside the inscribed cap of the current cell ([`CellDisk`]). The cap is built only once
+/// two consecutive h3o answers name the same cell (the device is moving slowly), so fast
+/// movers pay nothing for it.
+#[derive(Debug, Clone)]
+pub struct Indexer {
+    resolution: Resolution,
+    previous: Option<(i32, i32, u64)>,
+    last_h3o: Option<u64>,
+    disk: Option<CellDisk>,
+    /// Fixes answered by h3o (for benches and tests).
+    pub h3o_calls: u64,
+}
+
+impl Indexer {
+    /// A fresh indexer at `resolution`.
+    pub fn new(resolution: Resolution) -> Self {
+        Self {
+            resolution,
+            previous: None,
+            last_h3o: None,
+            disk: None,
+            h3o_calls: 0,
+        }
     }
-    batch.h3 = cells;
+
+    /// The cell of a position in 1e-7 degrees (valid coordinates: see [`cell_of`]).
+    pub fn cell(&mut self, lat_e7: i32, lon_e7: i32) -> u64 {
+        if let Some((lat, lon, cell)) = self.previous {
+            if lat == lat_e7 && lon == lon_e7 {
+                return cell;
+            }
+        }
+        let in_disk = self.disk.as_ref().and_then(|d| {
+            let p = unit_vector_deg(f64::from(lat_e7) / 1e7, f64::from(lon_e7) / 1e7);
+            d.contains(&p).then(|| u64::from(d.cell()))
+        });
+        let cell = match in_disk {
+            Some(cell) => cell,
+            None => self.ask_h3o(lat_e7, lon_e7),
+        };
+        self.previous = Some((lat_e7, lon_e7, cell));
+        cell
+    }
+
+    fn ask_h3o(&mut self, lat_e7: i32, lon_e7: i32) -> u64 {
+        self.h3o_calls += 1;
+        let index = cell_of(lat_e7, lon_e7, self.resolution);
+        let cell = u64::from(index);
+        let has_disk = self
+            .disk
+            .as_ref()
+            .is_some_and(|d| u64::from(d.cell()) == cell);
+        if self.last_h3o == Some(cell) && !has_disk {
+            self.disk = CellDisk::new(index);
+        }
+        self.last_h3o = Some(cell);
+        cell
+    }
 }
 
 /// The H3 cell containing a position given in 1e-7 degrees.
@@ -135,6 +194,50 @@ mod tests {
         batch.h3 = vec![1, 2, 3, 4];
         index_batch(&mut batch, Resolution::Ten);
         assert_eq!(batch.h3, vec![1, 2, 3, 4]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+        /// Random walks (slow and fast, near poles, across the antimeridian): the indexer
+        /// with its shortcuts gives exactly h3o's cell for every fix.
+        #[test]
+        fn indexer_equals_h3o_on_random_walks(
+            lat0 in -899_000_000i32..899_000_000,
+            lon0 in -1_800_000_000i32..1_800_000_000,
+            steps in proptest::collection::vec((-3_000i32..3_000, -3_000i32..3_000), 1..200),
+            scale in proptest::sample::select(vec![1i32, 10, 100]),
+            res in proptest::sample::select(vec![Resolution::Nine, Resolution::Ten, Resolution::Twelve]),
+        ) {
+            let mut indexer = Indexer::new(res);
+            let (mut lat, mut lon) = (lat0, lon0);
+            for (dlat, dlon) in steps {
+                lat = (lat + dlat * scale).clamp(-900_000_000, 900_000_000);
+                lon = lon.wrapping_add(dlon * scale);
+                if !(-1_800_000_000..=1_800_000_000).contains(&lon) {
+                    lon = lon.clamp(-1_800_000_000, 1_800_000_000);
+                }
+                proptest::prop_assert_eq!(indexer.cell(lat, lon), u64::from(cell_of(lat, lon, res)));
+            }
+        }
+    }
+
+    #[test]
+    fn slow_movers_skip_h3o() {
+        // A walker: 1.4 m per fix (~126 nano-degrees of latitude), 500 fixes.
+        let mut indexer = Indexer::new(Resolution::Ten);
+        for i in 0..500 {
+            let lat = 485_000_000 + i * 126;
+            assert_eq!(
+                indexer.cell(lat, 23_000_000),
+                u64::from(cell_of(lat, 23_000_000, Resolution::Ten))
+            );
+        }
+        assert!(
+            indexer.h3o_calls < 100,
+            "{} h3o calls for 500 walking fixes",
+            indexer.h3o_calls
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //!
 //! Crash model: the process may die, or the machine lose power, between any
 //! two file operations; data and names not yet fsynced may then be lost, kept
-//! or torn (see [`sim`]). Invariant, whatever the crash point: after
+//! or torn (see [`sys::sim`]). Invariant, whatever the crash point: after
 //! [`Storage::open`] every batch acknowledged `Stored`/`Duplicate` is
 //! recognised as a duplicate when resent, and reaches Parquet exactly once.
 //! `storage/tests/fault_injection.rs` crashes at every operation to check it.
@@ -33,6 +33,7 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod batch;
+pub mod cell_disk;
 pub mod checkpoint;
 pub mod commit;
 pub mod config;
@@ -42,7 +43,7 @@ pub mod fix_batch;
 pub mod index;
 pub mod partition;
 mod stats;
-mod wait;
+pub mod wait;
 pub mod wal;
 pub mod writer;
 
@@ -131,6 +132,8 @@ struct Threads {
 }
 
 struct Inner {
+    /// The exclusive lock on the data directory, released when the threads stopped.
+    lock: Mutex<Option<sys::fs::FsLock>>,
     tx: Sender<WalMsg>,
     writer_tx: Sender<WriterMsg>,
     shutting_down: AtomicBool,
@@ -230,6 +233,24 @@ fn delete_orphans(
         fs.sync_dir(dir).map_err(io_at(dir))?;
     }
     Ok(())
+}
+
+/// Name of the lock file in the data directory.
+pub const LOCK_FILE_NAME: &str = "lock";
+
+/// Takes the data directory's exclusive lock: one storage (one server) per directory.
+fn lock_data_dir(fs: &dyn Fs, data_dir: &Path) -> Result<sys::fs::FsLock, OpenError> {
+    let path = data_dir.join(LOCK_FILE_NAME);
+    fs.lock_exclusive(&path).map_err(|source| {
+        if source.kind() == io::ErrorKind::WouldBlock {
+            OpenError::Locked { path: path.clone() }
+        } else {
+            OpenError::Io {
+                path: path.clone(),
+                source,
+            }
+        }
+    })
 }
 
 fn spawn<T: Send + 'static>(
@@ -368,6 +389,7 @@ impl Storage {
         cfg.validate()?;
         let data_dir = cfg.data_dir.clone();
         fs.create_dir_all(&data_dir).map_err(io_at(&data_dir))?;
+        let lock = lock_data_dir(&*fs, &data_dir)?;
         for sub in ["wal", "positions"] {
             sys::fs::create_dir_durable(&*fs, &data_dir, Path::new(sub))
                 .map_err(io_at(&data_dir))?;
@@ -521,6 +543,7 @@ impl Storage {
         }
         let storage = Storage {
             inner: Arc::new(Inner {
+                lock: Mutex::new(Some(lock)),
                 tx,
                 writer_tx,
                 shutting_down: AtomicBool::new(false),
@@ -620,7 +643,14 @@ impl Storage {
     /// See [`ShutdownError`]; after a failed final flush the WAL still holds
     /// every acknowledged batch and the next open replays it.
     pub fn shutdown(self) -> Result<ShutdownReport, ShutdownError> {
+        // Only the caller that began the stop owns the lock's release.
         let threads = self.begin_stop(false)?;
+        let result = self.join_and_flush(threads);
+        self.release_lock();
+        result
+    }
+
+    fn join_and_flush(&self, threads: Threads) -> Result<ShutdownReport, ShutdownError> {
         let wal_exit = threads
             .wal
             .join()
@@ -667,14 +697,22 @@ impl Storage {
     /// Shutdown was already requested, or a thread panicked.
     pub fn abandon(self) -> Result<(), ShutdownError> {
         let threads = self.begin_stop(true)?;
-        threads
-            .wal
-            .join()
-            .map_err(|_| ShutdownError::ThreadPanicked { thread: "wal" })?;
-        threads
-            .writer
-            .join()
-            .map_err(|_| ShutdownError::ThreadPanicked { thread: "writer" })?;
+        let wal = threads.wal.join();
+        let writer = threads.writer.join();
+        // The "crashed" process lets go of the directory like a dead one would.
+        self.release_lock();
+        wal.map_err(|_| ShutdownError::ThreadPanicked { thread: "wal" })?;
+        writer.map_err(|_| ShutdownError::ThreadPanicked { thread: "writer" })?;
         Ok(())
+    }
+
+    /// Lets go of the data directory; called once the threads have stopped.
+    fn release_lock(&self) {
+        let mut lock = self
+            .inner
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(lock.take());
     }
 }

@@ -1,16 +1,17 @@
 //! Blocking waits measured on a [`Clock`].
 //!
-//! Contract: the storage threads never read `Instant`/`SystemTime` themselves: every
-//! deadline is a [`Clock::monotonic_us`] value and every blocking wait lasts at most
-//! [`Clock::wait_for`] before the clock is read again, so a simulated clock moved by a
-//! test is noticed within one wait slice and tests never sleep for a configured interval.
+//! Contract: the storage threads (and the silence scanner and webhook, which use these
+//! helpers too) never read `Instant`/`SystemTime` themselves: every deadline is a
+//! [`Clock::monotonic_us`] value and every blocking wait lasts at most [`Clock::wait_for`]
+//! before the clock is read again, so a simulated clock moved by a test is noticed within
+//! one wait slice and tests never sleep for a configured interval.
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use sys::Clock;
 
 /// What [`recv_before`] got.
 #[derive(Debug)]
-pub(crate) enum Recv<T> {
+pub enum Recv<T> {
     /// A message (one already queued is returned even when the deadline has passed).
     Msg(T),
     /// The deadline passed with nothing queued.
@@ -20,7 +21,7 @@ pub(crate) enum Recv<T> {
 }
 
 /// Receives the next message before `deadline_us` (a [`Clock::monotonic_us`] value).
-pub(crate) fn recv_before<T>(rx: &Receiver<T>, clock: &dyn Clock, deadline_us: u64) -> Recv<T> {
+pub fn recv_before<T>(rx: &Receiver<T>, clock: &dyn Clock, deadline_us: u64) -> Recv<T> {
     loop {
         match rx.try_recv() {
             Ok(m) => return Recv::Msg(m),
@@ -40,7 +41,7 @@ pub(crate) fn recv_before<T>(rx: &Receiver<T>, clock: &dyn Clock, deadline_us: u
 }
 
 /// Blocks until `clock` has advanced by `ms` milliseconds.
-pub(crate) fn sleep_ms(clock: &dyn Clock, ms: u64) {
+pub fn sleep_ms(clock: &dyn Clock, ms: u64) {
     let deadline_us = clock
         .monotonic_us()
         .saturating_add(ms.saturating_mul(1_000));
@@ -54,7 +55,7 @@ pub(crate) fn sleep_ms(clock: &dyn Clock, ms: u64) {
 }
 
 /// The [`Clock::monotonic_us`] value `ms` milliseconds from now.
-pub(crate) fn deadline_after_ms(clock: &dyn Clock, ms: u64) -> u64 {
+pub fn deadline_after_ms(clock: &dyn Clock, ms: u64) -> u64 {
     clock
         .monotonic_us()
         .saturating_add(ms.saturating_mul(1_000))

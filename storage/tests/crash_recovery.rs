@@ -460,3 +460,34 @@ fn flush_interval_publishes_without_shutdown() {
         expected_rows(&[(9, 1)])
     );
 }
+
+#[test]
+fn a_second_storage_on_the_same_directory_is_refused_and_deletes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let (storage, _) = Storage::open(cfg.clone()).expect("open");
+    let out = submit_all(&storage, vec![batch(3, 1)]);
+    assert_eq!(out, vec![Ok(Committed::Stored { lsn: 1 })]);
+    let wal_before =
+        storage::wal::list_segments(&sys::fs::RealFs, &dir.path().join("wal")).expect("segments");
+    match Storage::open(cfg.clone()) {
+        Err(storage::OpenError::Locked { path }) => {
+            assert_eq!(path, dir.path().join(storage::LOCK_FILE_NAME));
+        }
+        other => panic!("second open must be refused, got {other:?}"),
+    }
+    // The refused open touched nothing: the live WAL segment is still there and still used.
+    let wal_after =
+        storage::wal::list_segments(&sys::fs::RealFs, &dir.path().join("wal")).expect("segments");
+    assert_eq!(wal_before, wal_after);
+    let out = submit_all(&storage, vec![batch(3, 2)]);
+    assert_eq!(out, vec![Ok(Committed::Stored { lsn: 2 })]);
+    storage.shutdown().expect("shutdown");
+    // Released at shutdown: the next server opens it and finds both batches.
+    let (storage, _) = Storage::open(cfg).expect("reopen after shutdown");
+    storage.shutdown().expect("shutdown");
+    assert_eq!(
+        read_all(&dir.path().join("positions")),
+        expected_rows(&[(3, 1), (3, 2)])
+    );
+}

@@ -43,6 +43,12 @@ pub trait FsFile: Send + Debug {
     /// # Errors
     /// The truncation failed.
     fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// The file's current length in bytes (what an append writes after). Not a mutating
+    /// operation: never counted or failed by [`crate::sim::SimFs`].
+    ///
+    /// # Errors
+    /// The length could not be read.
+    fn len_bytes(&self) -> io::Result<u64>;
 }
 
 /// One directory entry.
@@ -118,6 +124,13 @@ pub trait Fs: Send + Sync + Debug {
     /// # Errors
     /// Any IO failure (`NotFound` when absent).
     fn metadata(&self, path: &Path) -> io::Result<FileMeta>;
+    /// Takes an exclusive advisory lock on the file `path` (created if missing), held until
+    /// the returned guard is dropped or the process ends. Never blocks.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::WouldBlock`] when another holder (another process, or another guard
+    /// in this one) has it; any IO failure creating the file.
+    fn lock_exclusive(&self, path: &Path) -> io::Result<FsLock>;
 }
 
 /// What [`Fs::metadata`] reports.
@@ -127,6 +140,29 @@ pub struct FileMeta {
     pub len: u64,
     /// Last modification, Unix milliseconds.
     pub modified_ms: i64,
+}
+
+/// An exclusive lock taken with [`Fs::lock_exclusive`]; dropping it releases the lock.
+pub struct FsLock {
+    _held: Box<dyn Send + Sync>,
+    path: PathBuf,
+}
+
+impl FsLock {
+    /// A lock held by `held` (released when it drops).
+    pub fn new(path: PathBuf, held: Box<dyn Send + Sync>) -> Self {
+        FsLock { _held: held, path }
+    }
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Debug for FsLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsLock").field("path", &self.path).finish()
+    }
 }
 
 /// Mode of every file [`RealFs`] creates: owner read/write only.
@@ -153,6 +189,9 @@ impl FsFile for RealFile {
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+    fn len_bytes(&self) -> io::Result<u64> {
+        self.0.metadata().map(|m| m.len())
     }
 }
 
@@ -219,6 +258,22 @@ impl Fs for RealFs {
             len: m.len(),
             modified_ms,
         })
+    }
+    fn lock_exclusive(&self, path: &Path) -> io::Result<FsLock> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(FILE_MODE)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(FsLock::new(path.to_path_buf(), Box::new(file))),
+            Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is locked by another process", path.display()),
+            )),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 }
 
@@ -287,7 +342,9 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 ///
 /// # Errors
 /// Any step failed; `path` then still holds its old content (a leftover
-/// temporary file may remain and is overwritten by the next call).
+/// temporary file may remain and is overwritten by the next call), except
+/// when only the final directory fsync failed: the new content is then in
+/// place but not known to be durable.
 pub fn write_atomic(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -334,6 +391,25 @@ mod tests {
         assert_eq!(mode(&dir.join("a")), DIR_MODE);
         assert_eq!(mode(&dir.join("a/b")), DIR_MODE);
         assert!(!tmp_path(&file).exists());
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn exclusive_locks_exclude_until_dropped() {
+        let dir = std::env::temp_dir().join(format!("hexflow-lock-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        RealFs.create_dir_all(&dir).expect("mkdir");
+        let sim = SimFs::new();
+        sim.create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("lock");
+        for fs in [&RealFs as &dyn Fs, &sim] {
+            let held = fs.lock_exclusive(&path).expect("first lock");
+            assert_eq!(held.path(), path);
+            let second = fs.lock_exclusive(&path).expect_err("second lock");
+            assert_eq!(second.kind(), io::ErrorKind::WouldBlock);
+            drop(held);
+            fs.lock_exclusive(&path).expect("free again");
+        }
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 

@@ -31,7 +31,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::fs::{DirEntry, FileMeta, Fs, FsFile};
+use crate::fs::{DirEntry, FileMeta, Fs, FsFile, FsLock};
 
 /// Kinds of mutating operations, for targeted faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +109,8 @@ struct State {
     path_faults: Vec<PathFault>,
     capacity_bytes: Option<u64>,
     now_ms: i64,
+    /// Paths locked by a live [`FsLock`] (locks are process state: not in crash images).
+    locked: std::collections::BTreeSet<PathBuf>,
 }
 
 fn err(errno: i32) -> io::Error {
@@ -204,6 +206,18 @@ pub struct SimFs {
     state: Arc<Mutex<State>>,
 }
 
+/// Releases a [`SimFs`] lock when dropped.
+struct SimLockGuard {
+    state: Arc<Mutex<State>>,
+    path: PathBuf,
+}
+
+impl Drop for SimLockGuard {
+    fn drop(&mut self) {
+        lock(&self.state).locked.remove(&self.path);
+    }
+}
+
 #[derive(Debug)]
 struct SimFile {
     state: Arc<Mutex<State>>,
@@ -268,6 +282,9 @@ impl FsFile for SimFile {
         inode.data.resize(len, 0);
         inode.append_only = false;
         Ok(())
+    }
+    fn len_bytes(&self) -> io::Result<u64> {
+        Ok(lock(&self.state).inodes[self.inode].data.len() as u64)
     }
 }
 
@@ -546,6 +563,20 @@ impl Fs for SimFs {
         apply(&mut s.names, &op);
         s.meta_log.push(op);
         Ok(())
+    }
+    fn lock_exclusive(&self, path: &Path) -> io::Result<FsLock> {
+        let mut s = self.lock();
+        if !s.locked.insert(path.to_path_buf()) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is locked", path.display()),
+            ));
+        }
+        let held = SimLockGuard {
+            state: Arc::clone(&self.state),
+            path: path.to_path_buf(),
+        };
+        Ok(FsLock::new(path.to_path_buf(), Box::new(held)))
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut s = self.lock();

@@ -51,7 +51,7 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> TestServer {
     let addr = server.local_addr();
     let ca_path = server.paths().ca_path.clone().expect("dev CA generated");
     let ca_pem = std::fs::read(ca_path).expect("CA readable");
-    let key = hexflow::secret::load(&server.paths().key_path).expect("key");
+    let key = hexflow::secret::load(&sys::fs::RealFs, &server.paths().key_path).expect("key");
     TestServer {
         server,
         addr,

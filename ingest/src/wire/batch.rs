@@ -132,7 +132,7 @@ pub struct Batch {
 }
 
 /// Why a batch could not be encoded.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EncodeError {
     /// A column's length breaks the [`Fixes`] invariant.

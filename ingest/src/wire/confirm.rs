@@ -222,7 +222,16 @@ impl std::fmt::Debug for ConfirmKey {
 }
 
 impl ConfirmKey {
-    /// Derives the key of the device holding `token`.
+    /// The key of a device provisioned with a confirm secret (version-2 tokens: the secret
+    /// comes from `ingest::auth::ConfirmMasterKey::secret` and never travels on the wire).
+    pub fn from_secret(secret: &[u8]) -> Self {
+        ConfirmKey {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+        }
+    }
+
+    /// Derives the key of the device holding version-1 `token` (the token travels in every
+    /// HELLO, so whoever sees it can sign confirms: prefer [`ConfirmKey::from_secret`]).
     pub fn from_token(token: &str) -> Self {
         let derived = hmac::sign(
             &hmac::Key::new(hmac::HMAC_SHA256, token.as_bytes()),

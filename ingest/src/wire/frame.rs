@@ -132,7 +132,7 @@ pub fn frame_body_len_max(frame_type: FrameType, limits: &Limits) -> u32 {
 }
 
 /// Why a frame or a control message could not be decoded.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
     /// The type byte is not defined by protocol v1.

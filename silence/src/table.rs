@@ -1,0 +1,1129 @@
+//! The per-device table (lock-free on the fix and contact path) and the scan.
+//!
+//! # Contract
+//!
+//! * **Fixed capacity, allocated once, ≤ 32 B per device.** `capacity =
+//!   max(devices_max + 1, floor(devices_max * 128 / 97))` slots of 24 bytes plus one 16-byte
+//!   scan summary per 64 slots, in two boxed slices: 24.25 B per slot at a load factor of
+//!   97/128 = 0.758 is 32 B per device at `devices_max` (the summary is paid for by a load
+//!   factor 0.008 above 3/4 rather than by extra bytes). [`SilenceTable::memory_bytes`] is at
+//!   most `32 * devices_max + 16 + size_of::<SilenceTable>()` once `devices_max >= 4`.
+//!   An empty slot and a fresh summary are all zero bits (release builds turn the fill into a
+//!   zeroed allocation, and the OS commits pages as devices arrive). At most `devices_max`
+//!   devices are ever tracked; a new device
+//!   beyond that gets [`RecordError::TableFull`] while known devices keep updating.
+//! * **Record path: lock-free, allocation-free, bounded.** Open addressing with linear probing;
+//!   the home slot is a multiply-shift hash of the device id mapped onto the capacity with
+//!   fastrange (no power-of-two rounding, so memory stays near 32 B/device). A slot is claimed
+//!   by a CAS of its device word from 0; slots are never freed, so a probe that reaches an
+//!   empty slot has proven the device absent. Times only move forward (`fetch_max`), so
+//!   concurrent recorders and out-of-order batches cannot move a device back in time. A probe
+//!   visits at most `capacity` slots.
+//! * **Scanner: one at a time, never blocks recorders, work ∝ devices that may be due.**
+//!   [`SilenceTable::scan`] is the only writer of a slot's `state` word; an `AtomicBool` guard
+//!   makes a second concurrent scan fail with [`ScanError::AlreadyRunning`] instead of
+//!   emitting duplicates. Its result equals a sweep that judges every slot, but it only loads
+//!   the slots that could change level (see "Scan summary"): with a policy that provides a
+//!   [`SilencePolicy::reporting_from_s`] bound, a block of 64 reporting devices costs one
+//!   16-byte load. Measured figures are in `docs/PERFORMANCE.md`, "Silence table"
+//!   (`benches/silence.rs`).
+//! * **One lock, off the fix path: pending confirmations.** A confirm-location answer is rare
+//!   (only warned devices are asked), so [`SilenceTable::record_confirmation`] keeps it in a
+//!   `Mutex`-guarded map (at most one entry per tracked device). That lock is taken only by
+//!   `record_confirmation`, [`SilenceTable::confirmation`], snapshots, and twice per scan
+//!   (to copy the map before the sweep and to settle it after): never by
+//!   [`SilenceTable::record_fix`] or [`SilenceTable::record_contact`], and never held while
+//!   slots are swept, so it can never make a recorder of fixes or contacts wait.
+//! * **Never** reads the clock, does IO, or frees a slot.
+//!
+//! # Slot layout (24 bytes, 8-aligned)
+//!
+//! ```text
+//! offset  0  device: AtomicU64          0 = empty; else the device id (1..=i64::MAX), set once by CAS
+//! offset  8  last_fix_s: AtomicU32      newest fix time (device clock), 0 = no fix yet; fetch_max
+//! offset 12  last_contact_s: AtomicU32  newest contact time (server clock), 0 = none; fetch_max
+//! offset 16  since_s: AtomicU32         when the current silence is counted from (see below)
+//! offset 20  state: AtomicU32           bits 0..2: level as of the last scan; others reserved
+//! ```
+//!
+//! `since_s` is the first contact time while the device has never sent a fix (set once, by
+//! CAS from 0, by the first recorded contact: the policy judges such a device from its first
+//! contact). Whenever the scanner judges a device silent it stores the time it judged from
+//! (newest fix, else first contact) there, so a later [`EventKind::Resumed`] can report when
+//! the silence began. Recorders never write it once it is non-zero.
+//!
+//! # Scan summary (one `Block` per 64 slots)
+//!
+//! A slot is *fast* after a scan judged it `Reporting` with a fix at or after that scan's
+//! `reporting_from_s`; every other claimed slot (silent, exempt, no fix yet, time not yet
+//! published) is *watched*. Per block the scanner keeps the watch mask (one bit per slot) and
+//! a summary word: the number of fast slots and the *floor*, the oldest `last_fix_s` among
+//! them. A later scan with `floor >= reporting_from_s` skips every fast slot of the block,
+//! because a fast slot stays fast until a scan sees it otherwise: only the scanner (and the
+//! start-up [`import`](SilenceTable::import)) writes `state`, and `last_fix_s` only grows, so
+//! each such slot still has `state == Reporting` and `last_fix_s >= floor >=
+//! reporting_from_s`, which is exactly the old per-slot fast path. It then judges only the
+//! watched slots. Otherwise (floor behind, or the block dirty) it judges every slot and
+//! rebuilds mask and summary.
+//!
+//! What could break the proof is a slot becoming claimed or changing `state` outside a scan.
+//! So a recorder that claims a slot, and `import`, swap `FLOOR_DIRTY` (0) into the summary
+//! (`AcqRel`; one read-modify-write, only when a device is new; the fix path itself is
+//! unchanged). A full visit first swaps in `FLOOR_VISITING` (1) with `Acquire` and finally
+//! installs the rebuilt summary by compare-exchange from `FLOOR_VISITING`; a claim that lands
+//! during the visit makes that exchange fail, so the block stays dirty for the next scan and
+//! the new device is never skipped. Summary floors 0 and 1 therefore both mean "visit all".
+//!
+//! Work per scan: one summary load per 64 slots, plus one judged slot per watched device
+//! (silent, exempt or heartbeat-only devices), plus a full block for each block whose
+//! oldest fast fix fell behind the reporting window or that gained a device.
+//!
+//! # Memory ordering
+//!
+//! A recorder claims the device word, then publishes times with `Release`; the scanner loads
+//! `last_fix_s` with `Acquire` before it reads the device word, so a non-zero time always comes
+//! with its device id. The scanner's own words (`state`, `since_s` once the device is silent)
+//! have a single writer, and the scan guard's `Acquire`/`Release` hands them from one scan to
+//! the next.
+
+use thiserror::Error;
+
+use super::event::{EventKind, SilenceEvent};
+use super::policy::{Judgement, Level, SilencePolicy, next_level};
+use super::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// One tracked device. See the module doc for the layout and who writes what.
+#[derive(Debug)]
+struct Slot {
+    device: AtomicU64,
+    last_fix_s: AtomicU32,
+    last_contact_s: AtomicU32,
+    since_s: AtomicU32,
+    state: AtomicU32,
+}
+
+// The memory target (32 B/device at 3/4 load) depends on this; loom's atomics are larger.
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<Slot>() == 24);
+
+impl Slot {
+    fn empty() -> Self {
+        Self {
+            device: AtomicU64::new(0),
+            last_fix_s: AtomicU32::new(0),
+            last_contact_s: AtomicU32::new(0),
+            since_s: AtomicU32::new(0),
+            state: AtomicU32::new(Level::Reporting.to_bits()),
+        }
+    }
+}
+
+/// Raises `cell` to `value` if it is lower. The plain load first keeps the common case (the
+/// same second again, an older batch) free of a contended read-modify-write.
+fn raise(cell: &AtomicU32, value: u32) {
+    if cell.load(Ordering::Relaxed) < value {
+        cell.fetch_max(value, Ordering::Release);
+    }
+}
+
+/// Per-device last-fix and last-contact times for up to `devices_max` devices, lock-free.
+///
+/// Shared by reference (wrap it in an `Arc`): recorders call [`SilenceTable::record_fix`] and
+/// [`SilenceTable::record_contact`] from any thread, one scanner thread calls
+/// [`SilenceTable::scan`], anyone may call [`SilenceTable::get`].
+///
+/// # Memory
+///
+/// `memory_bytes() = size_of::<SilenceTable>() + 24 * capacity + 16 * ceil(capacity / 64)`,
+/// reserved in [`SilenceTable::with_capacity`]: at most 32 B per device (32 MB for a million
+/// devices). Nothing is allocated afterwards.
+#[derive(Debug)]
+pub struct SilenceTable {
+    slots: Box<[Slot]>,
+    /// One scan summary per `BLOCK_SLOTS` slots (the last block may be shorter).
+    blocks: Box<[Block]>,
+    devices_max: usize,
+    /// Devices claimed plus claims in flight; never exceeds `devices_max`.
+    reserved: AtomicUsize,
+    /// Set while a scan runs.
+    scanning: AtomicBool,
+    /// Pending confirmations: device -> (confirmed at, already reported in an event). Rare
+    /// (only warned devices are asked), off the fix path, bounded by `devices_max`.
+    confirmations: std::sync::Mutex<std::collections::HashMap<u64, (u32, bool)>>,
+}
+
+/// [`SilenceTable::with_capacity`] refused its size.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum TableConfigError {
+    /// `devices_max` is outside `1..=SilenceTable::DEVICES_MAX_LIMIT`.
+    #[error("silence devices_max {devices_max} is outside 1..={limit}")]
+    DevicesMax {
+        /// The requested size.
+        devices_max: usize,
+        /// The largest accepted size.
+        limit: usize,
+    },
+}
+
+/// [`SilenceTable::record_fix`] or [`SilenceTable::record_contact`] refused an update.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The device id is not in `1..=i64::MAX`.
+    #[error("device id {device_id} is outside 1..=i64::MAX")]
+    InvalidDeviceId {
+        /// The refused id.
+        device_id: u64,
+    },
+    /// Time `0` is reserved for "never".
+    #[error("device {device_id}: time 0 is reserved for \"never\"")]
+    ZeroTime {
+        /// The device.
+        device_id: u64,
+    },
+    /// The device is new and `devices_max` devices are already tracked.
+    #[error("silence table full: {devices_max} devices tracked")]
+    TableFull {
+        /// The configured limit.
+        devices_max: usize,
+    },
+}
+
+/// [`SilenceTable::scan`] did not run.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ScanError {
+    /// Another scan of this table is in progress; scans never run concurrently.
+    #[error("a silence scan is already running")]
+    AlreadyRunning,
+}
+
+/// What one [`SilenceTable::scan`] saw. Device counts are per level after the scan's changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Slots covered by the scan (the table's capacity): judged, or proven reporting by their
+    /// block's summary.
+    pub slots_scanned: usize,
+    /// Slots actually loaded and judged; the rest were proven reporting by their block's
+    /// summary (see the module doc, "Scan summary").
+    pub slots_visited: usize,
+    /// Blocks of 64 slots skipped without loading a single slot.
+    pub blocks_skipped: usize,
+    /// Devices with at least a fix or a contact recorded.
+    pub devices: usize,
+    /// Devices at [`Level::Reporting`].
+    pub reporting: usize,
+    /// Devices at [`Level::Warned`].
+    pub warned: usize,
+    /// Devices at [`Level::Expired`].
+    pub expired: usize,
+    /// Events appended to `out`.
+    pub events: usize,
+    /// Devices skipped because they are exempt (also counted at their unchanged level).
+    pub exempt: usize,
+}
+
+/// A snapshot of one device, from [`SilenceTable::get`]. Each field is read atomically, the
+/// snapshot as a whole is not (a concurrent update may show in one field and not another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceState {
+    /// The device.
+    pub device_id: u64,
+    /// Newest fix time (Unix seconds, device clock); `None` before the first fix.
+    pub last_fix_s: Option<u32>,
+    /// Newest contact time (Unix seconds, server clock); `None` before the first contact.
+    pub last_contact_s: Option<u32>,
+    /// The level the last scan gave it ([`Level::Reporting`] before any scan).
+    pub level: Level,
+    /// When its silence is counted from: set while `level` is not `Reporting`, or while it has
+    /// never sent a fix (then it is the first contact); `None` otherwise.
+    pub silent_since_s: Option<u32>,
+}
+
+impl SilenceTable {
+    /// The largest `devices_max` accepted (about 137 GB of slots); larger sizes are surely a
+    /// configuration mistake.
+    pub const DEVICES_MAX_LIMIT: usize = u32::MAX as usize;
+
+    /// Bytes per slot (the table holds [`SilenceTable::capacity`] of them).
+    pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+
+    /// A table for up to `devices_max` devices; all its memory is allocated (and zeroed) here.
+    ///
+    /// # Errors
+    /// [`TableConfigError::DevicesMax`] unless `1 <= devices_max <= DEVICES_MAX_LIMIT`.
+    pub fn with_capacity(devices_max: usize) -> Result<Self, TableConfigError> {
+        if devices_max == 0 || devices_max > Self::DEVICES_MAX_LIMIT {
+            return Err(TableConfigError::DevicesMax {
+                devices_max,
+                limit: Self::DEVICES_MAX_LIMIT,
+            });
+        }
+        let capacity = Self::capacity_for(devices_max);
+        let slots = (0..capacity)
+            .map(|_| Slot::empty())
+            .collect::<Box<[Slot]>>();
+        let blocks = (0..capacity.div_ceil(BLOCK_SLOTS))
+            .map(|_| Block::dirty())
+            .collect::<Box<[Block]>>();
+        Ok(Self {
+            slots,
+            blocks,
+            devices_max,
+            reserved: AtomicUsize::new(0),
+            scanning: AtomicBool::new(false),
+            confirmations: std::sync::Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+
+    /// The configured device limit.
+    pub fn devices_max(&self) -> usize {
+        self.devices_max
+    }
+
+    /// Number of slots: `max(devices_max + 1, floor(devices_max * 128 / 97))` (load factor
+    /// 0.758 at `devices_max`; see [`SilenceTable::memory_bytes`] for why 128/97).
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The slot count for `devices_max`. 24 B per slot plus a 16-byte summary per 64 slots
+    /// (24.25 B per slot) times 128/97 slots per device is exactly 32 B per device. Always more
+    /// than `devices_max`, so a probe finds a free slot while fewer than `devices_max` devices
+    /// are claimed.
+    fn capacity_for(devices_max: usize) -> usize {
+        (devices_max * 128 / 97).max(devices_max + 1)
+    }
+
+    /// Devices tracked. While another thread is claiming a new device this may already count
+    /// it (at most one per concurrent recorder); with no recorder running it is exact.
+    pub fn len(&self) -> usize {
+        self.reserved.load(Ordering::Relaxed)
+    }
+
+    /// True when no device is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held by the table: its slots, its scan summaries and the struct itself (the
+    /// pending-confirmations map, empty unless devices were asked to confirm, is not counted).
+    /// Constant after construction; at most `32 * devices_max + 16 + size_of::<Self>()` once
+    /// `devices_max >= 4`.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + std::mem::size_of_val::<[Slot]>(&self.slots)
+            + std::mem::size_of_val::<[Block]>(&self.blocks)
+    }
+
+    /// Records a fix of `device_id` taken at `fix_s` (Unix seconds, the fix's own timestamp).
+    /// Keeps the newest: an older fix changes nothing. Lock-free; never allocates.
+    ///
+    /// # Errors
+    /// [`RecordError::InvalidDeviceId`], [`RecordError::ZeroTime`], or
+    /// [`RecordError::TableFull`] when the device is new and the table is full.
+    pub fn record_fix(&self, device_id: u64, fix_s: u32) -> Result<(), RecordError> {
+        let slot = self.slot_for_update(device_id, fix_s)?;
+        raise(&slot.last_fix_s, fix_s);
+        Ok(())
+    }
+
+    /// Records that a frame (batch, heartbeat, anything) arrived from `device_id` at `now_s`
+    /// (Unix seconds, server clock). Keeps the newest; the first recorded contact of a device
+    /// that has no fix yet is kept as the time its silence is counted from. Lock-free; never
+    /// allocates.
+    ///
+    /// # Errors
+    /// As [`SilenceTable::record_fix`].
+    pub fn record_contact(&self, device_id: u64, now_s: u32) -> Result<(), RecordError> {
+        let slot = self.slot_for_update(device_id, now_s)?;
+        if slot.since_s.load(Ordering::Relaxed) == 0 {
+            // Loses only to an earlier first contact or to the scanner, both of which are
+            // what we want to keep.
+            let _ = slot
+                .since_s
+                .compare_exchange(0, now_s, Ordering::Release, Ordering::Relaxed);
+        }
+        raise(&slot.last_contact_s, now_s);
+        Ok(())
+    }
+
+    /// Records that `device_id` confirmed its location at `at_s` (Unix seconds, server clock),
+    /// answering a confirm-location request. The next scan reports it once as an
+    /// [`EventKind::Confirmed`] event and, from then on, the device's policy decides what it
+    /// resets (`confirm_resets`). Only the newest confirmation is kept; it is dropped once a
+    /// fix at least as new arrives. Takes a short lock (confirmations are rare and never on
+    /// the fix path); does not allocate once the map has grown.
+    ///
+    /// # Errors
+    /// As [`SilenceTable::record_fix`]; the device becomes tracked if it was not.
+    pub fn record_confirmation(&self, device_id: u64, at_s: u32) -> Result<(), RecordError> {
+        self.slot_for_update(device_id, at_s)?;
+        let mut map = self
+            .confirmations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Bounded: one entry per tracked device at most, and devices are bounded.
+        let entry = map.entry(device_id).or_insert((0, true));
+        if at_s > entry.0 {
+            *entry = (at_s, false);
+        }
+        Ok(())
+    }
+
+    /// The newest confirmation of `device_id` still pending (not superseded by a fix).
+    pub fn confirmation(&self, device_id: u64) -> Option<u32> {
+        self.confirmations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&device_id)
+            .map(|c| c.0)
+    }
+
+    /// The ids of every tracked device, in slot order (for listings such as the daily
+    /// `device_status` table). A device claimed while the iteration runs may be missed.
+    pub fn device_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots.iter().filter_map(|slot| {
+            let id = slot.device.load(Ordering::Acquire);
+            valid_device_id(id).then_some(id)
+        })
+    }
+
+    /// A snapshot of `device_id`, or `None` if it is not tracked (or not a valid id).
+    pub fn get(&self, device_id: u64) -> Option<DeviceState> {
+        if !valid_device_id(device_id) {
+            return None;
+        }
+        let slot = self.find(device_id)?;
+        let last_fix_s = slot.last_fix_s.load(Ordering::Acquire);
+        let last_contact_s = slot.last_contact_s.load(Ordering::Acquire);
+        let since_s = slot.since_s.load(Ordering::Acquire);
+        let level = Level::from_bits(slot.state.load(Ordering::Relaxed));
+        let silent_since_s = if level != Level::Reporting || last_fix_s == 0 {
+            non_zero(since_s)
+        } else {
+            None
+        };
+        Some(DeviceState {
+            device_id,
+            last_fix_s: non_zero(last_fix_s),
+            last_contact_s: non_zero(last_contact_s),
+            level,
+            silent_since_s,
+        })
+    }
+
+    /// Judges every device that could have changed level since the previous scan with `policy`
+    /// at `now_s` and appends one [`SilenceEvent`] to `out` for each device whose level changed
+    /// (see [`next_level`] for which changes exist). `out` is not cleared; a scan appends at
+    /// most one event per tracked device, so at most `devices_max`.
+    ///
+    /// The result is the same as judging every slot (see the module doc, "Scan summary"): a
+    /// block of 64 slots is skipped when its summary proves every device in it outside the
+    /// watch mask reporting at `now_s`, and only its watched slots are visited.
+    ///
+    /// A device with contacts but no fix yet is judged from its first contact. A device whose
+    /// slot is claimed but whose first time is not yet published is skipped until the next scan.
+    ///
+    /// Never blocks recorders: it only loads their words and writes its own. An update that
+    /// races with the sweep is seen by this scan or the next one, never lost.
+    ///
+    /// # Errors
+    /// [`ScanError::AlreadyRunning`] if another scan of this table is in progress.
+    pub fn scan<P: SilencePolicy + ?Sized>(
+        &self,
+        now_s: u32,
+        policy: &P,
+        out: &mut Vec<SilenceEvent>,
+    ) -> Result<ScanStats, ScanError> {
+        let _guard = ScanGuard::acquire(&self.scanning)?;
+        // Copy the (rare) pending confirmations so recorders never wait for the sweep.
+        let confirmations = self
+            .confirmations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut sweep = Sweep {
+            policy,
+            now_s,
+            reporting_from_s: policy.reporting_from_s(now_s),
+            confirmations,
+            reported: Vec::new(),
+            superseded: Vec::new(),
+            stats: ScanStats {
+                slots_scanned: self.slots.len(),
+                ..ScanStats::default()
+            },
+        };
+        for (b, block) in self.blocks.iter().enumerate() {
+            let start = b * BLOCK_SLOTS;
+            let slots = &self.slots[start..(start + BLOCK_SLOTS).min(self.slots.len())];
+            let summary = block.summary.load(Ordering::Acquire);
+            let (floor_s, _) = unpack_summary(summary);
+            if floor_s > FLOOR_VISITING && u64::from(floor_s) >= sweep.reporting_from_s {
+                self.visit_watched(block, slots, summary, &mut sweep, out);
+            } else {
+                self.visit_block(block, slots, &mut sweep, out);
+            }
+        }
+        self.report_passed_confirmations(&mut sweep, out);
+        self.settle_confirmations(&sweep.reported, &sweep.superseded);
+        Ok(sweep.stats)
+    }
+
+    /// Confirmations the sweep did not consume belong to devices the fast path passed:
+    /// reporting devices. Reports each once, and marks those a newer fix superseded.
+    fn report_passed_confirmations<P: SilencePolicy + ?Sized>(
+        &self,
+        sweep: &mut Sweep<'_, P>,
+        out: &mut Vec<SilenceEvent>,
+    ) {
+        for (device_id, (at, done)) in std::mem::take(&mut sweep.confirmations) {
+            let Some(slot) = self.find(device_id) else {
+                continue;
+            };
+            let last_fix_s = slot.last_fix_s.load(Ordering::Acquire);
+            if at <= last_fix_s {
+                sweep.superseded.push(device_id);
+                continue;
+            }
+            if done {
+                continue;
+            }
+            sweep.reported.push(device_id);
+            let level = Level::from_bits(slot.state.load(Ordering::Relaxed));
+            let (policy_index, threshold_s) = sweep.policy.event_info(device_id, level, last_fix_s);
+            out.push(SilenceEvent {
+                device_id,
+                kind: EventKind::Confirmed { confirmed_at_s: at },
+                policy: policy_index,
+                from: level,
+                to: level,
+                last_fix_s,
+                last_contact_s: slot.last_contact_s.load(Ordering::Acquire),
+                at_s: sweep.now_s,
+                threshold_s,
+            });
+            sweep.stats.events += 1;
+        }
+    }
+
+    /// Writes the scan's outcome back to the pending confirmations: `reported` ones are marked
+    /// reported, `superseded` ones (a fix at least as new arrived) are dropped unless a newer
+    /// confirmation arrived meanwhile.
+    fn settle_confirmations(&self, reported: &[u64], superseded: &[u64]) {
+        if reported.is_empty() && superseded.is_empty() {
+            return;
+        }
+        let mut map = self
+            .confirmations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for d in reported {
+            if let Some(c) = map.get_mut(d) {
+                c.1 = true;
+            }
+        }
+        for d in superseded {
+            // Only if no newer confirmation arrived meanwhile.
+            if let Some(&(at, _)) = map.get(d)
+                && self
+                    .find(*d)
+                    .is_some_and(|s| s.last_fix_s.load(Ordering::Acquire) >= at)
+            {
+                map.remove(d);
+            }
+        }
+    }
+
+    /// A block whose summary floor is at or after `reporting_from_s`: every claimed slot outside
+    /// its watch mask is reporting with a fix at or after the floor, so only watched slots are
+    /// judged. Slots that turn fast leave the mask and join the summary.
+    fn visit_watched<P: SilencePolicy + ?Sized>(
+        &self,
+        block: &Block,
+        slots: &[Slot],
+        summary: u64,
+        sweep: &mut Sweep<'_, P>,
+        out: &mut Vec<SilenceEvent>,
+    ) {
+        let (floor_s, fast) = unpack_summary(summary);
+        sweep.stats.devices += fast as usize;
+        sweep.stats.reporting += fast as usize;
+        let mut watch = block.watch.load(Ordering::Relaxed);
+        if watch == 0 {
+            sweep.stats.blocks_skipped += 1;
+            return;
+        }
+        let (mut new_floor_s, mut new_fast) = (floor_s, fast);
+        let mut bits = watch;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            match self.visit(&slots[i], sweep, out) {
+                Visit::Fast { last_fix_s } => {
+                    watch &= !(1u64 << i);
+                    new_fast += 1;
+                    new_floor_s = new_floor_s.min(last_fix_s);
+                }
+                Visit::Watch => {}
+                // Watched slots are claimed and slots are never freed.
+                Visit::Empty => watch &= !(1u64 << i),
+            }
+        }
+        block.watch.store(watch, Ordering::Relaxed);
+        if new_fast != fast {
+            // Fails only if a recorder claimed a slot meanwhile and marked the block dirty:
+            // then the next scan visits the whole block and rebuilds mask and summary.
+            let _ = block.summary.compare_exchange(
+                summary,
+                pack_summary(new_floor_s, new_fast),
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// A block that is dirty (a slot was claimed or imported) or whose floor fell behind
+    /// `reporting_from_s`: judges every slot and rebuilds the watch mask and the summary.
+    fn visit_block<P: SilencePolicy + ?Sized>(
+        &self,
+        block: &Block,
+        slots: &[Slot],
+        sweep: &mut Sweep<'_, P>,
+        out: &mut Vec<SilenceEvent>,
+    ) {
+        // Acquire: a recorder marks the block dirty (an AcqRel swap) after it claims a slot, so
+        // if its mark is what this swap replaces, the sweep below sees the claimed device. A
+        // mark after this swap makes the final compare-exchange fail (or overwrites its
+        // result) and keeps the block dirty.
+        block
+            .summary
+            .swap(pack_summary(FLOOR_VISITING, 0), Ordering::AcqRel);
+        let (mut watch, mut floor_s, mut fast) = (0u64, u32::MAX, 0u32);
+        for (i, slot) in slots.iter().enumerate() {
+            match self.visit(slot, sweep, out) {
+                Visit::Fast { last_fix_s } => {
+                    fast += 1;
+                    floor_s = floor_s.min(last_fix_s);
+                }
+                Visit::Watch => watch |= 1u64 << i,
+                Visit::Empty => {}
+            }
+        }
+        block.watch.store(watch, Ordering::Relaxed);
+        let _ = block.summary.compare_exchange(
+            pack_summary(FLOOR_VISITING, 0),
+            pack_summary(floor_s, fast),
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Judges one slot (the body of the old full sweep), records its new level and events, and
+    /// says how the next scan must treat it.
+    fn visit<P: SilencePolicy + ?Sized>(
+        &self,
+        slot: &Slot,
+        sweep: &mut Sweep<'_, P>,
+        out: &mut Vec<SilenceEvent>,
+    ) -> Visit {
+        sweep.stats.slots_visited += 1;
+        let last_fix_s = slot.last_fix_s.load(Ordering::Acquire);
+        let state = slot.state.load(Ordering::Relaxed);
+        // Fast path: recently reporting and was reporting. Two loads, no policy call.
+        // (Confirmations only make a device less silent, so they cannot change this.)
+        if state == Level::Reporting.to_bits()
+            && Visit::is_fast(Level::Reporting, last_fix_s, sweep.reporting_from_s)
+        {
+            sweep.stats.devices += 1;
+            sweep.stats.reporting += 1;
+            return Visit::Fast { last_fix_s };
+        }
+        let device_id = slot.device.load(Ordering::Acquire);
+        if device_id == 0 {
+            return Visit::Empty;
+        }
+        let since_s = slot.since_s.load(Ordering::Acquire);
+        // Judge from the newest fix, else from the first contact.
+        let judged_from_s = if last_fix_s != 0 { last_fix_s } else { since_s };
+        if judged_from_s == 0 {
+            return Visit::Watch;
+        }
+        sweep.stats.devices += 1;
+        let previous = Level::from_bits(state);
+        let (confirmed_s, confirm_new) = sweep.take_confirmation(device_id, last_fix_s);
+        let Some(next) = sweep.judge(device_id, previous, judged_from_s, confirmed_s) else {
+            return Visit::Watch;
+        };
+        if next != Level::Reporting && since_s != judged_from_s {
+            // Keep "silent since" current while silent (a late batch may bring a newer,
+            // still old, fix).
+            slot.since_s.store(judged_from_s, Ordering::Relaxed);
+        }
+        let judged = Judged {
+            device_id,
+            previous,
+            next,
+            last_fix_s,
+            last_contact_s: slot.last_contact_s.load(Ordering::Acquire),
+            since_s,
+            judged_from_s,
+        };
+        Self::record(
+            slot,
+            state,
+            &judged,
+            confirm_new.then_some(confirmed_s),
+            sweep,
+            out,
+        );
+        // The fast-path condition as it holds after this visit.
+        if Visit::is_fast(next, last_fix_s, sweep.reporting_from_s) {
+            Visit::Fast { last_fix_s }
+        } else {
+            Visit::Watch
+        }
+    }
+
+    /// Stores a visited slot's new level and emits its events: the `confirmed` event of a
+    /// confirmation not yet reported (it also tells this scan's level change, if any), else
+    /// the level change's own event.
+    fn record<P: SilencePolicy + ?Sized>(
+        slot: &Slot,
+        state: u32,
+        judged: &Judged,
+        confirmed_s: Option<u32>,
+        sweep: &mut Sweep<'_, P>,
+        out: &mut Vec<SilenceEvent>,
+    ) {
+        if let Some(confirmed_s) = confirmed_s {
+            sweep.report_confirmed(judged, confirmed_s, out);
+        }
+        if judged.next != judged.previous {
+            slot.state.store(
+                (state & !super::policy::LEVEL_MASK) | judged.next.to_bits(),
+                Ordering::Relaxed,
+            );
+            if confirmed_s.is_none() {
+                sweep.report_change(judged, out);
+            }
+        }
+    }
+
+    /// Calls `f` with every tracked device's raw words (for snapshots), and returns the pending
+    /// confirmations. Safe while recorders run (each word is read atomically).
+    pub(crate) fn export(&self, mut f: impl FnMut(SlotRecord)) -> Vec<(u64, u32, bool)> {
+        for slot in self.slots.iter() {
+            let last_fix_s = slot.last_fix_s.load(Ordering::Acquire);
+            let last_contact_s = slot.last_contact_s.load(Ordering::Acquire);
+            let device_id = slot.device.load(Ordering::Acquire);
+            if device_id == 0 || (last_fix_s == 0 && last_contact_s == 0) {
+                continue;
+            }
+            f(SlotRecord {
+                device_id,
+                last_fix_s,
+                last_contact_s,
+                since_s: slot.since_s.load(Ordering::Acquire),
+                state: slot.state.load(Ordering::Relaxed),
+            });
+        }
+        let mut c: Vec<(u64, u32, bool)> = self
+            .confirmations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(d, (at, done))| (*d, *at, *done))
+            .collect();
+        c.sort_unstable();
+        c
+    }
+
+    /// Restores one device from a snapshot record. Meant for start-up, before recorders run;
+    /// times still only move forward, so a racing recorder is not undone.
+    pub(crate) fn import(&self, rec: SlotRecord) -> Result<(), RecordError> {
+        let (index, slot) = self.find_or_claim_valid(rec.device_id)?;
+        raise(&slot.last_fix_s, rec.last_fix_s);
+        raise(&slot.last_contact_s, rec.last_contact_s);
+        slot.since_s.store(rec.since_s, Ordering::Release);
+        slot.state.store(
+            Level::from_bits(rec.state).to_bits() | (rec.state & !super::policy::LEVEL_MASK),
+            Ordering::Relaxed,
+        );
+        // The state word changed behind the scanner's back: its block must be judged again.
+        self.mark_dirty(index);
+        Ok(())
+    }
+
+    /// Restores a pending confirmation from a snapshot.
+    pub(crate) fn import_confirmation(&self, device_id: u64, at_s: u32, done: bool) {
+        self.confirmations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(device_id, (at_s, done));
+    }
+
+    fn find_or_claim_valid(&self, device_id: u64) -> Result<(usize, &Slot), RecordError> {
+        if !valid_device_id(device_id) {
+            return Err(RecordError::InvalidDeviceId { device_id });
+        }
+        self.find_or_claim(device_id)
+    }
+
+    /// Validates an update and returns the device's slot, claiming one if the device is new.
+    fn slot_for_update(&self, device_id: u64, time_s: u32) -> Result<&Slot, RecordError> {
+        if !valid_device_id(device_id) {
+            return Err(RecordError::InvalidDeviceId { device_id });
+        }
+        if time_s == 0 {
+            return Err(RecordError::ZeroTime { device_id });
+        }
+        self.find_or_claim(device_id).map(|(_, slot)| slot)
+    }
+
+    /// The slot where a probe for `device_id` starts: multiply-shift hash, then fastrange onto
+    /// `0..capacity` (the high bits of the product are the well-mixed ones).
+    fn home(&self, device_id: u64) -> usize {
+        const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+        let hash = device_id.wrapping_mul(GOLDEN);
+        // (hash * capacity) >> 64 < capacity, which is a usize.
+        ((u128::from(hash) * self.slots.len() as u128) >> 64) as usize
+    }
+
+    /// The device's slot, if it has one.
+    fn find(&self, device_id: u64) -> Option<&Slot> {
+        let capacity = self.slots.len();
+        let mut i = self.home(device_id);
+        for _ in 0..capacity {
+            let slot = &self.slots[i];
+            match slot.device.load(Ordering::Acquire) {
+                0 => return None,
+                d if d == device_id => return Some(slot),
+                _ => {}
+            }
+            i = if i + 1 == capacity { 0 } else { i + 1 };
+        }
+        None
+    }
+
+    /// The device's slot and its index, claiming the first empty slot on its probe path if it
+    /// has none.
+    fn find_or_claim(&self, device_id: u64) -> Result<(usize, &Slot), RecordError> {
+        let capacity = self.slots.len();
+        let mut i = self.home(device_id);
+        let mut reserved = false;
+        // Each step either returns or moves past a slot that is (now) permanently taken, and
+        // fewer than `capacity` slots can ever be taken, so this ends within `capacity` steps.
+        for _ in 0..capacity {
+            let slot = &self.slots[i];
+            let mut current = slot.device.load(Ordering::Acquire);
+            if current == 0 {
+                if !reserved {
+                    if !self.reserve() {
+                        return Err(RecordError::TableFull {
+                            devices_max: self.devices_max,
+                        });
+                    }
+                    reserved = true;
+                }
+                match slot.device.compare_exchange(
+                    0,
+                    device_id,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        self.mark_dirty(i);
+                        return Ok((i, slot));
+                    }
+                    Err(actual) => current = actual,
+                }
+            }
+            if current == device_id {
+                if reserved {
+                    // Another recorder claimed this device first; give our place back.
+                    self.reserved.fetch_sub(1, Ordering::Relaxed);
+                }
+                return Ok((i, slot));
+            }
+            i = if i + 1 == capacity { 0 } else { i + 1 };
+        }
+        // Unreachable while `reserved <= devices_max < capacity` holds: with a reservation in
+        // hand at most devices_max - 1 other slots are taken. Refuse rather than panic.
+        debug_assert!(
+            false,
+            "silence table probe wrapped around: capacity invariant broken"
+        );
+        if reserved {
+            self.reserved.fetch_sub(1, Ordering::Relaxed);
+        }
+        Err(RecordError::TableFull {
+            devices_max: self.devices_max,
+        })
+    }
+
+    /// Makes the next scan visit every slot of the block holding slot `index` (after a claim
+    /// or an import changed what the block's summary describes). A read-modify-write, like
+    /// the scanner's swap and compare-exchange, so the three are totally ordered: either the
+    /// scanner's swap reads this mark (and, AcqRel, sees the claimed device word), or this mark
+    /// comes after the swap and the scanner's final compare-exchange fails or is overwritten.
+    /// (A plain `Release` store is not enough: the loom model
+    /// `claim_racing_a_summary_rebuild_is_never_skipped` finds the lost device.) Only on a
+    /// claim or an import, never on the fix path.
+    fn mark_dirty(&self, index: usize) {
+        self.blocks[index / BLOCK_SLOTS]
+            .summary
+            .swap(pack_summary(FLOOR_DIRTY, 0), Ordering::AcqRel);
+    }
+
+    /// Takes one of the `devices_max` places, if any is left.
+    fn reserve(&self) -> bool {
+        self.reserved
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.devices_max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
+
+/// The raw words of one tracked device, as kept in a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SlotRecord {
+    pub(crate) device_id: u64,
+    pub(crate) last_fix_s: u32,
+    pub(crate) last_contact_s: u32,
+    pub(crate) since_s: u32,
+    pub(crate) state: u32,
+}
+
+/// Slots per scan-summary block: one bit each in the block's `u64` watch mask.
+const BLOCK_SLOTS: usize = 64;
+/// Summary floor written by a recorder that claimed a slot (or by an import): the next scan
+/// visits the whole block.
+const FLOOR_DIRTY: u32 = 0;
+/// Summary floor while the scanner rebuilds the block; also "visit the whole block".
+const FLOOR_VISITING: u32 = 1;
+
+/// The scan summary of `BLOCK_SLOTS` consecutive slots. See the module doc, "Scan summary".
+#[derive(Debug)]
+struct Block {
+    /// Slots the next scan must judge (not provably reporting). Scanner-owned.
+    watch: AtomicU64,
+    /// Low 32 bits: the floor, a lower bound of `last_fix_s` over the block's fast slots (its
+    /// claimed slots outside `watch`), or `FLOOR_DIRTY` / `FLOOR_VISITING`. High 32 bits: the
+    /// number of fast slots. Written by the scanner; recorders only store `FLOOR_DIRTY`.
+    summary: AtomicU64,
+}
+
+// 16 B per 64 slots: part of the 32 B/device budget (see `SilenceTable::capacity_for`).
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<Block>() == 16);
+
+impl Block {
+    /// A block the first scan visits in full. All-zero, like an empty slot.
+    fn dirty() -> Self {
+        Self {
+            watch: AtomicU64::new(0),
+            summary: AtomicU64::new(pack_summary(FLOOR_DIRTY, 0)),
+        }
+    }
+}
+
+fn pack_summary(floor_s: u32, fast: u32) -> u64 {
+    (u64::from(fast) << 32) | u64::from(floor_s)
+}
+
+fn unpack_summary(summary: u64) -> (u32, u32) {
+    // Truncations select the two halves.
+    (summary as u32, (summary >> 32) as u32)
+}
+
+/// How the next scan must treat a slot just judged.
+enum Visit {
+    /// Empty: nothing to judge (yet; a claim marks the block dirty).
+    Empty,
+    /// Reporting with a fix at or after this scan's `reporting_from_s`: provably reporting
+    /// until `reporting_from_s` passes `last_fix_s`.
+    Fast {
+        /// The fix time the scan saw (the device's time can only have grown since).
+        last_fix_s: u32,
+    },
+    /// Anything else: judge it again at the next scan.
+    Watch,
+}
+
+/// One scan's inputs and running results.
+struct Sweep<'p, P: ?Sized> {
+    policy: &'p P,
+    now_s: u32,
+    reporting_from_s: u64,
+    confirmations: std::collections::HashMap<u64, (u32, bool)>,
+    reported: Vec<u64>,
+    superseded: Vec<u64>,
+    stats: ScanStats,
+}
+
+impl<P: SilencePolicy + ?Sized> Sweep<'_, P> {
+    /// The level a device at `previous`, silent since `judged_from_s`, moves to (counted in
+    /// the stats), or `None` when it is exempt (counted, at its unchanged level).
+    fn judge(
+        &mut self,
+        device_id: u64,
+        previous: Level,
+        judged_from_s: u32,
+        confirmed_s: u32,
+    ) -> Option<Level> {
+        match self
+            .policy
+            .judge(device_id, judged_from_s, confirmed_s, self.now_s)
+        {
+            Judgement::Exempt => {
+                self.stats.exempt += 1;
+                self.stats.count(previous);
+                None
+            }
+            Judgement::Level(l) => {
+                let next = next_level(previous, l);
+                self.stats.count(next);
+                Some(next)
+            }
+        }
+    }
+
+    /// Takes `device_id`'s pending confirmation out of the scan's copy: `(confirmed_s,
+    /// not yet reported)`, or `(0, false)` when there is none or a fix at `last_fix_s`
+    /// supersedes it (then it is dropped after the scan).
+    fn take_confirmation(&mut self, device_id: u64, last_fix_s: u32) -> (u32, bool) {
+        // (The emptiness check spares the hashing when, as usual, nothing is pending.)
+        let pending = if self.confirmations.is_empty() {
+            None
+        } else {
+            self.confirmations.remove(&device_id)
+        };
+        match pending {
+            Some((at, _)) if at <= last_fix_s => {
+                self.superseded.push(device_id);
+                (0, false)
+            }
+            Some((at, done)) => (at, !done),
+            None => (0, false),
+        }
+    }
+
+    /// The [`EventKind::Confirmed`] event of a device that confirmed at `confirmed_s` (it
+    /// carries the level change of this scan, if any).
+    fn report_confirmed(&mut self, j: &Judged, confirmed_s: u32, out: &mut Vec<SilenceEvent>) {
+        self.reported.push(j.device_id);
+        let (policy, threshold_s) =
+            self.policy
+                .event_info(j.device_id, j.previous, j.judged_from_s);
+        out.push(j.event(
+            EventKind::Confirmed {
+                confirmed_at_s: confirmed_s,
+            },
+            policy,
+            threshold_s,
+            self.now_s,
+        ));
+        self.stats.events += 1;
+    }
+
+    /// The event of a level change: `resumed` (silent since the stored `since_s`, threshold of
+    /// the level left), `warned` or `expired` (threshold of the level reached).
+    fn report_change(&mut self, j: &Judged, out: &mut Vec<SilenceEvent>) {
+        let (kind, threshold_level, counted_from_s) = match j.next {
+            Level::Reporting => (
+                EventKind::Resumed {
+                    silent_since_s: j.since_s,
+                },
+                j.previous,
+                j.since_s,
+            ),
+            Level::Warned => (EventKind::Warned, j.next, j.judged_from_s),
+            Level::Expired => (EventKind::Expired, j.next, j.judged_from_s),
+        };
+        let (policy, threshold_s) =
+            self.policy
+                .event_info(j.device_id, threshold_level, counted_from_s);
+        out.push(j.event(kind, policy, threshold_s, self.now_s));
+        self.stats.events += 1;
+    }
+}
+
+/// One device as a visit judged it.
+struct Judged {
+    device_id: u64,
+    previous: Level,
+    next: Level,
+    last_fix_s: u32,
+    last_contact_s: u32,
+    /// The slot's `since_s` before the visit.
+    since_s: u32,
+    /// The time its silence was judged from (newest fix, else first contact).
+    judged_from_s: u32,
+}
+
+impl Judged {
+    fn event(&self, kind: EventKind, policy: u16, threshold_s: u64, now_s: u32) -> SilenceEvent {
+        SilenceEvent {
+            device_id: self.device_id,
+            kind,
+            policy,
+            from: self.previous,
+            to: self.next,
+            last_fix_s: self.last_fix_s,
+            last_contact_s: self.last_contact_s,
+            at_s: now_s,
+            threshold_s,
+        }
+    }
+}
+
+impl Visit {
+    /// Whether a device at `level` with newest fix `last_fix_s` is provably reporting until
+    /// `reporting_from_s` passes that fix.
+    fn is_fast(level: Level, last_fix_s: u32, reporting_from_s: u64) -> bool {
+        level == Level::Reporting && last_fix_s != 0 && u64::from(last_fix_s) >= reporting_from_s
+    }
+}
+
+impl ScanStats {
+    /// Counts one device at `level`.
+    fn count(&mut self, level: Level) {
+        match level {
+            Level::Reporting => self.reporting += 1,
+            Level::Warned => self.warned += 1,
+            Level::Expired => self.expired += 1,
+        }
+    }
+}
+
+/// Holds the table's "a scan is running" flag; clears it on drop (also on panic).
+struct ScanGuard<'a>(&'a AtomicBool);
+
+impl<'a> ScanGuard<'a> {
+    fn acquire(flag: &'a AtomicBool) -> Result<Self, ScanError> {
+        flag.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .map(|_| Self(flag))
+            .map_err(|_| ScanError::AlreadyRunning)
+    }
+}
+
+impl Drop for ScanGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+pub(crate) fn valid_device_id(device_id: u64) -> bool {
+    device_id >= 1 && device_id <= i64::MAX as u64
+}
+
+fn non_zero(t: u32) -> Option<u32> {
+    (t != 0).then_some(t)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+//! Every metric of `/metrics`, declared once in [`METRICS`] and encoded by the maintained
+//! `prometheus-client` crate (OpenMetrics text; the crate escapes names and help text and
+//! appends `_total` to counters).
+//!
+//! Contract: a metric is one row of [`METRICS`] (name, help, kind, how to read it from a
+//! [`Sample`]); adding a metric is adding a row. Reading is lock-free (relaxed atomics and
+//! storage's counter snapshot) and allocation-free apart from the output text.
+
+use std::sync::atomic::Ordering;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use super::Sources;
+
+/// What a metric's value is read from: one consistent read of every source per scrape.
+#[derive(Debug)]
+pub struct Sample<'a> {
+    /// The endpoint's counters (atomics read as they are).
+    pub endpoint: &'a ingest::endpoint::EndpointStats,
+    /// Storage's counters.
+    pub storage: storage::StorageStats,
+    /// Devices in the silence table.
+    pub silence_devices: u64,
+    /// Memory of the silence table.
+    pub silence_bytes: u64,
+}
+
+/// Counter (monotonic) or gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only grows; exposed with a `_total` suffix.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// One metric: `hexflow_<name>`.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    /// Name without the `hexflow_` prefix and without `_total`.
+    pub name: &'static str,
+    /// One line of help.
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// Its value in a sample.
+    pub read: fn(&Sample<'_>) -> u64,
+}
+
+fn relaxed(a: &std::sync::atomic::AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+const fn counter(name: &'static str, help: &'static str, read: fn(&Sample<'_>) -> u64) -> Metric {
+    Metric {
+        name,
+        help,
+        kind: Kind::Counter,
+        read,
+    }
+}
+
+const fn gauge(name: &'static str, help: &'static str, read: fn(&Sample<'_>) -> u64) -> Metric {
+    Metric {
+        name,
+        help,
+        kind: Kind::Gauge,
+        read,
+    }
+}
+
+/// Every metric the admin endpoint exposes.
+pub const METRICS: &[Metric] = &[
+    gauge("connections_open", "QUIC connections open now.", |s| {
+        s.endpoint.connections_open.load(Ordering::Relaxed) as u64
+    }),
+    counter("connections_accepted", "Connections accepted.", |s| {
+        relaxed(&s.endpoint.connections_accepted)
+    }),
+    counter(
+        "connections_refused",
+        "Connections refused at connections_max.",
+        |s| relaxed(&s.endpoint.connections_refused),
+    ),
+    counter(
+        "auth_failures",
+        "Connections whose token did not verify.",
+        |s| relaxed(&s.endpoint.auth_failures),
+    ),
+    counter("batches_ok", "Batches acked OK.", |s| {
+        relaxed(&s.endpoint.batches_ok)
+    }),
+    counter("batches_duplicate", "Batches acked DUPLICATE.", |s| {
+        relaxed(&s.endpoint.batches_duplicate)
+    }),
+    counter(
+        "batches_rejected",
+        "Batches refused with any other status.",
+        |s| relaxed(&s.endpoint.batches_rejected),
+    ),
+    counter("fixes_committed", "Fixes made durable in the WAL.", |s| {
+        s.storage.fixes_committed
+    }),
+    counter("wal_fsyncs", "WAL group commits (fsyncs).", |s| {
+        s.storage.fsyncs
+    }),
+    counter("wal_bytes_written", "Bytes appended to the WAL.", |s| {
+        s.storage.wal_bytes_written
+    }),
+    counter(
+        "storage_overloaded",
+        "Batches refused because the WAL queue was full.",
+        |s| s.storage.rejected_overloaded,
+    ),
+    gauge("storage_queue_depth", "Batches waiting for the WAL.", |s| {
+        s.storage.queue_depth as u64
+    }),
+    gauge(
+        "writer_queue_depth",
+        "Durable batches waiting for the Parquet writer.",
+        |s| s.storage.writer_queue_depth as u64,
+    ),
+    counter("parquet_files_written", "Parquet files published.", |s| {
+        s.storage.files_written
+    }),
+    counter("parquet_rows_written", "Rows published to Parquet.", |s| {
+        s.storage.rows_written
+    }),
+    counter(
+        "flush_failures",
+        "Parquet flushes that failed and were retried.",
+        |s| s.storage.flush_failures,
+    ),
+    gauge(
+        "wal_failed",
+        "1 once the WAL has failed (server refuses all batches).",
+        |s| u64::from(s.storage.wal_failed),
+    ),
+    gauge(
+        "silence_devices_tracked",
+        "Devices in the silence table.",
+        |s| s.silence_devices,
+    ),
+    gauge("silence_table_bytes", "Memory of the silence table.", |s| {
+        s.silence_bytes
+    }),
+];
+
+/// Reads every source once and encodes [`METRICS`] at scrape time.
+#[derive(Debug)]
+struct Table {
+    sources: Sources,
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Collector for Table {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let sample = Sample {
+            endpoint: &self.sources.endpoint,
+            storage: self.sources.storage.stats(),
+            silence_devices: self.sources.silence.len() as u64,
+            silence_bytes: self.sources.silence.memory_bytes() as u64,
+        };
+        for m in METRICS {
+            let value = (m.read)(&sample);
+            match m.kind {
+                Kind::Counter => {
+                    let c = ConstCounter::new(value);
+                    c.encode(encoder.encode_descriptor(m.name, m.help, None, c.metric_type())?)?;
+                }
+                Kind::Gauge => {
+                    let g = ConstGauge::new(i64_of(value));
+                    g.encode(encoder.encode_descriptor(m.name, m.help, None, g.metric_type())?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The registry the admin endpoint encodes: every metric under the `hexflow` prefix.
+pub fn registry(sources: Sources) -> Registry {
+    let mut registry = Registry::with_prefix("hexflow");
+    registry.register_collector(Box::new(Table { sources }));
+    registry
+}
+
+/// The OpenMetrics text of `registry`.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::with_capacity(4096);
+    // Writing into a String cannot fail; an encoder error would be a bug in a row above.
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, registry) {
+        tracing::error!(error = %e, "encoding metrics failed");
+    }
+    out
+}
+
+/// The Content-Type of the `/metrics` response (OpenMetrics text).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_plain() {
+        let mut names: Vec<&str> = METRICS.iter().map(|m| m.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), METRICS.len(), "a metric is declared twice");
+        for m in METRICS {
+            assert!(
+                !m.name.ends_with("_total"),
+                "{}: the crate adds _total",
+                m.name
+            );
+            assert!(
+                m.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{}",
+                m.name
+            );
+        }
+    }
+}
