@@ -728,7 +728,7 @@ impl Table {
 
     fn maybe_checkpoint(&mut self, now_ms: i64) {
         let v = self.snapshot.version;
-        if v > 0 && v % self.opts.checkpoint_interval_commits.max(1) == 0 {
+        if v > 0 && v.is_multiple_of(self.opts.checkpoint_interval_commits.max(1)) {
             if let Err(e) = self.checkpoint(now_ms) {
                 tracing::warn!(table = %self.spec.name, version = v, error = %e, "checkpoint failed; readers replay more commits meanwhile");
             }

@@ -411,7 +411,7 @@ fn planner_packs_by_target_and_waits_for_the_day_or_enough_files() {
 fn retention_and_erasure_are_commits_and_erasure_forgets_history() {
     let (dir, store) = local();
     let mut t = Table::open(store.clone(), spec(), opts(), T0_MS).unwrap();
-    let secret = 0x5EC2_E7_0D_DEAD_BEEF_i64 & i64::MAX;
+    let secret = 0x5EC2_E70D_DEAD_BEEF_i64 & i64::MAX;
     for v in 1..=7i64 {
         append(
             &mut t,
