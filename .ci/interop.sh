@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --locked --bin hexflow -p hexflow
-cargo build --locked --bin hexflow-bench -p bench
+cargo build --locked --bin hexflow-bench --bin hexflow-lakegen -p bench
 work=$(mktemp -d)
 data="$work/data"
 port=$(( 20000 + RANDOM % 20000 ))
@@ -35,6 +35,19 @@ tail -5 "$work/server.log"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/pip install --quiet --disable-pip-version-check duckdb pyarrow
+.venv/bin/pip install --quiet --disable-pip-version-check duckdb pyarrow polars deltalake datafusion
 .venv/bin/python .ci/interop.py "$data" "$work/report.json"
+# The server's lake through every reader, through the Delta log and as plain Parquet.
+.venv/bin/python .ci/lake_interop.py "$data"
+
+# A generated lake (6 simulated hours of 2,000 devices, one fix per 10 s, shaped as the
+# server writes it), compacted by the operator command, read by every reader again, with
+# the share of row groups a region + time query reads.
+gen="$work/gen"
+./target/debug/hexflow-lakegen --data-dir "$gen" --devices 2000 --hours 6 >"$work/gen.json"
+rows=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['rows'])" "$work/gen.json")
+HEXFLOW__STORAGE__ROW_GROUP_ROWS_MAX=32768 ./target/debug/hexflow lake compact --all --data-dir "$gen" | tail -1
+./target/debug/hexflow lake vacuum --now --data-dir "$gen"
+./target/debug/hexflow lake status --data-dir "$gen"
+.venv/bin/python .ci/lake_interop.py "$gen" --compacted --expect-rows "$rows"
 rm -rf "$work"

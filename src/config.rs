@@ -32,6 +32,8 @@ pub struct Config {
     pub silence: silence::SilenceConfig,
     /// Operator HTTP endpoint (metrics, one device's state).
     pub admin: crate::admin::AdminConfig,
+    /// The Delta tables: commits, vacuum, compaction, retention.
+    pub lake: lake::LakeConfig,
 }
 
 /// `[server]`
@@ -260,6 +262,9 @@ pub enum ConfigError {
     /// A storage setting is out of range (the key is named, relative to `[storage]`).
     #[error("invalid config [storage]: {0}")]
     Storage(storage::ConfigError),
+    /// A `[lake]` setting is out of range.
+    #[error("invalid config [lake]: {0}")]
+    Lake(#[from] lake::LakeConfigError),
     /// A `[silence]` value, policy, group, exemption or calendar is invalid (the error names
     /// the key as `silence.…`, or the calendar file and line).
     #[error("invalid config: {0}")]
@@ -445,6 +450,7 @@ impl Config {
                 "must start with \"date\", then optionally \"hour\" and/or \"h3_r3\", each once",
             ));
         }
+        self.lake.validate()?;
         if let Err(e) = self.storage_config().validate() {
             return Err(ConfigError::Storage(e));
         }
@@ -485,6 +491,7 @@ impl Config {
             zstd_level: s.zstd_level,
             dedup_window_batches: s.dedup_window_batches,
             dedup_devices_max: s.dedup_devices_max,
+            table: self.lake.table_options(),
         }
     }
 

@@ -2,6 +2,8 @@
 //!
 //! * `hexflow serve [--config FILE] [--data-dir DIR] [--listen ADDR]`: runs the service.
 //! * `hexflow token DEVICE_ID [--data-dir DIR]`: prints a device token.
+//! * `hexflow lake status|compact|vacuum|erase --device ID [--config FILE] [--data-dir DIR]`:
+//!   the Delta tables (docs/STORAGE.md).
 //! * `hexflow policy when --policy NAME --last-fix RFC3339 [--device ID] [--days] [--config FILE]`:
 //!   prints when the warning and the expiry fire (`never` when the device is exempt).
 //! * `hexflow calendar check [--config FILE]`: lists the calendars' coverage and status.
@@ -63,6 +65,17 @@ enum Command {
         #[command(subcommand)]
         command: CalendarCommand,
     },
+    /// Inspect and maintain the Delta tables (see docs/STORAGE.md, "Operating the lake").
+    Lake {
+        #[command(subcommand)]
+        command: LakeCommand,
+        /// TOML config file.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides server.data_dir).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +86,30 @@ enum CalendarCommand {
         /// TOML config file (for silence.calendars_dir).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LakeCommand {
+    /// Tables, versions, files, sizes, rows, oldest and newest data.
+    Status,
+    /// Merge small files now (safe while the server runs).
+    Compact {
+        /// Also merge today's files and files younger than lake.compact_min_file_age_ms.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete superseded files past lake.superseded_grace_ms, untracked files and old log.
+    Vacuum {
+        /// Delete superseded files now, without the grace period.
+        #[arg(long)]
+        now: bool,
+    },
+    /// Erase every row of one device (run with the server stopped).
+    Erase {
+        /// Device id, 1..=9223372036854775807.
+        #[arg(long)]
+        device: u64,
     },
 }
 
@@ -121,6 +158,25 @@ fn load_config(
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Lake {
+            command,
+            config,
+            data_dir,
+        } => {
+            let cfg = load_config(config.as_ref(), data_dir, None)?;
+            let now_ms = hexflow::Clock::now_ms(&hexflow::SystemClock);
+            let out = match command {
+                LakeCommand::Status => hexflow::lake_cli::status(&cfg, now_ms)?,
+                LakeCommand::Compact { all } => hexflow::lake_cli::compact(&cfg, all, now_ms)?,
+                LakeCommand::Vacuum { now } => hexflow::lake_cli::vacuum(&cfg, now, now_ms)?,
+                LakeCommand::Erase { device } => {
+                    let device = fix::DeviceId::try_from(device)?;
+                    hexflow::lake_cli::erase(&cfg, device, now_ms)?
+                }
+            };
+            print!("{out}");
+            Ok(())
+        }
         Command::Token {
             device_id,
             data_dir,

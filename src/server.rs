@@ -52,6 +52,15 @@ pub enum ServerError {
     /// The shutdown task panicked or was cancelled before storage shut down.
     #[error("storage shutdown task: {0}")]
     ShutdownTask(#[from] tokio::task::JoinError),
+    /// The lake's positions table could not be opened.
+    #[error("lake: {0}")]
+    Lake(#[from] lake::TableError),
+    /// The Parquet writer properties are invalid (zstd level, row-group size).
+    #[error("parquet writer properties: {0}")]
+    WriterProperties(#[from] parquet::errors::ParquetError),
+    /// The lake's maintenance thread could not be spawned.
+    #[error("lake maintenance thread: {0}")]
+    LakeThread(#[source] std::io::Error),
     /// `storage.h3_resolution` is not an H3 resolution (0..=15).
     #[error("storage.h3_resolution: {0}")]
     H3Resolution(#[from] h3o::error::InvalidResolution),
@@ -87,6 +96,7 @@ pub struct Server {
     endpoint: Endpoint,
     admin: Option<crate::admin::Admin>,
     storage: storage::Storage,
+    lake: Option<lake::maintain::Maintenance>,
     silence: Silence,
     paths: Paths,
     local_addr: SocketAddr,
@@ -142,6 +152,7 @@ impl Server {
         let positions_dir = data_dir.join("positions");
         let (storage, report) = storage::Storage::open(storage_cfg)?;
         info!(?report, "storage opened");
+        let lake = start_lake(cfg, clock.clone())?;
 
         // Before the endpoint, so the snapshot is restored before anything is recorded. The
         // confirm port reaches the endpoint once it runs.
@@ -211,6 +222,7 @@ impl Server {
             endpoint,
             admin,
             storage,
+            lake,
             silence,
             paths,
             local_addr,
@@ -277,12 +289,39 @@ impl Server {
             admin.stop().await;
         }
         self.endpoint.shutdown(self.grace).await;
+        if let Some(lake) = self.lake {
+            // Waits for at most one compaction job; ingest has stopped already.
+            tokio::task::spawn_blocking(move || lake.stop()).await?;
+        }
         let storage = self.storage;
         let report = tokio::task::spawn_blocking(move || storage.shutdown()).await??;
         info!(?report, "storage shut down");
         self.silence.stop();
         Ok(())
     }
+}
+
+/// Starts the lake's background thread (compaction, retention, vacuum of `positions`)
+/// on its own handle of the table: its commits and the writer's never block each other.
+fn start_lake(
+    cfg: &Config,
+    clock: Arc<dyn Clock>,
+) -> Result<Option<lake::maintain::Maintenance>, ServerError> {
+    let table = crate::lake_cli::positions(cfg, clock.now_ms())?;
+    let props = storage::writer::writer_properties(storage::writer::ParquetOptions {
+        zstd_level: cfg.storage.zstd_level,
+        row_group_rows_max: cfg.storage.row_group_rows_max,
+    })?;
+    let tables = vec![lake::maintain::MaintainedTable {
+        table,
+        sort_columns: vec!["h3".into(), "time".into()],
+        props,
+        row_group_rows: cfg.storage.row_group_rows_max as u64,
+        retention_days: cfg.lake.positions_retention_days,
+    }];
+    lake::maintain::Maintenance::spawn(tables, cfg.lake.clone(), clock)
+        .map(Some)
+        .map_err(ServerError::LakeThread)
 }
 
 /// Connects the endpoint to storage.

@@ -11,15 +11,19 @@
 //! * [`baseline`], [`baseline_client`]: the bare-quinn baseline (server side and load).
 //! * [`compare`]: ratio and scale tables from the JSON reports (pure).
 //! * [`folded`]: `perf script` folded into stacks, top symbols, a flame graph (pure).
+//! * [`lakegen`]: `hexflow-lakegen`, a simulated day of positions written straight into
+//!   the `positions` Delta table (no network), for compaction and query measurements.
 //!
-//! Nothing in hexflow depends on this crate; it depends only on `ingest` (wire + client),
-//! plus rustls and rcgen for the baseline's own TLS.
+//! Nothing in hexflow depends on this crate. The load generator depends only on `ingest`
+//! (wire + client), plus rustls and rcgen for the baseline's own TLS; `lakegen` also uses
+//! `storage` and `lake`, to write exactly what the server writes.
 
 pub mod baseline;
 pub mod baseline_client;
 pub mod cli;
 pub mod compare;
 pub mod folded;
+pub mod lakegen;
 pub mod procfs;
 pub mod report;
 pub mod run;

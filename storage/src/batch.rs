@@ -9,19 +9,23 @@
 //! | device_id    | Int64                          | no   | `device_id`              |
 //! | batch_seq    | Int64                          | no   | `batch_seq`              |
 //! | time         | Timestamp(Microsecond, "UTC")  | no   | `time_ms * 1000`         |
-//! | lat          | Float64 (degrees)              | no   | `lat_e7 / 1e7`           |
-//! | lon          | Float64 (degrees)              | no   | `lon_e7 / 1e7`           |
+//! | lat          | Decimal128(9, 7) (degrees)     | no   | `lat_e7`, exact          |
+//! | lon          | Decimal128(10, 7) (degrees)    | no   | `lon_e7`, exact          |
 //! | h3           | Int64 (cell id, < 2^63)        | no   | `h3`                     |
 //! | accuracy_m   | Float32                        | yes  | `accuracy_cm / 100`      |
 //! | altitude_m   | Float32                        | yes  | `altitude_cm / 100`      |
 //! | speed_mps    | Float32                        | yes  | `speed_cmps / 100`       |
 //! | heading_deg  | Float32                        | yes  | `heading_cdeg / 100`     |
 //! | received_at  | Timestamp(Microsecond, "UTC")  | no   | `received_at_ms * 1000`  |
+//!
+//! Coordinates are decimals of exactly the 1e-7 degree integers the device sent (Parquet
+//! `DECIMAL` over `INT32`/`INT64`): every reader shows degrees, nothing is rounded, and the
+//! integers delta-encode far smaller than doubles.
 
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
-    ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
+    ArrayRef, Decimal128Array, Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -32,6 +36,10 @@ use crate::{ABSENT_I32, ABSENT_U32, FixBatch};
 pub const COL_H3: usize = 5;
 /// Column position of `time` in [`schema`].
 pub const COL_TIME: usize = 2;
+/// Decimal type of `lat`: ±90.0000000 needs 9 digits.
+pub const LAT_TYPE: DataType = DataType::Decimal128(9, 7);
+/// Decimal type of `lon`: ±180.0000000 needs 10 digits.
+pub const LON_TYPE: DataType = DataType::Decimal128(10, 7);
 
 fn utc_micros() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -46,8 +54,8 @@ pub fn schema() -> SchemaRef {
                 Field::new("device_id", DataType::Int64, false),
                 Field::new("batch_seq", DataType::Int64, false),
                 Field::new("time", utc_micros(), false),
-                Field::new("lat", DataType::Float64, false),
-                Field::new("lon", DataType::Float64, false),
+                Field::new("lat", LAT_TYPE, false),
+                Field::new("lon", LON_TYPE, false),
                 Field::new("h3", DataType::Int64, false),
                 Field::new("accuracy_m", DataType::Float32, true),
                 Field::new("altitude_m", DataType::Float32, true),
@@ -163,12 +171,18 @@ impl RowBuffer {
                 )
                 .with_timezone("UTC"),
             ),
-            Arc::new(Float64Array::from_iter_values(
-                order.iter().map(|i| f64::from(self.lat_e7[at(i)]) / 1e7),
-            )),
-            Arc::new(Float64Array::from_iter_values(
-                order.iter().map(|i| f64::from(self.lon_e7[at(i)]) / 1e7),
-            )),
+            Arc::new(
+                Decimal128Array::from_iter_values(
+                    order.iter().map(|i| i128::from(self.lat_e7[at(i)])),
+                )
+                .with_precision_and_scale(9, 7)?,
+            ),
+            Arc::new(
+                Decimal128Array::from_iter_values(
+                    order.iter().map(|i| i128::from(self.lon_e7[at(i)])),
+                )
+                .with_precision_and_scale(10, 7)?,
+            ),
             // Valid H3 cells have bit 63 clear, so the cast is lossless.
             Arc::new(Int64Array::from_iter_values(
                 order.iter().map(|i| self.h3[at(i)] as i64),
@@ -244,10 +258,10 @@ mod tests {
         let lat = rb
             .column(3)
             .as_any()
-            .downcast_ref::<Float64Array>()
-            .expect("f64");
-        assert_eq!(lat.value(0), 90.0);
-        assert_eq!(lat.value(1), -12.3456789);
+            .downcast_ref::<Decimal128Array>()
+            .expect("decimal");
+        assert_eq!(lat.value_as_string(0), "90.0000000");
+        assert_eq!(lat.value_as_string(1), "-12.3456789");
         let acc = rb
             .column(6)
             .as_any()

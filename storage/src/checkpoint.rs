@@ -178,6 +178,25 @@ pub fn read(
     Ok(sys::fs::read_optional(fs, &wal_dir.join(FILE_NAME))?.map(|bytes| decode(&bytes)))
 }
 
+/// Rewrites the checkpoint in `wal_dir` without `device`'s dedup window (erasure: the
+/// checkpoint would otherwise still name the device). Returns whether it was there.
+///
+/// # Errors
+/// Reading or writing failed; a corrupt checkpoint is reported as `InvalidData`.
+pub fn forget_device(fs: &dyn Fs, wal_dir: &Path, device: DeviceId) -> io::Result<bool> {
+    let Some(cp) = read(fs, wal_dir)? else {
+        return Ok(false);
+    };
+    let mut cp = cp.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let before = cp.windows.len();
+    cp.windows.retain(|(d, _)| *d != device);
+    if cp.windows.len() == before {
+        return Ok(false);
+    }
+    write(fs, wal_dir, &cp)?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

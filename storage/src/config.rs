@@ -75,6 +75,8 @@ pub struct StorageConfig {
     /// twice that in memory per table, two tables); a new device beyond this is
     /// refused. `1..=1_000_000_000`, default 20,000,000.
     pub dedup_devices_max: usize,
+    /// How the `positions` table commits and checkpoints (from `[lake]`).
+    pub table: lake::TableOptions,
 }
 
 impl Default for StorageConfig {
@@ -98,6 +100,7 @@ impl Default for StorageConfig {
             zstd_level: 3,
             dedup_window_batches: 64,
             dedup_devices_max: 20_000_000,
+            table: lake::TableOptions::default(),
         }
     }
 }

@@ -87,6 +87,21 @@ pub enum OpenError {
     /// The writer thread stopped during replay.
     #[error("the writer thread stopped during WAL replay")]
     WriterStopped,
+    /// The `positions` table could not be opened (or has another layout).
+    #[error("positions table: {0}")]
+    Table(#[source] lake::TableError),
+    /// The checkpoint claims WAL records the table does not hold (their segments may be
+    /// gone): the table or the WAL directory was replaced by hand.
+    #[error(
+        "checkpoint says lsn {checkpoint_lsn} is in Parquet but the positions table only \
+         records {table_lsn}: the table or wal/ directory was changed by hand"
+    )]
+    CheckpointAheadOfTable {
+        /// From `wal/checkpoint`.
+        checkpoint_lsn: u64,
+        /// From the table's txn.
+        table_lsn: u64,
+    },
 }
 
 /// Why [`crate::Storage::submit`] refused a batch (its callback is then

@@ -1,8 +1,9 @@
 //! hexflow storage: everything after a batch is accepted.
 //!
 //! Contract: a batch is acknowledged `Stored` only once its WAL record is
-//! covered by an fsync; every acknowledged fix lands in exactly one published
-//! Parquet file, across crashes (see `docs/STORAGE.md`, "exactly once"). This
+//! covered by an fsync; every acknowledged fix lands in exactly one file of the
+//! `positions` Delta table, added by exactly one commit, across crashes (see
+//! `docs/STORAGE.md`, "exactly once"). This
 //! crate never depends on quinn, tokio or `ingest`, runs on two std threads
 //! (WAL, writer), and bounds every queue and buffer by configuration.
 //!
@@ -88,8 +89,10 @@ pub struct TornTail {
 /// What [`Storage::open`] found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// Checkpoint lsn found (0 = none).
+    /// The last lsn the `positions` table holds (0 = none): records above it are replayed.
     pub checkpoint_lsn: u64,
+    /// Version of the `positions` table at open.
+    pub table_version: u64,
     /// The lsn the next stored batch gets.
     pub next_lsn: u64,
     /// WAL segments read.
@@ -102,9 +105,9 @@ pub struct RecoveryReport {
     pub records_skipped: u64,
     /// Torn tail cut off the last segment, if any.
     pub torn_tail: Option<TornTail>,
-    /// Parquet files of an unfinished flush (from_lsn > checkpoint), deleted.
+    /// Parquet files of a flush whose commit never landed, deleted.
     pub orphan_files_deleted: Vec<PathBuf>,
-    /// Temporary `.part-*.parquet.tmp` files deleted.
+    /// Temporary `.*.tmp` files deleted.
     pub tmp_files_deleted: usize,
     /// Devices in the rebuilt dedup table.
     pub dedup_devices: usize,
@@ -169,31 +172,57 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
     }
 }
 
-/// Deletes `.part-*.parquet.tmp` files and published files with
-/// `from_lsn > checkpoint_lsn` under `dir` (depth bounded by the scheme: 3).
+/// The `txn` application id under which the writer records, in each commit, the last WAL
+/// lsn whose rows the commit completes.
+pub const POSITIONS_WRITER: &str = "hexflow-positions-writer";
+
+/// The `positions` table: its Delta definition under a partition scheme.
+pub fn positions_spec(scheme: PartitionScheme) -> lake::TableSpec {
+    lake::TableSpec {
+        name: "positions".into(),
+        root: "positions".into(),
+        schema: batch::schema(),
+        partition_columns: scheme.columns(),
+    }
+}
+
+/// Deletes temporary files (`.*.tmp`) and flush files the table does not hold whose
+/// `from_lsn` is above `table_lsn` (written by a flush whose commit never landed) under
+/// `dir` (depth bounded by the scheme: 3). Any other file is left alone: it is either in
+/// the table or vacuum's business.
 fn delete_orphans(
     fs: &dyn Fs,
     dir: &Path,
-    checkpoint_lsn: u64,
+    table: &lake::Snapshot,
+    table_lsn: u64,
+    rel: &str,
     depth: usize,
     report: &mut RecoveryReport,
 ) -> Result<(), OpenError> {
     let mut removed = false;
     for entry in fs.list_dir(dir).map_err(io_at(dir))? {
         let path = entry.path;
+        let name = entry.name.as_str();
+        let rel_path = if rel.is_empty() {
+            name.to_string()
+        } else {
+            format!("{rel}/{name}")
+        };
         if entry.is_dir {
             if depth < 3 {
-                delete_orphans(fs, &path, checkpoint_lsn, depth + 1, report)?;
+                delete_orphans(fs, &path, table, table_lsn, &rel_path, depth + 1, report)?;
             }
             continue;
         }
-        let name = entry.name.as_str();
-        if name.starts_with(".part-") && name.ends_with(".parquet.tmp") {
+        if name.starts_with('.') && name.ends_with(".tmp") {
             fs.remove_file(&path).map_err(io_at(&path))?;
             report.tmp_files_deleted += 1;
             removed = true;
         } else if let Some((from_lsn, _)) = partition::parse_part_file_name(name) {
-            if from_lsn > checkpoint_lsn {
+            if rel.ends_with("_delta_log") {
+                continue;
+            }
+            if from_lsn > table_lsn && !table.files.contains_key(&rel_path) {
                 fs.remove_file(&path).map_err(io_at(&path))?;
                 report.orphan_files_deleted.push(path);
                 removed = true;
@@ -379,8 +408,41 @@ impl Storage {
                 });
             }
         };
+        let store: Arc<dyn lake::Store> = Arc::new(lake::FsStore::new(fs.clone(), &data_dir));
+        let table = lake::Table::open(
+            store,
+            positions_spec(cfg.partition),
+            cfg.table,
+            clock.now_ms(),
+        )
+        .map_err(OpenError::Table)?;
+        let table_lsn = table
+            .snapshot()
+            .txn(POSITIONS_WRITER)
+            .map_or(0, |v| u64::try_from(v).unwrap_or(0));
+        if checkpoint.to_lsn > table_lsn {
+            return Err(OpenError::CheckpointAheadOfTable {
+                checkpoint_lsn: checkpoint.to_lsn,
+                table_lsn,
+            });
+        }
+        // The table is the truth about what reached Parquet; the checkpoint only saves
+        // replaying the dedup windows from the start.
+        let checkpoint = checkpoint::Checkpoint {
+            to_lsn: table_lsn,
+            windows: checkpoint.windows,
+        };
         report.checkpoint_lsn = checkpoint.to_lsn;
-        delete_orphans(&*fs, &positions_dir, checkpoint.to_lsn, 0, &mut report)?;
+        report.table_version = table.snapshot().version;
+        delete_orphans(
+            &*fs,
+            &positions_dir,
+            table.snapshot(),
+            table_lsn,
+            "",
+            0,
+            &mut report,
+        )?;
 
         let mut dedup = DedupTable::new(cfg.dedup_window_batches, cfg.dedup_devices_max);
         dedup.load(&checkpoint.windows);
@@ -405,6 +467,8 @@ impl Storage {
             checkpoint_lsn: checkpoint.to_lsn,
             dedup: dedup.clone(),
             stats: stats.clone(),
+            table,
+            clock: clock.clone(),
         };
         let timing = WriterTiming {
             flush_interval_ms: cfg.flush_interval_ms,

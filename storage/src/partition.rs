@@ -28,15 +28,24 @@ pub struct PartitionScheme {
     pub h3_r3: bool,
 }
 
-/// A civil date (proleptic Gregorian, UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Date {
-    /// Year, 1970..=9999 for valid fixes.
-    pub year: i32,
-    /// Month 1..=12.
-    pub month: u8,
-    /// Day 1..=31.
-    pub day: u8,
+pub use lake::time::{Date, date_from_days};
+
+impl PartitionScheme {
+    /// The table's partition columns under this scheme, in path order.
+    pub fn columns(self) -> Vec<lake::PartitionColumn> {
+        let col = |name: &str, kind| lake::PartitionColumn {
+            name: name.into(),
+            kind,
+        };
+        let mut v = vec![col("date", lake::PartitionKind::Date)];
+        if self.hour {
+            v.push(col("hour", lake::PartitionKind::Int));
+        }
+        if self.h3_r3 {
+            v.push(col("h3_r3", lake::PartitionKind::Long));
+        }
+        v
+    }
 }
 
 /// The partition a fix belongs to.
@@ -50,27 +59,8 @@ pub struct PartitionKey {
     pub h3_r3: Option<u64>,
 }
 
-const MS_PER_DAY: i64 = 86_400_000;
+use lake::time::MS_PER_DAY;
 const MS_PER_HOUR: i64 = 3_600_000;
-
-/// The civil date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-pub fn date_from_days(days: i64) -> Date {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = if m <= 2 { y + 1 } else { y };
-    Date {
-        year: i32::try_from(year).unwrap_or(i32::MAX),
-        month: u8::try_from(m).unwrap_or(0),
-        day: u8::try_from(d).unwrap_or(0),
-    }
-}
 
 impl PartitionKey {
     /// The key of a fix at `time_ms` in `h3` under `scheme`.
@@ -97,12 +87,23 @@ impl PartitionKey {
         }
     }
 
+    /// The partition values of the table's `add` actions: `date` as `YYYY-MM-DD`,
+    /// `hour` and `h3_r3` as decimal integers (the same values the path spells).
+    pub fn partition_values(&self) -> lake::log::StringMap {
+        let mut m = lake::log::StringMap::new();
+        m.insert("date".into(), Some(self.date.to_string()));
+        if let Some(h) = self.hour {
+            m.insert("hour".into(), Some(h.to_string()));
+        }
+        if let Some(c) = self.h3_r3 {
+            m.insert("h3_r3".into(), Some(c.to_string()));
+        }
+        m
+    }
+
     /// The directory of this partition relative to `<data>/positions`.
     pub fn rel_path(&self) -> PathBuf {
-        let mut path = PathBuf::from(format!(
-            "date={:04}-{:02}-{:02}",
-            self.date.year, self.date.month, self.date.day
-        ));
+        let mut path = PathBuf::from(format!("date={}", self.date));
         if let Some(hour) = self.hour {
             path.push(format!("hour={hour:02}"));
         }
@@ -115,17 +116,7 @@ impl PartitionKey {
     /// Parses a relative path written by [`PartitionKey::rel_path`].
     pub fn parse(rel: &str) -> Option<PartitionKey> {
         let mut parts = rel.split('/').filter(|p| !p.is_empty());
-        let date = parts.next()?.strip_prefix("date=")?;
-        let (y, rest) = date.split_once('-')?;
-        let (m, d) = rest.split_once('-')?;
-        if y.len() != 4 || m.len() != 2 || d.len() != 2 {
-            return None;
-        }
-        let date = Date {
-            year: y.parse().ok()?,
-            month: m.parse().ok()?,
-            day: d.parse().ok()?,
-        };
+        let date = Date::parse(parts.next()?.strip_prefix("date=")?)?;
         let mut key = PartitionKey {
             date,
             hour: None,

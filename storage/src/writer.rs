@@ -3,15 +3,17 @@
 //! Contract:
 //! - [`encode_parquet`] / [`write_parquet`] are synchronous encoders with no
 //!   side effect beyond the given sink.
-//! - A flush publishes, for every buffered partition, exactly one file
+//! - A flush writes, for every buffered partition, exactly one file
 //!   `<partition>/part-<from_lsn:020>-<to_lsn:020>.parquet` holding every
-//!   buffered row of that partition sorted by `(h3, time)`; it writes
-//!   `.part-….parquet.tmp`, fsyncs it, renames it, fsyncs the directory (and
-//!   the parent of every directory it creates), and only then writes the
-//!   checkpoint `to_lsn`. A failed flush keeps the buffer unchanged, so the
-//!   retry writes the same names with the same content; the writer accepts no
-//!   new batch until the flush succeeds (that backpressure reaches the WAL
-//!   thread, then `submit`).
+//!   buffered row of that partition sorted by `(h3, time)` (temporary name,
+//!   fsync, rename, fsync of the directory and of the parent of every directory
+//!   it creates), then adds all of them to the `positions` Delta table in ONE
+//!   commit that also records `txn(POSITIONS_WRITER, to_lsn)`, and only then
+//!   writes the checkpoint `to_lsn`. A failed flush keeps the buffer unchanged,
+//!   so the retry writes the same names with the same content, and a commit that
+//!   landed although it reported a failure is recognised by its txn and not
+//!   repeated; the writer accepts no new batch until the flush succeeds (that
+//!   backpressure reaches the WAL thread, then `submit`).
 //! - Buffered rows never exceed `flush_rows_max`: a batch that would cross it
 //!   triggers a flush first.
 //! - Never deletes a WAL segment holding a record above the checkpoint.
@@ -40,7 +42,7 @@ use sys::Clock;
 use crate::batch::{COL_H3, COL_TIME, RowBuffer};
 use crate::checkpoint::{self, Checkpoint};
 use crate::dedup::DedupTable;
-use crate::partition::{PartitionKey, PartitionScheme, part_file_name, tmp_file_name};
+use crate::partition::{PartitionKey, PartitionScheme, part_file_name};
 use crate::stats::Stats;
 use crate::wait::{Recv, deadline_after_ms, recv_before, sleep_ms};
 use crate::wal::list_segments;
@@ -141,6 +143,9 @@ pub enum FlushError {
     /// Arrow rejected the columns (a bug).
     #[error("arrow batch: {0}")]
     Arrow(#[from] ArrowError),
+    /// Writing a data file or committing it to the table failed.
+    #[error("positions table: {0}")]
+    Table(#[from] lake::TableError),
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FlushError + '_ {
@@ -251,7 +256,6 @@ pub struct FlushOutcome {
 }
 
 /// Buffers rows per partition and flushes them to Parquet.
-#[derive(Debug)]
 pub(crate) struct Writer {
     pub(crate) fs: Arc<dyn Fs>,
     pub(crate) positions_dir: PathBuf,
@@ -267,6 +271,18 @@ pub(crate) struct Writer {
     pub(crate) checkpoint_lsn: u64,
     pub(crate) dedup: DedupTable,
     pub(crate) stats: Arc<Stats>,
+    pub(crate) table: lake::Table,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("positions_dir", &self.positions_dir)
+            .field("rows", &self.rows)
+            .field("checkpoint_lsn", &self.checkpoint_lsn)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Writer {
@@ -290,8 +306,9 @@ impl Writer {
         self.to_lsn = lsn;
     }
 
-    /// Publishes every buffered partition, then the checkpoint, then deletes
-    /// covered WAL segments. Keeps the buffer when anything fails.
+    /// Writes every buffered partition's file, commits them to the `positions` table in
+    /// one commit (with `txn(POSITIONS_WRITER, to_lsn)`), then writes the checkpoint,
+    /// then deletes covered WAL segments. Keeps the buffer when anything fails.
     pub(crate) fn flush(&mut self) -> Result<FlushOutcome, FlushError> {
         let Some(from_lsn) = self.from_lsn else {
             return Ok(FlushOutcome {
@@ -300,29 +317,34 @@ impl Writer {
             });
         };
         let to_lsn = self.to_lsn;
+        let now_ms = self.clock.now_ms();
         let mut outcome = FlushOutcome::default();
+        let props = writer_properties(self.parquet).map_err(|source| FlushError::Parquet {
+            path: self.positions_dir.clone(),
+            source,
+        })?;
+        let mut adds = Vec::with_capacity(self.partitions.len());
         for (key, rows) in &self.partitions {
             let rel = key.rel_path();
             let batch = rows.to_record_batch(&rows.sort_order())?;
-            debug_assert_eq!(
-                format!(".{}.tmp", part_file_name(from_lsn, to_lsn)),
-                tmp_file_name(from_lsn, to_lsn)
-            );
-            let path = publish_parquet(
-                &*self.fs,
-                &self.positions_dir,
-                &rel,
+            let add = self.table.write_file(
+                &rel.to_string_lossy(),
                 &part_file_name(from_lsn, to_lsn),
-                batch.schema(),
+                key.partition_values(),
                 [Ok(batch)],
-                writer_properties(self.parquet).map_err(|source| FlushError::Parquet {
-                    path: self.positions_dir.join(&rel),
-                    source,
-                })?,
+                props.clone(),
+                true,
+                now_ms,
             )?;
             outcome.rows += rows.len() as u64;
-            outcome.files.push(path);
+            outcome.files.push(self.positions_dir.join(&add.path));
+            adds.push(add);
         }
+        let lsn = i64::try_from(to_lsn).unwrap_or(i64::MAX);
+        self.table.commit(
+            lake::Commit::append(adds).with_txn(crate::POSITIONS_WRITER, lsn),
+            now_ms,
+        )?;
         let cp = Checkpoint {
             to_lsn,
             windows: self.dedup.snapshot(),

@@ -89,7 +89,10 @@ fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     for entry in fs::read_dir(dir).expect("read_dir") {
         let path = entry.expect("entry").path();
         if path.is_dir() {
-            out.extend(parquet_files(&path));
+            // The Delta log's checkpoints are Parquet too, but not data.
+            if !path.ends_with("_delta_log") {
+                out.extend(parquet_files(&path));
+            }
         } else if path.extension().is_some_and(|e| e == "parquet") {
             out.push(path);
         }

@@ -103,11 +103,41 @@ fn is_ack(o: &Option<Outcome>) -> bool {
     matches!(o, Some(Ok(Committed::Stored { .. } | Committed::Duplicate)))
 }
 
-/// (device, seq, time_us) -> occurrences, over every Parquet file; panics on
-/// an unreadable file.
+/// The data files under `positions/` (not the Delta log): what a reader that ignores
+/// the log sees.
+fn data_files(fs: &SimFs, dir: &Path) -> Vec<PathBuf> {
+    let positions = dir.join("positions");
+    fs.files_under(&positions)
+        .into_iter()
+        .filter(|p| !p.starts_with(positions.join("_delta_log")))
+        .collect()
+}
+
+/// (device, seq, time_us) -> occurrences, over the live files of the `positions` table;
+/// panics on an unreadable file, and when a reader that ignores the log would see other
+/// files than the table holds.
 fn read_parquet(fs: &SimFs, dir: &Path) -> BTreeMap<(i64, i64, i64), usize> {
+    let store: Arc<dyn lake::Store> = Arc::new(lake::FsStore::new(Arc::new(fs.clone()), dir));
+    let table = lake::Table::open(
+        store,
+        storage::positions_spec(Default::default()),
+        lake::TableOptions::default(),
+        0,
+    )
+    .expect("the positions table opens");
+    let live: Vec<PathBuf> = table
+        .snapshot()
+        .files
+        .keys()
+        .map(|p| dir.join("positions").join(p))
+        .collect();
+    assert_eq!(
+        data_files(fs, dir),
+        live,
+        "a reader that ignores the log sees other files than the table"
+    );
     let mut rows = BTreeMap::new();
-    for path in fs.files_under(&dir.join("positions")) {
+    for path in live {
         let bytes = bytes::Bytes::from(fs.read(&path).expect("read"));
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .unwrap_or_else(|e| panic!("{} unreadable: {e}", path.display()))
@@ -382,7 +412,7 @@ fn parquet_disk_full_retries_the_flush_and_loses_nothing() {
     storage.shutdown().expect("shutdown");
     assert_eq!(read_parquet(&fs, &data_dir()), expected(&batches));
     assert!(
-        fs.files_under(&positions)
+        data_files(&fs, &data_dir())
             .iter()
             .all(|p| p.extension().is_some_and(|e| e == "parquet")),
         "a failed attempt left a temporary file"
@@ -431,7 +461,8 @@ fn failed_wal_fsync_is_fatal_never_retried_never_acked() {
 }
 
 /// Two fresh data directories holding the same WAL segments replay to
-/// byte-identical Parquet files (same names, same bytes).
+/// byte-identical Parquet data files (same names, same bytes; the Delta log differs
+/// only in the table id and the commit times).
 #[test]
 fn replaying_the_same_wal_twice_is_byte_identical() {
     let images: Vec<SimFs> = (0..2).map(|_| SimFs::new()).collect();
@@ -448,8 +479,7 @@ fn replaying_the_same_wal_twice_is_byte_identical() {
         let (storage, report) = Storage::open_with_fs(cfg, Arc::new(fs.clone())).expect("open");
         assert_eq!(report.records_replayed, 24);
         storage.shutdown().expect("shutdown");
-        let tree: Vec<(PathBuf, Vec<u8>)> = fs
-            .files_under(&data_dir().join("positions"))
+        let tree: Vec<(PathBuf, Vec<u8>)> = data_files(fs, &data_dir())
             .into_iter()
             .map(|p| {
                 let bytes = fs.read(&p).expect("read");

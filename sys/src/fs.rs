@@ -112,6 +112,18 @@ pub trait Fs: Send + Sync + Debug {
     /// # Errors
     /// Any IO failure.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Gives the file `from` a second name `to`, failing with `AlreadyExists`
+    /// when `to` exists: the atomic "publish if absent" of a finished file (a
+    /// table commit). Not durable until the directory is synced.
+    ///
+    /// # Errors
+    /// `AlreadyExists` when `to` exists, any other IO failure.
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Size and modification time of a file (read-only, not counted as an operation).
+    ///
+    /// # Errors
+    /// Any IO failure (`NotFound` when absent).
+    fn metadata(&self, path: &Path) -> io::Result<FileMeta>;
     /// Takes an exclusive advisory lock on the file `path` (created if missing), held until
     /// the returned guard is dropped or the process ends. Never blocks.
     ///
@@ -119,6 +131,15 @@ pub trait Fs: Send + Sync + Debug {
     /// [`io::ErrorKind::WouldBlock`] when another holder (another process, or another guard
     /// in this one) has it; any IO failure creating the file.
     fn lock_exclusive(&self, path: &Path) -> io::Result<FsLock>;
+}
+
+/// What [`Fs::metadata`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMeta {
+    /// Length in bytes.
+    pub len: u64,
+    /// Last modification, Unix milliseconds.
+    pub modified_ms: i64,
 }
 
 /// An exclusive lock taken with [`Fs::lock_exclusive`]; dropping it releases the lock.
@@ -223,6 +244,20 @@ impl Fs for RealFs {
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::hard_link(from, to)
+    }
+    fn metadata(&self, path: &Path) -> io::Result<FileMeta> {
+        let m = fs::metadata(path)?;
+        let modified_ms = m
+            .modified()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        Ok(FileMeta {
+            len: m.len(),
+            modified_ms,
+        })
     }
     fn lock_exclusive(&self, path: &Path) -> io::Result<FsLock> {
         let file = OpenOptions::new()

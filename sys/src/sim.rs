@@ -2,7 +2,7 @@
 //!
 //! Contract: deterministic (no clock, no real IO, randomness only from the
 //! seed given to [`SimFs::crash_image`]). It counts every mutating operation
-//! (create, write, fsync, set_len, rename, remove, mkdir, directory fsync) and
+//! (create, write, fsync, set_len, rename, hard link, remove, mkdir, directory fsync) and
 //! can, at operation `N`:
 //! - **crash** ([`SimFs::crash_at_op`]): operation `N` and every later one
 //!   fail with `EIO` (the process is "dead"; reads still work so the test can
@@ -31,13 +31,15 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::fs::{DirEntry, Fs, FsFile, FsLock};
+use crate::fs::{DirEntry, FileMeta, Fs, FsFile, FsLock};
 
 /// Kinds of mutating operations, for targeted faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpKind {
     /// `create`/`open_write`.
     Create,
+    /// `hard_link`.
+    Link,
     /// `write_all_at`.
     Write,
     /// `sync_data`/`sync_all` of a file.
@@ -82,6 +84,8 @@ struct Inode {
     durable: Vec<u8>,
     /// Only appends (and syncs) since the last sync: a torn image is a prefix.
     append_only: bool,
+    /// Simulated wall time of the last create/write (see [`SimFs::set_now_ms`]).
+    modified_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +108,7 @@ struct State {
     fail_at: Option<(u64, i32)>,
     path_faults: Vec<PathFault>,
     capacity_bytes: Option<u64>,
+    now_ms: i64,
     /// Paths locked by a live [`FsLock`] (locks are process state: not in crash images).
     locked: std::collections::BTreeSet<PathBuf>,
 }
@@ -243,7 +248,9 @@ impl FsFile for SimFile {
                 full = true;
             }
         }
+        let now_ms = s.now_ms;
         let inode = &mut s.inodes[self.inode];
+        inode.modified_ms = now_ms;
         if offset != old_len {
             inode.append_only = false;
         }
@@ -338,6 +345,12 @@ impl SimFs {
         self.lock().capacity_bytes = capacity;
     }
 
+    /// Sets the simulated wall time stamped on files created or written from now on
+    /// (what [`Fs::metadata`] reports as `modified_ms`). Default 0.
+    pub fn set_now_ms(&self, now_ms: i64) {
+        self.lock().now_ms = now_ms;
+    }
+
     /// Total bytes of all files.
     pub fn used_bytes(&self) -> u64 {
         self.lock().used_bytes()
@@ -412,6 +425,7 @@ impl SimFs {
                         durable: data.clone(),
                         data,
                         append_only: true,
+                        modified_ms: old.modified_ms,
                     });
                     Node::File(inodes.len() - 1)
                 }
@@ -492,8 +506,10 @@ impl Fs for SimFs {
             }
             Some(Node::Dir) => return Err(err(libc::EISDIR)),
             None => {
+                let modified_ms = s.now_ms;
                 s.inodes.push(Inode {
                     append_only: true,
+                    modified_ms,
                     ..Inode::default()
                 });
                 let i = s.inodes.len() - 1;
@@ -577,6 +593,31 @@ impl Fs for SimFs {
         *durable_names = names.clone();
         meta_log.clear();
         Ok(())
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        s.begin(OpKind::Link, to)?;
+        s.parent_exists(to)?;
+        let node = match s.names.get(from) {
+            Some(&Node::File(i)) => Node::File(i),
+            _ => return Err(io::Error::from(io::ErrorKind::NotFound)),
+        };
+        if s.names.contains_key(to) {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        s.link(to, node);
+        Ok(())
+    }
+    fn metadata(&self, path: &Path) -> io::Result<FileMeta> {
+        let s = self.lock();
+        match s.names.get(path) {
+            Some(Node::File(i)) => Ok(FileMeta {
+                len: s.inodes[*i].data.len() as u64,
+                modified_ms: s.inodes[*i].modified_ms,
+            }),
+            Some(Node::Dir) => Err(err(libc::EISDIR)),
+            None => Err(io::Error::from(io::ErrorKind::NotFound)),
+        }
     }
 }
 

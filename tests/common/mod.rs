@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Decimal128Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use hexflow::config::Config;
 use hexflow::server::Server;
 use sys::Clock;
@@ -72,10 +72,35 @@ pub struct Row {
     pub h3: i64,
 }
 
-/// Reads every Parquet file under `<data_dir>/positions`, checking the column types.
+/// The live files of the `positions` Delta table, checking that a reader that ignores the
+/// log (a glob over `positions/**/*.parquet`) sees exactly them.
+pub fn positions_table_files(data_dir: &Path) -> Vec<PathBuf> {
+    let store: Arc<dyn lake::Store> =
+        Arc::new(lake::FsStore::new(Arc::new(sys::fs::RealFs), data_dir));
+    let table = lake::Table::open(
+        store,
+        storage::positions_spec(Default::default()),
+        lake::TableOptions::default(),
+        0,
+    )
+    .expect("the positions table opens");
+    let live: Vec<PathBuf> = table
+        .snapshot()
+        .files
+        .keys()
+        .map(|p| data_dir.join("positions").join(p))
+        .collect();
+    let mut plain = Vec::new();
+    collect_parquet(&data_dir.join("positions"), &mut plain);
+    plain.sort();
+    assert_eq!(plain, live, "the plain Parquet view differs from the table");
+    live
+}
+
+/// Reads every file of the `positions` table (which are exactly the Parquet files under
+/// `<data_dir>/positions`), checking the column types.
 pub fn read_positions(data_dir: &Path) -> Vec<Row> {
-    let mut files = Vec::new();
-    collect_parquet(&data_dir.join("positions"), &mut files);
+    let files = positions_table_files(data_dir);
     let mut rows = Vec::new();
     for f in files {
         let file = std::fs::File::open(&f).unwrap();
@@ -98,8 +123,10 @@ pub fn read_positions(data_dir: &Path) -> Vec<Row> {
             let dev = col("device_id").as_primitive::<Int64Type>();
             let seq = col("batch_seq").as_primitive::<Int64Type>();
             let time = col("time").as_primitive::<TimestampMicrosecondType>();
-            let lat = col("lat").as_primitive::<Float64Type>();
-            let lon = col("lon").as_primitive::<Float64Type>();
+            assert_eq!(col("lat").data_type(), &DataType::Decimal128(9, 7));
+            assert_eq!(col("lon").data_type(), &DataType::Decimal128(10, 7));
+            let lat = col("lat").as_primitive::<Decimal128Type>();
+            let lon = col("lon").as_primitive::<Decimal128Type>();
             let h3 = col("h3").as_primitive::<Int64Type>();
             assert_eq!(h3.null_count(), 0);
             for i in 0..batch.num_rows() {
@@ -107,8 +134,8 @@ pub fn read_positions(data_dir: &Path) -> Vec<Row> {
                     device_id: dev.value(i),
                     batch_seq: seq.value(i),
                     time_us: time.value(i),
-                    lat: lat.value(i),
-                    lon: lon.value(i),
+                    lat: lat.value(i) as f64 / 1e7,
+                    lon: lon.value(i) as f64 / 1e7,
                     h3: h3.value(i),
                 });
             }
@@ -124,7 +151,10 @@ fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in rd {
         let p = e.unwrap().path();
         if p.is_dir() {
-            collect_parquet(&p, out);
+            // Delta checkpoints are Parquet too, but not data.
+            if !p.ends_with("_delta_log") {
+                collect_parquet(&p, out);
+            }
         } else if p.extension().is_some_and(|x| x == "parquet") {
             out.push(p);
         }
