@@ -23,9 +23,13 @@ pub enum LakeCliError {
     /// A table operation failed.
     #[error(transparent)]
     Table(#[from] TableError),
+    /// Opening storage (to flush the WAL into the table) before an erasure failed; a
+    /// running server holds the data directory's lock and refuses it with `Locked`.
+    #[error("opening storage before the erasure: {0}")]
+    StorageOpen(#[from] storage::OpenError),
     /// Flushing the WAL into the table before an erasure failed.
     #[error("flushing the WAL before the erasure: {0}")]
-    Storage(String),
+    StorageShutdown(#[from] storage::ShutdownError),
     /// Rewriting the WAL checkpoint failed.
     #[error("rewriting the WAL checkpoint: {0}")]
     Checkpoint(std::io::Error),
@@ -218,10 +222,8 @@ pub fn vacuum(cfg: &Config, now: bool, now_ms: i64) -> Result<String, LakeCliErr
 /// # Errors
 /// See [`LakeCliError`].
 pub fn erase(cfg: &Config, device: fix::DeviceId, now_ms: i64) -> Result<String, LakeCliError> {
-    let (st, _) = storage::Storage::open(cfg.storage_config())
-        .map_err(|e| LakeCliError::Storage(e.to_string()))?;
-    st.shutdown()
-        .map_err(|e| LakeCliError::Storage(e.to_string()))?;
+    let (st, _) = storage::Storage::open(cfg.storage_config())?;
+    st.shutdown()?;
     let mut t = positions(cfg, now_ms)?;
     let prefix = format!("erase-{:020}-{}", t.snapshot().version, std::process::id());
     let r = t.erase_rows(
