@@ -253,6 +253,166 @@ fn lock_data_dir(fs: &dyn Fs, data_dir: &Path) -> Result<sys::fs::FsLock, OpenEr
     })
 }
 
+/// Reads the checkpoint and opens the positions table; the table, not the checkpoint, is
+/// the truth about what reached Parquet. Deletes Parquet files of flushes whose commit never
+/// landed (orphans).
+fn recover_table(
+    cfg: &StorageConfig,
+    fs: &Arc<dyn Fs>,
+    clock: &dyn Clock,
+    report: &mut RecoveryReport,
+) -> Result<(checkpoint::Checkpoint, lake::Table), OpenError> {
+    let wal_dir = cfg.data_dir.join("wal");
+    let checkpoint = match checkpoint::read(&**fs, &wal_dir).map_err(io_at(&wal_dir))? {
+        None => checkpoint::Checkpoint::default(),
+        Some(Ok(cp)) => cp,
+        Some(Err(source)) => {
+            return Err(OpenError::Checkpoint {
+                path: wal_dir.join(checkpoint::FILE_NAME),
+                source,
+            });
+        }
+    };
+    let store: Arc<dyn lake::Store> = Arc::new(lake::FsStore::new(fs.clone(), &cfg.data_dir));
+    let table = lake::Table::open(
+        store,
+        positions_spec(cfg.partition),
+        cfg.table,
+        clock.now_ms(),
+    )
+    .map_err(OpenError::Table)?;
+    let table_lsn = table
+        .snapshot()
+        .txn(POSITIONS_WRITER)
+        .map_or(0, |v| u64::try_from(v).unwrap_or(0));
+    if checkpoint.to_lsn > table_lsn {
+        return Err(OpenError::CheckpointAheadOfTable {
+            checkpoint_lsn: checkpoint.to_lsn,
+            table_lsn,
+        });
+    }
+    // The checkpoint only saves replaying the dedup windows from the start.
+    let checkpoint = checkpoint::Checkpoint {
+        to_lsn: table_lsn,
+        windows: checkpoint.windows,
+    };
+    report.checkpoint_lsn = checkpoint.to_lsn;
+    report.table_version = table.snapshot().version;
+    let positions_dir = cfg.data_dir.join("positions");
+    delete_orphans(
+        &**fs,
+        &positions_dir,
+        table.snapshot(),
+        table_lsn,
+        "",
+        0,
+        report,
+    )?;
+    Ok((checkpoint, table))
+}
+
+/// The running writer thread while `open_with` is still replaying: its channel, stop flag
+/// and handle.
+struct StartedWriter {
+    tx: Sender<WriterMsg>,
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<WriterExit>,
+}
+
+impl StartedWriter {
+    /// Stops the writer without flushing (open failed) and returns `e`.
+    fn abort(self, e: OpenError) -> OpenError {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.tx.send(WriterMsg::Abandon);
+        let _ = self.handle.join();
+        e
+    }
+}
+
+/// Spawns the writer thread (Parquet, Delta commits, checkpoints) over `table`.
+fn start_writer(
+    cfg: &StorageConfig,
+    fs: &Arc<dyn Fs>,
+    clock: &Arc<dyn Clock>,
+    checkpoint: &checkpoint::Checkpoint,
+    table: lake::Table,
+    dedup: &DedupTable,
+    stats: &Arc<Stats>,
+) -> Result<StartedWriter, OpenError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = crossbeam_channel::bounded(cfg.writer_queue_batches_max);
+    let writer = Writer {
+        fs: fs.clone(),
+        positions_dir: cfg.data_dir.join("positions"),
+        wal_dir: cfg.data_dir.join("wal"),
+        scheme: cfg.partition,
+        resolution: cfg.resolution(),
+        parquet: ParquetOptions {
+            zstd_level: cfg.zstd_level,
+            row_group_rows_max: cfg.row_group_rows_max,
+        },
+        flush_rows_max: cfg.flush_rows_max,
+        partitions: BTreeMap::new(),
+        rows: 0,
+        from_lsn: None,
+        to_lsn: checkpoint.to_lsn,
+        checkpoint_lsn: checkpoint.to_lsn,
+        dedup: dedup.clone(),
+        stats: stats.clone(),
+        table,
+        clock: clock.clone(),
+    };
+    let timing = WriterTiming {
+        flush_interval_ms: cfg.flush_interval_ms,
+        flush_retry_ms: cfg.flush_retry_ms,
+        shutdown_flush_attempts: cfg.shutdown_flush_attempts,
+    };
+    let thread_stop = stop.clone();
+    let writer_clock = clock.clone();
+    let handle = spawn("writer", move || {
+        writer.run(rx, timing, thread_stop, writer_clock)
+    })?;
+    Ok(StartedWriter { tx, stop, handle })
+}
+
+/// Opens the WAL's next segment at `next_lsn` and spawns the WAL thread (group commit,
+/// dedup, acks); returns the submit queue's sender and the thread.
+fn start_wal(
+    cfg: &StorageConfig,
+    fs: &Arc<dyn Fs>,
+    clock: Arc<dyn Clock>,
+    dedup: DedupTable,
+    next_lsn: u64,
+    writer: &StartedWriter,
+    stats: &Arc<Stats>,
+) -> Result<(Sender<WalMsg>, JoinHandle<WalExit>), OpenError> {
+    let wal_dir = cfg.data_dir.join("wal");
+    let sink = FileSink::create(fs.clone(), &wal_dir, next_lsn, cfg.wal_fsync).map_err(|e| {
+        OpenError::Io {
+            path: wal_dir,
+            source: e,
+        }
+    })?;
+    let gc = GroupCommit::new(
+        sink,
+        dedup,
+        next_lsn,
+        cfg.wal_segment_bytes_max,
+        cfg.dedup_devices_max,
+        stats.clone(),
+    );
+    let limits = GroupLimits {
+        bytes_max: cfg.wal_group_commit_bytes_max,
+        delay_us: cfg.wal_group_commit_delay_us,
+    };
+    let (tx, rx) = crossbeam_channel::bounded(cfg.queue_batches_max);
+    let wal_writer_tx = writer.tx.clone();
+    let handle = spawn("wal", move || {
+        commit::run(gc, rx, wal_writer_tx, limits, &*clock)
+    })?;
+    Ok((tx, handle))
+}
+
 fn spawn<T: Send + 'static>(
     name: &'static str,
     f: impl FnOnce() -> T + Send + 'static,
@@ -395,146 +555,31 @@ impl Storage {
                 .map_err(io_at(&data_dir))?;
         }
         let wal_dir = data_dir.join("wal");
-        let positions_dir = data_dir.join("positions");
         let mut report = RecoveryReport::default();
-
-        let checkpoint = match checkpoint::read(&*fs, &wal_dir).map_err(io_at(&wal_dir))? {
-            None => checkpoint::Checkpoint::default(),
-            Some(Ok(cp)) => cp,
-            Some(Err(source)) => {
-                return Err(OpenError::Checkpoint {
-                    path: wal_dir.join(checkpoint::FILE_NAME),
-                    source,
-                });
-            }
-        };
-        let store: Arc<dyn lake::Store> = Arc::new(lake::FsStore::new(fs.clone(), &data_dir));
-        let table = lake::Table::open(
-            store,
-            positions_spec(cfg.partition),
-            cfg.table,
-            clock.now_ms(),
-        )
-        .map_err(OpenError::Table)?;
-        let table_lsn = table
-            .snapshot()
-            .txn(POSITIONS_WRITER)
-            .map_or(0, |v| u64::try_from(v).unwrap_or(0));
-        if checkpoint.to_lsn > table_lsn {
-            return Err(OpenError::CheckpointAheadOfTable {
-                checkpoint_lsn: checkpoint.to_lsn,
-                table_lsn,
-            });
-        }
-        // The table is the truth about what reached Parquet; the checkpoint only saves
-        // replaying the dedup windows from the start.
-        let checkpoint = checkpoint::Checkpoint {
-            to_lsn: table_lsn,
-            windows: checkpoint.windows,
-        };
-        report.checkpoint_lsn = checkpoint.to_lsn;
-        report.table_version = table.snapshot().version;
-        delete_orphans(
-            &*fs,
-            &positions_dir,
-            table.snapshot(),
-            table_lsn,
-            "",
-            0,
-            &mut report,
-        )?;
+        let (checkpoint, table) = recover_table(&cfg, &fs, &*clock, &mut report)?;
 
         let mut dedup = DedupTable::new(cfg.dedup_window_batches, cfg.dedup_devices_max);
         dedup.load(&checkpoint.windows);
         let stats = Arc::new(Stats::default());
-        let writer_stop = Arc::new(AtomicBool::new(false));
-        let (writer_tx, writer_rx) = crossbeam_channel::bounded(cfg.writer_queue_batches_max);
-        let writer = Writer {
-            fs: fs.clone(),
-            positions_dir,
-            wal_dir: wal_dir.clone(),
-            scheme: cfg.partition,
-            resolution: cfg.resolution(),
-            parquet: ParquetOptions {
-                zstd_level: cfg.zstd_level,
-                row_group_rows_max: cfg.row_group_rows_max,
-            },
-            flush_rows_max: cfg.flush_rows_max,
-            partitions: BTreeMap::new(),
-            rows: 0,
-            from_lsn: None,
-            to_lsn: checkpoint.to_lsn,
-            checkpoint_lsn: checkpoint.to_lsn,
-            dedup: dedup.clone(),
-            stats: stats.clone(),
-            table,
-            clock: clock.clone(),
-        };
-        let timing = WriterTiming {
-            flush_interval_ms: cfg.flush_interval_ms,
-            flush_retry_ms: cfg.flush_retry_ms,
-            shutdown_flush_attempts: cfg.shutdown_flush_attempts,
-        };
-        let stop = writer_stop.clone();
-        let writer_clock = clock.clone();
-        let writer_handle = spawn("writer", move || {
-            writer.run(writer_rx, timing, stop, writer_clock)
-        })?;
-        let abort_writer = |writer_tx: &Sender<WriterMsg>, handle: JoinHandle<WriterExit>| {
-            writer_stop.store(true, Ordering::Release);
-            let _ = writer_tx.send(WriterMsg::Abandon);
-            let _ = handle.join();
-        };
+        let writer = start_writer(&cfg, &fs, &clock, &checkpoint, table, &dedup, &stats)?;
 
+        // From here on, a failure stops the writer before returning.
         let next_lsn = match replay(
             &*fs,
             &wal_dir,
             checkpoint.to_lsn,
             &mut dedup,
-            &writer_tx,
+            &writer.tx,
             &mut report,
         ) {
             Ok(next) => next,
-            Err(e) => {
-                abort_writer(&writer_tx, writer_handle);
-                return Err(e);
-            }
+            Err(e) => return Err(writer.abort(e)),
         };
         report.next_lsn = next_lsn;
         report.dedup_devices = dedup.len();
-
-        let sink = match FileSink::create(fs.clone(), &wal_dir, next_lsn, cfg.wal_fsync) {
-            Ok(sink) => sink,
-            Err(e) => {
-                abort_writer(&writer_tx, writer_handle);
-                return Err(OpenError::Io {
-                    path: wal_dir,
-                    source: e,
-                });
-            }
-        };
-        let gc = GroupCommit::new(
-            sink,
-            dedup,
-            next_lsn,
-            cfg.wal_segment_bytes_max,
-            cfg.dedup_devices_max,
-            stats.clone(),
-        );
-        let limits = GroupLimits {
-            bytes_max: cfg.wal_group_commit_bytes_max,
-            delay_us: cfg.wal_group_commit_delay_us,
-        };
-        let (tx, rx) = crossbeam_channel::bounded(cfg.queue_batches_max);
-        let wal_writer_tx = writer_tx.clone();
-        let wal_handle = match spawn("wal", move || {
-            commit::run(gc, rx, wal_writer_tx, limits, &*clock)
-        }) {
-            Ok(h) => h,
-            Err(e) => {
-                abort_writer(&writer_tx, writer_handle);
-                return Err(e);
-            }
+        let (tx, wal_handle) = match start_wal(&cfg, &fs, clock, dedup, next_lsn, &writer, &stats) {
+            Ok(started) => started,
+            Err(e) => return Err(writer.abort(e)),
         };
         if !cfg.wal_fsync {
             tracing::warn!(
@@ -545,13 +590,13 @@ impl Storage {
             inner: Arc::new(Inner {
                 lock: Mutex::new(Some(lock)),
                 tx,
-                writer_tx,
+                writer_tx: writer.tx,
                 shutting_down: AtomicBool::new(false),
-                writer_stop,
+                writer_stop: writer.stop,
                 stats,
                 threads: Mutex::new(Some(Threads {
                     wal: wal_handle,
-                    writer: writer_handle,
+                    writer: writer.handle,
                 })),
                 fs,
                 wal_dir,
