@@ -8,7 +8,7 @@
 //! every buffered row to Parquet and checkpoints the WAL, the scanner stops.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -61,6 +61,9 @@ pub enum ServerError {
     /// The lake's maintenance thread could not be spawned.
     #[error("lake maintenance thread: {0}")]
     LakeThread(#[source] std::io::Error),
+    /// The endpoint's bound address could not be read back from its socket.
+    #[error("reading the endpoint's local address: {0}")]
+    LocalAddr(#[source] std::io::Error),
     /// `storage.h3_resolution` is not an H3 resolution (0..=15).
     #[error("storage.h3_resolution: {0}")]
     H3Resolution(#[from] h3o::error::InvalidResolution),
@@ -126,27 +129,8 @@ impl Server {
             }
         })?;
 
-        let key_path = crate::secret::key_path(&data_dir);
-        let (key, key_new) = crate::secret::load_or_generate(&sys::fs::RealFs, &key_path)?;
-        if key_new {
-            info!(path = %key_path.display(), "generated token key");
-        }
-        let confirm_path = crate::secret::confirm_key_path(&data_dir);
-        let confirm = crate::secret::load_or_generate_confirm(&sys::fs::RealFs, &confirm_path)?;
-        let auth = Arc::new(ingest::auth::Authenticator::v1_only(key, confirm));
-
-        let tls = if cfg.tls.cert_path.as_os_str().is_empty() {
-            crate::tls::load_or_generate_dev(
-                &sys::fs::RealFs,
-                &data_dir.join("tls"),
-                &cfg.tls.server_names,
-            )?
-        } else {
-            crate::tls::load(&sys::fs::RealFs, &cfg.tls.cert_path, &cfg.tls.key_path)?
-        };
-        if tls.generated {
-            info!("generated development CA and server certificate");
-        }
+        let (auth, key_path) = load_secrets(&data_dir)?;
+        let tls = load_tls(cfg, &data_dir)?;
 
         let storage_cfg = cfg.storage_config();
         let positions_dir = data_dir.join("positions");
@@ -170,13 +154,7 @@ impl Server {
         })?;
         let events_path = silence.events_path().to_path_buf();
 
-        let h3_resolution = h3o::Resolution::try_from(cfg.storage.h3_resolution)?;
-        let sink = Arc::new(StorageSink {
-            storage: storage.clone(),
-            h3_resolution,
-            retry_after_ms: cfg.server.overloaded_retry_after_ms,
-            jitter: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
-        });
+        let sink = Arc::new(StorageSink::new(cfg, storage.clone())?);
         let ep_cfg = cfg.endpoint_config();
         let server_config = ingest::endpoint::server_config(tls.cert_chain, tls.key, &ep_cfg)?;
         let endpoint = Endpoint::start(EndpointParts {
@@ -189,28 +167,8 @@ impl Server {
             clock,
         })?;
         let _ = confirmer.set(endpoint.confirmer());
-        let admin = if cfg.admin.enabled {
-            let explainer = silence.explainer();
-            let sources = crate::admin::Sources {
-                endpoint: endpoint.stats(),
-                storage: storage.clone(),
-                silence: silence.table().clone(),
-                explain: Some(Arc::new(move |device_id| {
-                    explainer.explain(device_id).map(|e| e.to_json())
-                })),
-            };
-            let admin = crate::admin::Admin::start(&cfg.admin, sources)?;
-            info!(addr = %admin.local_addr(), "admin endpoint listening");
-            Some(admin)
-        } else {
-            None
-        };
-        let local_addr = endpoint
-            .local_addr()
-            .map_err(|source| ServerError::DataDir {
-                path: data_dir.clone(),
-                source,
-            })?;
+        let admin = start_admin(cfg, &endpoint, &storage, &silence)?;
+        let local_addr = endpoint.local_addr().map_err(ServerError::LocalAddr)?;
         let paths = Paths {
             data_dir,
             ca_path: tls.ca_path,
@@ -301,6 +259,64 @@ impl Server {
     }
 }
 
+/// The token key and the confirm master key (generated on first start, 0600), and the
+/// authenticator over them; also the token key's path (printed at start).
+fn load_secrets(
+    data_dir: &Path,
+) -> Result<(Arc<ingest::auth::Authenticator>, PathBuf), ServerError> {
+    let key_path = crate::secret::key_path(data_dir);
+    let (key, key_new) = crate::secret::load_or_generate(&sys::fs::RealFs, &key_path)?;
+    if key_new {
+        info!(path = %key_path.display(), "generated token key");
+    }
+    let confirm_path = crate::secret::confirm_key_path(data_dir);
+    let confirm = crate::secret::load_or_generate_confirm(&sys::fs::RealFs, &confirm_path)?;
+    let auth = Arc::new(ingest::auth::Authenticator::v1_only(key, confirm));
+    Ok((auth, key_path))
+}
+
+/// The configured certificate and key, or the development CA and server certificate under
+/// `<data-dir>/tls` (generated on first start) when none is configured.
+fn load_tls(cfg: &Config, data_dir: &Path) -> Result<crate::tls::TlsMaterial, ServerError> {
+    let tls = if cfg.tls.cert_path.as_os_str().is_empty() {
+        crate::tls::load_or_generate_dev(
+            &sys::fs::RealFs,
+            &data_dir.join("tls"),
+            &cfg.tls.server_names,
+        )?
+    } else {
+        crate::tls::load(&sys::fs::RealFs, &cfg.tls.cert_path, &cfg.tls.key_path)?
+    };
+    if tls.generated {
+        info!("generated development CA and server certificate");
+    }
+    Ok(tls)
+}
+
+/// The admin endpoint over the running parts, when `admin.enabled`.
+fn start_admin(
+    cfg: &Config,
+    endpoint: &Endpoint,
+    storage: &storage::Storage,
+    silence: &Silence,
+) -> Result<Option<crate::admin::Admin>, ServerError> {
+    if !cfg.admin.enabled {
+        return Ok(None);
+    }
+    let explainer = silence.explainer();
+    let sources = crate::admin::Sources {
+        endpoint: endpoint.stats(),
+        storage: storage.clone(),
+        silence: silence.table().clone(),
+        explain: Some(Arc::new(move |device_id| {
+            explainer.explain(device_id).map(|e| e.to_json())
+        })),
+    };
+    let admin = crate::admin::Admin::start(&cfg.admin, sources)?;
+    info!(addr = %admin.local_addr(), "admin endpoint listening");
+    Ok(Some(admin))
+}
+
 /// Starts the lake's background thread (compaction, retention, vacuum of `positions`)
 /// on its own handle of the table: its commits and the writer's never block each other.
 fn start_lake(
@@ -333,6 +349,16 @@ struct StorageSink {
 }
 
 impl StorageSink {
+    /// The sink over `storage`, indexing at `storage.h3_resolution`.
+    fn new(cfg: &Config, storage: storage::Storage) -> Result<Self, ServerError> {
+        Ok(StorageSink {
+            storage,
+            h3_resolution: h3o::Resolution::try_from(cfg.storage.h3_resolution)?,
+            retry_after_ms: cfg.server.overloaded_retry_after_ms,
+            jitter: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+        })
+    }
+
     /// `retry_after_ms` plus up to 100% jitter, so refused devices do not come back in step.
     fn retry_after(&self) -> u32 {
         // xorshift on a shared counter: cheap, lock-free, good enough for jitter.
