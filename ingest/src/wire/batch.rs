@@ -405,54 +405,12 @@ impl BatchDecoder {
         limits: &Limits,
         now_ms: i64,
     ) -> Result<(u64, Fixes), BatchError> {
-        let seq_bytes: Option<[u8; 8]> = body.get(..8).and_then(|b| b.try_into().ok());
-        let Some(seq_bytes) = seq_bytes else {
-            return Err(BatchError {
-                batch_seq: None,
-                status: Status::MalformedFrame,
-                reason: format!(
-                    "BATCH body of {} bytes is shorter than the 9-byte prefix",
-                    body.len()
-                ),
-            });
-        };
-        let seq = u64::from_be_bytes(seq_bytes);
+        let (seq, encoding) = check_prefix(body, limits, now_ms)?;
         let err = |status, reason| BatchError {
             batch_seq: Some(seq),
             status,
             reason,
         };
-        if body.len() as u64 > u64::from(limits.batch_bytes_max) {
-            return Err(err(
-                Status::BatchTooLarge,
-                format!(
-                    "BATCH body of {} bytes exceeds batch_bytes_max {}",
-                    body.len(),
-                    limits.batch_bytes_max
-                ),
-            ));
-        }
-        let Some(&encoding) = body.get(8) else {
-            return Err(err(
-                Status::MalformedFrame,
-                "BATCH body of 8 bytes lacks the encoding byte".to_string(),
-            ));
-        };
-        if seq == 0 {
-            return Err(err(
-                Status::InvalidSequence,
-                "batch_seq 0 is reserved; seqs start at 1".to_string(),
-            ));
-        }
-        let seq_max = seq_max(limits, now_ms);
-        if seq > seq_max {
-            return Err(err(
-                Status::InvalidSequence,
-                format!(
-                    "batch_seq {seq} is above the server clock in microseconds plus future_skew_ms ({seq_max})"
-                ),
-            ));
-        }
         let payload = &body[BATCH_PREFIX_LEN..];
         let cap = limits.decompressed_bytes_max as usize;
         let payload_err = |e: PayloadError| match e {
@@ -499,6 +457,33 @@ impl BatchDecoder {
         Ok((seq, fixes))
     }
 
+    /// Empties the scratch buffer (dropping it if an earlier batch grew it past `limit`),
+    /// reserves the first chunk (never more than one chunk from the declared size: memory
+    /// follows the output actually produced and checked) and resets the zstd context.
+    fn prepare(
+        &mut self,
+        declared: Option<u64>,
+        limit: usize,
+        window_log_max: u32,
+    ) -> Result<(), Decompress> {
+        if self.scratch.capacity() > limit {
+            self.scratch = Vec::new();
+        }
+        self.scratch.clear();
+        let initial = declared
+            .map_or(DECOMPRESS_INITIAL_BYTES, |s| s as usize + 1)
+            .min(DECOMPRESS_INITIAL_BYTES)
+            .min(limit);
+        self.scratch.reserve_exact(initial);
+        self.dctx
+            .reset(ResetDirective::SessionOnly)
+            .map_err(zstd_failed)?;
+        self.dctx
+            .set_parameter(DParameter::WindowLogMax(window_log_max))
+            .map_err(zstd_failed)?;
+        Ok(())
+    }
+
     /// Decompresses one zstd frame into `self.scratch`, refusing output over the cap,
     /// and counts the payload's column elements as the output is produced: a column over
     /// `batch_fixes_max` stops the decompression at once. Returns the counts.
@@ -510,53 +495,10 @@ impl BatchDecoder {
                 format!("{what} exceeds decompressed_bytes_max {cap}"),
             )
         };
-        let failed = |code: usize| {
-            Decompress::Zstd(
-                Status::DecompressFailed,
-                format!("zstd: {}", zstd_error_name(code)),
-            )
-        };
-        // One standard frame only: a skippable frame (alone or first) carries no Batch.
-        if !payload.starts_with(&ZSTD_MAGIC) {
-            return Err(Decompress::Zstd(
-                Status::DecompressFailed,
-                "zstd: payload does not start with a zstd frame (magic 28 b5 2f fd; skippable frames are not accepted)".to_string(),
-            ));
-        }
-        // A declared content size lets us refuse a bomb before decompressing anything.
-        let declared = match zstd_safe::get_frame_content_size(payload) {
-            Ok(size) => size,
-            Err(_) => {
-                return Err(Decompress::Zstd(
-                    Status::DecompressFailed,
-                    "zstd: payload does not start with a valid zstd frame header".to_string(),
-                ));
-            }
-        };
-        if let Some(size) = declared {
-            if size > cap as u64 {
-                return Err(too_large(format!("declared content size {size}")));
-            }
-        }
+        let declared = check_frame_header(payload, cap)?;
         // One extra byte of room lets us tell "exactly at the cap" from "over it".
         let limit = cap + 1;
-        if self.scratch.capacity() > limit {
-            self.scratch = Vec::new();
-        }
-        self.scratch.clear();
-        // Never allocate from the declared size beyond one chunk: memory follows the
-        // output actually produced (and checked).
-        let initial = declared
-            .map_or(DECOMPRESS_INITIAL_BYTES, |s| s as usize + 1)
-            .min(DECOMPRESS_INITIAL_BYTES)
-            .min(limit);
-        self.scratch.reserve_exact(initial);
-        self.dctx
-            .reset(ResetDirective::SessionOnly)
-            .map_err(failed)?;
-        self.dctx
-            .set_parameter(DParameter::WindowLogMax(limits.zstd_window_log_max()))
-            .map_err(failed)?;
+        self.prepare(declared, limit, limits.zstd_window_log_max())?;
         let mut counter = columns::Counter::default();
         let mut input = InBuffer::around(payload);
         loop {
@@ -574,7 +516,7 @@ impl BatchDecoder {
                 let mut output = OutBuffer::around_pos(&mut self.scratch, pos);
                 self.dctx
                     .decompress_stream(&mut output, &mut input)
-                    .map_err(failed)?
+                    .map_err(zstd_failed)?
             };
             if self.scratch.len() > cap {
                 return Err(too_large("decompressed payload".to_string()));
@@ -608,6 +550,96 @@ impl BatchDecoder {
             .map_err(Decompress::Payload)?;
         Ok(counter.counts())
     }
+}
+
+/// The checks on a BATCH body's 9-byte prefix (seq, encoding) and its size, before any
+/// payload byte is looked at: returns the seq and the encoding byte.
+fn check_prefix(body: &[u8], limits: &Limits, now_ms: i64) -> Result<(u64, u8), BatchError> {
+    let seq_bytes: Option<[u8; 8]> = body.get(..8).and_then(|b| b.try_into().ok());
+    let Some(seq_bytes) = seq_bytes else {
+        return Err(BatchError {
+            batch_seq: None,
+            status: Status::MalformedFrame,
+            reason: format!(
+                "BATCH body of {} bytes is shorter than the 9-byte prefix",
+                body.len()
+            ),
+        });
+    };
+    let seq = u64::from_be_bytes(seq_bytes);
+    let err = |status, reason| BatchError {
+        batch_seq: Some(seq),
+        status,
+        reason,
+    };
+    if body.len() as u64 > u64::from(limits.batch_bytes_max) {
+        return Err(err(
+            Status::BatchTooLarge,
+            format!(
+                "BATCH body of {} bytes exceeds batch_bytes_max {}",
+                body.len(),
+                limits.batch_bytes_max
+            ),
+        ));
+    }
+    let Some(&encoding) = body.get(8) else {
+        return Err(err(
+            Status::MalformedFrame,
+            "BATCH body of 8 bytes lacks the encoding byte".to_string(),
+        ));
+    };
+    if seq == 0 {
+        return Err(err(
+            Status::InvalidSequence,
+            "batch_seq 0 is reserved; seqs start at 1".to_string(),
+        ));
+    }
+    let seq_max = seq_max(limits, now_ms);
+    if seq > seq_max {
+        return Err(err(
+            Status::InvalidSequence,
+            format!(
+                "batch_seq {seq} is above the server clock in microseconds plus future_skew_ms ({seq_max})"
+            ),
+        ));
+    }
+    Ok((seq, encoding))
+}
+
+/// A zstd payload's frame header, before anything is decompressed: one standard frame
+/// (a skippable frame, alone or first, carries no Batch) whose declared content size, if
+/// any, is within `cap`. Returns the declared size.
+fn check_frame_header(payload: &[u8], cap: usize) -> Result<Option<u64>, Decompress> {
+    if !payload.starts_with(&ZSTD_MAGIC) {
+        return Err(Decompress::Zstd(
+            Status::DecompressFailed,
+            "zstd: payload does not start with a zstd frame (magic 28 b5 2f fd; skippable frames are not accepted)".to_string(),
+        ));
+    }
+    // A declared content size lets us refuse a bomb before decompressing anything.
+    let Ok(declared) = zstd_safe::get_frame_content_size(payload) else {
+        return Err(Decompress::Zstd(
+            Status::DecompressFailed,
+            "zstd: payload does not start with a valid zstd frame header".to_string(),
+        ));
+    };
+    if let Some(size) = declared {
+        if size > cap as u64 {
+            return Err(Decompress::Zstd(
+                Status::DecompressedTooLarge,
+                format!("declared content size {size} exceeds decompressed_bytes_max {cap}"),
+            ));
+        }
+    }
+    Ok(declared)
+}
+
+/// A zstd library error as DECOMPRESS_FAILED with zstd's name for it.
+fn zstd_failed(code: usize) -> Decompress {
+    Decompress::Zstd(
+        Status::DecompressFailed,
+        format!("zstd: {}", zstd_error_name(code)),
+    )
 }
 
 /// Why [`BatchDecoder::decompress`] stopped.
