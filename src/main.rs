@@ -162,36 +162,12 @@ fn main() -> anyhow::Result<()> {
             command,
             config,
             data_dir,
-        } => {
-            let cfg = load_config(config.as_ref(), data_dir, None)?;
-            let now_ms = hexflow::Clock::now_ms(&hexflow::SystemClock);
-            let out = match command {
-                LakeCommand::Status => hexflow::lake_cli::status(&cfg, now_ms)?,
-                LakeCommand::Compact { all } => hexflow::lake_cli::compact(&cfg, all, now_ms)?,
-                LakeCommand::Vacuum { now } => hexflow::lake_cli::vacuum(&cfg, now, now_ms)?,
-                LakeCommand::Erase { device } => {
-                    let device = fix::DeviceId::try_from(device)?;
-                    hexflow::lake_cli::erase(&cfg, device, now_ms)?
-                }
-            };
-            print!("{out}");
-            Ok(())
-        }
+        } => lake(command, &load_config(config.as_ref(), data_dir, None)?),
         Command::Token {
             device_id,
             data_dir,
             config,
-        } => {
-            let cfg = load_config(config.as_ref(), data_dir, None)?;
-            let device_id = fix::DeviceId::try_from(device_id)?;
-            let path = hexflow::secret::key_path(&cfg.server.data_dir);
-            let (key, created) = hexflow::secret::load_or_generate(&sys::fs::RealFs, &path)?;
-            if created {
-                eprintln!("created token key {}", path.display());
-            }
-            println!("{}", key.mint(device_id));
-            Ok(())
-        }
+        } => token(device_id, &load_config(config.as_ref(), data_dir, None)?),
         Command::Policy {
             command:
                 PolicyCommand::When {
@@ -246,6 +222,35 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(serve(cfg))
         }
     }
+}
+
+/// `hexflow token ID`: prints a v1 token for the device (creating the token key on first
+/// use).
+fn token(device_id: u64, cfg: &Config) -> anyhow::Result<()> {
+    let device_id = fix::DeviceId::try_from(device_id)?;
+    let path = hexflow::secret::key_path(&cfg.server.data_dir);
+    let (key, created) = hexflow::secret::load_or_generate(&sys::fs::RealFs, &path)?;
+    if created {
+        eprintln!("created token key {}", path.display());
+    }
+    println!("{}", key.mint(device_id));
+    Ok(())
+}
+
+/// `hexflow lake …`: runs one table operation and prints its report.
+fn lake(command: LakeCommand, cfg: &Config) -> anyhow::Result<()> {
+    let now_ms = hexflow::Clock::now_ms(&hexflow::SystemClock);
+    let out = match command {
+        LakeCommand::Status => hexflow::lake_cli::status(cfg, now_ms)?,
+        LakeCommand::Compact { all } => hexflow::lake_cli::compact(cfg, all, now_ms)?,
+        LakeCommand::Vacuum { now } => hexflow::lake_cli::vacuum(cfg, now, now_ms)?,
+        LakeCommand::Erase { device } => {
+            let device = fix::DeviceId::try_from(device)?;
+            hexflow::lake_cli::erase(cfg, device, now_ms)?
+        }
+    };
+    print!("{out}");
+    Ok(())
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
