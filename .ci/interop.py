@@ -29,8 +29,8 @@ want = {
     "device_id": pa.int64(),
     "batch_seq": pa.int64(),
     "time": pa.timestamp("us", tz="UTC"),
-    "lat": pa.float64(),
-    "lon": pa.float64(),
+    "lat": pa.decimal128(9, 7),
+    "lon": pa.decimal128(10, 7),
     "h3": pa.int64(),
     "received_at": pa.timestamp("us", tz="UTC"),
 }

@@ -4,8 +4,9 @@
 # checks the Parquet with DuckDB and pyarrow from a virtualenv made here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --locked --bin hexflow -p hexflow
-cargo build --locked --bin hexflow-bench --bin hexflow-lakegen -p bench
+# One build of every binary (one feature set): per-package builds resolve features
+# differently and would each rebuild arrow/parquet.
+cargo build --locked --workspace --bins
 work=$(mktemp -d)
 data="$work/data"
 port=$(( 20000 + RANDOM % 20000 ))
