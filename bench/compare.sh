@@ -47,7 +47,7 @@ build_release
 
 # The hexflow server must admit every connection of the largest scenario.
 conns_max=$(( HANDSHAKE_CONNECTIONS > 10000 ? HANDSHAKE_CONNECTIONS + 1000 : 11000 ))
-export HEXFLOW__LIMITS__CONNECTIONS_MAX=${HEXFLOW__LIMITS__CONNECTIONS_MAX:-$conns_max}
+export HEXFLOW__ENDPOINT__CONNECTIONS_MAX=${HEXFLOW__ENDPOINT__CONNECTIONS_MAX:-$conns_max}
 
 table_args=()
 for s in "${scenarios[@]}"; do

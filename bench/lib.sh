@@ -40,7 +40,7 @@ wait_for() {
 }
 
 # start_hexflow DIR: the release server on DIR/data, a random port. Extra HEXFLOW__* env
-# passes through (e.g. HEXFLOW__LIMITS__CONNECTIONS_MAX=30000).
+# passes through (e.g. HEXFLOW__ENDPOINT__CONNECTIONS_MAX=30000).
 start_hexflow() {
   local dir=$1 port=$(( 20000 + RANDOM % 20000 ))
   mkdir -p "$dir"

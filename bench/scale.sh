@@ -63,7 +63,7 @@ for n in $SCALE_DEVICES; do
       *) echo "unknown mode $mode" >&2; exit 2 ;;
     esac
     echo "== $mode $n devices: $(machine_line)" | tee -a "$OUT/runs.log"
-    HEXFLOW__LIMITS__CONNECTIONS_MAX=$(( conns + 1000 )) start_hexflow "$dir"
+    HEXFLOW__ENDPOINT__CONNECTIONS_MAX=$(( conns + 1000 )) start_hexflow "$dir"
     { hexflow_bench "$dir/report.json" $(( DURATION_S + 60 )) --duration "$DURATION_S" "${flags[@]}" \
         || echo "hexflow-bench exit $?"; } | tee "$dir/bench.out"
     stop_server

@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// The whole configuration.
+/// The whole configuration: each section is the config struct of the crate that uses it
+/// (serde, defaults and bounds defined there, once); this binary only owns `[server]` and
+/// `[tls]`, and composes the library structs ([`Config::endpoint_config`],
+/// [`Config::storage_config`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -21,18 +24,19 @@ pub struct Config {
     pub server: ServerSection,
     /// Certificates.
     pub tls: TlsSection,
-    /// Batch and connection limits.
-    pub limits: LimitsSection,
-    /// QUIC transport settings.
-    pub quic: QuicSection,
-    /// WAL, Parquet and partitioning.
-    pub storage: StorageSection,
-    /// Silence detection (the section is defined, bounded and validated by the `silence`
-    /// crate).
+    /// What a BATCH may hold (`ingest::wire::Limits`).
+    pub limits: ingest::wire::Limits,
+    /// The protocol rules of each connection (`ingest::proto::server::SessionConfig`).
+    pub session: ingest::proto::server::SessionConfig,
+    /// The QUIC endpoint: connections, handshakes, windows (`ingest::endpoint::EndpointConfig`).
+    pub endpoint: ingest::endpoint::EndpointConfig,
+    /// WAL, Parquet and partitioning (`storage::StorageConfig`).
+    pub storage: storage::StorageConfig,
+    /// Silence detection (`silence::SilenceConfig`).
     pub silence: silence::SilenceConfig,
-    /// Operator HTTP endpoint (metrics, one device's state).
+    /// Operator HTTP endpoint: metrics, one device's state (`admin::AdminConfig`).
     pub admin: crate::admin::AdminConfig,
-    /// The Delta tables: commits, vacuum, compaction, retention.
+    /// The Delta tables: commits, vacuum, compaction, retention (`lake::LakeConfig`).
     pub lake: lake::LakeConfig,
 }
 
@@ -42,7 +46,7 @@ pub struct Config {
 pub struct ServerSection {
     /// UDP address the QUIC endpoint listens on.
     pub listen: SocketAddr,
-    /// Root of everything hexflow writes.
+    /// Root of everything hexflow writes (relative to the working directory).
     pub data_dir: PathBuf,
     /// On SIGTERM/Ctrl-C, how long connections get to finish their in-flight batches.
     pub shutdown_grace_ms: u64,
@@ -83,161 +87,40 @@ impl Default for TlsSection {
     }
 }
 
-/// `[limits]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsSection {
-    /// Largest compressed batch payload.
-    pub batch_bytes_max: u32,
-    /// Most fixes in one batch.
-    pub batch_fixes_max: u32,
-    /// Largest decompressed batch payload (zstd output cap).
-    pub decompressed_bytes_max: u32,
-    /// Fixes more than this far in the server's future are refused.
-    pub future_skew_ms: i64,
-    /// Fixes older than this are refused.
-    pub past_age_max_ms: i64,
-    /// Open connections at once.
-    pub connections_max: usize,
-    /// Unacked batches one connection may have in flight.
-    pub inflight_batches_max: u32,
-    /// Oversized BATCH frames up to this size are discarded (connection lives on); larger close it.
-    pub oversize_discard_bytes_max: u32,
-    /// Deadline for HELLO after the QUIC handshake.
-    pub hello_timeout_ms: u64,
-    /// Deadline for a frame's body after its header (slowloris guard).
-    pub frame_timeout_ms: u64,
-    /// Confirm-location requests outstanding at once across all devices.
-    pub confirm_pending_max: usize,
-    /// Rejected CONFIRM frames one connection may send before it is closed.
-    pub confirm_rejects_max: u32,
-}
-
-impl Default for LimitsSection {
-    fn default() -> Self {
-        let e = ingest::endpoint::EndpointConfig::default();
-        let (session, w) = (e.session, e.session.limits);
-        Self {
-            batch_bytes_max: w.batch_bytes_max,
-            batch_fixes_max: w.batch_fixes_max,
-            decompressed_bytes_max: w.decompressed_bytes_max,
-            future_skew_ms: w.future_skew_ms,
-            past_age_max_ms: w.past_age_max_ms,
-            connections_max: e.connections_max,
-            inflight_batches_max: session.inflight_batches_max,
-            oversize_discard_bytes_max: session.oversize_discard_bytes_max,
-            hello_timeout_ms: session.hello_timeout_ms,
-            frame_timeout_ms: session.frame_timeout_ms,
-            confirm_pending_max: e.confirm_pending_max,
-            confirm_rejects_max: session.confirm_rejects_max,
-        }
-    }
-}
-
-/// `[quic]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QuicSection {
-    /// Devices that send no frame for this long are closed (QUIC PINGs do not count).
-    pub idle_timeout_ms: u64,
-    /// Deadline for the QUIC + TLS handshake.
-    pub handshake_timeout_ms: u64,
-    /// Per-stream receive window.
-    pub stream_receive_window_bytes: u32,
-    /// Per-connection receive window (after WELCOME).
-    pub connection_receive_window_bytes: u32,
-    /// Per-connection receive window before WELCOME.
-    pub pre_auth_receive_window_bytes: u32,
-    /// Per-connection send window.
-    pub send_window_bytes: u32,
-    /// After sending CLOSE, how long to wait for the device to read it before closing.
-    pub close_linger_ms: u64,
-}
-
-impl Default for QuicSection {
-    fn default() -> Self {
-        let e = ingest::endpoint::EndpointConfig::default();
-        Self {
-            idle_timeout_ms: e.session.idle_timeout_ms,
-            handshake_timeout_ms: e.handshake_timeout_ms,
-            stream_receive_window_bytes: e.stream_receive_window_bytes,
-            connection_receive_window_bytes: e.connection_receive_window_bytes,
-            pre_auth_receive_window_bytes: e.pre_auth_receive_window_bytes,
-            send_window_bytes: e.send_window_bytes,
-            close_linger_ms: e.close_linger_ms,
-        }
-    }
-}
-
-/// `[storage]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageSection {
-    /// H3 resolution of the `h3` column (0–15).
-    pub h3_resolution: u8,
-    /// Hive partition keys, in order: `date` (required, first), optionally `hour`, `h3_r3`.
-    pub partition_by: Vec<String>,
-    /// Buffered rows are published as Parquet at least this often.
-    pub flush_interval_ms: u64,
-    /// After a failed flush (e.g. disk full), wait this long before trying again.
-    pub flush_retry_ms: u64,
-    /// Flush attempts at shutdown before giving up (the WAL keeps the data either way).
-    pub shutdown_flush_attempts: u32,
-    /// Buffered rows that force an early flush (memory bound).
-    pub flush_rows_max: usize,
-    /// Rows per Parquet row group.
-    pub row_group_rows_max: usize,
-    /// zstd level for Parquet pages.
-    pub zstd_level: i32,
-    /// WAL segment size before rolling to a new file.
-    pub wal_segment_bytes_max: u64,
-    /// Bytes gathered into one group commit (one fsync).
-    pub wal_group_commit_bytes_max: usize,
-    /// Longest a batch waits for others to share its fsync.
-    pub wal_group_commit_delay_us: u64,
-    /// fsync the WAL before acking. `false` is an UNSAFE benchmark-only mode: acks are then
-    /// not durable.
-    pub wal_fsync: bool,
-    /// Batches waiting for the WAL; when full, devices get OVERLOADED.
-    pub queue_batches_max: usize,
-    /// Durable batches waiting for the Parquet writer; when full the WAL waits (backpressure).
-    pub writer_queue_batches_max: usize,
-    /// Per-device dedup window, in batches.
-    pub dedup_window_batches: u32,
-    /// Devices whose dedup window is kept at most.
-    pub dedup_devices_max: usize,
-}
-
-impl Default for StorageSection {
-    fn default() -> Self {
-        let d = storage::StorageConfig::default();
-        let mut partition_by = vec!["date".to_string()];
-        if d.partition.hour {
-            partition_by.push("hour".into());
-        }
-        if d.partition.h3_r3 {
-            partition_by.push("h3_r3".into());
-        }
-        Self {
-            h3_resolution: d.h3_resolution,
-            partition_by,
-            flush_interval_ms: d.flush_interval_ms,
-            flush_retry_ms: d.flush_retry_ms,
-            shutdown_flush_attempts: d.shutdown_flush_attempts,
-            flush_rows_max: d.flush_rows_max,
-            row_group_rows_max: d.row_group_rows_max,
-            zstd_level: d.zstd_level,
-            wal_segment_bytes_max: d.wal_segment_bytes_max,
-            wal_group_commit_bytes_max: d.wal_group_commit_bytes_max,
-            wal_group_commit_delay_us: d.wal_group_commit_delay_us,
-            wal_fsync: d.wal_fsync,
-            queue_batches_max: d.queue_batches_max,
-            writer_queue_batches_max: d.writer_queue_batches_max,
-            dedup_window_batches: d.dedup_window_batches,
-            dedup_devices_max: d.dedup_devices_max,
-        }
-    }
-}
+/// Keys that moved when the sections began to follow the library structs: `(old, new)`.
+/// A file or variable still using an old name gets [`ConfigError::Moved`] naming the new
+/// one, instead of a bare "unknown field".
+const MOVED_KEYS: &[(&str, &str)] = &[
+    ("limits.connections_max", "endpoint.connections_max"),
+    ("limits.confirm_pending_max", "endpoint.confirm_pending_max"),
+    (
+        "limits.inflight_batches_max",
+        "session.inflight_batches_max",
+    ),
+    (
+        "limits.oversize_discard_bytes_max",
+        "session.oversize_discard_bytes_max",
+    ),
+    ("limits.hello_timeout_ms", "session.hello_timeout_ms"),
+    ("limits.frame_timeout_ms", "session.frame_timeout_ms"),
+    ("limits.confirm_rejects_max", "session.confirm_rejects_max"),
+    ("quic.idle_timeout_ms", "session.idle_timeout_ms"),
+    ("quic.handshake_timeout_ms", "endpoint.handshake_timeout_ms"),
+    (
+        "quic.stream_receive_window_bytes",
+        "endpoint.stream_receive_window_bytes",
+    ),
+    (
+        "quic.connection_receive_window_bytes",
+        "endpoint.connection_receive_window_bytes",
+    ),
+    (
+        "quic.pre_auth_receive_window_bytes",
+        "endpoint.pre_auth_receive_window_bytes",
+    ),
+    ("quic.send_window_bytes", "endpoint.send_window_bytes"),
+    ("quic.close_linger_ms", "endpoint.close_linger_ms"),
+];
 
 /// The configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -259,9 +142,23 @@ pub enum ConfigError {
         /// Parser message (names the key).
         message: String,
     },
+    /// A key of an older layout: it now lives in another section.
+    #[error("invalid config {origin}: {old} is now {new}")]
+    Moved {
+        /// File or environment variable.
+        origin: String,
+        /// The old `section.key`.
+        old: &'static str,
+        /// Where it lives now.
+        new: &'static str,
+    },
+    /// A `[limits]`, `[session]` or `[endpoint]` value is out of range (the key is named as
+    /// `section.key`).
+    #[error("invalid config: {0}")]
+    Endpoint(#[from] ingest::bounds::ConfigError),
     /// A storage setting is out of range (the key is named, relative to `[storage]`).
     #[error("invalid config [storage]: {0}")]
-    Storage(storage::ConfigError),
+    Storage(#[from] storage::ConfigError),
     /// A `[lake]` setting is out of range.
     #[error("invalid config [lake]: {0}")]
     Lake(#[from] lake::LakeConfigError),
@@ -286,6 +183,10 @@ pub enum ConfigError {
 
 impl Config {
     /// Loads defaults, then `path` (if any), then `HEXFLOW__…` variables from `env`.
+    /// A relative `silence.calendars_dir` given in the file is resolved against the
+    /// file's directory (calendars travel with the config); every other path, and a
+    /// `calendars_dir` from the environment or the defaults, is relative to the working
+    /// directory.
     ///
     /// # Errors
     /// [`ConfigError`] naming the file, the key and the reason.
@@ -294,48 +195,12 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
         let mut table = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.into(),
-                    source,
-                })?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Parse {
-                        origin: p.display().to_string(),
-                        message: e.to_string(),
-                    })?
-            }
+            Some(p) => read_file(p)?,
             None => toml::Table::new(),
         };
         for (name, value) in env {
-            let Some(rest) = name.strip_prefix("HEXFLOW__") else {
-                continue;
-            };
-            let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-            let [section, key] = parts.as_slice() else {
-                return Err(ConfigError::Parse {
-                    origin: format!("environment variable {name}"),
-                    message: "expected HEXFLOW__<SECTION>__<KEY>".into(),
-                });
-            };
-            let parsed = format!("v = {value}")
-                .parse::<toml::Table>()
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .unwrap_or_else(|| toml::Value::String(value.clone()));
-            let entry = table
-                .entry(section.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            match entry {
-                toml::Value::Table(t) => {
-                    t.insert(key.clone(), parsed);
-                }
-                _ => {
-                    return Err(ConfigError::Parse {
-                        origin: format!("environment variable {name}"),
-                        message: format!("{section} is not a section"),
-                    });
-                }
+            if let Some(rest) = name.strip_prefix("HEXFLOW__") {
+                apply_env(&mut table, &name, rest, value)?;
             }
         }
         let origin = path.map_or_else(|| "(environment)".to_string(), |p| p.display().to_string());
@@ -349,181 +214,134 @@ impl Config {
         Ok(cfg)
     }
 
-    /// The deadlines and QUIC windows of `[limits]` and `[quic]` (issue 11): every deadline
-    /// at least 1 ms, the pre-authentication window large enough for one HELLO frame and
-    /// no larger than the window after WELCOME.
-    fn validate_transport(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &'static str, value: u64, reason: String| ConfigError::Invalid {
-            key,
-            value: value.to_string(),
-            reason,
-        };
-        let (l, q) = (&self.limits, &self.quic);
-        for (key, ms) in [
-            ("limits.hello_timeout_ms", l.hello_timeout_ms),
-            ("limits.frame_timeout_ms", l.frame_timeout_ms),
-            ("quic.handshake_timeout_ms", q.handshake_timeout_ms),
-        ] {
-            if ms == 0 {
-                return Err(invalid(key, 0, "must be at least 1".into()));
-            }
-        }
-        let hello_frame_max = ingest::proto::server::HELLO_BYTES_MAX + 5;
-        let window = q.pre_auth_receive_window_bytes;
-        if window < hello_frame_max || window > q.connection_receive_window_bytes {
-            let reason = format!(
-                "must hold a HELLO frame ({hello_frame_max} bytes) and be at most \
-                 quic.connection_receive_window_bytes ({})",
-                q.connection_receive_window_bytes
-            );
-            return Err(invalid(
-                "quic.pre_auth_receive_window_bytes",
-                window.into(),
-                reason,
-            ));
-        }
-        Ok(())
-    }
-
-    /// Checks every range and cross-field rule.
+    /// Checks every range and cross-section rule: each library checks its own section
+    /// (bounds defined once, beside the struct), this binary only what spans sections.
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] for the first offending key.
+    /// The first offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn invalid(key: &'static str, value: impl ToString, reason: &str) -> ConfigError {
-            ConfigError::Invalid {
-                key,
-                value: value.to_string(),
-                reason: reason.into(),
-            }
-        }
-        let l = &self.limits;
-        if l.batch_bytes_max == 0 || l.batch_bytes_max > 64 * 1024 * 1024 {
-            return Err(invalid(
-                "limits.batch_bytes_max",
-                l.batch_bytes_max,
-                "must be 1..=64 MiB",
-            ));
-        }
-        if l.batch_fixes_max == 0 || l.batch_fixes_max > 1_000_000 {
-            return Err(invalid(
-                "limits.batch_fixes_max",
-                l.batch_fixes_max,
-                "must be 1..=1000000",
-            ));
-        }
-        if l.decompressed_bytes_max < l.batch_bytes_max || l.decompressed_bytes_max > 256 << 20 {
-            return Err(invalid(
-                "limits.decompressed_bytes_max",
-                l.decompressed_bytes_max,
-                "must be >= batch_bytes_max and <= 256 MiB",
-            ));
-        }
-        if l.future_skew_ms < 0 || l.past_age_max_ms <= 0 {
-            return Err(invalid(
-                "limits.past_age_max_ms",
-                l.past_age_max_ms,
-                "must be positive",
-            ));
-        }
-        if l.connections_max == 0 {
-            return Err(invalid("limits.connections_max", 0, "must be at least 1"));
-        }
-        self.validate_transport()?;
-        if l.inflight_batches_max == 0
-            || l.inflight_batches_max >= self.storage.dedup_window_batches
-        {
-            return Err(invalid(
-                "limits.inflight_batches_max",
-                l.inflight_batches_max,
-                "must be >= 1 and below storage.dedup_window_batches, or a resent batch could fall out of the dedup window",
-            ));
-        }
-        let p = &self.storage.partition_by;
-        if p.first().map(String::as_str) != Some("date")
-            || p.iter().skip(1).any(|k| k != "hour" && k != "h3_r3")
-            || (1..p.len()).any(|i| p[i + 1..].contains(&p[i]))
-        {
-            return Err(invalid(
-                "storage.partition_by",
-                format!("{p:?}"),
-                "must start with \"date\", then optionally \"hour\" and/or \"h3_r3\", each once",
-            ));
-        }
+        // The composed structs, so that rules between sections (in-flight batches below
+        // storage's dedup window, oversize discard above the batch limit) are checked too.
+        self.endpoint_config().validate()?;
+        self.storage_config().validate()?;
         self.lake.validate()?;
-        if let Err(e) = self.storage_config().validate() {
-            return Err(ConfigError::Storage(e));
-        }
         self.silence.validate()?;
         self.admin.validate()?;
         if self.tls.cert_path.as_os_str().is_empty() != self.tls.key_path.as_os_str().is_empty() {
-            return Err(invalid(
-                "tls.cert_path",
-                self.tls.cert_path.display(),
-                "tls.cert_path and tls.key_path must be set together",
-            ));
+            return Err(ConfigError::Invalid {
+                key: "tls.cert_path",
+                value: self.tls.cert_path.display().to_string(),
+                reason: "tls.cert_path and tls.key_path must be set together".into(),
+            });
         }
         Ok(())
     }
 
-    /// Storage's settings.
+    /// Storage's settings: `[storage]` plus what other sections own (`server.data_dir`,
+    /// `limits.batch_fixes_max`, `[lake]`'s commit options).
     pub fn storage_config(&self) -> storage::StorageConfig {
-        let s = &self.storage;
         storage::StorageConfig {
             data_dir: self.server.data_dir.clone(),
-            h3_resolution: s.h3_resolution,
-            partition: storage::partition::PartitionScheme {
-                hour: s.partition_by.iter().any(|k| k == "hour"),
-                h3_r3: s.partition_by.iter().any(|k| k == "h3_r3"),
-            },
-            wal_segment_bytes_max: s.wal_segment_bytes_max,
-            wal_group_commit_bytes_max: s.wal_group_commit_bytes_max,
-            wal_group_commit_delay_us: s.wal_group_commit_delay_us,
-            wal_fsync: s.wal_fsync,
-            queue_batches_max: s.queue_batches_max,
-            writer_queue_batches_max: s.writer_queue_batches_max,
             batch_fixes_max: self.limits.batch_fixes_max as usize,
-            flush_interval_ms: s.flush_interval_ms,
-            flush_retry_ms: s.flush_retry_ms,
-            shutdown_flush_attempts: s.shutdown_flush_attempts,
-            flush_rows_max: s.flush_rows_max,
-            row_group_rows_max: s.row_group_rows_max,
-            zstd_level: s.zstd_level,
-            dedup_window_batches: s.dedup_window_batches,
-            dedup_devices_max: s.dedup_devices_max,
             table: self.lake.table_options(),
+            ..self.storage.clone()
         }
     }
 
-    /// The endpoint's settings.
+    /// The endpoint's settings: `[endpoint]`, with `[session]`, `[limits]` and storage's
+    /// dedup window as the session each connection runs.
     pub fn endpoint_config(&self) -> ingest::endpoint::EndpointConfig {
-        let l = &self.limits;
+        let session = ingest::proto::server::SessionConfig {
+            limits: self.limits,
+            dedup_window_batches: self.storage.dedup_window_batches,
+            ..self.session
+        };
         ingest::endpoint::EndpointConfig {
-            session: ingest::endpoint::SessionConfig {
-                limits: ingest::wire::Limits {
-                    batch_bytes_max: l.batch_bytes_max,
-                    batch_fixes_max: l.batch_fixes_max,
-                    decompressed_bytes_max: l.decompressed_bytes_max,
-                    future_skew_ms: l.future_skew_ms,
-                    past_age_max_ms: l.past_age_max_ms,
-                },
-                inflight_batches_max: l.inflight_batches_max,
-                dedup_window_batches: self.storage.dedup_window_batches,
-                oversize_discard_bytes_max: l.oversize_discard_bytes_max,
-                hello_timeout_ms: l.hello_timeout_ms,
-                frame_timeout_ms: l.frame_timeout_ms,
-                idle_timeout_ms: self.quic.idle_timeout_ms,
-                confirm_rejects_max: l.confirm_rejects_max,
-            },
-            connections_max: l.connections_max,
-            confirm_pending_max: l.confirm_pending_max,
-            close_linger_ms: self.quic.close_linger_ms,
-            handshake_timeout_ms: self.quic.handshake_timeout_ms,
-            stream_receive_window_bytes: self.quic.stream_receive_window_bytes,
-            connection_receive_window_bytes: self.quic.connection_receive_window_bytes,
-            pre_auth_receive_window_bytes: self.quic.pre_auth_receive_window_bytes,
-            send_window_bytes: self.quic.send_window_bytes,
+            session,
+            ..self.endpoint.clone()
         }
+    }
+}
+
+/// The file's table, with a relative `silence.calendars_dir` resolved against its
+/// directory and keys of the older layout refused with their new name.
+fn read_file(p: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+        path: p.into(),
+        source,
+    })?;
+    let mut table = text
+        .parse::<toml::Table>()
+        .map_err(|e| ConfigError::Parse {
+            origin: p.display().to_string(),
+            message: e.to_string(),
+        })?;
+    for (section, keys) in &table {
+        if let toml::Value::Table(keys) = keys {
+            for key in keys.keys() {
+                refuse_moved(section, key, || p.display().to_string())?;
+            }
+        }
+    }
+    let dir = p.parent().unwrap_or(Path::new(""));
+    if let Some(toml::Value::Table(silence)) = table.get_mut("silence")
+        && let Some(toml::Value::String(cal)) = silence.get_mut("calendars_dir")
+        && Path::new(cal.as_str()).is_relative()
+    {
+        *cal = dir.join(cal.as_str()).display().to_string();
+    }
+    Ok(table)
+}
+
+/// [`ConfigError::Moved`] when `section.key` is in [`MOVED_KEYS`].
+fn refuse_moved(section: &str, key: &str, origin: impl Fn() -> String) -> Result<(), ConfigError> {
+    match MOVED_KEYS
+        .iter()
+        .find(|(old, _)| old.split_once('.') == Some((section, key)))
+    {
+        Some(&(old, new)) => Err(ConfigError::Moved {
+            origin: origin(),
+            old,
+            new,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Puts `HEXFLOW__<SECTION>__<KEY>` (`rest` is the part after `HEXFLOW__`) into `table`. The
+/// value is parsed as a TOML value, falling back to a string.
+fn apply_env(
+    table: &mut toml::Table,
+    name: &str,
+    rest: &str,
+    value: String,
+) -> Result<(), ConfigError> {
+    let origin = || format!("environment variable {name}");
+    let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+    let [section, key] = parts.as_slice() else {
+        return Err(ConfigError::Parse {
+            origin: origin(),
+            message: "expected HEXFLOW__<SECTION>__<KEY>".into(),
+        });
+    };
+    refuse_moved(section, key, origin)?;
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or(toml::Value::String(value));
+    let entry = table
+        .entry(section.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match entry {
+        toml::Value::Table(t) => {
+            t.insert(key.clone(), parsed);
+            Ok(())
+        }
+        _ => Err(ConfigError::Parse {
+            origin: origin(),
+            message: format!("{section} is not a section"),
+        }),
     }
 }
 
@@ -537,8 +355,67 @@ mod tests {
 
     #[test]
     fn example_file_equals_defaults() {
-        let cfg = Config::load(Some(&example_path()), Vec::new()).unwrap();
-        assert_eq!(cfg, Config::default());
+        let mut cfg = Config::load(Some(&example_path()), Vec::new()).unwrap();
+        let default = Config::default();
+        // The file's calendars_dir is relative to the file (config/), the default to the
+        // working directory (the repository root, where cargo runs this test): the same
+        // directory.
+        assert_eq!(
+            cfg.silence.calendars_dir.canonicalize().unwrap(),
+            default.silence.calendars_dir.canonicalize().unwrap()
+        );
+        cfg.silence.calendars_dir = default.silence.calendars_dir.clone();
+        assert_eq!(cfg, default);
+    }
+
+    #[test]
+    fn calendars_dir_in_a_file_is_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("etc");
+        std::fs::create_dir(&sub).unwrap();
+        let p = sub.join("c.toml");
+        std::fs::write(&p, "[silence]\ncalendars_dir = \"cal\"\n").unwrap();
+        // The directory need not exist for loading (the server reports a missing calendar).
+        let cfg = Config::load(Some(&p), Vec::new()).unwrap();
+        assert_eq!(cfg.silence.calendars_dir, sub.join("cal"));
+        std::fs::write(&p, "[silence]\ncalendars_dir = \"/abs/cal\"\n").unwrap();
+        let cfg = Config::load(Some(&p), Vec::new()).unwrap();
+        assert_eq!(cfg.silence.calendars_dir, PathBuf::from("/abs/cal"));
+        let env = vec![(
+            "HEXFLOW__SILENCE__CALENDARS_DIR".to_string(),
+            "env/cal".to_string(),
+        )];
+        let cfg = Config::load(Some(&p), env).unwrap();
+        assert_eq!(
+            cfg.silence.calendars_dir,
+            PathBuf::from("env/cal"),
+            "env: cwd"
+        );
+    }
+
+    #[test]
+    fn keys_of_the_old_layout_name_their_new_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[quic]\nclose_linger_ms = 5\n").unwrap();
+        let err = Config::load(Some(&p), Vec::new()).unwrap_err().to_string();
+        assert!(
+            err.contains("quic.close_linger_ms is now endpoint.close_linger_ms"),
+            "{err}"
+        );
+        let env = vec![(
+            "HEXFLOW__LIMITS__CONNECTIONS_MAX".to_string(),
+            "5".to_string(),
+        )];
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("endpoint.connections_max"), "{err}");
+        assert!(err.contains("HEXFLOW__LIMITS__CONNECTIONS_MAX"), "{err}");
+        // Every new name is a real key.
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        for (_, new) in MOVED_KEYS {
+            let (section, key) = new.split_once('.').unwrap();
+            assert!(defaults[section].get(key).is_some(), "{new}");
+        }
     }
 
     #[test]
@@ -619,40 +496,47 @@ mod tests {
                 .to_string()
                 .contains("silence.expiry_after_s")
         );
+        let env = |v: &str| vec![("HEXFLOW__STORAGE__PARTITION_BY".to_string(), v.to_string())];
+        let err = Config::load(None, env("[\"hour\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("partition_by"), "{err}");
+        assert!(Config::load(None, env("[\"date\", \"h3_r3\", \"h3_r3\"]")).is_err());
         let mut c = Config::default();
-        c.storage.partition_by = vec!["hour".into()];
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("partition_by")
-        );
+        c.storage.h3_resolution = 2;
+        c.storage.partition.h3_r3 = true;
+        assert!(c.validate().unwrap_err().to_string().contains("h3_r3"));
         let mut c = Config::default();
-        c.storage.partition_by = vec!["date".into(), "h3_r3".into(), "h3_r3".into()];
-        assert!(c.validate().is_err());
-        let mut c = Config::default();
-        c.limits.inflight_batches_max = c.storage.dedup_window_batches;
+        c.session.inflight_batches_max = c.storage.dedup_window_batches;
         assert!(
             c.validate()
                 .unwrap_err()
                 .to_string()
                 .contains("inflight_batches_max")
         );
-        // The transport keys of issue 11, each at its edge.
+        // The transport keys of issue 11, each at its edge (bounds: ingest::bounds).
         let refused = |c: &Config| c.validate().unwrap_err().to_string();
         let mut c = Config::default();
-        c.limits.frame_timeout_ms = 0;
-        assert!(refused(&c).contains("limits.frame_timeout_ms"));
-        c.limits.frame_timeout_ms = 1;
-        c.quic.handshake_timeout_ms = 0;
-        assert!(refused(&c).contains("quic.handshake_timeout_ms"));
-        c.quic.handshake_timeout_ms = 1;
-        c.quic.pre_auth_receive_window_bytes = 1028;
-        assert!(refused(&c).contains("quic.pre_auth_receive_window_bytes"));
-        c.quic.pre_auth_receive_window_bytes = 1029;
+        c.session.frame_timeout_ms = 0;
+        assert!(refused(&c).contains("session.frame_timeout_ms"));
+        c.session.frame_timeout_ms = 1;
+        c.endpoint.handshake_timeout_ms = 0;
+        assert!(refused(&c).contains("endpoint.handshake_timeout_ms"));
+        c.endpoint.handshake_timeout_ms = 1;
+        c.endpoint.pre_auth_receive_window_bytes = 1028;
+        assert!(refused(&c).contains("endpoint.pre_auth_receive_window_bytes"));
+        c.endpoint.pre_auth_receive_window_bytes = 1029;
         assert!(c.validate().is_ok(), "one HELLO frame fits");
-        c.quic.pre_auth_receive_window_bytes = c.quic.connection_receive_window_bytes + 1;
-        assert!(refused(&c).contains("quic.pre_auth_receive_window_bytes"));
+        c.endpoint.pre_auth_receive_window_bytes = c.endpoint.connection_receive_window_bytes + 1;
+        assert!(refused(&c).contains("endpoint.pre_auth_receive_window_bytes"));
+        // A bound shared by two crates is written once: the fix count storage and the wire
+        // both accept.
+        let mut c = Config::default();
+        c.limits.batch_fixes_max = fix::BATCH_FIXES_LIMIT as u32;
+        c.storage.flush_rows_max = fix::BATCH_FIXES_LIMIT;
+        assert!(c.validate().is_ok());
+        c.limits.batch_fixes_max += 1;
+        assert!(refused(&c).contains("limits.batch_fixes_max"));
         let mut c = Config::default();
         c.tls.cert_path = "x.pem".into();
         assert!(

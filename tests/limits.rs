@@ -1,4 +1,4 @@
-//! Limits at their edges, over real QUIC on 127.0.0.1: `limits.connections_max` admits
+//! Limits at their edges, over real QUIC on 127.0.0.1: `endpoint.connections_max` admits
 //! exactly that many devices, refuses the next one without disturbing the others, and admits
 //! it again once a slot frees up. Also: configured TLS files replace the development CA.
 
@@ -31,7 +31,7 @@ fn one_fix(now_ms: i64) -> Fixes {
 async fn connections_max_is_enforced_at_its_edge() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::test_config(dir.path());
-    cfg.limits.connections_max = 2;
+    cfg.endpoint.connections_max = 2;
     let now_ms = common::system_now_ms();
     let ts = common::start(&cfg, common::ManualClock::new(now_ms)).await;
     let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();

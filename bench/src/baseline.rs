@@ -109,7 +109,7 @@ pub enum ServeError {
     },
 }
 
-/// The server's QUIC transport settings (hexflow's `[quic]` keys).
+/// The server's QUIC transport settings (hexflow's `[endpoint]` and `[session]` keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportSettings {
     /// Per-stream receive window.

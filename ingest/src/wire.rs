@@ -23,8 +23,9 @@ mod frame;
 mod status;
 
 pub use batch::{
-    BATCH_PREFIX_LEN, Batch, BatchDecoder, BatchEncoder, BatchError, Compression, EncodeError,
-    Encoding, Limits, decode_batch, encode_batch_frame, encode_batch_frame_raw, seq_max, validate,
+    BATCH_BYTES_LIMIT, BATCH_PREFIX_LEN, Batch, BatchDecoder, BatchEncoder, BatchError,
+    Compression, DECOMPRESSED_BYTES_LIMIT, EncodeError, Encoding, FUTURE_SKEW_MS_LIMIT, Limits,
+    PAST_AGE_MS_LIMIT, decode_batch, encode_batch_frame, encode_batch_frame_raw, seq_max, validate,
 };
 pub use confirm::{
     CONFIRM_REASON_BYTES_MAX, CONFIRM_SIGNATURE_LEN, Confirm, ConfirmAck, ConfirmError, ConfirmKey,

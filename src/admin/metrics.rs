@@ -100,12 +100,12 @@ pub const METRICS: &[Metric] = &[
     ),
     counter(
         "handshakes_timed_out",
-        "Handshakes not complete within quic.handshake_timeout_ms.",
+        "Handshakes not complete within endpoint.handshake_timeout_ms.",
         |s| relaxed(&s.endpoint.handshakes_timed_out),
     ),
     counter(
         "sessions_idle_closed",
-        "Sessions closed after quic.idle_timeout_ms without a frame.",
+        "Sessions closed after session.idle_timeout_ms without a frame.",
         |s| relaxed(&s.endpoint.sessions_idle_closed),
     ),
     counter(

@@ -3,7 +3,11 @@
 //! Contract: [`StorageConfig::validate`] is pure and is called by
 //! [`crate::Storage::open`]; a configuration that passes it cannot make a
 //! storage thread panic. The library never reads files or environment
-//! variables for its configuration; the binary builds this struct.
+//! variables for its configuration: the binary deserializes this struct from
+//! the `[storage]` section of its TOML file (serde: the field names are the
+//! keys, defaults and bounds are the ones below, unknown keys are refused) and
+//! fills the fields other sections own (`data_dir`, `batch_fixes_max`,
+//! `table`), which are not keys of `[storage]`.
 
 use std::path::PathBuf;
 
@@ -18,10 +22,13 @@ use fix::BATCH_FIXES_LIMIT;
 pub const FLUSH_INTERVAL_MS_LIMIT: u64 = 60_000;
 
 /// Storage configuration. See each field for its default and bounds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Root directory; `wal/` and `positions/` are created under it.
-    /// Default `data`.
+    /// Default `data`. Not a `[storage]` key: the binary sets it from
+    /// `server.data_dir`.
+    #[serde(skip)]
     pub data_dir: PathBuf,
     /// H3 resolution of the `h3` column, `0..=15`. Default 10 (cells of about
     /// 15,000 m², edge about 66 m): about the size of a city block and a few
@@ -30,6 +37,9 @@ pub struct StorageConfig {
     /// while a region query at any coarser resolution becomes one id range.
     pub h3_resolution: u8,
     /// Optional partition keys besides `date`. Default: none (date only).
+    /// In TOML the key `partition_by`, a list: `"date"` first, then
+    /// optionally `"hour"` and/or `"h3_r3"`, each once.
+    #[serde(rename = "partition_by", with = "crate::partition::keys")]
     pub partition: PartitionScheme,
     /// A segment is rolled once it holds this many bytes (it can exceed it by
     /// one group). `1 MiB..=4 GiB`, default 64 MiB.
@@ -50,7 +60,9 @@ pub struct StorageConfig {
     /// Capacity of the queue from the WAL thread to the writer thread,
     /// `1..=1_048_576`. Default 1024.
     pub writer_queue_batches_max: usize,
-    /// Largest batch accepted, fixes, `1..=1_048_576`. Default 10,000.
+    /// Largest batch accepted, fixes, `1..=1_048_576`. Default 10,000. Not a
+    /// `[storage]` key: the binary sets it from `limits.batch_fixes_max`.
+    #[serde(skip)]
     pub batch_fixes_max: usize,
     /// Buffered rows are flushed to Parquet this often, ms,
     /// `100..=FLUSH_INTERVAL_MS_LIMIT`. Default 10,000.
@@ -75,7 +87,9 @@ pub struct StorageConfig {
     /// twice that in memory per table, two tables); a new device beyond this is
     /// refused. `1..=1_000_000_000`, default 20,000,000.
     pub dedup_devices_max: usize,
-    /// How the `positions` table commits and checkpoints (from `[lake]`).
+    /// How the `positions` table commits and checkpoints. Not a `[storage]`
+    /// key: the binary sets it from `[lake]`.
+    #[serde(skip)]
     pub table: lake::TableOptions,
 }
 
@@ -302,5 +316,41 @@ mod tests {
             coarse.validate(),
             Err(ConfigError::H3PartitionTooCoarse { h3_resolution: 2 })
         );
+    }
+    #[test]
+    fn toml_keys_are_the_fields_and_partition_by_is_checked() {
+        let parse = |text: &str| toml::from_str::<StorageConfig>(text);
+        assert_eq!(parse("").unwrap(), StorageConfig::default());
+        let c = parse("flush_interval_ms = 500\npartition_by = [\"date\", \"h3_r3\", \"hour\"]")
+            .unwrap();
+        assert_eq!(c.flush_interval_ms, 500);
+        assert_eq!(
+            c.partition,
+            PartitionScheme {
+                hour: true,
+                h3_r3: true
+            }
+        );
+        let text = toml::to_string(&c).unwrap();
+        assert!(
+            text.contains("partition_by = [\"date\", \"hour\", \"h3_r3\"]"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("data_dir") && !text.contains("batch_fixes_max"),
+            "{text}"
+        );
+        for bad in [
+            "partition_by = []",
+            "partition_by = [\"hour\"]",
+            "partition_by = [\"date\", \"h3_r3\", \"h3_r3\"]",
+            "partition_by = [\"date\", \"minute\"]",
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains("partition_by must start with"), "{bad}: {err}");
+        }
+        for owned_elsewhere in ["data_dir = \"x\"", "batch_fixes_max = 5", "nope = 1"] {
+            assert!(parse(owned_elsewhere).is_err(), "{owned_elsewhere}");
+        }
     }
 }

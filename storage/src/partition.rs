@@ -30,6 +30,57 @@ pub struct PartitionScheme {
 
 pub use lake::time::{Date, date_from_days};
 
+/// `partition_by` in TOML: the scheme as its list of keys, `"date"` first, then optionally
+/// `"hour"` and/or `"h3_r3"`, each once (either order; paths always put `hour` first).
+/// Serialized in path order.
+pub(crate) mod keys {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::PartitionScheme;
+
+    /// Why a `partition_by` list is refused (the rule, stated once).
+    const RULE: &str = "partition_by must start with \"date\", then optionally \"hour\" and/or \"h3_r3\", each once";
+
+    pub(crate) fn serialize<S: Serializer>(p: &PartitionScheme, s: S) -> Result<S::Ok, S::Error> {
+        let mut keys = vec!["date"];
+        if p.hour {
+            keys.push("hour");
+        }
+        if p.h3_r3 {
+            keys.push("h3_r3");
+        }
+        keys.serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<PartitionScheme, D::Error> {
+        let keys = Vec::<String>::deserialize(d)?;
+        parse(&keys).ok_or_else(|| D::Error::custom(format!("{keys:?}: {RULE}")))
+    }
+
+    /// The scheme a list names, or `None` when it breaks [`RULE`].
+    pub(crate) fn parse(keys: &[String]) -> Option<PartitionScheme> {
+        let (first, rest) = keys.split_first()?;
+        if first != "date" {
+            return None;
+        }
+        let mut p = PartitionScheme::default();
+        for k in rest {
+            let slot = match k.as_str() {
+                "hour" => &mut p.hour,
+                "h3_r3" => &mut p.h3_r3,
+                _ => return None,
+            };
+            if std::mem::replace(slot, true) {
+                return None;
+            }
+        }
+        Some(p)
+    }
+}
+
 impl PartitionScheme {
     /// The table's partition columns under this scheme, in path order.
     pub fn columns(self) -> Vec<lake::PartitionColumn> {

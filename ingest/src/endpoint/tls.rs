@@ -38,7 +38,7 @@ fn transport_config(cfg: &EndpointConfig) -> Result<quinn::TransportConfig, Endp
     let idle_ms = cfg.session.idle_timeout_ms;
     let idle = quinn::IdleTimeout::try_from(Duration::from_millis(idle_ms)).map_err(|_| {
         EndpointError::InvalidSetting {
-            key: "quic.idle_timeout_ms",
+            key: "session.idle_timeout_ms",
             reason: format!("{idle_ms} is out of range"),
         }
     })?;

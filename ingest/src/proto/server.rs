@@ -51,16 +51,27 @@ pub const HELLO_BYTES_MAX: u32 = 1024;
 /// OK/DUPLICATE on the connection (PROTOCOL.md §9).
 pub const CONFIRM_FIX_RECENT_BATCHES: usize = 64;
 
-/// What one server session enforces and advertises. Every field is a documented key in
-/// `config/hexflow.toml`.
+/// What one server session enforces and advertises: the `[session]` section of
+/// `config/hexflow.toml` (with feature `server`, this struct is its serde form), bounds in
+/// [`SessionConfig::validate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "server",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields, default)
+)]
 pub struct SessionConfig {
-    /// Batch limits and timestamp plausibility window.
+    /// Batch limits and timestamp plausibility window. Not a `[session]` key: its own
+    /// section, `[limits]`, which the binary puts here.
+    #[cfg_attr(feature = "server", serde(skip))]
     pub limits: wire::Limits,
     /// Batches one connection may have waiting for an ack; the session stops reading while
-    /// this many are pending (0 is treated as 1). Advertised in WELCOME. Default 32.
+    /// this many are pending. Advertised in WELCOME. `1..dedup_window_batches`, default 32.
     pub inflight_batches_max: u32,
-    /// Size of the per-device dedup window, advertised in WELCOME. Default 64.
+    /// Size of the per-device dedup window, advertised in WELCOME. Default 64. Not a
+    /// `[session]` key: storage owns the window (`storage.dedup_window_batches`) and the
+    /// binary copies it here.
+    #[cfg_attr(feature = "server", serde(skip))]
     pub dedup_window_batches: u32,
     /// Oversized BATCH frames up to this many bytes are read and dropped so the device gets
     /// BATCH_TOO_LARGE and the connection lives on; larger frames close the connection.
@@ -78,6 +89,46 @@ pub struct SessionConfig {
     /// Rejected CONFIRM frames (malformed, invalid, unsolicited, bad signature) one
     /// connection may send; the next one closes it with PROTOCOL_VIOLATION. Default 8.
     pub confirm_rejects_max: u32,
+}
+
+impl SessionConfig {
+    /// Checks every bound, `limits` included: `inflight_batches_max` at least 1 and below
+    /// `dedup_window_batches` (or a resent batch could fall out of the dedup window),
+    /// `oversize_discard_bytes_max` at least `limits.batch_bytes_max`, each deadline
+    /// `1..=`[`TIMEOUT_MS_LIMIT`](crate::bounds::TIMEOUT_MS_LIMIT) ms, `confirm_rejects_max`
+    /// `0..=1000`.
+    ///
+    /// # Errors
+    /// The first value out of bounds, named `limits.<key>` or `session.<key>`.
+    pub fn validate(&self) -> Result<(), crate::bounds::ConfigError> {
+        use crate::bounds::{TIMEOUT_MS_LIMIT, check};
+        self.limits.validate()?;
+        check(
+            "session.inflight_batches_max",
+            self.inflight_batches_max,
+            1,
+            self.dedup_window_batches.saturating_sub(1),
+        )?;
+        check(
+            "session.oversize_discard_bytes_max",
+            self.oversize_discard_bytes_max,
+            self.limits.batch_bytes_max,
+            wire::DECOMPRESSED_BYTES_LIMIT,
+        )?;
+        for (key, ms) in [
+            ("session.hello_timeout_ms", self.hello_timeout_ms),
+            ("session.frame_timeout_ms", self.frame_timeout_ms),
+            ("session.idle_timeout_ms", self.idle_timeout_ms),
+        ] {
+            check(key, ms, 1, TIMEOUT_MS_LIMIT)?;
+        }
+        check(
+            "session.confirm_rejects_max",
+            self.confirm_rejects_max,
+            0,
+            1000,
+        )
+    }
 }
 
 impl Default for SessionConfig {

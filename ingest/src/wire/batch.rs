@@ -57,8 +57,15 @@ pub enum Compression {
     },
 }
 
-/// What a server accepts in a BATCH.
+/// What a server accepts in a BATCH. The `[limits]` section of `config/hexflow.toml`
+/// (with feature `server`, the struct is that section's serde form); bounds in
+/// [`Limits::validate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "server",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields, default)
+)]
 pub struct Limits {
     /// Largest BATCH frame body (the header's `len`: seq, encoding and payload). Default 256 KiB.
     pub batch_bytes_max: u32,
@@ -85,7 +92,57 @@ impl Default for Limits {
     }
 }
 
+/// Largest `batch_bytes_max`: 64 MiB.
+pub const BATCH_BYTES_LIMIT: u32 = 64 << 20;
+/// Largest `decompressed_bytes_max`: 256 MiB.
+pub const DECOMPRESSED_BYTES_LIMIT: u32 = 256 << 20;
+/// Largest `future_skew_ms`: one day.
+pub const FUTURE_SKEW_MS_LIMIT: i64 = 86_400_000;
+/// Largest `past_age_max_ms`: about ten years (3,653 days).
+pub const PAST_AGE_MS_LIMIT: i64 = 3_653 * 86_400_000;
+
 impl Limits {
+    /// Checks every bound: `batch_bytes_max` `1..=`[`BATCH_BYTES_LIMIT`], `batch_fixes_max`
+    /// `1..=`[`fix::BATCH_FIXES_LIMIT`], `decompressed_bytes_max`
+    /// `batch_bytes_max..=`[`DECOMPRESSED_BYTES_LIMIT`], `future_skew_ms`
+    /// `0..=`[`FUTURE_SKEW_MS_LIMIT`], `past_age_max_ms` `1..=`[`PAST_AGE_MS_LIMIT`].
+    ///
+    /// # Errors
+    /// The first value out of bounds, named `limits.<key>`.
+    pub fn validate(&self) -> Result<(), crate::bounds::ConfigError> {
+        use crate::bounds::check;
+        check(
+            "limits.batch_bytes_max",
+            self.batch_bytes_max,
+            1,
+            BATCH_BYTES_LIMIT,
+        )?;
+        check(
+            "limits.batch_fixes_max",
+            self.batch_fixes_max,
+            1,
+            fix::BATCH_FIXES_LIMIT as u32,
+        )?;
+        check(
+            "limits.decompressed_bytes_max",
+            self.decompressed_bytes_max,
+            self.batch_bytes_max,
+            DECOMPRESSED_BYTES_LIMIT,
+        )?;
+        check(
+            "limits.future_skew_ms",
+            self.future_skew_ms,
+            0,
+            FUTURE_SKEW_MS_LIMIT,
+        )?;
+        check(
+            "limits.past_age_max_ms",
+            self.past_age_max_ms,
+            1,
+            PAST_AGE_MS_LIMIT,
+        )
+    }
+
     /// What [`fix::validate`] checks a batch read at server time `now_ms` against.
     pub fn checks(&self, now_ms: i64) -> Checks {
         Checks {
