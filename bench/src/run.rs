@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ingest::auth::TokenKey;
-use ingest::client::{self, ClientConfig, ClientError, Device};
+use ingest::client::{self, ClientConfig, ClientError, Device, SessionError};
 use ingest::wire::{Ack, Fixes, Status};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -212,19 +212,21 @@ impl Pacer {
 /// server refused, else a stable client-side name.
 pub fn client_error_name(e: &ClientError) -> String {
     let name = match e {
-        ClientError::Rejected { status, .. } => status.as_str(),
-        ClientError::UnknownStatus { code, .. } => return format!("STATUS_{code}"),
+        ClientError::Session(SessionError::Rejected { status, .. }) => status.as_str(),
+        ClientError::Session(SessionError::UnknownStatus { code, .. }) => {
+            return format!("STATUS_{code}");
+        }
         ClientError::RetriesExhausted { last, .. } => return client_error_name(last),
         ClientError::ConnectTimeout { .. } => ERR_CONNECT_TIMEOUT,
         ClientError::ConnectionLost(_) => ERR_CONNECTION_LOST,
         ClientError::Read(_) => "STREAM_READ_FAILED",
         ClientError::Write(_) => "STREAM_WRITE_FAILED",
         ClientError::StreamFinished => "STREAM_FINISHED",
-        ClientError::ServerClosed { .. } => "SERVER_CLOSED",
-        ClientError::UnexpectedFrame { .. } | ClientError::BadFrame { .. } => "BAD_FRAME",
+        ClientError::Session(SessionError::ServerClosed { .. }) => "SERVER_CLOSED",
+        ClientError::Session(_) => "BAD_FRAME",
         ClientError::AckTimeout { .. } => ERR_ACK_TIMEOUT,
         ClientError::Encode(_)
-        | ClientError::BatchTooLarge { .. }
+        | ClientError::BatchTooLarge(_)
         | ClientError::SeqInFlight { .. } => ERR_CLIENT_REJECTED,
         ClientError::Closed => "CLOSED",
         ClientError::Bind { .. }
@@ -241,8 +243,9 @@ pub fn client_error_name(e: &ClientError) -> String {
 /// (e.g. `UNAUTHENTICATED`), `CONNECT_TIMEOUT`, or `CONNECT_FAILED` for everything else.
 pub fn connect_error_name(e: &ClientError) -> String {
     match e {
-        ClientError::Rejected { .. }
-        | ClientError::UnknownStatus { .. }
+        ClientError::Session(
+            SessionError::Rejected { .. } | SessionError::UnknownStatus { .. },
+        )
         | ClientError::ConnectTimeout { .. } => client_error_name(e),
         _ => ERR_CONNECT_FAILED.to_owned(),
     }

@@ -52,7 +52,7 @@ use tokio::sync::{Mutex as AsyncMutex, mpsc, oneshot};
 
 pub use self::config::ClientConfig;
 pub use self::error::ClientError;
-pub use crate::proto::client::RetryPolicy;
+pub use crate::proto::client::{BatchTooLarge, RetryPolicy, SessionError};
 
 use self::link::{Inbox, Link, Outgoing};
 use crate::proto::client::{
@@ -103,7 +103,7 @@ impl Device {
     /// QUIC connect, send HELLO, wait for WELCOME.
     ///
     /// # Errors
-    /// [`ClientError::Rejected`] when the server answers HELLO with CLOSE (for example
+    /// [`ClientError::Session`] ([`SessionError::Rejected`](crate::proto::client::SessionError::Rejected)) when the server answers HELLO with CLOSE (for example
     /// UNAUTHENTICATED or UNSUPPORTED_VERSION); TLS, connection and timeout errors.
     pub async fn connect(
         endpoint: &quinn::Endpoint,
@@ -283,7 +283,7 @@ impl Device {
     /// As [`Device::send_once`].
     ///
     /// # Errors
-    /// [`ClientError::Rejected`] when the batch itself is refused (1xx), the errors of
+    /// [`ClientError::Session`] (`Rejected`) when the batch itself is refused (1xx), the errors of
     /// [`Device::send`], and those of [`Device::confirm_here`].
     pub async fn confirm_with_fix(
         &self,

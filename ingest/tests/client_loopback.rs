@@ -3,7 +3,7 @@
 //! same seq, and rejection of a bad token.
 #![cfg(feature = "client")]
 
-use ingest::client::{ClientConfig, ClientError, Device, client_endpoint};
+use ingest::client::{ClientConfig, ClientError, Device, SessionError, client_endpoint};
 use ingest::wire::{self, Ack, Close, Fix, Fixes, FrameType, Limits, Status, Welcome};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -337,18 +337,18 @@ async fn bad_token_is_rejected_at_connect() {
         .await
         .expect_err("rejected");
     match err {
-        ClientError::Rejected { status, reason, .. } => {
+        ClientError::Session(SessionError::Rejected { status, reason, .. }) => {
             assert_eq!(status, Status::Unauthenticated);
             assert_eq!(reason, "unknown token");
         }
         other => panic!("expected Rejected, got {other}"),
     }
     assert!(
-        !ClientError::Rejected {
+        !ClientError::from(SessionError::Rejected {
             status: Status::Unauthenticated,
             reason: String::new(),
             retry_after_ms: 0
-        }
+        })
         .is_retryable()
     );
     assert!(server_task.await.expect("server"));

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::proto::client::{BatchTooLarge, SessionError};
-use crate::wire::{EncodeError, FrameError, FrameType, Status};
+use crate::wire::EncodeError;
 
 /// Everything that can go wrong in the client.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -53,40 +53,13 @@ pub enum ClientError {
     /// The server finished the stream.
     #[error("the server finished the stream")]
     StreamFinished,
-    /// The server closed the connection with status OK (for example an idle timeout).
-    #[error("the server closed the connection: {reason}")]
-    ServerClosed {
-        /// The server's reason.
-        reason: String,
-    },
-    /// The server refused the connection or a batch at connection level (CLOSE or ACK
-    /// with this status), or answered with a transient status on the last attempt.
-    #[error("rejected with {status}: {reason}")]
-    Rejected {
-        /// The server's status.
-        status: Status,
-        /// The server's reason.
-        reason: String,
-        /// The server's retry hint (0 = none).
-        retry_after_ms: u32,
-    },
-    /// The server sent a status code protocol v1 does not define.
-    #[error("server sent unknown status {code}: {reason}")]
-    UnknownStatus {
-        /// The code.
-        code: u32,
-        /// The server's reason.
-        reason: String,
-    },
-    /// The server sent a frame a v1 client must not receive at this point.
-    #[error("server sent an unexpected {frame_type} frame")]
-    UnexpectedFrame {
-        /// The frame's type.
-        frame_type: FrameType,
-    },
-    /// The server sent a frame that could not be decoded (or announced too long a body).
-    #[error("server sent a bad frame: {0}")]
-    BadFrame(#[source] FrameError),
+    /// What the server answered or sent ended the session: a CLOSE or connection-level
+    /// status ([`SessionError::ServerClosed`] for OK, [`SessionError::Rejected`] with the
+    /// status and retry hint, [`SessionError::UnknownStatus`]), or a frame a v1 client must
+    /// not receive ([`SessionError::UnexpectedFrame`], [`SessionError::BadFrame`]). The
+    /// protocol core's own error, unchanged.
+    #[error(transparent)]
+    Session(#[from] SessionError),
     /// No ack arrived within `ack_timeout_ms`.
     #[error("no ack for batch {batch_seq} within {timeout_ms} ms")]
     AckTimeout {
@@ -98,18 +71,9 @@ pub enum ClientError {
     /// The batch could not be encoded.
     #[error("cannot encode the batch: {0}")]
     Encode(#[from] EncodeError),
-    /// The encoded batch is larger than the server reads; split it.
-    #[error(
-        "batch {batch_seq} encodes to {body_len} bytes, over the server's batch_bytes_max {batch_bytes_max}"
-    )]
-    BatchTooLarge {
-        /// The batch.
-        batch_seq: u64,
-        /// The encoded BATCH body length.
-        body_len: usize,
-        /// The server's limit from WELCOME.
-        batch_bytes_max: u32,
-    },
+    /// The encoded batch is larger than the server reads (its WELCOME limit); split it.
+    #[error(transparent)]
+    BatchTooLarge(#[from] BatchTooLarge),
     /// Another call is already waiting for an ack of this seq on this device.
     #[error("batch {batch_seq} is already in flight on this device")]
     SeqInFlight {
@@ -158,40 +122,6 @@ pub enum ClientError {
     },
 }
 
-impl From<SessionError> for ClientError {
-    fn from(e: SessionError) -> Self {
-        match e {
-            SessionError::ServerClosed { reason } => ClientError::ServerClosed { reason },
-            SessionError::Rejected {
-                status,
-                reason,
-                retry_after_ms,
-            } => ClientError::Rejected {
-                status,
-                reason,
-                retry_after_ms,
-            },
-            SessionError::UnknownStatus { code, reason } => {
-                ClientError::UnknownStatus { code, reason }
-            }
-            SessionError::UnexpectedFrame { frame_type } => {
-                ClientError::UnexpectedFrame { frame_type }
-            }
-            SessionError::BadFrame(e) => ClientError::BadFrame(e),
-        }
-    }
-}
-
-impl From<BatchTooLarge> for ClientError {
-    fn from(e: BatchTooLarge) -> Self {
-        ClientError::BatchTooLarge {
-            batch_seq: e.batch_seq,
-            body_len: e.body_len,
-            batch_bytes_max: e.batch_bytes_max,
-        }
-    }
-}
-
 impl ClientError {
     /// True when resending the same batch (after a delay, on a new connection if needed)
     /// may succeed.
@@ -202,10 +132,10 @@ impl ClientError {
             | ClientError::Read(_)
             | ClientError::Write(_)
             | ClientError::StreamFinished
-            | ClientError::ServerClosed { .. }
+            | ClientError::Session(SessionError::ServerClosed { .. })
             | ClientError::AckTimeout { .. }
             | ClientError::ConfirmTimeout { .. } => true,
-            ClientError::Rejected { status, .. } => status.is_retryable(),
+            ClientError::Session(SessionError::Rejected { status, .. }) => status.is_retryable(),
             _ => false,
         }
     }
@@ -213,7 +143,7 @@ impl ClientError {
     /// The server's retry hint carried by this error (0 = none).
     pub fn retry_after_ms(&self) -> u32 {
         match self {
-            ClientError::Rejected { retry_after_ms, .. } => *retry_after_ms,
+            ClientError::Session(SessionError::Rejected { retry_after_ms, .. }) => *retry_after_ms,
             _ => 0,
         }
     }
@@ -251,6 +181,7 @@ impl ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{FrameError, Status};
 
     #[test]
     fn error_classification() {
@@ -261,19 +192,19 @@ mod tests {
             ClientError::from_status(Status::Unauthenticated.code(), "bad token".into(), 0);
         assert!(matches!(
             &unauth,
-            ClientError::Rejected {
+            ClientError::Session(SessionError::Rejected {
                 status: Status::Unauthenticated,
                 ..
-            }
+            })
         ));
         assert!(!unauth.is_retryable());
         assert!(matches!(
             ClientError::from_status(0, "idle".into(), 0),
-            ClientError::ServerClosed { .. }
+            ClientError::Session(SessionError::ServerClosed { .. })
         ));
         assert!(matches!(
             ClientError::from_status(777, "?".into(), 0),
-            ClientError::UnknownStatus { code: 777, .. }
+            ClientError::Session(SessionError::UnknownStatus { code: 777, .. })
         ));
         assert!(!ClientError::SeqInFlight { batch_seq: 1 }.is_retryable());
         assert!(
@@ -287,11 +218,20 @@ mod tests {
 
     #[test]
     fn clones_keep_the_type_of_every_error() {
-        let frame = ClientError::BadFrame(FrameError::UnknownType { type_byte: 0x0a });
+        let frame = ClientError::from(SessionError::BadFrame(FrameError::UnknownType {
+            type_byte: 0x0a,
+        }));
         assert!(matches!(
             frame.clone(),
-            ClientError::BadFrame(FrameError::UnknownType { type_byte: 0x0a })
+            ClientError::Session(SessionError::BadFrame(FrameError::UnknownType {
+                type_byte: 0x0a
+            }))
         ));
+        assert_eq!(
+            frame.to_string(),
+            "server sent a bad frame: unknown frame type 0x0a",
+            "the session's message, unchanged"
+        );
         let timeout = ClientError::AckTimeout {
             batch_seq: 3,
             timeout_ms: 9,
