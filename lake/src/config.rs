@@ -113,84 +113,27 @@ impl LakeConfig {
     /// The first value out of bounds.
     pub fn validate(&self) -> Result<(), LakeConfigError> {
         let d = u128::from(DAY_MS);
-        check(
-            "checkpoint_interval_commits",
-            self.checkpoint_interval_commits.into(),
-            1,
-            100_000,
-        )?;
-        check(
-            "commit_retries_max",
-            self.commit_retries_max.into(),
-            1,
-            1_000,
-        )?;
-        check(
-            "superseded_grace_ms",
-            self.superseded_grace_ms.into(),
-            0,
-            30 * d,
-        )?;
-        check(
-            "untracked_grace_ms",
-            self.untracked_grace_ms.into(),
-            60_000,
-            30 * d,
-        )?;
-        check(
-            "log_retention_ms",
-            self.log_retention_ms.into(),
-            3_600_000,
-            365 * d,
-        )?;
-        check(
-            "vacuum_interval_ms",
-            self.vacuum_interval_ms.into(),
-            1_000,
-            d,
-        )?;
-        check(
-            "compact_interval_ms",
-            self.compact_interval_ms.into(),
-            1_000,
-            d,
-        )?;
-        check(
-            "compact_target_file_bytes",
-            self.compact_target_file_bytes.into(),
-            1 << 20,
-            1 << 30,
-        )?;
-        check(
-            "compact_min_files",
-            self.compact_min_files as u128,
-            2,
-            100_000,
-        )?;
-        check(
-            "compact_min_file_age_ms",
-            self.compact_min_file_age_ms.into(),
-            0,
-            d,
-        )?;
-        check(
-            "compact_io_bytes_per_s_max",
-            self.compact_io_bytes_per_s_max.into(),
-            1 << 20,
-            10 << 30,
-        )?;
-        check(
-            "compact_cpu_percent_max",
-            self.compact_cpu_percent_max.into(),
-            1,
-            100,
-        )?;
-        check(
-            "positions_retention_days",
-            self.positions_retention_days.into(),
-            0,
-            36_500,
-        )
+        // (key, value, min, max): one row per bound, checked in this order.
+        #[rustfmt::skip]
+        let bounds: [(&'static str, u128, u128, u128); 13] = [
+            ("checkpoint_interval_commits", self.checkpoint_interval_commits.into(), 1, 100_000),
+            ("commit_retries_max", self.commit_retries_max.into(), 1, 1_000),
+            ("superseded_grace_ms", self.superseded_grace_ms.into(), 0, 30 * d),
+            ("untracked_grace_ms", self.untracked_grace_ms.into(), 60_000, 30 * d),
+            ("log_retention_ms", self.log_retention_ms.into(), 3_600_000, 365 * d),
+            ("vacuum_interval_ms", self.vacuum_interval_ms.into(), 1_000, d),
+            ("compact_interval_ms", self.compact_interval_ms.into(), 1_000, d),
+            ("compact_target_file_bytes", self.compact_target_file_bytes.into(), 1 << 20, 1 << 30),
+            ("compact_min_files", self.compact_min_files as u128, 2, 100_000),
+            ("compact_min_file_age_ms", self.compact_min_file_age_ms.into(), 0, d),
+            ("compact_io_bytes_per_s_max", self.compact_io_bytes_per_s_max.into(), 1 << 20, 10 << 30),
+            ("compact_cpu_percent_max", self.compact_cpu_percent_max.into(), 1, 100),
+            ("positions_retention_days", self.positions_retention_days.into(), 0, 36_500),
+        ];
+        for (key, value, min, max) in bounds {
+            check(key, value, min, max)?;
+        }
+        Ok(())
     }
 
     /// The commit and checkpoint options of a table.

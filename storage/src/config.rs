@@ -162,81 +162,28 @@ impl StorageConfig {
     /// # Errors
     /// The first value out of bounds.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check("h3_resolution", self.h3_resolution.into(), 0, 15)?;
-        check(
-            "wal_segment_bytes_max",
-            self.wal_segment_bytes_max.into(),
-            1 << 20,
-            4 << 30,
-        )?;
-        check(
-            "wal_group_commit_bytes_max",
-            self.wal_group_commit_bytes_max as i128,
-            4 << 10,
-            256 << 20,
-        )?;
-        check(
-            "wal_group_commit_delay_us",
-            self.wal_group_commit_delay_us.into(),
-            0,
-            100_000,
-        )?;
-        check(
-            "queue_batches_max",
-            self.queue_batches_max as i128,
-            1,
-            1 << 20,
-        )?;
-        check(
-            "writer_queue_batches_max",
-            self.writer_queue_batches_max as i128,
-            1,
-            1 << 20,
-        )?;
-        check(
-            "batch_fixes_max",
-            self.batch_fixes_max as i128,
-            1,
-            BATCH_FIXES_LIMIT as i128,
-        )?;
-        check(
-            "flush_interval_ms",
-            self.flush_interval_ms.into(),
-            100,
-            FLUSH_INTERVAL_MS_LIMIT.into(),
-        )?;
-        check("flush_retry_ms", self.flush_retry_ms.into(), 1, 60_000)?;
-        check(
-            "shutdown_flush_attempts",
-            self.shutdown_flush_attempts.into(),
-            1,
-            100,
-        )?;
-        check(
-            "flush_rows_max",
-            self.flush_rows_max as i128,
-            self.batch_fixes_max as i128,
-            u32::MAX.into(),
-        )?;
-        check(
-            "row_group_rows_max",
-            self.row_group_rows_max as i128,
-            1,
-            1 << 24,
-        )?;
-        check("zstd_level", self.zstd_level.into(), 1, 22)?;
-        check(
-            "dedup_window_batches",
-            self.dedup_window_batches.into(),
-            1,
-            WINDOW_BATCHES_LIMIT.into(),
-        )?;
-        check(
-            "dedup_devices_max",
-            self.dedup_devices_max as i128,
-            1,
-            1_000_000_000,
-        )?;
+        // (key, value, min, max): one row per bound, checked in this order.
+        #[rustfmt::skip]
+        let bounds: [(&'static str, i128, i128, i128); 15] = [
+            ("h3_resolution", self.h3_resolution.into(), 0, 15),
+            ("wal_segment_bytes_max", self.wal_segment_bytes_max.into(), 1 << 20, 4 << 30),
+            ("wal_group_commit_bytes_max", self.wal_group_commit_bytes_max as i128, 4 << 10, 256 << 20),
+            ("wal_group_commit_delay_us", self.wal_group_commit_delay_us.into(), 0, 100_000),
+            ("queue_batches_max", self.queue_batches_max as i128, 1, 1 << 20),
+            ("writer_queue_batches_max", self.writer_queue_batches_max as i128, 1, 1 << 20),
+            ("batch_fixes_max", self.batch_fixes_max as i128, 1, BATCH_FIXES_LIMIT as i128),
+            ("flush_interval_ms", self.flush_interval_ms.into(), 100, FLUSH_INTERVAL_MS_LIMIT.into()),
+            ("flush_retry_ms", self.flush_retry_ms.into(), 1, 60_000),
+            ("shutdown_flush_attempts", self.shutdown_flush_attempts.into(), 1, 100),
+            ("flush_rows_max", self.flush_rows_max as i128, self.batch_fixes_max as i128, u32::MAX.into()),
+            ("row_group_rows_max", self.row_group_rows_max as i128, 1, 1 << 24),
+            ("zstd_level", self.zstd_level.into(), 1, 22),
+            ("dedup_window_batches", self.dedup_window_batches.into(), 1, WINDOW_BATCHES_LIMIT.into()),
+            ("dedup_devices_max", self.dedup_devices_max as i128, 1, 1_000_000_000),
+        ];
+        for (key, value, min, max) in bounds {
+            check(key, value, min, max)?;
+        }
         if self.partition.h3_r3 && self.h3_resolution < 3 {
             return Err(ConfigError::H3PartitionTooCoarse {
                 h3_resolution: self.h3_resolution,
