@@ -277,6 +277,28 @@ pub fn execute(
     pace: &mut dyn Pace,
     now_ms: i64,
 ) -> Result<JobOutcome, TableError> {
+    let mut merge = open_merge(table, job, sort_columns, pace)?;
+    let batches = std::iter::from_fn(|| merge.next_batch().transpose());
+    let add = table.write_file(
+        &job.partition_dir,
+        name,
+        job.partition_values.clone(),
+        batches,
+        props,
+        false,
+        now_ms,
+    )?;
+    commit_output(table, job, add, now_ms)
+}
+
+/// A merge of the job's inputs, each read in `MERGE_BATCH_ROWS` batches and compared on
+/// `sort_columns` through one row converter, primed with each input's first row.
+fn open_merge<'a>(
+    table: &Table,
+    job: &Job,
+    sort_columns: &[&str],
+    pace: &'a mut dyn Pace,
+) -> Result<Merge<'a>, TableError> {
     let schema = table.spec().schema.clone();
     let arrow_err = |source| TableError::Arrow {
         table: table.spec().name.clone(),
@@ -287,13 +309,11 @@ pub fn execute(
         .map(|c| schema.index_of(c))
         .collect::<Result<Vec<_>, _>>()
         .map_err(arrow_err)?;
-    let converter = RowConverter::new(
-        sort_idx
-            .iter()
-            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
-            .collect(),
-    )
-    .map_err(arrow_err)?;
+    let fields = sort_idx
+        .iter()
+        .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+        .collect();
+    let converter = RowConverter::new(fields).map_err(arrow_err)?;
     let mut inputs = Vec::with_capacity(job.inputs.len());
     for path in &job.inputs {
         let bytes = bytes::Bytes::from(table.read_file(path)?);
@@ -322,16 +342,17 @@ pub fn execute(
     for i in 0..merge.inputs.len() {
         merge.advance(i).map_err(arrow_err)?;
     }
-    let batches = std::iter::from_fn(|| merge.next_batch().transpose());
-    let add = table.write_file(
-        &job.partition_dir,
-        name,
-        job.partition_values.clone(),
-        batches,
-        props,
-        false,
-        now_ms,
-    )?;
+    Ok(merge)
+}
+
+/// Commits the merged file `add` in place of the job's inputs (one `OPTIMIZE` commit); if
+/// the commit fails, the output is deleted (nobody will ever read it).
+fn commit_output(
+    table: &mut Table,
+    job: &Job,
+    add: Add,
+    now_ms: i64,
+) -> Result<JobOutcome, TableError> {
     let rows = FileStats::of(&add).map_or(0, |s| s.num_records);
     let output = add.path.clone();
     let bytes = u64::try_from(add.size).unwrap_or(0);
@@ -346,27 +367,20 @@ pub fn execute(
         removes: job.inputs.clone(),
         txn: None,
     };
-    match table.commit(commit, now_ms) {
-        Ok(CommitOutcome::Committed { version }) => Ok(JobOutcome {
-            version,
-            output,
-            bytes,
-            rows,
-        }),
-        Ok(other) => Ok(JobOutcome {
-            version: match other {
-                CommitOutcome::AlreadyCommitted { version } => version,
-                _ => table.snapshot().version,
-            },
-            output,
-            bytes,
-            rows,
-        }),
+    let version = match table.commit(commit, now_ms) {
+        Ok(CommitOutcome::Committed { version })
+        | Ok(CommitOutcome::AlreadyCommitted { version }) => version,
+        Ok(_) => table.snapshot().version,
         Err(e) => {
-            // Not committed: nobody will ever read the output.
             let path = table.data_path(&output);
             let _ = table.store().delete_many(&[path]);
-            Err(e)
+            return Err(e);
         }
-    }
+    };
+    Ok(JobOutcome {
+        version,
+        output,
+        bytes,
+        rows,
+    })
 }

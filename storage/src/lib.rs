@@ -426,6 +426,60 @@ fn spawn<T: Send + 'static>(
         })
 }
 
+/// Cuts the torn tail `error` found in the last segment `path` (`len` bytes read): a
+/// segment whose creation did not complete (no full header) is removed, otherwise it is
+/// truncated to its valid prefix and synced. Recorded in `report`.
+fn cut_torn_tail(
+    fs: &dyn Fs,
+    wal_dir: &Path,
+    path: &Path,
+    len: usize,
+    error: wal::TailError,
+    report: &mut RecoveryReport,
+) -> Result<(), OpenError> {
+    let valid_len = error.valid_len();
+    if valid_len < HEADER_LEN {
+        fs.remove_file(path).map_err(io_at(path))?;
+        fs.sync_dir(wal_dir).map_err(io_at(wal_dir))?;
+    } else {
+        let mut file = fs.open_write(path).map_err(io_at(path))?;
+        file.set_len(valid_len as u64).map_err(io_at(path))?;
+        file.sync_all().map_err(io_at(path))?;
+    }
+    tracing::warn!(segment = %path.display(), valid_len, error = %error, "cut a torn WAL tail");
+    report.torn_tail = Some(TornTail {
+        segment: path.to_path_buf(),
+        valid_len: valid_len as u64,
+        discarded_bytes: (len - valid_len) as u64,
+        error,
+    });
+    Ok(())
+}
+
+/// One replayed record: every record feeds `dedup`; those above the checkpoint go to the
+/// writer again.
+fn replay_record(
+    record: wal::Record,
+    checkpoint_lsn: u64,
+    dedup: &mut DedupTable,
+    writer_tx: &Sender<WriterMsg>,
+    report: &mut RecoveryReport,
+) -> Result<(), OpenError> {
+    dedup.observe(record.batch.device_id, record.batch.batch_seq);
+    if record.lsn <= checkpoint_lsn {
+        report.records_skipped += 1;
+        return Ok(());
+    }
+    report.records_replayed += 1;
+    report.fixes_replayed += record.batch.len() as u64;
+    writer_tx
+        .send(WriterMsg::Batch {
+            lsn: record.lsn,
+            batch: record.batch,
+        })
+        .map_err(|_| OpenError::WriterStopped)
+}
+
 /// Reads every segment, cuts a torn tail off the last one, feeds records
 /// above the checkpoint to the writer and every record to `dedup`.
 fn replay(
@@ -451,23 +505,7 @@ fn replay(
                     source: error,
                 });
             }
-            let valid_len = error.valid_len();
-            if valid_len < HEADER_LEN {
-                // A segment whose creation did not complete: no record in it.
-                fs.remove_file(path).map_err(io_at(path))?;
-                fs.sync_dir(wal_dir).map_err(io_at(wal_dir))?;
-            } else {
-                let mut file = fs.open_write(path).map_err(io_at(path))?;
-                file.set_len(valid_len as u64).map_err(io_at(path))?;
-                file.sync_all().map_err(io_at(path))?;
-            }
-            tracing::warn!(segment = %path.display(), valid_len, error = %error, "cut a torn WAL tail");
-            report.torn_tail = Some(TornTail {
-                segment: path.clone(),
-                valid_len: valid_len as u64,
-                discarded_bytes: (bytes.len() - valid_len) as u64,
-                error,
-            });
+            cut_torn_tail(fs, wal_dir, path, bytes.len(), error, report)?;
         }
         if let Ok(header) = wal::decode_header(&bytes) {
             if header.first_lsn != *name_lsn {
@@ -481,10 +519,7 @@ fn replay(
         for record in records {
             // Records are consecutive, and the first one may not skip past
             // the checkpoint (segments are only deleted when fully covered).
-            let want = match expected {
-                Some(next) => next,
-                None => record.lsn.min(checkpoint_lsn + 1),
-            };
+            let want = expected.unwrap_or_else(|| record.lsn.min(checkpoint_lsn + 1));
             if record.lsn != want {
                 return Err(OpenError::LsnGap {
                     segment: path.clone(),
@@ -494,19 +529,7 @@ fn replay(
             }
             expected = Some(record.lsn + 1);
             last_lsn = last_lsn.max(record.lsn);
-            dedup.observe(record.batch.device_id, record.batch.batch_seq);
-            if record.lsn > checkpoint_lsn {
-                report.records_replayed += 1;
-                report.fixes_replayed += record.batch.len() as u64;
-                writer_tx
-                    .send(WriterMsg::Batch {
-                        lsn: record.lsn,
-                        batch: record.batch,
-                    })
-                    .map_err(|_| OpenError::WriterStopped)?;
-            } else {
-                report.records_skipped += 1;
-            }
+            replay_record(record, checkpoint_lsn, dedup, writer_tx, report)?;
         }
     }
     Ok(last_lsn + 1)
