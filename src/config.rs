@@ -155,19 +155,19 @@ pub enum ConfigError {
     /// A `[limits]`, `[session]` or `[endpoint]` value is out of range (the key is named as
     /// `section.key`).
     #[error("invalid config: {0}")]
-    Endpoint(#[from] ingest::bounds::ConfigError),
+    Endpoint(#[from] sys::bounds::OutOfRange),
     /// A storage setting is out of range (the key is named, relative to `[storage]`).
-    #[error("invalid config [storage]: {0}")]
+    #[error("invalid config: {0}")]
     Storage(#[from] storage::ConfigError),
     /// A `[lake]` setting is out of range.
-    #[error("invalid config [lake]: {0}")]
-    Lake(#[from] lake::LakeConfigError),
+    #[error("invalid config: {0}")]
+    Lake(lake::LakeConfigError),
     /// A `[silence]` value, policy, group, exemption or calendar is invalid (the error names
     /// the key as `silence.…`, or the calendar file and line).
     #[error("invalid config: {0}")]
     Silence(#[from] silence::SilenceConfigError),
     /// An `[admin]` setting is out of range.
-    #[error("invalid config [admin]: {0}")]
+    #[error("invalid config: {0}")]
     Admin(#[from] crate::admin::AdminError),
     /// A value is out of range.
     #[error("invalid config: {key} = {value}: {reason}")]
@@ -224,7 +224,7 @@ impl Config {
         // storage's dedup window, oversize discard above the batch limit) are checked too.
         self.endpoint_config().validate()?;
         self.storage_config().validate()?;
-        self.lake.validate()?;
+        self.lake.validate().map_err(ConfigError::Lake)?;
         self.silence.validate()?;
         self.admin.validate()?;
         if self.tls.cert_path.as_os_str().is_empty() != self.tls.key_path.as_os_str().is_empty() {

@@ -3,7 +3,7 @@
 //! * [`wire`]: the pure codec (frames, batches, status codes). No IO, no clock, no tokio;
 //!   shared by the server, the client library and the load generator.
 //! * [`auth`]: pure device-token minting and constant-time verification.
-//! * [`bounds`]: the range of every setting, checked once ([`bounds::ConfigError`]).
+//! * [`bounds`]: the range of every setting, checked once ([`bounds::OutOfRange`]).
 //! * [`proto`]: the sans-IO protocol core: both sides of a connection as state machines
 //!   (every frame rule of protocol v1), the confirm-request registry. No tokio, no quinn.
 //! * `client` (feature `client`): the device library, a quinn driver of

@@ -79,32 +79,9 @@ impl Default for LakeConfig {
     }
 }
 
-/// A value outside its documented bounds.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("lake.{key} = {value} is outside [{min}, {max}]")]
-pub struct LakeConfigError {
-    /// The key (relative to `[lake]`).
-    pub key: &'static str,
-    /// The value given.
-    pub value: u128,
-    /// Smallest allowed.
-    pub min: u128,
-    /// Largest allowed.
-    pub max: u128,
-}
-
-fn check(key: &'static str, value: u128, min: u128, max: u128) -> Result<(), LakeConfigError> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(LakeConfigError {
-            key,
-            value,
-            min,
-            max,
-        })
-    }
-}
+/// A value outside its documented bounds: the workspace's one bound error, the key named
+/// `lake.<key>`.
+pub type LakeConfigError = sys::bounds::OutOfRange;
 
 impl LakeConfig {
     /// Checks every bound documented on the fields.
@@ -112,28 +89,25 @@ impl LakeConfig {
     /// # Errors
     /// The first value out of bounds.
     pub fn validate(&self) -> Result<(), LakeConfigError> {
-        let d = u128::from(DAY_MS);
+        let d = i128::from(DAY_MS);
         // (key, value, min, max): one row per bound, checked in this order.
         #[rustfmt::skip]
-        let bounds: [(&'static str, u128, u128, u128); 13] = [
-            ("checkpoint_interval_commits", self.checkpoint_interval_commits.into(), 1, 100_000),
-            ("commit_retries_max", self.commit_retries_max.into(), 1, 1_000),
-            ("superseded_grace_ms", self.superseded_grace_ms.into(), 0, 30 * d),
-            ("untracked_grace_ms", self.untracked_grace_ms.into(), 60_000, 30 * d),
-            ("log_retention_ms", self.log_retention_ms.into(), 3_600_000, 365 * d),
-            ("vacuum_interval_ms", self.vacuum_interval_ms.into(), 1_000, d),
-            ("compact_interval_ms", self.compact_interval_ms.into(), 1_000, d),
-            ("compact_target_file_bytes", self.compact_target_file_bytes.into(), 1 << 20, 1 << 30),
-            ("compact_min_files", self.compact_min_files as u128, 2, 100_000),
-            ("compact_min_file_age_ms", self.compact_min_file_age_ms.into(), 0, d),
-            ("compact_io_bytes_per_s_max", self.compact_io_bytes_per_s_max.into(), 1 << 20, 10 << 30),
-            ("compact_cpu_percent_max", self.compact_cpu_percent_max.into(), 1, 100),
-            ("positions_retention_days", self.positions_retention_days.into(), 0, 36_500),
+        let bounds: [(&'static str, i128, i128, i128); 13] = [
+            ("lake.checkpoint_interval_commits", self.checkpoint_interval_commits.into(), 1, 100_000),
+            ("lake.commit_retries_max", self.commit_retries_max.into(), 1, 1_000),
+            ("lake.superseded_grace_ms", self.superseded_grace_ms.into(), 0, 30 * d),
+            ("lake.untracked_grace_ms", self.untracked_grace_ms.into(), 60_000, 30 * d),
+            ("lake.log_retention_ms", self.log_retention_ms.into(), 3_600_000, 365 * d),
+            ("lake.vacuum_interval_ms", self.vacuum_interval_ms.into(), 1_000, d),
+            ("lake.compact_interval_ms", self.compact_interval_ms.into(), 1_000, d),
+            ("lake.compact_target_file_bytes", self.compact_target_file_bytes.into(), 1 << 20, 1 << 30),
+            ("lake.compact_min_files", self.compact_min_files as i128, 2, 100_000),
+            ("lake.compact_min_file_age_ms", self.compact_min_file_age_ms.into(), 0, d),
+            ("lake.compact_io_bytes_per_s_max", self.compact_io_bytes_per_s_max.into(), 1 << 20, 10 << 30),
+            ("lake.compact_cpu_percent_max", self.compact_cpu_percent_max.into(), 1, 100),
+            ("lake.positions_retention_days", self.positions_retention_days.into(), 0, 36_500),
         ];
-        for (key, value, min, max) in bounds {
-            check(key, value, min, max)?;
-        }
-        Ok(())
+        sys::bounds::check_all(&bounds)
     }
 
     /// The commit and checkpoint options of a table.
@@ -176,7 +150,7 @@ mod tests {
         };
         assert_eq!(
             over.validate().map_err(|e| e.key),
-            Err("superseded_grace_ms")
+            Err("lake.superseded_grace_ms")
         );
         let zero = LakeConfig {
             compact_cpu_percent_max: 0,
@@ -184,7 +158,7 @@ mod tests {
         };
         assert_eq!(
             zero.validate().map_err(|e| e.key),
-            Err("compact_cpu_percent_max")
+            Err("lake.compact_cpu_percent_max")
         );
         let small = LakeConfig {
             compact_target_file_bytes: (1 << 20) - 1,

@@ -81,18 +81,9 @@ impl Default for AdminConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdminError {
-    /// A setting is out of its bounds.
-    #[error("admin.{key} = {value}: must be in {min}..={max}")]
-    OutOfRange {
-        /// The key.
-        key: &'static str,
-        /// The value.
-        value: u64,
-        /// Smallest allowed.
-        min: u64,
-        /// Largest allowed.
-        max: u64,
-    },
+    /// A setting is out of its bounds (the key named `admin.<key>`).
+    #[error(transparent)]
+    OutOfRange(#[from] sys::bounds::OutOfRange),
     /// The token file could not be read.
     #[error("admin.token_path {path}: {source}")]
     Token {
@@ -123,20 +114,21 @@ impl AdminConfig {
     /// # Errors
     /// [`AdminError::OutOfRange`] for the first key out of bounds.
     pub fn validate(&self) -> Result<(), AdminError> {
-        let check = |key, value: u64, min, max| {
-            if (min..=max).contains(&value) {
-                Ok(())
-            } else {
-                Err(AdminError::OutOfRange {
-                    key,
-                    value,
-                    min,
-                    max,
-                })
-            }
-        };
-        check("connections_max", self.connections_max as u64, 1, 10_000)?;
-        check("request_timeout_ms", self.request_timeout_ms, 100, 60_000)
+        sys::bounds::check_all(&[
+            (
+                "admin.connections_max",
+                self.connections_max as i128,
+                1,
+                10_000,
+            ),
+            (
+                "admin.request_timeout_ms",
+                self.request_timeout_ms.into(),
+                100,
+                60_000,
+            ),
+        ])?;
+        Ok(())
     }
 
     /// Reads the bearer token (`None` when `token_path` is empty).

@@ -123,37 +123,15 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// A value outside its documented bounds.
-    #[error("{key} = {value} is outside [{min}, {max}]")]
-    OutOfRange {
-        /// The configuration key.
-        key: &'static str,
-        /// The value given.
-        value: i128,
-        /// Smallest allowed.
-        min: i128,
-        /// Largest allowed.
-        max: i128,
-    },
+    /// A value outside its documented bounds (the key named `storage.<key>`).
+    #[error(transparent)]
+    OutOfRange(#[from] sys::bounds::OutOfRange),
     /// `partition.h3_r3` needs cells at resolution 3 or finer.
     #[error("partition by h3_r3 needs h3_resolution >= 3, got {h3_resolution}")]
     H3PartitionTooCoarse {
         /// The configured resolution.
         h3_resolution: u8,
     },
-}
-
-fn check(key: &'static str, value: i128, min: i128, max: i128) -> Result<(), ConfigError> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(ConfigError::OutOfRange {
-            key,
-            value,
-            min,
-            max,
-        })
-    }
 }
 
 impl StorageConfig {
@@ -165,25 +143,23 @@ impl StorageConfig {
         // (key, value, min, max): one row per bound, checked in this order.
         #[rustfmt::skip]
         let bounds: [(&'static str, i128, i128, i128); 15] = [
-            ("h3_resolution", self.h3_resolution.into(), 0, 15),
-            ("wal_segment_bytes_max", self.wal_segment_bytes_max.into(), 1 << 20, 4 << 30),
-            ("wal_group_commit_bytes_max", self.wal_group_commit_bytes_max as i128, 4 << 10, 256 << 20),
-            ("wal_group_commit_delay_us", self.wal_group_commit_delay_us.into(), 0, 100_000),
-            ("queue_batches_max", self.queue_batches_max as i128, 1, 1 << 20),
-            ("writer_queue_batches_max", self.writer_queue_batches_max as i128, 1, 1 << 20),
-            ("batch_fixes_max", self.batch_fixes_max as i128, 1, BATCH_FIXES_LIMIT as i128),
-            ("flush_interval_ms", self.flush_interval_ms.into(), 100, FLUSH_INTERVAL_MS_LIMIT.into()),
-            ("flush_retry_ms", self.flush_retry_ms.into(), 1, 60_000),
-            ("shutdown_flush_attempts", self.shutdown_flush_attempts.into(), 1, 100),
-            ("flush_rows_max", self.flush_rows_max as i128, self.batch_fixes_max as i128, u32::MAX.into()),
-            ("row_group_rows_max", self.row_group_rows_max as i128, 1, 1 << 24),
-            ("zstd_level", self.zstd_level.into(), 1, 22),
-            ("dedup_window_batches", self.dedup_window_batches.into(), 1, WINDOW_BATCHES_LIMIT.into()),
-            ("dedup_devices_max", self.dedup_devices_max as i128, 1, 1_000_000_000),
+            ("storage.h3_resolution", self.h3_resolution.into(), 0, 15),
+            ("storage.wal_segment_bytes_max", self.wal_segment_bytes_max.into(), 1 << 20, 4 << 30),
+            ("storage.wal_group_commit_bytes_max", self.wal_group_commit_bytes_max as i128, 4 << 10, 256 << 20),
+            ("storage.wal_group_commit_delay_us", self.wal_group_commit_delay_us.into(), 0, 100_000),
+            ("storage.queue_batches_max", self.queue_batches_max as i128, 1, 1 << 20),
+            ("storage.writer_queue_batches_max", self.writer_queue_batches_max as i128, 1, 1 << 20),
+            ("storage.batch_fixes_max", self.batch_fixes_max as i128, 1, BATCH_FIXES_LIMIT as i128),
+            ("storage.flush_interval_ms", self.flush_interval_ms.into(), 100, FLUSH_INTERVAL_MS_LIMIT.into()),
+            ("storage.flush_retry_ms", self.flush_retry_ms.into(), 1, 60_000),
+            ("storage.shutdown_flush_attempts", self.shutdown_flush_attempts.into(), 1, 100),
+            ("storage.flush_rows_max", self.flush_rows_max as i128, self.batch_fixes_max as i128, u32::MAX.into()),
+            ("storage.row_group_rows_max", self.row_group_rows_max as i128, 1, 1 << 24),
+            ("storage.zstd_level", self.zstd_level.into(), 1, 22),
+            ("storage.dedup_window_batches", self.dedup_window_batches.into(), 1, WINDOW_BATCHES_LIMIT.into()),
+            ("storage.dedup_devices_max", self.dedup_devices_max as i128, 1, 1_000_000_000),
         ];
-        for (key, value, min, max) in bounds {
-            check(key, value, min, max)?;
-        }
+        sys::bounds::check_all(&bounds)?;
         if self.partition.h3_r3 && self.h3_resolution < 3 {
             return Err(ConfigError::H3PartitionTooCoarse {
                 h3_resolution: self.h3_resolution,
@@ -218,11 +194,11 @@ mod tests {
         };
         assert!(matches!(
             over.validate(),
-            Err(ConfigError::OutOfRange {
-                key: "flush_interval_ms",
+            Err(ConfigError::OutOfRange(sys::bounds::OutOfRange {
+                key: "storage.flush_interval_ms",
                 value: 60_001,
                 ..
-            })
+            }))
         ));
         let zero_queue = StorageConfig {
             queue_batches_max: 0,
@@ -230,10 +206,10 @@ mod tests {
         };
         assert!(matches!(
             zero_queue.validate(),
-            Err(ConfigError::OutOfRange {
-                key: "queue_batches_max",
+            Err(ConfigError::OutOfRange(sys::bounds::OutOfRange {
+                key: "storage.queue_batches_max",
                 ..
-            })
+            }))
         ));
         let rows = StorageConfig {
             flush_rows_max: 9_999,
@@ -241,10 +217,10 @@ mod tests {
         };
         assert!(matches!(
             rows.validate(),
-            Err(ConfigError::OutOfRange {
-                key: "flush_rows_max",
+            Err(ConfigError::OutOfRange(sys::bounds::OutOfRange {
+                key: "storage.flush_rows_max",
                 ..
-            })
+            }))
         ));
         let window = StorageConfig {
             dedup_window_batches: 65,

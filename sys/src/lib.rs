@@ -12,8 +12,11 @@
 //! * [`sim`]: an in-memory [`fs::Fs`] that fails or "loses power" at any chosen operation,
 //!   for the fault-injection suites.
 //!
+//! * [`bounds`]: the one range check of every config struct ([`bounds::OutOfRange`]).
+//!
 //! Nothing here decides policy: callers decide what a failure or a time means.
 
+pub mod bounds;
 pub mod clock;
 pub mod fs;
 pub mod sim;

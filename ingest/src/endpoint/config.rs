@@ -6,7 +6,7 @@
 //! [`EndpointConfig::validate`] states and checks every bound once. `session` is not a key of
 //! `[endpoint]`: the binary builds it from `[session]` and `[limits]`.
 
-use crate::bounds::{ConfigError, TIMEOUT_MS_LIMIT, check};
+use crate::bounds::{OutOfRange, TIMEOUT_MS_LIMIT, check};
 use crate::proto::server::{HELLO_BYTES_MAX, SessionConfig};
 
 /// Largest `connections_max`: far above what one process can hold, a guard against typos.
@@ -55,7 +55,7 @@ impl EndpointConfig {
     ///
     /// # Errors
     /// The first value out of bounds, named `endpoint.<key>` (or `session.…`/`limits.…`).
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), OutOfRange> {
         self.session.validate()?;
         check(
             "endpoint.connections_max",

@@ -100,7 +100,7 @@ impl SessionConfig {
     ///
     /// # Errors
     /// The first value out of bounds, named `limits.<key>` or `session.<key>`.
-    pub fn validate(&self) -> Result<(), crate::bounds::ConfigError> {
+    pub fn validate(&self) -> Result<(), crate::bounds::OutOfRange> {
         use crate::bounds::{TIMEOUT_MS_LIMIT, check};
         self.limits.validate()?;
         check(

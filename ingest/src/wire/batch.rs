@@ -109,7 +109,7 @@ impl Limits {
     ///
     /// # Errors
     /// The first value out of bounds, named `limits.<key>`.
-    pub fn validate(&self) -> Result<(), crate::bounds::ConfigError> {
+    pub fn validate(&self) -> Result<(), crate::bounds::OutOfRange> {
         use crate::bounds::check;
         check(
             "limits.batch_bytes_max",
