@@ -30,3 +30,26 @@ pub mod run;
 pub mod svg;
 pub mod timeline;
 pub mod trajectory;
+
+/// What every bench binary does first: log to stderr at `RUST_LOG` (default `warn`).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The exit code of a bench binary's `real_main`: its own, or `FAILURE` after printing
+/// `<name>: error: <e>` with every cause.
+pub fn exit_code(
+    name: &str,
+    result: anyhow::Result<std::process::ExitCode>,
+) -> std::process::ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("{name}: error: {e:#}");
+        std::process::ExitCode::FAILURE
+    })
+}

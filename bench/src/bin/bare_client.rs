@@ -14,24 +14,12 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    match real_main() {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("bare-client: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::exit_code("bare-client", real_main())
 }
 
 fn real_main() -> anyhow::Result<ExitCode> {
     let args = BareArgs::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    bench::init_logging();
     let report = baseline_client::run(&args)?;
     print!("{}", report.summary());
     if let Some(path) = &args.json {

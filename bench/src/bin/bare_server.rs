@@ -53,13 +53,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    bench::init_logging();
     anyhow::ensure!(
         (1..=CONNECTIONS_MAX_MAX).contains(&args.connections_max),
         "--connections-max {} is outside 1..={CONNECTIONS_MAX_MAX}",
