@@ -165,49 +165,19 @@ impl<S: LogSink> GroupCommit<S> {
             self.fail_all(group.into_iter().map(|s| s.ack), &error);
             return Vec::new();
         }
-        self.buf.clear();
         let first_lsn = self.next_lsn;
-        let mut stored: Vec<(u64, Submission)> = Vec::new();
-        let mut duplicates: Vec<Ack> = Vec::new();
-        let mut undo: Vec<(fix::DeviceId, Option<Window>)> = Vec::new();
-        for s in group {
-            let (device_id, batch_seq) = (s.batch.device_id, s.batch.batch_seq);
-            match self.dedup.check(device_id, batch_seq) {
-                Decision::Accept => {
-                    undo.push((device_id, self.dedup.observe(device_id, batch_seq)));
-                    let lsn = self.next_lsn;
-                    self.next_lsn += 1;
-                    encode_record(&s.batch, lsn, &mut self.buf);
-                    stored.push((lsn, s));
-                }
-                Decision::Duplicate => duplicates.push(s.ack),
-                Decision::Stale { window_low } => {
-                    self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-                    s.ack.complete(Err(CommitError::StaleSequence {
-                        device_id,
-                        batch_seq,
-                        window_low,
-                    }));
-                }
-                Decision::TableFull => {
-                    self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-                    s.ack.complete(Err(CommitError::TooManyDevices {
-                        devices_max: self.devices_max,
-                    }));
-                }
-            }
-        }
+        let Admitted {
+            stored,
+            duplicates,
+            undo,
+        } = self.admit(group);
         if stored.is_empty() {
             // Nothing to log: every duplicate's original is in an earlier,
             // already synced group.
-            for ack in duplicates {
-                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                ack.complete(Ok(Committed::Duplicate));
-            }
+            self.answer_duplicates(duplicates);
             return Vec::new();
         }
-        let written = self.write_group(first_lsn);
-        if let Err(error) = written {
+        if let Err(error) = self.write_group(first_lsn) {
             // Undo in reverse so each device gets back its pre-group window.
             for (device_id, previous) in undo.into_iter().rev() {
                 self.dedup.restore(device_id, previous);
@@ -230,11 +200,57 @@ impl<S: LogSink> GroupCommit<S> {
             s.ack.complete(Ok(Committed::Stored { lsn }));
             out.push((lsn, s.batch));
         }
+        self.answer_duplicates(duplicates);
+        out
+    }
+
+    /// Runs the group through dedup: accepted batches get the next lsns and are encoded
+    /// into `self.buf` (with the window each device had before, to undo a failed write);
+    /// duplicates wait for the group's fsync; stale batches and devices over
+    /// `dedup_devices_max` are answered now.
+    fn admit(&mut self, group: Vec<Submission>) -> Admitted {
+        self.buf.clear();
+        let mut a = Admitted {
+            stored: Vec::new(),
+            duplicates: Vec::new(),
+            undo: Vec::new(),
+        };
+        for s in group {
+            let (device_id, batch_seq) = (s.batch.device_id, s.batch.batch_seq);
+            let refused = match self.dedup.check(device_id, batch_seq) {
+                Decision::Accept => {
+                    a.undo
+                        .push((device_id, self.dedup.observe(device_id, batch_seq)));
+                    let lsn = self.next_lsn;
+                    self.next_lsn += 1;
+                    encode_record(&s.batch, lsn, &mut self.buf);
+                    a.stored.push((lsn, s));
+                    continue;
+                }
+                Decision::Duplicate => {
+                    a.duplicates.push(s.ack);
+                    continue;
+                }
+                Decision::Stale { window_low } => CommitError::StaleSequence {
+                    device_id,
+                    batch_seq,
+                    window_low,
+                },
+                Decision::TableFull => CommitError::TooManyDevices {
+                    devices_max: self.devices_max,
+                },
+            };
+            self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+            s.ack.complete(Err(refused));
+        }
+        a
+    }
+
+    fn answer_duplicates(&self, duplicates: Vec<Ack>) {
         for ack in duplicates {
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
             ack.complete(Ok(Committed::Duplicate));
         }
-        out
     }
 
     /// Rolls if needed, appends `self.buf`, syncs. On error returns what the
@@ -353,6 +369,16 @@ pub(crate) fn run<S: LogSink>(
     WalExit {
         next_lsn: gc.next_lsn,
     }
+}
+
+/// One group after dedup (`GroupCommit::admit`).
+struct Admitted {
+    /// Accepted batches with their lsns, in lsn order (encoded into the group buffer).
+    stored: Vec<(u64, Submission)>,
+    /// Acks of duplicates, answered once the group is synced.
+    duplicates: Vec<Ack>,
+    /// Each accepted device's window before the group, to restore if the write fails.
+    undo: Vec<(fix::DeviceId, Option<Window>)>,
 }
 
 #[cfg(test)]
