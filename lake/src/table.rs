@@ -477,13 +477,7 @@ impl Table {
     /// [`TableError::VersionUnavailable`] when the log no longer holds it.
     pub fn load(&self, version: u64) -> Result<Snapshot, TableError> {
         let files = self.log_files()?;
-        let commits: std::collections::BTreeSet<u64> = files
-            .iter()
-            .filter_map(|f| match f {
-                LogFile::Commit(v) => Some(*v),
-                LogFile::Checkpoint(_) => None,
-            })
-            .collect();
+        let commits = commit_versions(&files);
         let checkpoints: Vec<u64> = files
             .iter()
             .filter_map(|f| match f {
@@ -771,13 +765,7 @@ impl Table {
     /// A store failure.
     pub fn available_versions(&self) -> Result<Vec<u64>, TableError> {
         let files = self.log_files()?;
-        let commits: std::collections::BTreeSet<u64> = files
-            .iter()
-            .filter_map(|f| match f {
-                LogFile::Commit(v) => Some(*v),
-                LogFile::Checkpoint(_) => None,
-            })
-            .collect();
+        let commits = commit_versions(&files);
         let oldest_checkpoint = files.iter().find_map(|f| match f {
             LogFile::Checkpoint(v) => Some(*v),
             LogFile::Commit(_) => None,
@@ -820,4 +808,15 @@ fn commit_info(now_ms: i64, operation: &str, params: BTreeMap<String, String>) -
         operation_parameters: params,
         engine_info: concat!("hexflow/", env!("CARGO_PKG_VERSION")).to_string(),
     })
+}
+
+/// The versions of the commit files among `files`.
+fn commit_versions(files: &[LogFile]) -> std::collections::BTreeSet<u64> {
+    files
+        .iter()
+        .filter_map(|f| match f {
+            LogFile::Commit(v) => Some(*v),
+            LogFile::Checkpoint(_) => None,
+        })
+        .collect()
 }

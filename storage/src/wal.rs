@@ -252,48 +252,23 @@ pub fn encode_record(batch: &FixBatch, lsn: u64, out: &mut Vec<u8>) {
     let n_u32 = u32::try_from(n).expect("validated batches hold at most BATCH_FIXES_LIMIT fixes");
     out.extend_from_slice(&n_u32.to_le_bytes());
     out.push(p);
-    batch
-        .fixes
-        .time_ms
-        .iter()
-        .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-    batch
-        .fixes
-        .lat_e7
-        .iter()
-        .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-    batch
-        .fixes
-        .lon_e7
-        .iter()
-        .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-    batch
-        .fixes
-        .accuracy_cm
-        .iter()
-        .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-    batch
-        .fixes
-        .altitude_cm
-        .iter()
-        .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-    batch
-        .fixes
-        .speed_cmps
-        .iter()
-        .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-    batch
-        .fixes
-        .heading_cdeg
-        .iter()
-        .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-    batch
-        .h3
-        .iter()
-        .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    let f = &batch.fixes;
+    put_le(out, &f.time_ms, i64::to_le_bytes);
+    put_le(out, &f.lat_e7, i32::to_le_bytes);
+    put_le(out, &f.lon_e7, i32::to_le_bytes);
+    put_le(out, &f.accuracy_cm, u32::to_le_bytes);
+    put_le(out, &f.altitude_cm, i32::to_le_bytes);
+    put_le(out, &f.speed_cmps, u32::to_le_bytes);
+    put_le(out, &f.heading_cdeg, u32::to_le_bytes);
+    put_le(out, &batch.h3, u64::to_le_bytes);
     debug_assert_eq!(out.len() - start, RECORD_PREFIX_LEN + len);
     let crc = crc32c::crc32c(&out[start + RECORD_PREFIX_LEN..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Appends each value of a column as its little-endian bytes.
+fn put_le<T: Copy, const N: usize>(out: &mut Vec<u8>, values: &[T], le: fn(T) -> [u8; N]) {
+    values.iter().for_each(|&v| out.extend_from_slice(&le(v)));
 }
 
 struct Reader<'a> {

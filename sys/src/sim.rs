@@ -138,6 +138,12 @@ fn is_root(path: &Path) -> bool {
 }
 
 impl State {
+    /// Every name (link, unlink, rename) so far survives a power loss: a directory sync.
+    fn names_durable(&mut self) {
+        self.durable_names = self.names.clone();
+        self.meta_log.clear();
+    }
+
     /// Counts a mutating op and applies crash / fail / path faults.
     fn begin(&mut self, kind: OpKind, path: &Path) -> io::Result<()> {
         if self.crashed {
@@ -383,14 +389,7 @@ impl SimFs {
             s.inodes[i].append_only = true;
         }
         s.names.insert(path.to_path_buf(), node);
-        let State {
-            names,
-            durable_names,
-            meta_log,
-            ..
-        } = &mut *s;
-        *durable_names = names.clone();
-        meta_log.clear();
+        s.names_durable();
     }
 
     /// What a disk would hold after a power loss now (see the module doc):
@@ -584,14 +583,7 @@ impl Fs for SimFs {
         if !s.dir_exists(path) {
             return Err(err(libc::ENOENT));
         }
-        let State {
-            names,
-            durable_names,
-            meta_log,
-            ..
-        } = &mut *s;
-        *durable_names = names.clone();
-        meta_log.clear();
+        s.names_durable();
         Ok(())
     }
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
