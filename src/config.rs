@@ -24,6 +24,9 @@ pub struct Config {
     pub server: ServerSection,
     /// Certificates.
     pub tls: TlsSection,
+    /// Which device tokens are accepted, token lifetime, the revocation file
+    /// (`identity::AuthConfig`).
+    pub auth: crate::identity::AuthConfig,
     /// What a BATCH may hold (`ingest::wire::Limits`).
     pub limits: ingest::wire::Limits,
     /// The protocol rules of each connection (`ingest::proto::server::SessionConfig`).
@@ -152,10 +155,10 @@ pub enum ConfigError {
         /// Where it lives now.
         new: &'static str,
     },
-    /// A `[limits]`, `[session]` or `[endpoint]` value is out of range (the key is named as
+    /// A `[limits]`, `[session]`, `[endpoint]` or `[auth]` value is out of range (the key is named as
     /// `section.key`).
     #[error("invalid config: {0}")]
-    Endpoint(#[from] sys::bounds::OutOfRange),
+    OutOfRange(#[from] sys::bounds::OutOfRange),
     /// A storage setting is out of range (the key is named, relative to `[storage]`).
     #[error("invalid config: {0}")]
     Storage(#[from] storage::ConfigError),
@@ -227,6 +230,7 @@ impl Config {
         self.lake.validate().map_err(ConfigError::Lake)?;
         self.silence.validate()?;
         self.admin.validate()?;
+        self.auth.validate()?;
         if self.tls.cert_path.as_os_str().is_empty() != self.tls.key_path.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "tls.cert_path",

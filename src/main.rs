@@ -44,14 +44,31 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Print the token of a device, minted from the server's key (created if missing).
+    /// Print a device's token: version 2 (key id, issue time, expiry `auth.token_ttl_s`)
+    /// from the newest key in <data-dir>/secret/ (created if missing), or with --v1 the
+    /// legacy token that never expires. --rotate adds a new signing key instead.
     Token {
-        /// Device id, 1..=9223372036854775807.
-        device_id: u64,
-        /// Data directory holding secret/token.key (overrides server.data_dir).
+        /// Device id, 1..=9223372036854775807 (not with --rotate).
+        #[arg(required_unless_present = "rotate")]
+        device_id: Option<u64>,
+        /// Mint a version-1 token (no expiry, revocable only by rotating token.key).
+        #[arg(long, conflicts_with = "rotate")]
+        v1: bool,
+        /// Validity in seconds (overrides auth.token_ttl_s).
+        #[arg(long, conflicts_with_all = ["v1", "rotate"])]
+        ttl_s: Option<u64>,
+        /// Also print the device's confirm secret (hex) on a second line: with a version-2
+        /// token it signs CONFIRMs and never travels; give it to the device with the token.
+        #[arg(long, conflicts_with = "rotate")]
+        confirm_secret: bool,
+        /// Create the next token key (it signs from now on; older keys keep verifying until
+        /// their token-<id>.key file is removed) and print its id.
+        #[arg(long)]
+        rotate: bool,
+        /// Data directory holding secret/ (overrides server.data_dir).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// TOML config file (for server.data_dir).
+        /// TOML config file (for server.data_dir and [auth]).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -165,9 +182,24 @@ fn main() -> anyhow::Result<()> {
         } => lake(command, &load_config(config.as_ref(), data_dir, None)?),
         Command::Token {
             device_id,
+            v1,
+            ttl_s,
+            confirm_secret,
+            rotate,
             data_dir,
             config,
-        } => token(device_id, &load_config(config.as_ref(), data_dir, None)?),
+        } => {
+            let cfg = load_config(config.as_ref(), data_dir, None)?;
+            let ask = TokenRequest {
+                v1,
+                ttl_s: ttl_s.unwrap_or(cfg.auth.token_ttl_s),
+                confirm_secret,
+            };
+            match device_id {
+                Some(id) if !rotate => token(id, &ask, &cfg),
+                _ => rotate_key(&cfg),
+            }
+        }
         Command::Policy {
             command:
                 PolicyCommand::When {
@@ -226,14 +258,53 @@ fn main() -> anyhow::Result<()> {
 
 /// `hexflow token ID`: prints a v1 token for the device (creating the token key on first
 /// use).
-fn token(device_id: u64, cfg: &Config) -> anyhow::Result<()> {
+/// What `hexflow token` is asked to print.
+struct TokenRequest {
+    v1: bool,
+    ttl_s: u64,
+    confirm_secret: bool,
+}
+
+fn token(device_id: u64, ask: &TokenRequest, cfg: &Config) -> anyhow::Result<()> {
     let device_id = fix::DeviceId::try_from(device_id)?;
-    let path = hexflow::secret::key_path(&cfg.server.data_dir);
-    let (key, created) = hexflow::secret::load_or_generate(&sys::fs::RealFs, &path)?;
-    if created {
+    anyhow::ensure!(
+        (60..=315_360_000).contains(&ask.ttl_s),
+        "--ttl-s must be 60..=315360000"
+    );
+    let data_dir = &cfg.server.data_dir;
+    let fs = &sys::fs::RealFs;
+    let (ring, created) = hexflow::identity::load_ring(fs, data_dir, true)?;
+    for path in created {
         eprintln!("created token key {}", path.display());
     }
-    println!("{}", key.mint(device_id));
+    let token = if ask.v1 {
+        let legacy = hexflow::secret::load(fs, &hexflow::secret::key_path(data_dir))?;
+        legacy.mint(device_id)
+    } else {
+        let now_s = u64::try_from(hexflow::Clock::now_ms(&hexflow::SystemClock) / 1000)?;
+        ring.mint(device_id, now_s, now_s + ask.ttl_s)
+            .ok_or_else(|| anyhow::anyhow!("no version-2 token key"))?
+    };
+    println!("{token}");
+    if ask.confirm_secret {
+        let path = hexflow::secret::confirm_key_path(data_dir);
+        let master = hexflow::secret::load_or_generate_confirm(fs, &path)?;
+        let secret = master.secret(device_id);
+        println!(
+            "{}",
+            secret
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+    }
+    Ok(())
+}
+
+fn rotate_key(cfg: &Config) -> anyhow::Result<()> {
+    let id = hexflow::identity::rotate(&sys::fs::RealFs, &cfg.server.data_dir)?;
+    println!("{id}");
+    eprintln!("token key {id} signs from now on (restart the server to load it)");
     Ok(())
 }
 

@@ -40,6 +40,9 @@ pub enum ServerError {
     /// Token key.
     #[error(transparent)]
     Secret(#[from] crate::secret::SecretError),
+    /// The token key ring or the revocation file could not be loaded.
+    #[error("identity: {0}")]
+    Identity(#[from] crate::identity::IdentityError),
     /// TLS material.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -101,6 +104,7 @@ pub struct Server {
     storage: storage::Storage,
     lake: Option<lake::maintain::Maintenance>,
     silence: Silence,
+    revocations: RevocationReload,
     paths: Paths,
     local_addr: SocketAddr,
     grace: Duration,
@@ -129,7 +133,8 @@ impl Server {
             }
         })?;
 
-        let (auth, key_path) = load_secrets(&data_dir)?;
+        let (auth, key_path) = load_secrets(cfg, &data_dir)?;
+        let revocations = RevocationReload::start(&cfg.auth, auth.clone());
         let tls = load_tls(cfg, &data_dir)?;
 
         let storage_cfg = cfg.storage_config();
@@ -182,6 +187,7 @@ impl Server {
             storage,
             lake,
             silence,
+            revocations,
             paths,
             local_addr,
             grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
@@ -243,6 +249,7 @@ impl Server {
     /// # Errors
     /// [`ServerError::StorageShutdown`] when the final flush fails.
     pub async fn shutdown(self) -> Result<(), ServerError> {
+        drop(self.revocations);
         if let Some(admin) = self.admin {
             admin.stop().await;
         }
@@ -259,20 +266,68 @@ impl Server {
     }
 }
 
-/// The token key and the confirm master key (generated on first start, 0600), and the
-/// authenticator over them; also the token key's path (printed at start).
+/// The token key ring and the confirm master key (generated on first start, 0600), the
+/// revocation list (`auth.revocations_path`, read once here: an invalid file refuses the
+/// start), and the authenticator over them; also the legacy token key's path (printed at
+/// start).
 fn load_secrets(
+    cfg: &Config,
     data_dir: &Path,
 ) -> Result<(Arc<ingest::auth::Authenticator>, PathBuf), ServerError> {
-    let key_path = crate::secret::key_path(data_dir);
-    let (key, key_new) = crate::secret::load_or_generate(&sys::fs::RealFs, &key_path)?;
-    if key_new {
-        info!(path = %key_path.display(), "generated token key");
+    let (ring, created) =
+        crate::identity::load_ring(&sys::fs::RealFs, data_dir, cfg.auth.accept_v1)?;
+    for path in created {
+        info!(path = %path.display(), "generated token key");
     }
     let confirm_path = crate::secret::confirm_key_path(data_dir);
     let confirm = crate::secret::load_or_generate_confirm(&sys::fs::RealFs, &confirm_path)?;
-    let auth = Arc::new(ingest::auth::Authenticator::v1_only(key, confirm));
-    Ok((auth, key_path))
+    let auth = Arc::new(ingest::auth::Authenticator::new(ring, confirm));
+    if !cfg.auth.revocations_path.as_os_str().is_empty() {
+        auth.set_revocations(crate::identity::load_revocations(
+            &cfg.auth.revocations_path,
+        )?);
+    }
+    Ok((auth, crate::secret::key_path(data_dir)))
+}
+
+/// Reads the revocation file again every `auth.revocations_reload_ms` (when one is
+/// configured); an unreadable or invalid file keeps the previous list and is logged.
+/// Stopped when dropped.
+struct RevocationReload(Option<tokio::task::JoinHandle<()>>);
+
+impl RevocationReload {
+    fn start(cfg: &crate::identity::AuthConfig, auth: Arc<ingest::auth::Authenticator>) -> Self {
+        if cfg.revocations_path.as_os_str().is_empty() {
+            return Self(None);
+        }
+        let path = cfg.revocations_path.clone();
+        let period = Duration::from_millis(cfg.revocations_reload_ms);
+        Self(Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let p = path.clone();
+                match tokio::task::spawn_blocking(move || crate::identity::load_revocations(&p))
+                    .await
+                {
+                    Ok(Ok(list)) => auth.set_revocations(list),
+                    Ok(Err(error)) => {
+                        warn!(%error, "revocation file not reloaded; the previous list stays")
+                    }
+                    Err(error) => warn!(%error, "revocation reload failed"),
+                }
+            }
+        })))
+    }
+}
+
+impl Drop for RevocationReload {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 /// The configured certificate and key, or the development CA and server certificate under

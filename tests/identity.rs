@@ -1,0 +1,125 @@
+//! Device identity in the running server, over real QUIC on 127.0.0.1: version-2 tokens from
+//! the key ring on disk are accepted, version-1 tokens only while `auth.accept_v1`, and the
+//! revocation file is reloaded while the server runs: a revoked device can no longer
+//! connect and its open session ends at its next frame, while other devices carry on.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use ingest::client::{ClientConfig, ClientError, Device, SessionError, client_endpoint};
+use ingest::wire::{Fix, Fixes, Status};
+
+fn client(ts: &common::TestServer, token: String) -> ClientConfig {
+    let mut cfg = ClientConfig::new(ts.addr, ts.ca_pem.clone(), token);
+    cfg.connect_timeout_ms = 5_000;
+    cfg.retry.attempts_max = 1;
+    cfg
+}
+
+fn v2_token(ts: &common::TestServer, device_id: u64, now_ms: i64) -> String {
+    let (ring, _) = hexflow::identity::load_ring(&sys::fs::RealFs, &ts.data_dir, true).unwrap();
+    let now_s = (now_ms / 1000) as u64;
+    ring.mint(
+        fix::DeviceId::try_from(device_id).unwrap(),
+        now_s,
+        now_s + 3_600,
+    )
+    .unwrap()
+}
+
+fn one_fix(now_ms: i64) -> Fixes {
+    let mut f = Fixes::default();
+    f.push(&Fix::from_degrees(now_ms, 52.52, 13.405));
+    f
+}
+
+fn is_unauthenticated(e: &ClientError) -> bool {
+    let inner = match e {
+        ClientError::RetriesExhausted { last, .. } => last.as_ref(),
+        other => other,
+    };
+    matches!(
+        inner,
+        ClientError::Session(SessionError::Rejected {
+            status: Status::Unauthenticated,
+            ..
+        })
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_tokens_and_a_reloaded_revocation_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let revoked = dir.path().join("revoked.txt");
+    std::fs::write(&revoked, "# none yet\n").unwrap();
+    let mut cfg = common::test_config(&dir.path().join("data"));
+    cfg.auth.accept_v1 = false;
+    cfg.auth.revocations_path = revoked.clone();
+    cfg.auth.revocations_reload_ms = 100;
+    let now_ms = common::system_now_ms();
+    let ts = common::start(&cfg, common::ManualClock::new(now_ms)).await;
+    let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+
+    // Version 2 is accepted; version 1 is not while accept_v1 = false.
+    let a = Device::connect(&ep, client(&ts, v2_token(&ts, 1, now_ms)))
+        .await
+        .unwrap();
+    let b = Device::connect(&ep, client(&ts, v2_token(&ts, 2, now_ms)))
+        .await
+        .unwrap();
+    let v1 = ts.key.mint(fix::DeviceId::try_from(3).unwrap());
+    let err = Device::connect(&ep, client(&ts, v1)).await.unwrap_err();
+    assert!(is_unauthenticated(&err), "{err}");
+    for (dev, seq) in [(&a, 1), (&b, 1)] {
+        let ack = dev.send(seq, &one_fix(now_ms)).await.unwrap();
+        assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+    }
+
+    // Revoke device 2 while the server runs.
+    std::fs::write(&revoked, "2  # lost\n").unwrap();
+    let mut refused = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Err(e) = Device::connect(&ep, client(&ts, v2_token(&ts, 2, now_ms))).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    let refused = refused.expect("device 2 refused within 5 s of the revocation");
+    assert!(is_unauthenticated(&refused), "{refused}");
+    // Its open session ends at its next frame; device 1 carries on.
+    let err = b.send(2, &one_fix(now_ms)).await.unwrap_err();
+    assert!(!matches!(err, ClientError::AckTimeout { .. }), "{err}");
+    let ack = a.send(2, &one_fix(now_ms)).await.unwrap();
+    assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+
+    // An invalid file keeps the previous list: device 2 stays revoked, device 1 stays in.
+    std::fs::write(&revoked, "not-a-device\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let err = Device::connect(&ep, client(&ts, v2_token(&ts, 2, now_ms)))
+        .await
+        .unwrap_err();
+    assert!(is_unauthenticated(&err), "{err}");
+    let ack = a.send(3, &one_fix(now_ms)).await.unwrap();
+    assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+
+    a.close().await;
+    ts.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_revocation_file_refuses_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let revoked = dir.path().join("revoked.txt");
+    std::fs::write(&revoked, "1\n0\n").unwrap();
+    let mut cfg = common::test_config(&dir.path().join("data"));
+    cfg.auth.revocations_path = revoked;
+    let err = hexflow::server::Server::start(&cfg, common::ManualClock::new(0))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("revoked.txt:2"), "{err}");
+}
