@@ -11,11 +11,13 @@
 //!   data is personal data), and [`fs::write_atomic`] is the one atomic-replace routine.
 //! * [`sim`]: an in-memory [`fs::Fs`] that fails or "loses power" at any chosen operation,
 //!   for the fault-injection suites.
+//! * [`thread`]: lowering the calling thread's CPU priority (bulk background work).
 //!
 //! Nothing here decides policy: callers decide what a failure or a time means.
 
 pub mod clock;
 pub mod fs;
 pub mod sim;
+pub mod thread;
 
 pub use clock::{Clock, ManualClock, SimClock, SystemClock};
