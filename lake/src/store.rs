@@ -10,7 +10,9 @@
 //!   commit needs (two writers racing for version `N`: exactly one wins).
 //! - [`Store::writer`] streams a large object; it is invisible until
 //!   [`ObjectWriter::finish`] publishes it atomically and durably (a dropped writer publishes
-//!   nothing).
+//!   nothing). [`FsStore`]'s writer `fdatasync`s its temporary file after every
+//!   [`WRITEBACK_CHUNK_BYTES`], so a large file never puts more than that in front of
+//!   another file's fsync (the WAL's, which acks wait for) on the same disk.
 //! - [`Store::delete_many`] is durable once it returns; deleting an absent object is not an
 //!   error.
 //!
@@ -161,6 +163,11 @@ pub const LIST_DEPTH_MAX: usize = 8;
 /// Bytes buffered before each write of a streamed object (one file operation each).
 const WRITE_BUFFER_BYTES: usize = 256 << 10;
 
+/// A streamed object's temporary file is synced after every this many bytes: writing a
+/// 10+ MB Parquet file and syncing it once at the end queued all of it on the disk at once,
+/// and every WAL `fdatasync` issued meanwhile (and so every ack) waited behind it.
+pub const WRITEBACK_CHUNK_BYTES: u64 = 1 << 20;
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A [`Store`] on a local directory through [`sys::fs::Fs`].
@@ -303,6 +310,7 @@ impl Store for FsStore {
                 SeqWriter::new(file),
             )),
             written: 0,
+            unsynced: 0,
             dir,
             tmp,
             target,
@@ -352,6 +360,8 @@ struct FsWriter {
     fs: Arc<dyn Fs>,
     out: Option<BufWriter<SeqWriter>>,
     written: u64,
+    /// Bytes written since the last sync of the temporary file.
+    unsynced: u64,
     dir: PathBuf,
     tmp: PathBuf,
     target: PathBuf,
@@ -366,6 +376,14 @@ impl Write for FsWriter {
             .ok_or_else(|| io::Error::other("writer finished"))?;
         let n = out.write(buf)?;
         self.written += n as u64;
+        self.unsynced += n as u64;
+        if self.unsynced >= WRITEBACK_CHUNK_BYTES {
+            // A failed sync fails the write: the caller drops the writer (the temporary
+            // file is removed) and a retry writes the object afresh.
+            out.flush()?;
+            out.get_mut().sync_data()?;
+            self.unsynced = 0;
+        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {

@@ -133,12 +133,34 @@ impl RowBuffer {
         }
     }
 
+    /// Removes every row, keeping the allocated capacity for reuse.
+    pub fn clear(&mut self) {
+        self.device_id.clear();
+        self.batch_seq.clear();
+        self.time_ms.clear();
+        self.lat_e7.clear();
+        self.lon_e7.clear();
+        self.h3.clear();
+        self.accuracy_cm.clear();
+        self.altitude_cm.clear();
+        self.speed_cmps.clear();
+        self.heading_cdeg.clear();
+        self.received_at_ms.clear();
+    }
+
     /// Row positions ordered by `(h3, time)`, ties kept in arrival order.
     pub fn sort_order(&self) -> Vec<u32> {
-        let n = u32::try_from(self.len()).expect("flush_rows_max is validated to fit in u32");
-        let mut order: Vec<u32> = (0..n).collect();
-        order.sort_unstable_by_key(|&i| (self.h3[i as usize], self.time_ms[i as usize], i));
+        let mut order = Vec::new();
+        self.sort_order_into(&mut order);
         order
+    }
+
+    /// [`RowBuffer::sort_order`] into `order` (replacing its contents, reusing its memory).
+    pub fn sort_order_into(&self, order: &mut Vec<u32>) {
+        let n = u32::try_from(self.len()).expect("flush_rows_max is validated to fit in u32");
+        order.clear();
+        order.extend(0..n);
+        order.sort_unstable_by_key(|&i| (self.h3[i as usize], self.time_ms[i as usize], i));
     }
 
     /// Builds a [`RecordBatch`] of [`schema`] with the rows at `order`.

@@ -72,8 +72,9 @@ pub struct StorageConfig {
     /// Attempts of the final flush on shutdown before giving up (the WAL keeps
     /// the data), `1..=100`. Default 3.
     pub shutdown_flush_attempts: u32,
-    /// Memory bound: buffered rows never exceed this (about 64 bytes a row
-    /// buffered, plus the encoder's working set during a flush).
+    /// Memory bound: a generation of buffered rows never exceeds this (about
+    /// 64 bytes a row); at most two are held, one buffering and one being
+    /// published by the encoder thread (plus its working set).
     /// `batch_fixes_max..=u32::MAX`, default 1,000,000.
     pub flush_rows_max: usize,
     /// Rows per Parquet row group, `1..=16_777_216`. Default 131,072: small

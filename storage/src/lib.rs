@@ -4,22 +4,30 @@
 //! covered by an fsync; every acknowledged fix lands in exactly one file of the
 //! `positions` Delta table, added by exactly one commit, across crashes (see
 //! `docs/STORAGE.md`, "exactly once"). This
-//! crate never depends on quinn, tokio or `ingest`, runs on two std threads
-//! (WAL, writer), and bounds every queue and buffer by configuration.
+//! crate never depends on quinn, tokio or `ingest`, runs on three std threads
+//! (WAL, writer, and the lower-priority encoder the writer hands sealed
+//! generations of rows to), and bounds every queue and buffer by configuration.
 //!
 //! Data flow:
 //!
 //! ```text
 //! submit() --bounded queue--> WAL thread --bounded queue--> writer thread
 //!   (validate,                (dedup, group commit:          (index H3, buffer per
-//!    Overloaded when full)     one write + one fdatasync,     partition, flush to
-//!                              then callbacks)                Parquet, checkpoint,
+//!    Overloaded when full)     one write + one fdatasync,     partition; seal every
+//!                              then callbacks)                flush_interval_ms)
+//!                                                                  |
+//!                                     one sealed generation at a time (rendezvous)
+//!                                                                  v
+//!                                                             encoder thread, nice 10
+//!                                                             (sort, Parquet, publish,
+//!                                                             commit, checkpoint,
 //!                                                             delete old segments)
 //! ```
 //!
 //! Modules: [`wal`] (log format + segment IO), [`commit`] (WAL thread),
 //! [`dedup`], [`index`] (H3), [`batch`] (Arrow schema), [`partition`] (hive
-//! paths), [`writer`] (Parquet + writer thread), [`checkpoint`], [`config`].
+//! paths), [`writer`] (Parquet + writer thread), [`encoder`] (the
+//! encoder thread), [`checkpoint`], [`config`].
 //! Every file operation goes through `sys::fs::Fs` (tests inject faults and
 //! power losses with `sys::sim::SimFs`).
 //!
@@ -38,6 +46,7 @@ pub mod checkpoint;
 pub mod commit;
 pub mod config;
 pub mod dedup;
+pub mod encoder;
 pub mod error;
 pub mod fix_batch;
 pub mod index;
@@ -67,6 +76,7 @@ pub use wal::TailError;
 
 use commit::{Ack, GroupCommit, GroupLimits, Submission, WalExit, WalMsg};
 use dedup::DedupTable;
+use encoder::{Encoder, Flusher};
 use stats::Stats;
 use sys::fs::{Fs, RealFs};
 use sys::{Clock, SystemClock};
@@ -342,35 +352,43 @@ fn start_writer(
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = crossbeam_channel::bounded(cfg.writer_queue_batches_max);
     let writer = Writer {
-        fs: fs.clone(),
-        positions_dir: cfg.data_dir.join("positions"),
-        wal_dir: cfg.data_dir.join("wal"),
         scheme: cfg.partition,
         resolution: cfg.resolution(),
-        parquet: ParquetOptions {
-            zstd_level: cfg.zstd_level,
-            row_group_rows_max: cfg.row_group_rows_max,
-        },
         flush_rows_max: cfg.flush_rows_max,
         partitions: BTreeMap::new(),
         rows: 0,
         from_lsn: None,
         to_lsn: checkpoint.to_lsn,
-        checkpoint_lsn: checkpoint.to_lsn,
         dedup: dedup.clone(),
+        spare: Vec::new(),
+    };
+    let flusher = Flusher {
+        fs: fs.clone(),
+        positions_dir: cfg.data_dir.join("positions"),
+        wal_dir: cfg.data_dir.join("wal"),
+        parquet: ParquetOptions {
+            zstd_level: cfg.zstd_level,
+            row_group_rows_max: cfg.row_group_rows_max,
+        },
+        checkpoint_lsn: checkpoint.to_lsn,
         stats: stats.clone(),
         table,
         clock: clock.clone(),
+        order: Vec::new(),
     };
     let timing = WriterTiming {
         flush_interval_ms: cfg.flush_interval_ms,
         flush_retry_ms: cfg.flush_retry_ms,
         shutdown_flush_attempts: cfg.shutdown_flush_attempts,
     };
-    let thread_stop = stop.clone();
+    let encoder =
+        Encoder::spawn(flusher, timing, stop.clone()).map_err(|source| OpenError::Spawn {
+            thread: "encoder",
+            source,
+        })?;
     let writer_clock = clock.clone();
     let handle = spawn("writer", move || {
-        writer.run(rx, timing, thread_stop, writer_clock)
+        writer.run(rx, encoder, timing, writer_clock)
     })?;
     Ok(StartedWriter { tx, stop, handle })
 }

@@ -3,19 +3,26 @@
 //! Contract:
 //! - [`encode_parquet`] / [`write_parquet`] are synchronous encoders with no
 //!   side effect beyond the given sink.
-//! - A flush writes, for every buffered partition, exactly one file
-//!   `<partition>/part-<from_lsn:020>-<to_lsn:020>.parquet` holding every
-//!   buffered row of that partition sorted by `(h3, time)` (temporary name,
-//!   fsync, rename, fsync of the directory and of the parent of every directory
-//!   it creates), then adds all of them to the `positions` Delta table in ONE
+//! - A flush writes, for every partition of one sealed generation, exactly one
+//!   file `<partition>/part-<from_lsn:020>-<to_lsn:020>.parquet` holding every
+//!   row of that partition sorted by `(h3, time)` (temporary name, fsync,
+//!   rename, fsync of the directory and of the parent of every directory it
+//!   creates), then adds all of them to the `positions` Delta table in ONE
 //!   commit that also records `txn(POSITIONS_WRITER, to_lsn)`, and only then
-//!   writes the checkpoint `to_lsn`. A failed flush keeps the buffer unchanged,
-//!   so the retry writes the same names with the same content, and a commit that
-//!   landed although it reported a failure is recognised by its txn and not
-//!   repeated; the writer accepts no new batch until the flush succeeds (that
-//!   backpressure reaches the WAL thread, then `submit`).
-//! - Buffered rows never exceed `flush_rows_max`: a batch that would cross it
-//!   triggers a flush first.
+//!   writes the checkpoint `to_lsn`. Generations are published one at a time,
+//!   in lsn order. A failed flush keeps its generation unchanged, so the retry
+//!   writes the same names with the same content, and a commit that landed
+//!   although it reported a failure is recognised by its txn and not repeated.
+//! - Bulk work never runs on the thread that receives batches from the WAL:
+//!   the writer thread only appends rows to per-partition buffers and, every
+//!   `flush_interval_ms` or before a batch would cross `flush_rows_max`, seals
+//!   them into a [`Sealed`] generation for the encoder thread
+//!   ([`crate::encoder`], lower CPU priority), which sorts, encodes and
+//!   publishes it. While one generation is being published the writer buffers
+//!   the next; if that one is due too, the writer waits for the encoder (that
+//!   backpressure reaches the WAL thread, then `submit`). So at most
+//!   `2 × flush_rows_max` rows are held: one generation buffering, one being
+//!   published.
 //! - Never deletes a WAL segment holding a record above the checkpoint.
 //! - Every file operation goes through [`sys::fs::Fs`]. A retried flush
 //!   never re-fsyncs a file whose fsync failed: it creates the `.tmp` file
@@ -26,7 +33,6 @@ use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow::error::ArrowError;
@@ -40,11 +46,11 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sys::Clock;
 
 use crate::batch::{COL_H3, COL_TIME, RowBuffer};
-use crate::checkpoint::{self, Checkpoint};
+use crate::checkpoint::Checkpoint;
 use crate::dedup::DedupTable;
-use crate::partition::{PartitionKey, PartitionScheme, part_file_name};
-use crate::stats::Stats;
-use crate::wait::{Recv, deadline_after_ms, recv_before, sleep_ms};
+use crate::encoder::Encoder;
+use crate::partition::{PartitionKey, PartitionScheme};
+use crate::wait::{Recv, deadline_after_ms, recv_before};
 use crate::wal::list_segments;
 use crate::{FixBatch, index};
 use sys::fs::{Fs, SeqWriter, create_dir_durable};
@@ -148,7 +154,7 @@ pub enum FlushError {
     Table(#[from] lake::TableError),
 }
 
-fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FlushError + '_ {
+pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FlushError + '_ {
     move |source| FlushError::Io {
         path: path.to_path_buf(),
         source,
@@ -255,48 +261,54 @@ pub struct FlushOutcome {
     pub checkpoint_lsn: u64,
 }
 
-/// Buffers rows per partition and flushes them to Parquet.
+/// Buffers rows per partition (the writer thread's side of a flush).
+///
+/// The writer thread only appends rows; every `flush_interval_ms` (or when
+/// `flush_rows_max` would be crossed) it seals what it holds into a
+/// [`Sealed`] generation and hands it to the encoder thread
+/// ([`crate::encoder`]), then keeps buffering into fresh (recycled) buffers.
 pub(crate) struct Writer {
-    pub(crate) fs: Arc<dyn Fs>,
-    pub(crate) positions_dir: PathBuf,
-    pub(crate) wal_dir: PathBuf,
     pub(crate) scheme: PartitionScheme,
     pub(crate) resolution: Resolution,
-    pub(crate) parquet: ParquetOptions,
     pub(crate) flush_rows_max: usize,
     pub(crate) partitions: BTreeMap<PartitionKey, RowBuffer>,
     pub(crate) rows: usize,
     pub(crate) from_lsn: Option<u64>,
     pub(crate) to_lsn: u64,
-    pub(crate) checkpoint_lsn: u64,
     pub(crate) dedup: DedupTable,
-    pub(crate) stats: Arc<Stats>,
-    pub(crate) table: lake::Table,
-    pub(crate) clock: Arc<dyn Clock>,
+    /// Emptied buffers the encoder gave back, reused for new partitions so a
+    /// flush cycle allocates no fresh row memory once the buffers have grown.
+    pub(crate) spare: Vec<RowBuffer>,
 }
+
+/// Spare row buffers kept for reuse (one per partition of a generation; more are dropped).
+const SPARE_BUFFERS_MAX: usize = 256;
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Writer")
-            .field("positions_dir", &self.positions_dir)
             .field("rows", &self.rows)
-            .field("checkpoint_lsn", &self.checkpoint_lsn)
+            .field("from_lsn", &self.from_lsn)
+            .field("to_lsn", &self.to_lsn)
             .finish_non_exhaustive()
     }
 }
 
 impl Writer {
-    /// Adds a logged batch. The caller has flushed first when
+    /// Adds a logged batch. The caller has sealed first when
     /// [`needs_flush_before`] said so.
     pub(crate) fn append(&mut self, lsn: u64, mut batch: FixBatch) {
         index::index_batch(&mut batch, self.resolution);
         self.dedup.observe(batch.device_id, batch.batch_seq);
+        let (partitions, spare) = (&mut self.partitions, &mut self.spare);
         let mut last: Option<(PartitionKey, &mut RowBuffer)> = None;
         for i in 0..batch.len() {
             let key = PartitionKey::for_fix(self.scheme, batch.fixes.time_ms[i], batch.h3[i]);
             let rows = match last {
                 Some((k, rows)) if k == key => rows,
-                _ => self.partitions.entry(key).or_default(),
+                _ => partitions
+                    .entry(key)
+                    .or_insert_with(|| spare.pop().unwrap_or_default()),
             };
             rows.push_fix(&batch, i);
             last = Some((key, rows));
@@ -306,72 +318,45 @@ impl Writer {
         self.to_lsn = lsn;
     }
 
-    /// Writes every buffered partition's file, commits them to the `positions` table in
-    /// one commit (with `txn(POSITIONS_WRITER, to_lsn)`), then writes the checkpoint,
-    /// then deletes covered WAL segments. Keeps the buffer when anything fails.
-    pub(crate) fn flush(&mut self) -> Result<FlushOutcome, FlushError> {
-        let Some(from_lsn) = self.from_lsn else {
-            return Ok(FlushOutcome {
-                checkpoint_lsn: self.checkpoint_lsn,
-                ..FlushOutcome::default()
-            });
+    /// Takes every buffered row as one generation (empty when nothing is
+    /// buffered), with the checkpoint that publishing it will write.
+    pub(crate) fn seal(&mut self) -> Sealed {
+        let sealed = Sealed {
+            partitions: std::mem::take(&mut self.partitions),
+            from_lsn: self.from_lsn.take(),
+            checkpoint: Checkpoint {
+                to_lsn: self.to_lsn,
+                windows: self.dedup.snapshot(),
+            },
         };
-        let to_lsn = self.to_lsn;
-        let now_ms = self.clock.now_ms();
-        let mut outcome = FlushOutcome::default();
-        let props = writer_properties(self.parquet).map_err(|source| FlushError::Parquet {
-            path: self.positions_dir.clone(),
-            source,
-        })?;
-        let mut adds = Vec::with_capacity(self.partitions.len());
-        for (key, rows) in &self.partitions {
-            let rel = key.rel_path();
-            let batch = rows.to_record_batch(&rows.sort_order())?;
-            let add = self.table.write_file(
-                &rel.to_string_lossy(),
-                &part_file_name(from_lsn, to_lsn),
-                key.partition_values(),
-                [Ok(batch)],
-                props.clone(),
-                true,
-                now_ms,
-            )?;
-            outcome.rows += rows.len() as u64;
-            outcome.files.push(self.positions_dir.join(&add.path));
-            adds.push(add);
-        }
-        let lsn = i64::try_from(to_lsn).unwrap_or(i64::MAX);
-        self.table.commit(
-            lake::Commit::append(adds).with_txn(crate::POSITIONS_WRITER, lsn),
-            now_ms,
-        )?;
-        let cp = Checkpoint {
-            to_lsn,
-            windows: self.dedup.snapshot(),
-        };
-        checkpoint::write(&*self.fs, &self.wal_dir, &cp).map_err(io_at(&self.wal_dir))?;
-        self.partitions.clear();
         self.rows = 0;
-        self.from_lsn = None;
-        self.checkpoint_lsn = to_lsn;
-        outcome.checkpoint_lsn = to_lsn;
-        self.stats
-            .record_flush(outcome.files.len() as u64, outcome.rows);
-        // Failing to delete old segments loses nothing: the next flush retries.
-        if let Err(e) = delete_covered_segments(&*self.fs, &self.wal_dir, to_lsn, None) {
-            tracing::warn!(error = %e, "could not delete WAL segments covered by the checkpoint");
-        }
-        Ok(outcome)
+        sealed
     }
 
-    /// Writes the checkpoint even when nothing is buffered (used on shutdown).
-    pub(crate) fn write_checkpoint(&self) -> Result<(), FlushError> {
-        let cp = Checkpoint {
-            to_lsn: self.checkpoint_lsn,
-            windows: self.dedup.snapshot(),
-        };
-        checkpoint::write(&*self.fs, &self.wal_dir, &cp).map_err(io_at(&self.wal_dir))
+    /// Seals and hands the generation to the encoder (waiting while the
+    /// previous one is still being published), then takes back the emptied
+    /// buffers. False when the encoder has stopped (its flush failed for good).
+    fn hand_off(&mut self, encoder: &Encoder) -> bool {
+        let sealed = self.seal();
+        if !encoder.flush(sealed) {
+            return false;
+        }
+        self.spare.extend(encoder.spares());
+        self.spare.truncate(SPARE_BUFFERS_MAX);
+        true
     }
+}
+
+/// One sealed generation of rows: what one flush publishes (one file per
+/// partition, one Delta commit, then `checkpoint`). Immutable once sealed, so
+/// a retried flush writes the same names with the same content.
+#[derive(Debug)]
+pub(crate) struct Sealed {
+    pub(crate) partitions: BTreeMap<PartitionKey, RowBuffer>,
+    /// The first lsn in it; `None` when it holds no row (nothing to publish).
+    pub(crate) from_lsn: Option<u64>,
+    /// `to_lsn` = the last lsn in it; the dedup windows as of that lsn.
+    pub(crate) checkpoint: Checkpoint,
 }
 
 /// A message to the writer thread.
@@ -411,7 +396,7 @@ pub(crate) enum WriterExit {
     Failed(FlushError),
 }
 
-/// Timing of the writer thread.
+/// Timing of the writer and encoder threads.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WriterTiming {
     pub(crate) flush_interval_ms: u64,
@@ -420,34 +405,14 @@ pub(crate) struct WriterTiming {
 }
 
 impl Writer {
-    /// Flushes, retrying every `retry` until it succeeds or `stop` is set.
-    fn flush_until_ok(
-        &mut self,
-        retry_ms: u64,
-        stop: &AtomicBool,
-        clock: &dyn Clock,
-    ) -> Result<(), FlushError> {
-        loop {
-            match self.flush() {
-                Ok(_) => return Ok(()),
-                Err(e) => {
-                    self.stats.flush_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, retry_ms, "parquet flush failed; will retry, ingest is back-pressured meanwhile");
-                    if stop.load(Ordering::Acquire) {
-                        return Err(e);
-                    }
-                    sleep_ms(clock, retry_ms);
-                }
-            }
-        }
-    }
-
-    /// The writer thread body.
+    /// The writer thread body: buffer, seal on the interval or the row bound,
+    /// hand off; on `Finish` the last generation goes out with the final
+    /// checkpoint and the encoder's exit is the writer's.
     pub(crate) fn run(
         mut self,
         rx: Receiver<WriterMsg>,
+        encoder: Encoder,
         timing: WriterTiming,
-        stop: Arc<AtomicBool>,
         clock: Arc<dyn Clock>,
     ) -> WriterExit {
         let clock = &*clock;
@@ -456,50 +421,23 @@ impl Writer {
             match recv_before(&rx, clock, deadline_us) {
                 Recv::Msg(WriterMsg::Batch { lsn, batch }) => {
                     if needs_flush_before(self.rows, batch.len(), self.flush_rows_max) {
-                        if let Err(e) = self.flush_until_ok(timing.flush_retry_ms, &stop, clock) {
-                            return WriterExit::Failed(e);
+                        if !self.hand_off(&encoder) {
+                            return encoder.join();
                         }
                         deadline_us = deadline_after_ms(clock, timing.flush_interval_ms);
                     }
                     self.append(lsn, batch);
                 }
-                Recv::Msg(WriterMsg::Abandon) => return WriterExit::Abandoned,
+                Recv::Msg(WriterMsg::Abandon) => return encoder.abandon(),
                 Recv::Msg(WriterMsg::Finish) | Recv::Disconnected => {
-                    return self.finish(timing, clock);
+                    let last = self.seal();
+                    return encoder.finish(last);
                 }
                 Recv::Deadline => {
-                    if let Err(e) = self.flush_until_ok(timing.flush_retry_ms, &stop, clock) {
-                        return WriterExit::Failed(e);
+                    if self.from_lsn.is_some() && !self.hand_off(&encoder) {
+                        return encoder.join();
                     }
                     deadline_us = deadline_after_ms(clock, timing.flush_interval_ms);
-                }
-            }
-        }
-    }
-
-    fn finish(mut self, timing: WriterTiming, clock: &dyn Clock) -> WriterExit {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = self.flush().and_then(|o| {
-                self.write_checkpoint()?;
-                Ok(o)
-            });
-            match result {
-                Ok(o) => {
-                    return WriterExit::Flushed {
-                        checkpoint_lsn: o.checkpoint_lsn,
-                        rows: o.rows,
-                        files: o.files.len(),
-                    };
-                }
-                Err(e) if attempt >= timing.shutdown_flush_attempts => {
-                    tracing::error!(error = %e, "final parquet flush failed; the WAL keeps the data for replay");
-                    return WriterExit::Failed(e);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, "final parquet flush failed; retrying");
-                    sleep_ms(clock, timing.flush_retry_ms);
                 }
             }
         }

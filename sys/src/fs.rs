@@ -294,6 +294,13 @@ impl SeqWriter {
     pub fn into_file(self) -> Box<dyn FsFile> {
         self.file
     }
+    /// `fdatasync` of what was written so far (to spread a large file's writeback).
+    ///
+    /// # Errors
+    /// The sync failed; treat the file as lost (never retry the sync).
+    pub fn sync_data(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
 }
 
 impl io::Write for SeqWriter {

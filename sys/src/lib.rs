@@ -11,6 +11,7 @@
 //!   data is personal data), and [`fs::write_atomic`] is the one atomic-replace routine.
 //! * [`sim`]: an in-memory [`fs::Fs`] that fails or "loses power" at any chosen operation,
 //!   for the fault-injection suites.
+//! * [`thread`]: lowering the calling thread's CPU priority (bulk background work).
 //!
 //! * [`bounds`]: the one range check of every config struct ([`bounds::OutOfRange`]).
 //!
@@ -20,5 +21,6 @@ pub mod bounds;
 pub mod clock;
 pub mod fs;
 pub mod sim;
+pub mod thread;
 
 pub use clock::{Clock, ManualClock, SimClock, SystemClock};
