@@ -464,7 +464,8 @@ fn commit_outcome(
 }
 
 /// The scanner's confirm-location requests, raised through the endpoint's registry once the
-/// endpoint runs (before that they are dropped: no device is connected yet).
+/// endpoint runs (before that they are dropped: no device is connected yet; requests restored
+/// from the snapshot are offered again at the next scan).
 struct EndpointConfirms(Arc<std::sync::OnceLock<Confirmer>>);
 
 impl ConfirmPort for EndpointConfirms {
@@ -490,6 +491,46 @@ impl ConfirmPort for EndpointConfirms {
         if let Some(confirmer) = self.0.get() {
             confirmer.cancel_confirm(device_id);
         }
+    }
+
+    fn outstanding(&self) -> Vec<silence::ConfirmRequestRecord> {
+        let Some(confirmer) = self.0.get() else {
+            return Vec::new();
+        };
+        confirmer
+            .outstanding_confirms()
+            .into_iter()
+            .map(|(device_id, r)| silence::ConfirmRequestRecord {
+                device_id,
+                request_id: r.request_id,
+                requested_at_ms: r.requested_at_ms,
+                reason: r.reason,
+            })
+            .collect()
+    }
+
+    fn restore_confirm(&self, r: &silence::ConfirmRequestRecord) -> bool {
+        let Some(confirmer) = self.0.get() else {
+            return false;
+        };
+        let request = ingest::endpoint::OutstandingConfirm {
+            request_id: r.request_id,
+            requested_at_ms: r.requested_at_ms,
+            reason: r.reason.clone(),
+        };
+        match confirmer.restore_confirm(r.device_id, request) {
+            Ok(delivery) => {
+                info!(
+                    device_id = r.device_id.get(),
+                    ?delivery,
+                    "confirm-location request restored"
+                );
+            }
+            Err(err) => {
+                warn!(device_id = r.device_id.get(), error = %err, "confirm-location request not restored");
+            }
+        }
+        true
     }
 }
 

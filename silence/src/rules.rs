@@ -751,6 +751,21 @@ impl PolicySet {
         ExemptionState::NotExempt { ended_s }
     }
 
+    /// Whether an exemption window came into force in `(after_s, now_s]` and is in force at
+    /// `now_s` (with `after_s = None`: whether any is in force at `now_s`). The scanner then
+    /// cancels the outstanding confirm requests of the devices it covers.
+    pub fn exemption_began(&self, after_s: Option<u32>, now_s: u32) -> bool {
+        self.exemptions.iter().any(|e| {
+            let in_force =
+                e.from_s.is_none_or(|f| f <= now_s) && e.until_s.is_none_or(|u| now_s < u);
+            let began = match after_s {
+                None => true,
+                Some(after) => e.from_s.is_some_and(|f| after < f),
+            };
+            in_force && began
+        })
+    }
+
     /// `since_s` moved later by every outage after it (outage time does not count).
     pub fn after_outages(&self, since_s: u32) -> u32 {
         let mut shift = 0u64;

@@ -1077,7 +1077,7 @@ fn policy_set_scan_exemptions_confirmations_and_restart() {
     out.clear();
     // Snapshot at 1_900, server down until 5_000: restored, the outage is not counted.
     let mut buf = Vec::new();
-    t.encode_snapshot(1_900, &[], &mut buf);
+    t.encode_snapshot(1_900, &[], &[], &mut buf);
     let u = SilenceTable::with_capacity(10).unwrap();
     let info = u.restore_snapshot(&buf).unwrap();
     let mut set2 = set.clone();
@@ -1343,7 +1343,7 @@ fn every_confirmation_outcome_has_exactly_one_event() {
     let t = table(10);
     let p = policy();
     let mut out = vec![];
-    let mut scan = |now: u32, out: &mut Vec<SilenceEvent>| {
+    let scan = |now: u32, out: &mut Vec<SilenceEvent>| {
         out.clear();
         t.scan(now, &p, out).unwrap();
         out.iter()
