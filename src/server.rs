@@ -227,6 +227,15 @@ impl Server {
         self.endpoint.request_confirm(device_id, reason)
     }
 
+    /// The device's outstanding confirm-location request, if any (see
+    /// [`ingest::endpoint::Endpoint::outstanding_confirm`]).
+    pub fn outstanding_confirm(
+        &self,
+        device_id: DeviceId,
+    ) -> Option<ingest::endpoint::OutstandingConfirm> {
+        self.endpoint.outstanding_confirm(device_id)
+    }
+
     /// Runs one silence scan now (in addition to the periodic ones) and returns its events
     /// after they were written to the events log.
     pub fn scan_now(&self) -> Vec<SilenceEvent> {
