@@ -320,6 +320,10 @@ fn start_admin(
         explain: Some(Arc::new(move |device_id| {
             explainer.explain(device_id).map(|e| e.to_json())
         })),
+        calendar_days_left: Some({
+            let explainer = silence.explainer();
+            Arc::new(move || explainer.calendar_days_left())
+        }),
     };
     let admin = crate::admin::Admin::start(&cfg.admin, sources)?;
     info!(addr = %admin.local_addr(), "admin endpoint listening");

@@ -119,6 +119,21 @@ impl std::fmt::Debug for Explainer {
 }
 
 impl Explainer {
+    /// Per calendar the policies use: days from today (in its zone, at the clock's `now`) to
+    /// its last covered day, negative once its coverage has ended (the admin endpoint's
+    /// `silence_calendar_coverage_days` gauge).
+    pub fn calendar_days_left(&self) -> Vec<(String, i64)> {
+        let now_s = self.clock.now_ms().div_euclid(1000);
+        self.policies
+            .calendars()
+            .iter()
+            .map(|c| {
+                let coverage = c.coverage_at(now_s);
+                (coverage.name, coverage.days_left)
+            })
+            .collect()
+    }
+
     /// `device_id`'s silence state at the clock's `now`; `None` if it is not tracked.
     pub fn explain(&self, device_id: u64) -> Option<Explanation> {
         let state = self.table.get(device_id)?;

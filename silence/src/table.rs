@@ -74,9 +74,24 @@
 //! during the visit makes that exchange fail, so the block stays dirty for the next scan and
 //! the new device is never skipped. Summary floors 0 and 1 therefore both mean "visit all".
 //!
+//! **Look-ahead.** A slot is fast only if it stays reporting through a look-ahead `a =
+//! min(1 h, window / 8)` (`window = now - reporting_from_s`, the youngest silence that can be
+//! due; the policy gives the bound at `now + a`, [`SilencePolicy::reporting_from_later_s`]).
+//! A reporting slot that comes due within `a` stays on the watch list (two loads per scan, no
+//! policy call). A block whose floor comes within `a / 2` of due is re-read early, at most
+//! one block in `EARLY_REBUILD_SHARE` (32) per scan; only a floor already behind
+//! `reporting_from_s` forces a re-read. So devices that go silent together (a regional
+//! outage) move onto their blocks' watch lists over the scans before they cross, and the
+//! scan in which they cross judges just them instead of re-reading every block that holds
+//! one. The proof above is unchanged: a fast slot still has `last_fix_s >= floor >=
+//! reporting_from_s` whenever its block is skipped, and early re-reads only add visits. No
+//! shared state was added (the watch mask, the summary and the early-re-read count are the
+//! scanner's; the recorders' protocol is the one the loom models check).
+//!
 //! Work per scan: one summary load per 64 slots, plus one judged slot per watched device
-//! (silent, exempt or heartbeat-only devices), plus a full block for each block whose
-//! oldest fast fix fell behind the reporting window or that gained a device.
+//! (silent, exempt, heartbeat-only, or due within the look-ahead), plus a full block for each
+//! block that gained a device, whose oldest fast fix fell behind the reporting window, or
+//! that is re-read early (at most 1 in 32).
 //!
 //! # Memory ordering
 //!
