@@ -167,7 +167,7 @@ fn silence(c: &mut Criterion) {
 /// approach and the crossing scan.
 fn cohort(devices: u64, policy: &Policy) {
     const STEP_S: u32 = 10;
-    let lead_s = 3_700;
+    let lead_s = 700;
     let silent_s = NOW_S - WARN_S + lead_s;
     let table = filled(devices, Some(100), NOW_S - 60, silent_s);
     let mut events = Vec::new();
