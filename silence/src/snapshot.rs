@@ -199,6 +199,20 @@ fn encode_requests(requests: &[ConfirmRequestRecord], buf: &mut Vec<u8>) {
     }
 }
 
+/// The `confirms` section: (device, confirmed at, reported).
+fn decode_confirmations(r: &mut Reader<'_>) -> Result<Vec<(u64, u32, bool)>, SnapshotError> {
+    let k = r.u32()?;
+    r.need(u64::from(k), 16)?;
+    let mut confirmations = Vec::with_capacity(k as usize);
+    for _ in 0..k {
+        let d = r.u64()?;
+        let at = r.u32()?;
+        let done = r.u32()? != 0;
+        confirmations.push((d, at, done));
+    }
+    Ok(confirmations)
+}
+
 /// The `requests` section (version 2).
 fn decode_requests(r: &mut Reader<'_>) -> Result<Vec<ConfirmRequestRecord>, SnapshotError> {
     let n = r.u32()?;
@@ -329,15 +343,7 @@ fn decode(bytes: &[u8]) -> Result<Decoded, SnapshotError> {
             state: r.u32()?,
         });
     }
-    let k = r.u32()?;
-    r.need(u64::from(k), 16)?;
-    let mut confirmations = Vec::with_capacity(k as usize);
-    for _ in 0..k {
-        let d = r.u64()?;
-        let at = r.u32()?;
-        let done = r.u32()? != 0;
-        confirmations.push((d, at, done));
-    }
+    let confirmations = decode_confirmations(&mut r)?;
     let requests = if version >= 2 {
         decode_requests(&mut r)?
     } else {
@@ -444,7 +450,7 @@ mod tests {
     }
 
     /// Replaces the CRC after editing the body.
-    fn reseal(bytes: &mut Vec<u8>) {
+    fn reseal(bytes: &mut [u8]) {
         let n = bytes.len();
         let crc = crc32c::crc32c(&bytes[..n - 4]);
         bytes[n - 4..].copy_from_slice(&crc.to_le_bytes());

@@ -755,18 +755,7 @@ impl SilenceTable {
             }
         };
         let next = judged.next;
-        let state = if state & NOT_JUDGED_FLAG != 0 {
-            slot.state
-                .store(state & !NOT_JUDGED_FLAG, Ordering::Relaxed);
-            state & !NOT_JUDGED_FLAG
-        } else {
-            state
-        };
-        if next != Level::Reporting && since_s != judged_from_s {
-            // Keep "silent since" current while silent (a late batch may bring a newer,
-            // still old, fix).
-            slot.since_s.store(judged_from_s, Ordering::Relaxed);
-        }
+        let state = Self::judged_again(slot, state, &judged);
         Self::record(slot, state, &judged, confirm, sweep, out);
         // The fast-path condition, with the look-ahead, as it holds after this visit.
         if Visit::is_fast(next, last_fix_s, sweep.fast_from_s) {
@@ -774,6 +763,23 @@ impl SilenceTable {
         } else {
             Visit::Watch
         }
+    }
+
+    /// A judged slot's scanner-owned words: clears [`NOT_JUDGED_FLAG`] (returns the state
+    /// word without it) and keeps "silent since" current while silent (a late batch may bring
+    /// a newer, still old, fix).
+    fn judged_again(slot: &Slot, state: u32, j: &Judged) -> u32 {
+        let state = if state & NOT_JUDGED_FLAG != 0 {
+            slot.state
+                .store(state & !NOT_JUDGED_FLAG, Ordering::Relaxed);
+            state & !NOT_JUDGED_FLAG
+        } else {
+            state
+        };
+        if j.next != Level::Reporting && j.since_s != j.judged_from_s {
+            slot.since_s.store(j.judged_from_s, Ordering::Relaxed);
+        }
+        state
     }
 
     /// A device the policy could not judge (past its calendar's coverage): its `not_judged`
