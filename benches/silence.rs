@@ -1,6 +1,8 @@
 //! Silence table benches (elements = devices): `scan` over 1M and 10M tracked devices, all
 //! reporting and with 1% silent (the devices each scan must judge again), plus the
-//! first scan after 1% cross the warning threshold (one shot, printed), and `record_fix` on
+//! first scan after 1% cross the warning threshold (one shot, printed), the same 1% silent
+//! together with scans every 10 s through their crossing (slowest approach scan and the
+//! crossing scan, printed), and `record_fix` on
 //! the same tables (ns per update). Also prints `memory_bytes` and the RSS the table added.
 //!
 //! Run: `cargo bench --bench silence` (the 10M tables take ~320 MB each and a few seconds to
