@@ -233,6 +233,15 @@ impl Server {
         self.endpoint.request_confirm(device_id, reason)
     }
 
+    /// The device's outstanding confirm-location request, if any (see
+    /// [`ingest::endpoint::Endpoint::outstanding_confirm`]).
+    pub fn outstanding_confirm(
+        &self,
+        device_id: DeviceId,
+    ) -> Option<ingest::endpoint::OutstandingConfirm> {
+        self.endpoint.outstanding_confirm(device_id)
+    }
+
     /// Runs one silence scan now (in addition to the periodic ones) and returns its events
     /// after they were written to the events log.
     pub fn scan_now(&self) -> Vec<SilenceEvent> {
@@ -366,6 +375,10 @@ fn start_admin(
         explain: Some(Arc::new(move |device_id| {
             explainer.explain(device_id).map(|e| e.to_json())
         })),
+        calendar_days_left: Some({
+            let explainer = silence.explainer();
+            Arc::new(move || explainer.calendar_days_left())
+        }),
     };
     let admin = crate::admin::Admin::start(&cfg.admin, sources)?;
     info!(addr = %admin.local_addr(), "admin endpoint listening");
@@ -519,7 +532,8 @@ fn commit_outcome(
 }
 
 /// The scanner's confirm-location requests, raised through the endpoint's registry once the
-/// endpoint runs (before that they are dropped: no device is connected yet).
+/// endpoint runs (before that they are dropped: no device is connected yet; requests restored
+/// from the snapshot are offered again at the next scan).
 struct EndpointConfirms(Arc<std::sync::OnceLock<Confirmer>>);
 
 impl ConfirmPort for EndpointConfirms {
@@ -545,6 +559,46 @@ impl ConfirmPort for EndpointConfirms {
         if let Some(confirmer) = self.0.get() {
             confirmer.cancel_confirm(device_id);
         }
+    }
+
+    fn outstanding(&self) -> Vec<silence::ConfirmRequestRecord> {
+        let Some(confirmer) = self.0.get() else {
+            return Vec::new();
+        };
+        confirmer
+            .outstanding_confirms()
+            .into_iter()
+            .map(|(device_id, r)| silence::ConfirmRequestRecord {
+                device_id,
+                request_id: r.request_id,
+                requested_at_ms: r.requested_at_ms,
+                reason: r.reason,
+            })
+            .collect()
+    }
+
+    fn restore_confirm(&self, r: &silence::ConfirmRequestRecord) -> bool {
+        let Some(confirmer) = self.0.get() else {
+            return false;
+        };
+        let request = ingest::endpoint::OutstandingConfirm {
+            request_id: r.request_id,
+            requested_at_ms: r.requested_at_ms,
+            reason: r.reason.clone(),
+        };
+        match confirmer.restore_confirm(r.device_id, request) {
+            Ok(delivery) => {
+                info!(
+                    device_id = r.device_id.get(),
+                    ?delivery,
+                    "confirm-location request restored"
+                );
+            }
+            Err(err) => {
+                warn!(device_id = r.device_id.get(), error = %err, "confirm-location request not restored");
+            }
+        }
+        true
     }
 }
 

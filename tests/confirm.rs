@@ -361,3 +361,55 @@ fn read_event_kinds(dir: &std::path::Path, device_id: u64) -> Vec<String> {
     rows.sort();
     rows.into_iter().map(|(_, k)| k).collect()
 }
+
+/// A request the scanner raised survives a restart (kept in the silence snapshot): after the
+/// server comes back the device gets the same request id right after its WELCOME, its answer
+/// is matched (OK, not UNSOLICITED_CONFIRM), and the next scan reports it by exactly one event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outstanding_request_survives_a_restart_and_its_answer_is_matched() {
+    const RESTART: u64 = 78;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::test_config(dir.path());
+    let start_ms = common::system_now_ms();
+    let clock = ManualClock::new(start_ms);
+    let ts = common::start(&cfg, clock.clone()).await;
+    let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let device = Device::connect(&ep, client_cfg(&ts, RESTART))
+        .await
+        .unwrap();
+    let ack = device.send(1, &fixes_at(start_ms, 2)).await.unwrap();
+    assert_eq!(ack.known_status(), Some(Status::Ok));
+    device.close().await;
+    assert!(ts.server.scan_now().is_empty());
+    // Quiet past the warning while disconnected: the scan warns and queues the request.
+    clock.advance_ms((cfg.silence.warning_after_s as i64 + 60) * 1000);
+    let events = ts.server.scan_now();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let id = fix::DeviceId::try_from(RESTART).unwrap();
+    let before = ts
+        .server
+        .outstanding_confirm(id)
+        .expect("the warning raised a request");
+    ts.server.shutdown().await.unwrap();
+
+    let ts = common::start(&cfg, clock.clone()).await;
+    // The first scan hands the snapshot's requests back to the endpoint.
+    assert!(ts.server.scan_now().is_empty(), "no event fires twice");
+    assert_eq!(ts.server.outstanding_confirm(id), Some(before.clone()));
+    let device = Device::connect(&ep, client_cfg(&ts, RESTART))
+        .await
+        .unwrap();
+    let mut requests = device.confirm_requests().unwrap();
+    let req = next_request(&mut requests).await;
+    assert_eq!(req.request_id, before.request_id, "the same request");
+    let ack = device.confirm_here(req.request_id).await.unwrap();
+    assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+    let events = ts.server.scan_now();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(matches!(
+        events[0].kind,
+        silence::EventKind::Confirmed { .. }
+    ));
+    device.close().await;
+    ts.server.shutdown().await.unwrap();
+}

@@ -85,9 +85,11 @@ pub use rules::{
     PolicySet, PolicySetError, Prepared, Threshold, ThresholdParseError, ThresholdParseReason,
     When, WorkingDays, parse_threshold,
 };
-pub use scanner::{ConfirmPort, Scanner, ScannerParts};
+pub use scanner::{ConfirmPort, ConfirmRequestRecord, Scanner, ScannerParts};
 pub use service::{Explainer, Silence, SilenceParts, StartError};
-pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotError, SnapshotInfo};
+pub use snapshot::{
+    SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SNAPSHOT_VERSION_MIN, SnapshotError, SnapshotInfo,
+};
 pub use table::{DeviceState, RecordError, ScanError, ScanStats, SilenceTable, TableConfigError};
 
 /// Unix seconds of a [`sys::Clock::now_ms`] reading as the table keeps them: negative times

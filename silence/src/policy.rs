@@ -82,6 +82,19 @@ pub trait SilencePolicy {
         u64::MAX
     }
 
+    /// [`SilencePolicy::reporting_from_s`] for a later instant, the scanner's look-ahead:
+    /// every device whose `since_s` is at or after the returned value is still
+    /// [`Level::Reporting`] at `later_s` (`>= now_s`, the instant this policy was asked about
+    /// in `reporting_from_s`). The scanner keeps the devices that come due before `later_s` on
+    /// a watch list and judges them one by one, so a block of slots is not re-read in full
+    /// the moment one of its devices crosses a threshold. The default, `u64::MAX`, promises
+    /// nothing (the scanner then looks no further than `now_s`); a bound that is too low is a
+    /// bug.
+    fn reporting_from_later_s(&self, now_s: u32, later_s: u32) -> u64 {
+        let _ = (now_s, later_s);
+        u64::MAX
+    }
+
     /// Judges `device_id`, silent since `since_s`, that last confirmed its location at
     /// `confirmed_s` (0: never), at `now_s`: [`Judgement::Exempt`] (the scanner leaves it alone
     /// and raises nothing) or its level. The default ignores confirmations and exemptions.
@@ -228,6 +241,10 @@ impl SilencePolicy for Policy {
         // since_s >= now_s + 1 - warning  <=>  now_s - since_s < warning (or since_s in the
         // future, which saturates to 0 silence).
         (u64::from(now_s) + 1).saturating_sub(self.warning_after_s)
+    }
+
+    fn reporting_from_later_s(&self, _now_s: u32, later_s: u32) -> u64 {
+        SilencePolicy::reporting_from_s(self, later_s)
     }
 }
 

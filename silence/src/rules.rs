@@ -751,6 +751,21 @@ impl PolicySet {
         ExemptionState::NotExempt { ended_s }
     }
 
+    /// Whether an exemption window came into force in `(after_s, now_s]` and is in force at
+    /// `now_s` (with `after_s = None`: whether any is in force at `now_s`). The scanner then
+    /// cancels the outstanding confirm requests of the devices it covers.
+    pub fn exemption_began(&self, after_s: Option<u32>, now_s: u32) -> bool {
+        self.exemptions.iter().any(|e| {
+            let in_force =
+                e.from_s.is_none_or(|f| f <= now_s) && e.until_s.is_none_or(|u| now_s < u);
+            let began = match after_s {
+                None => true,
+                Some(after) => e.from_s.is_some_and(|f| after < f),
+            };
+            in_force && began
+        })
+    }
+
     /// `since_s` moved later by every outage after it (outage time does not count).
     pub fn after_outages(&self, since_s: u32) -> u32 {
         let mut shift = 0u64;
@@ -786,6 +801,48 @@ impl PolicySet {
                 PastCoverage::Weekends => [None, None],
             })
             .collect();
+        let reporting_from_s = Self::reporting_bound(&cutoffs, &coverage, now);
+        Prepared {
+            set: self,
+            now_s,
+            cutoffs,
+            coverage,
+            reporting_from_s,
+        }
+    }
+
+    /// [`Prepared`]'s `reporting_from_s` for an instant `now` (Unix seconds), from scratch.
+    fn reporting_from_at(&self, now: i64) -> u64 {
+        let clamp = |c: i64| c.clamp(0, T_MAX + 1) as u64;
+        let cutoffs: Vec<[u64; 2]> = self
+            .policies
+            .iter()
+            .map(|p| {
+                [
+                    clamp(p.warning.cutoff_s(now)),
+                    clamp(p.expiry.cutoff_s(now)),
+                ]
+            })
+            .collect();
+        let coverage: Vec<[Option<CoverageSpan>; 2]> = self
+            .policies
+            .iter()
+            .map(|p| match self.past_coverage {
+                PastCoverage::Refuse => [p.warning.coverage(), p.expiry.coverage()],
+                PastCoverage::Weekends => [None, None],
+            })
+            .collect();
+        Self::reporting_bound(&cutoffs, &coverage, now)
+    }
+
+    /// The fast-path bound at `now` from its cut-offs and the calendar coverage: a `since_s`
+    /// at or after it is reporting at `now` under every policy.
+    fn reporting_bound(
+        cutoffs: &[[u64; 2]],
+        coverage: &[[Option<CoverageSpan>; 2]],
+        now: i64,
+    ) -> u64 {
+        let clamp = |c: i64| c.clamp(0, T_MAX + 1) as u64;
         let mut reporting_from_s = cutoffs.iter().map(|c| c[0].max(c[1])).max().unwrap_or(0);
         // The fast path may only skip devices whose answer the coverage can give: a fix
         // before the coverage starts is never skipped, and once a deadline could lie past
@@ -799,13 +856,7 @@ impl PolicySet {
             };
             reporting_from_s = reporting_from_s.max(clamp(floor));
         }
-        Prepared {
-            set: self,
-            now_s,
-            cutoffs,
-            coverage,
-            reporting_from_s,
-        }
+        reporting_from_s
     }
 
     /// When the thresholds of `policy` fire for a device of that policy whose newest fix is
@@ -1161,6 +1212,15 @@ impl SilencePolicy for Prepared<'_> {
     fn reporting_from_s(&self, now_s: u32) -> u64 {
         if now_s == self.now_s {
             self.reporting_from_s
+        } else {
+            u64::MAX
+        }
+    }
+
+    fn reporting_from_later_s(&self, now_s: u32, later_s: u32) -> u64 {
+        // Cut-offs are monotone in `now`, so the later bound is at least this one.
+        if now_s == self.now_s && later_s >= now_s {
+            self.set.reporting_from_at(i64::from(later_s))
         } else {
             u64::MAX
         }

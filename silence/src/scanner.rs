@@ -14,7 +14,13 @@
 //!   is missing, else by the first scan of the day (before [`Scanner::scan_now`] returns).
 //! * The table is snapshotted ([`SnapshotFile::save`]) once `snapshot_interval_s` has passed
 //!   since the last snapshot time (a failed save is logged and tried again at the next one),
-//!   and at stop, after the `events` table's last flush.
+//!   and at stop, after the `events` table's last flush. The snapshot keeps the outstanding
+//!   confirm-location requests ([`ConfirmPort::outstanding`]); those of the snapshot the
+//!   server started from are handed back to the port ([`ConfirmPort::restore_confirm`]) at
+//!   every scan until it takes them, so a device's answer after a restart is still matched.
+//! * Requests are cancelled when the device's silence ends, when it expires, and when an
+//!   exemption covering it comes into force (checked at a scan after a window's `from`
+//!   passed, and at the first scan after start).
 //!
 //! Never: blocks recorders (the table scan is lock-free for them), waits for the webhook,
 //! reads `Instant`/`SystemTime`, or writes a file other than through [`sys::fs::Fs`].
@@ -43,8 +49,28 @@ pub trait ConfirmPort: Send + Sync {
     /// Asks `device_id` to confirm its location: now if it is connected, else right after its
     /// next connection. `reason` is shown to the device.
     fn request_confirm(&self, device_id: DeviceId, reason: &str);
-    /// Withdraws an outstanding request of `device_id` (its silence ended).
+    /// Withdraws an outstanding request of `device_id` (its silence ended, it expired, or it
+    /// became exempt).
     fn cancel_confirm(&self, device_id: DeviceId);
+    /// Every outstanding request (kept in the silence snapshot).
+    fn outstanding(&self) -> Vec<ConfirmRequestRecord>;
+    /// Makes a request from the snapshot the server started from outstanding again (same id,
+    /// time and reason). `false` when the port cannot take it yet (the endpoint is not
+    /// running): the scanner offers it again at its next scan.
+    fn restore_confirm(&self, request: &ConfirmRequestRecord) -> bool;
+}
+
+/// An outstanding confirm-location request as the silence snapshot keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfirmRequestRecord {
+    /// The device asked.
+    pub device_id: DeviceId,
+    /// The request's id (never 0), quoted by the device's answer.
+    pub request_id: u64,
+    /// When it was raised (server clock, Unix ms).
+    pub requested_at_ms: i64,
+    /// Why (at most 256 bytes).
+    pub reason: String,
 }
 
 /// The reason sent with every confirm-location request the scanner raises.
@@ -103,6 +129,9 @@ pub struct ScannerParts {
     pub scan_interval_ms: u64,
     /// Time between snapshots.
     pub snapshot_interval_s: u32,
+    /// Outstanding confirm requests from the snapshot the server started from, to hand back
+    /// to `confirm`.
+    pub restored_requests: Vec<ConfirmRequestRecord>,
 }
 
 impl std::fmt::Debug for ScannerParts {
@@ -216,6 +245,10 @@ struct ScanLoop {
     last_snapshot_s: u32,
     /// The UTC day (Unix days) of the last "calendar coverage has ended" log line.
     coverage_logged_day: Option<u32>,
+    /// Restored requests the port has not taken yet (kept in snapshots meanwhile).
+    unrestored: Vec<ConfirmRequestRecord>,
+    /// The previous scan's `now` (exemption windows that started since then are checked).
+    last_scan_s: Option<u32>,
 }
 
 impl ScanLoop {
@@ -242,6 +275,8 @@ impl ScanLoop {
             snapshot_buf: Vec::new(),
             last_snapshot_s,
             coverage_logged_day: None,
+            unrestored: p.restored_requests,
+            last_scan_s: None,
         }
     }
 
@@ -280,6 +315,7 @@ impl ScanLoop {
     /// One scan at the clock's `now`, its events handed to every sink; returns that `now`.
     fn scan(&mut self) -> u32 {
         self.events.clear();
+        self.restore_requests();
         let now_s = unix_s(self.clock.now_ms());
         let prepared = self.set.prepare(now_s);
         if let Err(e) = self.table.scan(now_s, &prepared, &mut self.events) {
@@ -287,8 +323,44 @@ impl ScanLoop {
             error!(error = %e, "silence scan refused");
         }
         self.publish();
+        self.cancel_exempted(now_s);
+        self.last_scan_s = Some(now_s);
         self.log_ended_coverage(now_s);
         now_s
+    }
+
+    /// Hands the snapshot's outstanding requests back to the port (until it takes them).
+    fn restore_requests(&mut self) {
+        if self.unrestored.is_empty() {
+            return;
+        }
+        let confirm = &self.confirm;
+        self.unrestored.retain(|r| !confirm.restore_confirm(r));
+        if self.unrestored.is_empty() {
+            info!("outstanding confirm requests restored from the snapshot");
+        }
+    }
+
+    /// Cancels the outstanding requests of devices an exemption now covers, when a window
+    /// came into force since the last scan (or this is the first scan). The port's list is
+    /// only read then: exemptions starting are rare.
+    fn cancel_exempted(&self, now_s: u32) {
+        if !self.set.exemption_began(self.last_scan_s, now_s) {
+            return;
+        }
+        for r in self.confirm.outstanding() {
+            if matches!(
+                self.set.exemption(r.device_id.get(), now_s),
+                crate::ExemptionState::Exempt(_)
+            ) {
+                info!(
+                    device_id = r.device_id.get(),
+                    request_id = r.request_id,
+                    "confirm request cancelled: the device is exempt"
+                );
+                self.confirm.cancel_confirm(r.device_id);
+            }
+        }
     }
 
     /// Once per UTC day while a calendar in use has ended: what the scan does about it
@@ -351,10 +423,13 @@ impl ScanLoop {
     }
 
     fn save_snapshot(&mut self, now_s: u32) {
+        let mut requests = self.confirm.outstanding();
+        requests.extend(self.unrestored.iter().cloned());
         if let Err(e) = self.snapshot.save(
             &self.table,
             now_s,
             self.set.outages(),
+            &requests,
             &mut self.snapshot_buf,
         ) {
             error!(path = %self.snapshot.path().display(), error = %e, "cannot write silence snapshot");

@@ -28,7 +28,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{SilenceConfig, SilenceConfigError};
 use crate::log::{EventLog, ExemptionLog};
-use crate::scanner::{ConfirmPort, Scanner, ScannerParts};
+use crate::scanner::{ConfirmPort, ConfirmRequestRecord, Scanner, ScannerParts};
 use crate::snapshot_file::SnapshotFile;
 use crate::tables::{EventTable, EventTableConfig, TableError};
 use crate::webhook::{Webhook, WebhookConfig};
@@ -119,6 +119,21 @@ impl std::fmt::Debug for Explainer {
 }
 
 impl Explainer {
+    /// Per calendar the policies use: days from today (in its zone, at the clock's `now`) to
+    /// its last covered day, negative once its coverage has ended (the admin endpoint's
+    /// `silence_calendar_coverage_days` gauge).
+    pub fn calendar_days_left(&self) -> Vec<(String, i64)> {
+        let now_s = self.clock.now_ms().div_euclid(1000);
+        self.policies
+            .calendars()
+            .iter()
+            .map(|c| {
+                let coverage = c.coverage_at(now_s);
+                (coverage.name, coverage.days_left)
+            })
+            .collect()
+    }
+
     /// `device_id`'s silence state at the clock's `now`; `None` if it is not tracked.
     pub fn explain(&self, device_id: u64) -> Option<Explanation> {
         let state = self.table.get(device_id)?;
@@ -154,7 +169,8 @@ impl Silence {
         let start_s = unix_s(p.clock.now_ms());
         warn_coverage(&policies, start_s);
         let snapshot = SnapshotFile::new(p.fs.clone(), p.data_dir);
-        policies.set_outages(restore(&table, &snapshot, start_s)?, cfg.outages_max);
+        let (outages, restored_requests) = restore(&table, &snapshot, start_s)?;
+        policies.set_outages(outages, cfg.outages_max);
         ExemptionLog::sync(&*p.fs, p.data_dir, policies.exemptions(), start_s).map_err(
             |source| StartError::ExemptionLog {
                 path: ExemptionLog::path(p.data_dir),
@@ -194,6 +210,7 @@ impl Silence {
             clock: p.clock.clone(),
             scan_interval_ms: cfg.scan_interval_ms,
             snapshot_interval_s: u32::try_from(cfg.snapshot_interval_ms / 1000).unwrap_or(u32::MAX),
+            restored_requests,
         })
         .map_err(|source| StartError::Spawn {
             thread: "scanner",
@@ -265,25 +282,26 @@ fn start_webhook(w: WebhookConfig, clock: Arc<dyn Clock>) -> Result<Webhook, Sta
     })
 }
 
-/// Restores `snapshot` into `table` and returns the outages to apply: those the snapshot
-/// recorded plus the time from it to `start_s`.
+/// Restores `snapshot` into `table` and returns the outages to apply (those the snapshot
+/// recorded plus the time from it to `start_s`) and the confirm requests it kept.
 fn restore(
     table: &SilenceTable,
     snapshot: &SnapshotFile,
     start_s: u32,
-) -> Result<Vec<Outage>, StartError> {
+) -> Result<(Vec<Outage>, Vec<ConfirmRequestRecord>), StartError> {
     let bytes = snapshot.load().map_err(|source| StartError::SnapshotRead {
         path: snapshot.path().to_path_buf(),
         source,
     })?;
     let Some(bytes) = bytes else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     };
     match table.restore_snapshot(&bytes) {
         Ok(info) => {
             info!(
                 devices = info.devices,
                 taken_s = info.taken_s,
+                confirm_requests = info.requests.len(),
                 "silence state restored"
             );
             let mut outages = info.outages;
@@ -293,11 +311,11 @@ fn restore(
                     up_s: start_s,
                 });
             }
-            Ok(outages)
+            Ok((outages, info.requests))
         }
         Err(e) => {
             error!(path = %snapshot.path().display(), error = %e, "silence snapshot refused; starting empty");
-            Ok(Vec::new())
+            Ok((Vec::new(), Vec::new()))
         }
     }
 }

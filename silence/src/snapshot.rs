@@ -1,5 +1,6 @@
-//! Silence state snapshots: the table's per-device words, the server outages and the pending
-//! confirmations, as one self-describing, checksummed byte string.
+//! Silence state snapshots: the table's per-device words, the server outages, the pending
+//! confirmations and the outstanding confirm-location requests, as one self-describing,
+//! checksummed byte string.
 //!
 //! # Contract
 //!
@@ -11,24 +12,38 @@
 //!
 //! ```text
 //! magic      8  b"HXSILNC\0"
-//! version    4  u32 = 1
+//! version    4  u32 = 2 (version 1, written before requests were kept, is still read: it
+//!               has no `requests` section and restores none)
 //! taken_s    4  u32  when the snapshot was taken (server clock, Unix seconds)
 //! outages    4  u32 n, then n × (down_s u32, up_s u32)
 //! devices    8  u64 m, then m × (device u64, last_fix_s u32, last_contact_s u32,
 //!                               since_s u32, state u32)        24 bytes each
 //! confirms   4  u32 k, then k × (device u64, at_s u32, reported u32)
+//! requests   4  u32 r, then r × (device u64, request_id u64, requested_at_ms i64,
+//!                               reason_len u16, reason UTF-8)        (version 2 only)
 //! crc32c     4  of every byte before it
+//! ```
+//!
+//! A request's reason is at most [`CONFIRM_REASON_BYTES_MAX`] bytes; a longer one, or one
+//! that is not UTF-8, refuses the snapshot as [`SnapshotError::BadRequest`].
+//!
+//! ```text
 //! ```
 
 use thiserror::Error;
 
 use super::rules::Outage;
+use super::scanner::ConfirmRequestRecord;
 use super::table::{RecordError, SilenceTable, SlotRecord};
 
 /// First bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"HXSILNC\0";
-/// The version this code writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// The version this code writes (it also reads version 1).
+pub const SNAPSHOT_VERSION: u32 = 2;
+/// The oldest version this code reads.
+pub const SNAPSHOT_VERSION_MIN: u32 = 1;
+/// Longest reason of a kept confirm-location request (the protocol's bound, PROTOCOL.md §9).
+pub const CONFIRM_REASON_BYTES_MAX: usize = 256;
 
 /// A snapshot could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -67,6 +82,14 @@ pub enum SnapshotError {
         /// How many.
         extra: u64,
     },
+    /// A kept confirm-location request is invalid (device id, empty id, reason).
+    #[error("silence snapshot: confirm request {index} is invalid ({what})")]
+    BadRequest {
+        /// Its position in the snapshot.
+        index: u32,
+        /// What is wrong.
+        what: &'static str,
+    },
     /// A device could not be restored (invalid id, or the table is smaller than the snapshot).
     #[error("restoring device from snapshot: {0}")]
     Restore(#[from] RecordError),
@@ -83,12 +106,22 @@ pub struct SnapshotInfo {
     pub outages: Vec<Outage>,
     /// Pending confirmations restored.
     pub confirmations: u32,
+    /// The confirm-location requests outstanding when it was taken (none from version 1).
+    pub requests: Vec<ConfirmRequestRecord>,
 }
 
 impl SilenceTable {
-    /// Encodes the table's state, `outages` and the pending confirmations into `buf`
-    /// (cleared first). Safe while recorders run; each device is read atomically per word.
-    pub fn encode_snapshot(&self, taken_s: u32, outages: &[Outage], buf: &mut Vec<u8>) {
+    /// Encodes the table's state, `outages`, the pending confirmations and the outstanding
+    /// confirm-location `requests` into `buf` (cleared first). Safe while recorders run; each
+    /// device is read atomically per word. A request whose reason is longer than
+    /// [`CONFIRM_REASON_BYTES_MAX`] is kept with its reason cut at a character boundary.
+    pub fn encode_snapshot(
+        &self,
+        taken_s: u32,
+        outages: &[Outage],
+        requests: &[ConfirmRequestRecord],
+        buf: &mut Vec<u8>,
+    ) {
         buf.clear();
         buf.extend_from_slice(&SNAPSHOT_MAGIC);
         buf.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
@@ -116,6 +149,7 @@ impl SilenceTable {
             buf.extend_from_slice(&at.to_le_bytes());
             buf.extend_from_slice(&u32::from(done).to_le_bytes());
         }
+        encode_requests(requests, buf);
         let crc = crc32c::crc32c(buf);
         buf.extend_from_slice(&crc.to_le_bytes());
     }
@@ -144,8 +178,73 @@ impl SilenceTable {
             devices,
             outages: decoded.outages,
             confirmations,
+            requests: decoded.requests,
         })
     }
+}
+
+fn encode_requests(requests: &[ConfirmRequestRecord], buf: &mut Vec<u8>) {
+    buf.extend_from_slice(&(requests.len() as u32).to_le_bytes());
+    for r in requests {
+        let mut end = r.reason.len().min(CONFIRM_REASON_BYTES_MAX);
+        while !r.reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        buf.extend_from_slice(&r.device_id.get().to_le_bytes());
+        buf.extend_from_slice(&r.request_id.to_le_bytes());
+        buf.extend_from_slice(&r.requested_at_ms.to_le_bytes());
+        // At most 256: fits.
+        buf.extend_from_slice(&(end as u16).to_le_bytes());
+        buf.extend_from_slice(&r.reason.as_bytes()[..end]);
+    }
+}
+
+/// The `confirms` section: (device, confirmed at, reported).
+fn decode_confirmations(r: &mut Reader<'_>) -> Result<Vec<(u64, u32, bool)>, SnapshotError> {
+    let k = r.u32()?;
+    r.need(u64::from(k), 16)?;
+    let mut confirmations = Vec::with_capacity(k as usize);
+    for _ in 0..k {
+        let d = r.u64()?;
+        let at = r.u32()?;
+        let done = r.u32()? != 0;
+        confirmations.push((d, at, done));
+    }
+    Ok(confirmations)
+}
+
+/// The `requests` section (version 2).
+fn decode_requests(r: &mut Reader<'_>) -> Result<Vec<ConfirmRequestRecord>, SnapshotError> {
+    let n = r.u32()?;
+    // Each takes at least 26 bytes: a count that cannot fit is refused before allocating.
+    r.need(u64::from(n), 26)?;
+    let mut out = Vec::with_capacity(n as usize);
+    for index in 0..n {
+        let bad = |what| SnapshotError::BadRequest { index, what };
+        let device_id = fix::DeviceId::try_from(r.u64()?).map_err(|_| bad("device id"))?;
+        let request_id = r.u64()?;
+        let requested_at_ms = i64::from_le_bytes(r.take::<8>()?);
+        let len = usize::from(u16::from_le_bytes(r.take::<2>()?));
+        if request_id == 0 {
+            return Err(bad("request id 0"));
+        }
+        if len > CONFIRM_REASON_BYTES_MAX {
+            return Err(bad("reason longer than 256 bytes"));
+        }
+        r.need(len as u64, 1)?;
+        let bytes = &r.bytes[r.at..r.at + len];
+        r.at += len;
+        let reason = std::str::from_utf8(bytes)
+            .map_err(|_| bad("reason not UTF-8"))?
+            .to_string();
+        out.push(ConfirmRequestRecord {
+            device_id,
+            request_id,
+            requested_at_ms,
+            reason,
+        });
+    }
+    Ok(out)
 }
 
 struct Decoded {
@@ -153,6 +252,7 @@ struct Decoded {
     outages: Vec<Outage>,
     records: Vec<SlotRecord>,
     confirmations: Vec<(u64, u32, bool)>,
+    requests: Vec<ConfirmRequestRecord>,
 }
 
 /// A bounds-checked little-endian reader.
@@ -209,7 +309,7 @@ fn decode(bytes: &[u8]) -> Result<Decoded, SnapshotError> {
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     let mut r = Reader { bytes: body, at: 8 };
     let version = r.u32()?;
-    if version != SNAPSHOT_VERSION {
+    if !(SNAPSHOT_VERSION_MIN..=SNAPSHOT_VERSION).contains(&version) {
         return Err(SnapshotError::Version {
             found: version,
             supported: SNAPSHOT_VERSION,
@@ -243,15 +343,12 @@ fn decode(bytes: &[u8]) -> Result<Decoded, SnapshotError> {
             state: r.u32()?,
         });
     }
-    let k = r.u32()?;
-    r.need(u64::from(k), 16)?;
-    let mut confirmations = Vec::with_capacity(k as usize);
-    for _ in 0..k {
-        let d = r.u64()?;
-        let at = r.u32()?;
-        let done = r.u32()? != 0;
-        confirmations.push((d, at, done));
-    }
+    let confirmations = decode_confirmations(&mut r)?;
+    let requests = if version >= 2 {
+        decode_requests(&mut r)?
+    } else {
+        Vec::new()
+    };
     if r.at != body.len() {
         return Err(SnapshotError::TrailingBytes {
             extra: (body.len() - r.at) as u64,
@@ -262,6 +359,7 @@ fn decode(bytes: &[u8]) -> Result<Decoded, SnapshotError> {
         outages,
         records,
         confirmations,
+        requests,
     })
 }
 
@@ -291,7 +389,7 @@ mod tests {
             up_s: 20,
         }];
         let mut buf = Vec::new();
-        t.encode_snapshot(6_000, &outages, &mut buf);
+        t.encode_snapshot(6_000, &outages, &[], &mut buf);
         let u = SilenceTable::with_capacity(100).unwrap();
         let info = u.restore_snapshot(&buf).unwrap();
         assert_eq!(info.taken_s, 6_000);
@@ -305,7 +403,7 @@ mod tests {
         assert_eq!(u.confirmation(7), Some(5_060));
         // Re-encoding the restored table gives the same bytes.
         let mut again = Vec::new();
-        u.encode_snapshot(6_000, &outages, &mut again);
+        u.encode_snapshot(6_000, &outages, &[], &mut again);
         assert_eq!(again, buf);
     }
 
@@ -313,7 +411,7 @@ mod tests {
     fn damage_is_refused_whole() {
         let t = table_with_state();
         let mut buf = Vec::new();
-        t.encode_snapshot(6_000, &[], &mut buf);
+        t.encode_snapshot(6_000, &[], &[], &mut buf);
         for cut in 0..buf.len() {
             let u = SilenceTable::with_capacity(100).unwrap();
             assert!(u.restore_snapshot(&buf[..cut]).is_err(), "cut at {cut}");
@@ -326,27 +424,94 @@ mod tests {
             assert!(u.restore_snapshot(&bad).is_err(), "flip at {i}");
             assert!(u.is_empty());
         }
-        let mut v2 = buf.clone();
-        v2[8] = 2;
-        let n = v2.len();
-        let crc = crc32c::crc32c(&v2[..n - 4]);
-        v2[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        let mut v3 = buf.clone();
+        v3[8] = 3;
+        let n = v3.len();
+        let crc = crc32c::crc32c(&v3[..n - 4]);
+        v3[n - 4..].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
             SilenceTable::with_capacity(100)
                 .unwrap()
-                .restore_snapshot(&v2),
+                .restore_snapshot(&v3),
             Err(SnapshotError::Version {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             })
         );
+    }
+
+    fn request(device: u64, request_id: u64, reason: &str) -> ConfirmRequestRecord {
+        ConfirmRequestRecord {
+            device_id: fix::DeviceId::try_from(device).unwrap(),
+            request_id,
+            requested_at_ms: 1_700_000_000_123,
+            reason: reason.into(),
+        }
+    }
+
+    /// Replaces the CRC after editing the body.
+    fn reseal(bytes: &mut [u8]) {
+        let n = bytes.len();
+        let crc = crc32c::crc32c(&bytes[..n - 4]);
+        bytes[n - 4..].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    #[test]
+    fn requests_round_trip_and_version_1_still_reads() {
+        let t = table_with_state();
+        let requests = [
+            request(7, 42, "no fix past the warning"),
+            request(9, 43, ""),
+        ];
+        let mut buf = Vec::new();
+        t.encode_snapshot(6_000, &[], &requests, &mut buf);
+        let u = SilenceTable::with_capacity(100).unwrap();
+        let info = u.restore_snapshot(&buf).unwrap();
+        assert_eq!(info.requests, requests);
+        // A version-1 snapshot (written before requests were kept): the same bytes without
+        // the requests section. It restores every device and no request.
+        let mut without = Vec::new();
+        t.encode_snapshot(6_000, &[], &[], &mut without);
+        let mut v1 = without[..without.len() - 8].to_vec();
+        v1.extend_from_slice(&[0; 4]);
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        reseal(&mut v1);
+        let w = SilenceTable::with_capacity(100).unwrap();
+        let info = w.restore_snapshot(&v1).unwrap();
+        assert_eq!((info.devices, info.requests.len()), (3, 0));
+        assert_eq!(w.get(5), t.get(5));
+        // Reasons are cut to 256 bytes at a character boundary; a longer one on disk, id 0 or
+        // device 0 refuse the snapshot.
+        let long = "é".repeat(200);
+        let mut cut = Vec::new();
+        t.encode_snapshot(6_000, &[], &[request(7, 1, &long)], &mut cut);
+        let got = SilenceTable::with_capacity(100)
+            .unwrap()
+            .restore_snapshot(&cut)
+            .unwrap();
+        assert_eq!(got.requests[0].reason, "é".repeat(128));
+        let at = without.len() - 4;
+        for (offset, value, what) in [(0, 0u8, "device id"), (8, 0, "request id 0")] {
+            let mut bad = Vec::new();
+            t.encode_snapshot(6_000, &[], &[request(7, 1, "x")], &mut bad);
+            for b in &mut bad[at + offset..at + offset + 8] {
+                *b = value;
+            }
+            reseal(&mut bad);
+            assert_eq!(
+                SilenceTable::with_capacity(100)
+                    .unwrap()
+                    .restore_snapshot(&bad),
+                Err(SnapshotError::BadRequest { index: 0, what })
+            );
+        }
     }
 
     #[test]
     fn snapshot_larger_than_table_is_refused() {
         let t = table_with_state();
         let mut buf = Vec::new();
-        t.encode_snapshot(6_000, &[], &mut buf);
+        t.encode_snapshot(6_000, &[], &[], &mut buf);
         let small = SilenceTable::with_capacity(2).unwrap();
         assert!(matches!(
             small.restore_snapshot(&buf),

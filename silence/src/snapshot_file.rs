@@ -57,7 +57,8 @@ impl SnapshotFile {
         read_optional(&*self.fs, &self.path)
     }
 
-    /// Encodes `table` (taken at `taken_s`, with `outages`) into `buf` and replaces the
+    /// Encodes `table` (taken at `taken_s`, with `outages` and the outstanding confirm
+    /// `requests`) into `buf` and replaces the
     /// snapshot with it atomically (creating `<data>/silence/` durably when missing).
     ///
     /// # Errors
@@ -68,9 +69,10 @@ impl SnapshotFile {
         table: &SilenceTable,
         taken_s: u32,
         outages: &[Outage],
+        requests: &[crate::scanner::ConfirmRequestRecord],
         buf: &mut Vec<u8>,
     ) -> std::io::Result<()> {
-        table.encode_snapshot(taken_s, outages, buf);
+        table.encode_snapshot(taken_s, outages, requests, buf);
         self.write(buf)
     }
 

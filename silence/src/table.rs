@@ -74,9 +74,27 @@
 //! during the visit makes that exchange fail, so the block stays dirty for the next scan and
 //! the new device is never skipped. Summary floors 0 and 1 therefore both mean "visit all".
 //!
+//! **Look-ahead.** A slot is fast only if it stays reporting through a look-ahead `a =
+//! min(10 min, window / 8)` (`window = now - reporting_from_s`, the youngest silence that can be
+//! due; the policy gives the bound at `now + a`, [`SilencePolicy::reporting_from_later_s`]).
+//! A reporting slot that comes due within `a` stays on the watch list (two loads per scan, no
+//! policy call). A block whose floor comes within `a / 2` of due is re-read early, at most
+//! one block in `EARLY_REBUILD_SHARE` (32) per scan; only a floor already behind
+//! `reporting_from_s` forces a re-read. So devices that go silent together (a regional
+//! outage) move onto their blocks' watch lists over the scans before they cross, and the
+//! scan in which they cross judges just them instead of re-reading every block that holds
+//! one (with the default 10 s scans, the 5 min before a cohort is due are 30 scans: 94% of
+//! its blocks are re-read early; with longer scan intervals the rest is re-read at the
+//! crossing, as before). Watched slots are loaded a few blocks ahead of the sweep
+//! (`TOUCH_AHEAD_BLOCKS`) so their cache misses overlap. The proof above is unchanged: a fast slot still has `last_fix_s >= floor >=
+//! reporting_from_s` whenever its block is skipped, and early re-reads only add visits. No
+//! shared state was added (the watch mask, the summary and the early-re-read count are the
+//! scanner's; the recorders' protocol is the one the loom models check).
+//!
 //! Work per scan: one summary load per 64 slots, plus one judged slot per watched device
-//! (silent, exempt or heartbeat-only devices), plus a full block for each block whose
-//! oldest fast fix fell behind the reporting window or that gained a device.
+//! (silent, exempt, heartbeat-only, or due within the look-ahead), plus a full block for each
+//! block that gained a device, whose oldest fast fix fell behind the reporting window, or
+//! that is re-read early (at most 1 in 32).
 //!
 //! # Memory ordering
 //!
@@ -447,10 +465,15 @@ impl SilenceTable {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
+        let reporting_from_s = policy.reporting_from_s(now_s);
+        let [rebuild_from_s, fast_from_s] = Self::look_ahead(policy, now_s, reporting_from_s);
         let mut sweep = Sweep {
             policy,
             now_s,
-            reporting_from_s: policy.reporting_from_s(now_s),
+            reporting_from_s,
+            fast_from_s,
+            rebuild_from_s,
+            rebuilds_left: (self.blocks.len() / EARLY_REBUILD_SHARE).max(1),
             confirmations,
             reported: Vec::new(),
             superseded: Vec::new(),
@@ -460,19 +483,64 @@ impl SilenceTable {
             },
         };
         for (b, block) in self.blocks.iter().enumerate() {
+            self.touch_watched(b + TOUCH_AHEAD_BLOCKS);
             let start = b * BLOCK_SLOTS;
             let slots = &self.slots[start..(start + BLOCK_SLOTS).min(self.slots.len())];
             let summary = block.summary.load(Ordering::Acquire);
             let (floor_s, _) = unpack_summary(summary);
-            if floor_s > FLOOR_VISITING && u64::from(floor_s) >= sweep.reporting_from_s {
-                self.visit_watched(block, slots, summary, &mut sweep, out);
-            } else {
+            let floor_s = u64::from(floor_s);
+            let must = floor_s <= u64::from(FLOOR_VISITING) || floor_s < sweep.reporting_from_s;
+            if must || (floor_s < sweep.rebuild_from_s && sweep.take_rebuild()) {
                 self.visit_block(block, slots, &mut sweep, out);
+            } else {
+                self.visit_watched(block, slots, summary, &mut sweep, out);
             }
         }
         self.report_passed_confirmations(&mut sweep, out);
         self.settle_confirmations(&sweep.reported, &sweep.superseded);
         Ok(sweep.stats)
+    }
+
+    /// Starts loading the watched slots of block `b` (if it exists), a few blocks before the
+    /// sweep reaches it: watched slots are scattered over the table, one cache miss each, and
+    /// loads issued ahead overlap instead of waiting one after another. Only the scanner's own
+    /// watch mask and a relaxed load of each watched slot: it changes nothing.
+    fn touch_watched(&self, b: usize) {
+        let Some(block) = self.blocks.get(b) else {
+            return;
+        };
+        let mut bits = block.watch.load(Ordering::Relaxed);
+        let start = b * BLOCK_SLOTS;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if let Some(slot) = self.slots.get(start + i) {
+                // black_box: the load must be issued although its value is not used here.
+                std::hint::black_box(slot.state.load(Ordering::Relaxed));
+            }
+        }
+    }
+
+    /// The scan's look-ahead bounds `[rebuild_from_s, fast_from_s]`: the policy's
+    /// [`SilencePolicy::reporting_from_later_s`] at `now + a / 2` and `now + a`, with `a` the
+    /// smaller of `SCAN_AHEAD_S` and an eighth of the reporting window (`now - reporting_from`,
+    /// the youngest silence that can be due), so the watch list holds the devices due within
+    /// `a` and never most of a fleet. Falls back to `reporting_from_s` (no look-ahead) when
+    /// the policy gives none.
+    fn look_ahead<P: SilencePolicy + ?Sized>(
+        policy: &P,
+        now_s: u32,
+        reporting_from_s: u64,
+    ) -> [u64; 2] {
+        let window_s = (u64::from(now_s) + 1).saturating_sub(reporting_from_s);
+        let ahead_s = (window_s / SCAN_AHEAD_WINDOW_SHARE).min(SCAN_AHEAD_S);
+        [ahead_s / 2, ahead_s].map(|a| {
+            let later_s = u32::try_from(u64::from(now_s) + a).unwrap_or(u32::MAX);
+            match policy.reporting_from_later_s(now_s, later_s) {
+                b if b > u64::from(u32::MAX) => reporting_from_s,
+                b => b.max(reporting_from_s),
+            }
+        })
     }
 
     /// Confirmations the sweep did not consume belong to devices the fast path passed:
@@ -489,12 +557,12 @@ impl SilenceTable {
             let last_fix_s = slot.last_fix_s.load(Ordering::Acquire);
             if at <= last_fix_s {
                 sweep.superseded.push(device_id);
-                continue;
             }
             if done {
                 continue;
             }
-            sweep.reported.push(device_id);
+            // Reported once even when a fix superseded it (it changed nothing: from = to).
+            sweep.reported.push((device_id, at));
             let level = Level::from_bits(slot.state.load(Ordering::Relaxed));
             let (policy_index, threshold_s) = sweep.policy.event_info(device_id, level, last_fix_s);
             out.push(SilenceEvent {
@@ -515,7 +583,7 @@ impl SilenceTable {
     /// Writes the scan's outcome back to the pending confirmations: `reported` ones are marked
     /// reported, `superseded` ones (a fix at least as new arrived) are dropped unless a newer
     /// confirmation arrived meanwhile.
-    fn settle_confirmations(&self, reported: &[u64], superseded: &[u64]) {
+    fn settle_confirmations(&self, reported: &[(u64, u32)], superseded: &[u64]) {
         if reported.is_empty() && superseded.is_empty() {
             return;
         }
@@ -523,8 +591,11 @@ impl SilenceTable {
             .confirmations
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for d in reported {
-            if let Some(c) = map.get_mut(d) {
+        for (d, at) in reported {
+            // Only the confirmation reported: a newer one that arrived meanwhile is not.
+            if let Some(c) = map.get_mut(d)
+                && c.0 == *at
+            {
                 c.1 = true;
             }
         }
@@ -642,7 +713,12 @@ impl SilenceTable {
         {
             sweep.stats.devices += 1;
             sweep.stats.reporting += 1;
-            return Visit::Fast { last_fix_s };
+            // Coming due within the look-ahead: stays on the watch list, judged one by one.
+            return if u64::from(last_fix_s) >= sweep.fast_from_s {
+                Visit::Fast { last_fix_s }
+            } else {
+                Visit::Watch
+            };
         }
         let device_id = slot.device.load(Ordering::Acquire);
         if device_id == 0 {
@@ -656,7 +732,8 @@ impl SilenceTable {
         }
         sweep.stats.devices += 1;
         let previous = Level::from_bits(state);
-        let (confirmed_s, confirm_new) = sweep.take_confirmation(device_id, last_fix_s);
+        let confirm = sweep.take_confirmation(device_id, last_fix_s);
+        let confirmed_s = confirm.confirmed_s;
         // A fix arrived since the device was last judged silent (or it was never silent).
         let fresh_fix = previous == Level::Reporting || judged_from_s != since_s;
         let mut judged = Judged {
@@ -678,6 +755,20 @@ impl SilenceTable {
             }
         };
         let next = judged.next;
+        let state = Self::judged_again(slot, state, &judged);
+        Self::record(slot, state, &judged, confirm, sweep, out);
+        // The fast-path condition, with the look-ahead, as it holds after this visit.
+        if Visit::is_fast(next, last_fix_s, sweep.fast_from_s) {
+            Visit::Fast { last_fix_s }
+        } else {
+            Visit::Watch
+        }
+    }
+
+    /// A judged slot's scanner-owned words: clears [`NOT_JUDGED_FLAG`] (returns the state
+    /// word without it) and keeps "silent since" current while silent (a late batch may bring
+    /// a newer, still old, fix).
+    fn judged_again(slot: &Slot, state: u32, j: &Judged) -> u32 {
         let state = if state & NOT_JUDGED_FLAG != 0 {
             slot.state
                 .store(state & !NOT_JUDGED_FLAG, Ordering::Relaxed);
@@ -685,25 +776,10 @@ impl SilenceTable {
         } else {
             state
         };
-        if next != Level::Reporting && since_s != judged_from_s {
-            // Keep "silent since" current while silent (a late batch may bring a newer,
-            // still old, fix).
-            slot.since_s.store(judged_from_s, Ordering::Relaxed);
+        if j.next != Level::Reporting && j.since_s != j.judged_from_s {
+            slot.since_s.store(j.judged_from_s, Ordering::Relaxed);
         }
-        Self::record(
-            slot,
-            state,
-            &judged,
-            confirm_new.then_some(confirmed_s),
-            sweep,
-            out,
-        );
-        // The fast-path condition as it holds after this visit.
-        if Visit::is_fast(next, last_fix_s, sweep.reporting_from_s) {
-            Visit::Fast { last_fix_s }
-        } else {
-            Visit::Watch
-        }
+        state
     }
 
     /// A device the policy could not judge (past its calendar's coverage): its `not_judged`
@@ -726,26 +802,35 @@ impl SilenceTable {
         sweep.stats.events += 1;
     }
 
-    /// Stores a visited slot's new level and emits its events: the `confirmed` event of a
-    /// confirmation not yet reported (it also tells this scan's level change, if any), else
-    /// the level change's own event.
+    /// Stores a visited slot's new level and emits its one event: a confirmation not yet
+    /// reported gets a `confirmed` event (it also tells this scan's level change, if any),
+    /// except that a confirmation superseded by a fix that changed the level (a FIX answer
+    /// ending the silence) is reported by that change's own event (`resumed`); else the level
+    /// change's event. So every recorded confirmation gets exactly one event.
     fn record<P: SilencePolicy + ?Sized>(
         slot: &Slot,
         state: u32,
         judged: &Judged,
-        confirmed_s: Option<u32>,
+        confirm: PendingConfirm,
         sweep: &mut Sweep<'_, P>,
         out: &mut Vec<SilenceEvent>,
     ) {
-        if let Some(confirmed_s) = confirmed_s {
-            sweep.report_confirmed(judged, confirmed_s, out);
+        let changed = judged.next != judged.previous;
+        let by_change = confirm.superseded && changed;
+        if confirm.superseded {
+            sweep.superseded.push(judged.device_id);
         }
-        if judged.next != judged.previous {
+        match confirm.report_s {
+            Some(at) if by_change => sweep.reported.push((judged.device_id, at)),
+            Some(at) => sweep.report_confirmed(judged, at, out),
+            None => {}
+        }
+        if changed {
             slot.state.store(
                 (state & !super::policy::LEVEL_MASK) | judged.next.to_bits(),
                 Ordering::Relaxed,
             );
-            if confirmed_s.is_none() {
+            if confirm.report_s.is_none() || by_change {
                 sweep.report_change(judged, out);
             }
         }
@@ -944,6 +1029,16 @@ const BLOCK_SLOTS: usize = 64;
 const FLOOR_DIRTY: u32 = 0;
 /// Summary floor while the scanner rebuilds the block; also "visit the whole block".
 const FLOOR_VISITING: u32 = 1;
+/// A scan re-reads early (before a fast device is due) at most one block in this many, so a
+/// cohort of devices coming due together costs a bounded share of each scan until then
+/// rather than one long scan (see the module doc, "Scan summary").
+const EARLY_REBUILD_SHARE: usize = 32;
+/// How many blocks ahead of the sweep [`SilenceTable::touch_watched`] loads watched slots.
+const TOUCH_AHEAD_BLOCKS: usize = 16;
+/// The scan's look-ahead is at most this long (seconds) ...
+const SCAN_AHEAD_S: u64 = 600;
+/// ... and at most this share of the reporting window (see [`SilenceTable::look_ahead`]).
+const SCAN_AHEAD_WINDOW_SHARE: u64 = 8;
 
 /// The scan summary of `BLOCK_SLOTS` consecutive slots. See the module doc, "Scan summary".
 #[derive(Debug)]
@@ -997,14 +1092,30 @@ enum Visit {
 struct Sweep<'p, P: ?Sized> {
     policy: &'p P,
     now_s: u32,
+    /// A reporting device with a fix at or after this is reporting now (no policy call).
     reporting_from_s: u64,
+    /// ... and at or after this it stays reporting through the look-ahead: it joins its block's
+    /// summary; between the two it stays on the watch list.
+    fast_from_s: u64,
+    /// A block whose floor is behind this may be re-read early (within `rebuilds_left`).
+    rebuild_from_s: u64,
+    /// Early re-reads this scan may still do.
+    rebuilds_left: usize,
     confirmations: std::collections::HashMap<u64, (u32, bool)>,
-    reported: Vec<u64>,
+    /// Confirmations reported by this scan: (device, confirmed at).
+    reported: Vec<(u64, u32)>,
     superseded: Vec<u64>,
     stats: ScanStats,
 }
 
 impl<P: SilencePolicy + ?Sized> Sweep<'_, P> {
+    /// Takes one of this scan's early re-reads, if any is left.
+    fn take_rebuild(&mut self) -> bool {
+        let left = self.rebuilds_left > 0;
+        self.rebuilds_left = self.rebuilds_left.saturating_sub(1);
+        left
+    }
+
     /// The level a device at `previous`, silent since `judged_from_s`, moves to (counted in
     /// the stats; see [`next_level`]), or why it is not judged (counted, at its unchanged
     /// level).
@@ -1038,10 +1149,12 @@ impl<P: SilencePolicy + ?Sized> Sweep<'_, P> {
         }
     }
 
-    /// Takes `device_id`'s pending confirmation out of the scan's copy: `(confirmed_s,
-    /// not yet reported)`, or `(0, false)` when there is none or a fix at `last_fix_s`
-    /// supersedes it (then it is dropped after the scan).
-    fn take_confirmation(&mut self, device_id: u64, last_fix_s: u32) -> (u32, bool) {
+    /// Takes `device_id`'s pending confirmation out of the scan's copy, given its newest fix
+    /// `last_fix_s`. A fix at least as new supersedes it: it plays no part in the judgement
+    /// and [`SilenceTable::record`] drops it after the scan, but reports it first if it was
+    /// not yet reported: every recorded confirmation gets exactly one event. (An exempt or
+    /// unjudged device keeps it pending until it is judged.)
+    fn take_confirmation(&mut self, device_id: u64, last_fix_s: u32) -> PendingConfirm {
         // (The emptiness check spares the hashing when, as usual, nothing is pending.)
         let pending = if self.confirmations.is_empty() {
             None
@@ -1049,19 +1162,22 @@ impl<P: SilencePolicy + ?Sized> Sweep<'_, P> {
             self.confirmations.remove(&device_id)
         };
         match pending {
-            Some((at, _)) if at <= last_fix_s => {
-                self.superseded.push(device_id);
-                (0, false)
+            Some((at, done)) => {
+                let superseded = at <= last_fix_s;
+                PendingConfirm {
+                    confirmed_s: if superseded { 0 } else { at },
+                    report_s: (!done).then_some(at),
+                    superseded,
+                }
             }
-            Some((at, done)) => (at, !done),
-            None => (0, false),
+            None => PendingConfirm::default(),
         }
     }
 
     /// The [`EventKind::Confirmed`] event of a device that confirmed at `confirmed_s` (it
     /// carries the level change of this scan, if any).
     fn report_confirmed(&mut self, j: &Judged, confirmed_s: u32, out: &mut Vec<SilenceEvent>) {
-        self.reported.push(j.device_id);
+        self.reported.push((j.device_id, confirmed_s));
         let (policy, threshold_s) =
             self.policy
                 .event_info(j.device_id, j.previous, j.judged_from_s);
@@ -1096,6 +1212,17 @@ impl<P: SilencePolicy + ?Sized> Sweep<'_, P> {
         out.push(j.event(kind, policy, threshold_s, self.now_s));
         self.stats.events += 1;
     }
+}
+
+/// A device's pending confirmation as one visit sees it.
+#[derive(Debug, Clone, Copy, Default)]
+struct PendingConfirm {
+    /// When it confirmed, for the judgement (0: none, or superseded by a fix).
+    confirmed_s: u32,
+    /// When it confirmed, if that is not reported yet.
+    report_s: Option<u32>,
+    /// A fix at least as new as the confirmation arrived.
+    superseded: bool,
 }
 
 /// One device as a visit judged it.

@@ -3,8 +3,9 @@
 //! appends `_total` to counters).
 //!
 //! Contract: a metric is one row of [`METRICS`] (name, help, kind, how to read it from a
-//! [`Sample`]); adding a metric is adding a row. Reading is lock-free (relaxed atomics and
-//! storage's counter snapshot) and allocation-free apart from the output text.
+//! [`Sample`]: one value, or one value per calendar with a `calendar` label); adding a metric
+//! is adding a row. Reading is lock-free (relaxed atomics and storage's counter snapshot) and
+//! allocation-free apart from the output text and the list of calendars in use.
 
 use std::sync::atomic::Ordering;
 
@@ -27,6 +28,8 @@ pub struct Sample<'a> {
     pub silence_devices: u64,
     /// Memory of the silence table.
     pub silence_bytes: u64,
+    /// Per calendar in use: days of coverage left (negative once it has ended).
+    pub calendar_days_left: &'a [(String, i64)],
 }
 
 /// Counter (monotonic) or gauge.
@@ -48,7 +51,16 @@ pub struct Metric {
     /// Counter or gauge.
     pub kind: Kind,
     /// Its value in a sample.
-    pub read: fn(&Sample<'_>) -> u64,
+    pub read: Read,
+}
+
+/// How a metric is read from a [`Sample`].
+#[derive(Debug, Clone, Copy)]
+pub enum Read {
+    /// One value.
+    One(fn(&Sample<'_>) -> u64),
+    /// One (signed) value per calendar, labelled `calendar="<name>"`.
+    PerCalendar(for<'s> fn(&'s Sample<'s>) -> &'s [(String, i64)]),
 }
 
 fn relaxed(a: &std::sync::atomic::AtomicU64) -> u64 {
@@ -60,7 +72,7 @@ const fn counter(name: &'static str, help: &'static str, read: fn(&Sample<'_>) -
         name,
         help,
         kind: Kind::Counter,
-        read,
+        read: Read::One(read),
     }
 }
 
@@ -69,7 +81,20 @@ const fn gauge(name: &'static str, help: &'static str, read: fn(&Sample<'_>) -> 
         name,
         help,
         kind: Kind::Gauge,
-        read,
+        read: Read::One(read),
+    }
+}
+
+const fn gauge_per_calendar(
+    name: &'static str,
+    help: &'static str,
+    read: for<'s> fn(&'s Sample<'s>) -> &'s [(String, i64)],
+) -> Metric {
+    Metric {
+        name,
+        help,
+        kind: Kind::Gauge,
+        read: Read::PerCalendar(read),
     }
 }
 
@@ -183,6 +208,11 @@ pub const METRICS: &[Metric] = &[
     gauge("silence_table_bytes", "Memory of the silence table.", |s| {
         s.silence_bytes
     }),
+    gauge_per_calendar(
+        "silence_calendar_coverage_days",
+        "Days from today (in the calendar's zone) to the last day a calendar in use covers; negative once its coverage has ended.",
+        |s| s.calendar_days_left,
+    ),
 ];
 
 /// Reads every source once and encodes [`METRICS`] at scrape time.
@@ -197,22 +227,40 @@ fn i64_of(v: u64) -> i64 {
 
 impl Collector for Table {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let calendar_days_left = self
+            .sources
+            .calendar_days_left
+            .as_ref()
+            .map_or_else(Vec::new, |f| f());
         let sample = Sample {
             endpoint: &self.sources.endpoint,
             storage: self.sources.storage.stats(),
             silence_devices: self.sources.silence.len() as u64,
             silence_bytes: self.sources.silence.memory_bytes() as u64,
+            calendar_days_left: &calendar_days_left,
         };
         for m in METRICS {
-            let value = (m.read)(&sample);
-            match m.kind {
-                Kind::Counter => {
-                    let c = ConstCounter::new(value);
+            match (m.read, m.kind) {
+                (Read::One(read), Kind::Counter) => {
+                    let c = ConstCounter::new(read(&sample));
                     c.encode(encoder.encode_descriptor(m.name, m.help, None, c.metric_type())?)?;
                 }
-                Kind::Gauge => {
-                    let g = ConstGauge::new(i64_of(value));
+                (Read::One(read), Kind::Gauge) => {
+                    let g = ConstGauge::new(i64_of(read(&sample)));
                     g.encode(encoder.encode_descriptor(m.name, m.help, None, g.metric_type())?)?;
+                }
+                (Read::PerCalendar(read), _) => {
+                    let values = read(&sample);
+                    let mut family = encoder.encode_descriptor(
+                        m.name,
+                        m.help,
+                        None,
+                        prometheus_client::metrics::MetricType::Gauge,
+                    )?;
+                    for (calendar, value) in values {
+                        let labels = [("calendar", calendar.as_str())];
+                        ConstGauge::new(*value).encode(family.encode_family(&labels)?)?;
+                    }
                 }
             }
         }

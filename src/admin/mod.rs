@@ -169,7 +169,13 @@ pub struct Sources {
     pub silence: Arc<SilenceTable>,
     /// Policy-aware explanation of one device (used by `/devices/<id>` when present).
     pub explain: Option<Explainer>,
+    /// Days of coverage left per calendar in use, read at each scrape (the
+    /// `silence_calendar_coverage_days` gauge; none when absent).
+    pub calendar_days_left: Option<CalendarDaysLeft>,
 }
+
+/// Days of coverage left per calendar in use, as of now: `(calendar, days)`.
+pub type CalendarDaysLeft = Arc<dyn Fn() -> Vec<(String, i64)> + Send + Sync>;
 
 impl std::fmt::Debug for Sources {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -17,6 +17,9 @@ fn sources(dir: &std::path::Path) -> Sources {
         storage,
         silence,
         explain: None,
+        calendar_days_left: Some(Arc::new(|| {
+            vec![("ru".to_string(), 395), ("de-BE".to_string(), -3)]
+        })),
     }
 }
 
@@ -50,6 +53,18 @@ fn routes() {
         "{}",
         m.body
     );
+    assert!(
+        m.body
+            .contains("# TYPE hexflow_silence_calendar_coverage_days gauge"),
+        "{}",
+        m.body
+    );
+    for line in [
+        "hexflow_silence_calendar_coverage_days{calendar=\"ru\"} 395\n",
+        "hexflow_silence_calendar_coverage_days{calendar=\"de-BE\"} -3\n",
+    ] {
+        assert!(m.body.contains(line), "{line} in {}", m.body);
+    }
     assert!(m.body.ends_with("# EOF\n"), "OpenMetrics terminator");
     for metric in METRICS {
         assert!(

@@ -102,13 +102,63 @@ impl Confirmer {
         if shared.shutdown.is_cancelled() {
             return Err(ConfirmRequestError::ShuttingDown);
         }
-        let stats = &shared.stats;
-        match shared
+        let raised = shared
             .registry
-            .request(device_id, reason, shared.clock.now_ms())?
-        {
+            .request(device_id, reason, shared.clock.now_ms())?;
+        Ok(self.deliver(raised))
+    }
+
+    /// Makes a request raised before a restart (its id, time and reason from the silence
+    /// snapshot) outstanding again and delivers it as [`Confirmer::request_confirm`] does, so
+    /// the device's answer to that id is matched. Nothing changes if the device already has a
+    /// request.
+    ///
+    /// # Errors
+    /// As [`Confirmer::request_confirm`].
+    pub fn restore_confirm(
+        &self,
+        device_id: DeviceId,
+        request: OutstandingConfirm,
+    ) -> Result<ConfirmDelivery, ConfirmRequestError> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(ConfirmRequestError::ShuttingDown);
+        }
+        let raised = self.shared.registry.restore(
+            device_id,
+            ConfirmRequest {
+                request_id: request.request_id,
+                requested_at_ms: request.requested_at_ms,
+                reason: request.reason,
+            },
+        )?;
+        Ok(self.deliver(raised))
+    }
+
+    /// Every outstanding request with its device (for the silence snapshot).
+    pub fn outstanding_confirms(&self) -> Vec<(DeviceId, OutstandingConfirm)> {
+        self.shared
+            .registry
+            .outstanding_all()
+            .into_iter()
+            .map(|(d, r)| {
+                (
+                    d,
+                    OutstandingConfirm {
+                        request_id: r.request_id,
+                        requested_at_ms: r.requested_at_ms,
+                        reason: r.reason.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Hands a newly raised request to the device's connection, if it has one.
+    fn deliver(&self, raised: Raised<ConnLink>) -> ConfirmDelivery {
+        let stats = &self.shared.stats;
+        match raised {
             Raised::AlreadyOutstanding { request_id } => {
-                Ok(ConfirmDelivery::AlreadyOutstanding { request_id })
+                ConfirmDelivery::AlreadyOutstanding { request_id }
             }
             Raised::New {
                 request,
@@ -117,17 +167,17 @@ impl Confirmer {
                 stats
                     .confirm_requests_delivered
                     .fetch_add(1, Ordering::Relaxed);
-                Ok(ConfirmDelivery::Sent {
+                ConfirmDelivery::Sent {
                     request_id: request.request_id,
-                })
+                }
             }
             Raised::New { request, .. } => {
                 stats
                     .confirm_requests_queued
                     .fetch_add(1, Ordering::Relaxed);
-                Ok(ConfirmDelivery::Queued {
+                ConfirmDelivery::Queued {
                     request_id: request.request_id,
-                })
+                }
             }
         }
     }

@@ -149,6 +149,49 @@ impl<L: Clone + Send + Sync + 'static> Registry<L> {
         Ok(raised)
     }
 
+    /// Makes a request raised before a restart outstanding again, with its id, time and
+    /// reason (persisted by the silence snapshot), so the device's answer to it still
+    /// matches. Like [`Registry::request`] otherwise: nothing changes if the device already
+    /// has a request; new ids are kept above every restored one.
+    ///
+    /// # Errors
+    /// As [`Registry::request`].
+    pub fn restore(
+        &self,
+        device_id: DeviceId,
+        request: ConfirmRequest,
+    ) -> Result<Raised<L>, ConfirmRequestError> {
+        if request.reason.len() > wire::CONFIRM_REASON_BYTES_MAX {
+            return Err(ConfirmRequestError::ReasonTooLong {
+                len: request.reason.len(),
+                len_max: wire::CONFIRM_REASON_BYTES_MAX,
+            });
+        }
+        self.next_request_id
+            .fetch_max(request.request_id.saturating_add(1), Ordering::Relaxed);
+        if let Some(existing) = self.outstanding(device_id) {
+            return Ok(Raised::AlreadyOutstanding {
+                request_id: existing.request_id,
+            });
+        }
+        self.reserve()?;
+        let raised = self.raise(device_id, Arc::new(request));
+        if matches!(raised, Raised::AlreadyOutstanding { .. }) {
+            self.release();
+        }
+        Ok(raised)
+    }
+
+    /// Every outstanding request with its device (for snapshots), in no particular order.
+    /// A request raised or answered while this runs may be missed or included.
+    pub fn outstanding_all(&self) -> Vec<(DeviceId, Arc<ConfirmRequest>)> {
+        self.slots
+            .pin()
+            .iter()
+            .filter_map(|(d, s)| s.request.clone().map(|r| (*d, r)))
+            .collect()
+    }
+
     /// Drops the device's outstanding request (expired, exempt); a later answer to it is
     /// refused. Returns the dropped request's id.
     pub fn cancel(&self, device_id: DeviceId) -> Option<u64> {
@@ -395,6 +438,36 @@ mod tests {
         assert!(
             r.slots.pin().get(&dev(1)).is_none(),
             "empty entries are removed"
+        );
+    }
+
+    #[test]
+    fn a_restored_request_keeps_its_id_and_new_ids_stay_above_it() {
+        let r = Registry::<u8>::new(10, 1);
+        let old = ConfirmRequest {
+            request_id: 500,
+            requested_at_ms: 7,
+            reason: "before the restart".into(),
+        };
+        assert!(matches!(
+            r.restore(dev(3), old.clone()),
+            Ok(Raised::New { link: None, .. })
+        ));
+        assert_eq!(r.pending(), 1);
+        assert_eq!(r.outstanding(dev(3)).as_deref(), Some(&old));
+        assert_eq!(r.outstanding_all().len(), 1);
+        let Ok(Raised::New { request, .. }) = r.request(dev(4), "new", 8) else {
+            panic!("raised");
+        };
+        assert_eq!(request.request_id, 501, "above the restored id");
+        assert!(matches!(
+            r.restore(dev(3), old),
+            Ok(Raised::AlreadyOutstanding { request_id: 500 })
+        ));
+        assert_eq!(r.pending(), 2);
+        assert!(
+            r.answer(dev(3), 500),
+            "the answer to the restored id matches"
         );
     }
 

@@ -15,8 +15,23 @@ use crate::tables::EventTableConfig;
 const T0_S: i64 = 1_795_600_800;
 const DAY_S: i64 = 86_400;
 
+/// The endpoint's registry in miniature: the actions asked of it, in order, and the
+/// requests outstanding (one per device, ids from 1); `restore_confirm` is refused until
+/// `ready` (the endpoint not yet running).
 #[derive(Debug, Default)]
-struct RecordedPort(Mutex<Vec<ConfirmAction>>);
+struct RecordedPort(
+    Mutex<Vec<ConfirmAction>>,
+    Mutex<std::collections::BTreeMap<u64, ConfirmRequestRecord>>,
+    std::sync::atomic::AtomicBool,
+);
+
+impl RecordedPort {
+    fn ready() -> Arc<Self> {
+        let port = Self::default();
+        port.2.store(true, std::sync::atomic::Ordering::SeqCst);
+        Arc::new(port)
+    }
+}
 
 impl ConfirmPort for RecordedPort {
     fn request_confirm(&self, device_id: DeviceId, reason: &str) {
@@ -25,12 +40,36 @@ impl ConfirmPort for RecordedPort {
             .lock()
             .unwrap()
             .push(ConfirmAction::Request(device_id));
+        let mut out = self.1.lock().unwrap();
+        let request_id = out.values().map(|r| r.request_id).max().unwrap_or(0) + 1;
+        out.entry(device_id.get())
+            .or_insert_with(|| ConfirmRequestRecord {
+                device_id,
+                request_id,
+                requested_at_ms: 0,
+                reason: reason.into(),
+            });
     }
     fn cancel_confirm(&self, device_id: DeviceId) {
         self.0
             .lock()
             .unwrap()
             .push(ConfirmAction::Cancel(device_id));
+        self.1.lock().unwrap().remove(&device_id.get());
+    }
+    fn outstanding(&self) -> Vec<ConfirmRequestRecord> {
+        self.1.lock().unwrap().values().cloned().collect()
+    }
+    fn restore_confirm(&self, request: &ConfirmRequestRecord) -> bool {
+        if !self.2.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
+        self.1
+            .lock()
+            .unwrap()
+            .entry(request.device_id.get())
+            .or_insert_with(|| request.clone());
+        true
     }
 }
 
@@ -85,6 +124,18 @@ fn start(
     table: &Arc<SilenceTable>,
     port: &Arc<RecordedPort>,
 ) -> Scanner {
+    let policies = PolicySet::durations(2 * 86_400, 3 * 86_400).unwrap();
+    start_with(fs, clock, table, port, policies, Vec::new())
+}
+
+fn start_with(
+    fs: &SimFs,
+    clock: &Arc<SimClock>,
+    table: &Arc<SilenceTable>,
+    port: &Arc<RecordedPort>,
+    policies: PolicySet,
+    restored_requests: Vec<ConfirmRequestRecord>,
+) -> Scanner {
     let data = Path::new(DATA);
     let fs_arc: Arc<dyn Fs> = Arc::new(fs.clone());
     let parquet = ParquetOptions {
@@ -93,7 +144,7 @@ fn start(
     };
     Scanner::start(ScannerParts {
         table: table.clone(),
-        policies: Arc::new(PolicySet::durations(2 * 86_400, 3 * 86_400).unwrap()),
+        policies: Arc::new(policies),
         log: EventLog::open(&*fs_arc, data).unwrap(),
         event_table: EventTable::open_with_fs(
             fs_arc.clone(),
@@ -115,6 +166,7 @@ fn start(
         clock: clock.clone(),
         scan_interval_ms: 3_600_000,
         snapshot_interval_s: 300,
+        restored_requests,
     })
     .unwrap()
 }
@@ -124,7 +176,7 @@ fn rig() -> Rig {
     fs.create_dir_all(Path::new(DATA)).unwrap();
     let clock = SimClock::new(T0_S * 1000);
     let table = Arc::new(SilenceTable::with_capacity(100).unwrap());
-    let port = Arc::new(RecordedPort::default());
+    let port = RecordedPort::ready();
     let scanner = start(&fs, &clock, &table, &port);
     Rig {
         fs,
@@ -260,4 +312,98 @@ fn periodic_scans_follow_the_clock() {
     }
     assert_eq!(r.table.get(7).unwrap().level, Level::Warned);
     r.scanner.stop();
+}
+
+/// A device that is warned (asked to confirm) and then comes under an exemption window has its
+/// request cancelled by the first scan after the window's `from`; one whose window has not
+/// begun keeps it.
+#[test]
+fn an_exemption_coming_into_force_cancels_the_request() {
+    let fs = SimFs::new();
+    fs.create_dir_all(Path::new(DATA)).unwrap();
+    let clock = SimClock::new(T0_S * 1000);
+    let table = Arc::new(SilenceTable::with_capacity(100).unwrap());
+    let port = RecordedPort::ready();
+    let mut policies = PolicySet::durations(2 * 86_400, 3 * 86_400).unwrap();
+    let window = |device, from_s: i64| crate::Exemption {
+        target: crate::ExemptionTarget::Device(device),
+        from_s: Some(secs(from_s)),
+        until_s: Some(secs(from_s + 30 * DAY_S)),
+        reason: "maintenance".into(),
+    };
+    let (starts_s, later_s) = (T0_S + 2 * DAY_S + 3_600, T0_S + 20 * DAY_S);
+    policies = PolicySet::new(
+        policies.policies().to_vec(),
+        "default",
+        Vec::new(),
+        vec![window(1, starts_s), window(2, later_s)],
+    )
+    .unwrap();
+    let scanner = start_with(&fs, &clock, &table, &port, policies, Vec::new());
+    table.record_fix(1, secs(T0_S)).unwrap();
+    table.record_fix(2, secs(T0_S)).unwrap();
+    scanner.scan_now();
+    clock.advance_ms(2 * 86_400 * 1000);
+    assert_eq!(scanner.scan_now().len(), 2, "both warned");
+    assert_eq!(port.outstanding().len(), 2, "both asked");
+    clock.advance_ms(3_600 * 1000);
+    scanner.scan_now();
+    let d = |id| DeviceId::try_from(id).unwrap();
+    let left: Vec<DeviceId> = port.outstanding().iter().map(|r| r.device_id).collect();
+    assert_eq!(
+        left,
+        [d(2)],
+        "device 1's window began: its request is cancelled"
+    );
+    assert_eq!(
+        port.0.lock().unwrap().last(),
+        Some(&ConfirmAction::Cancel(d(1)))
+    );
+    // Nothing more is cancelled while no other window begins.
+    let actions = port.0.lock().unwrap().len();
+    clock.advance_ms(600 * 1000);
+    scanner.scan_now();
+    assert_eq!(port.0.lock().unwrap().len(), actions);
+    scanner.stop();
+}
+
+/// Outstanding requests are kept in the snapshot and handed back to the port after a restart
+/// (retried while the port is not ready), with their ids, so an answer is still matched.
+#[test]
+fn outstanding_requests_survive_a_restart() {
+    let r = rig();
+    r.table.record_fix(1, secs(T0_S)).unwrap();
+    r.scanner.scan_now();
+    r.clock.advance_ms(2 * 86_400 * 1000);
+    assert_eq!(r.scanner.scan_now().len(), 1);
+    let before = r.port.outstanding();
+    assert_eq!(before.len(), 1);
+    r.scanner.stop();
+    // Restart: the table and the requests come back from the snapshot.
+    let snapshot = SnapshotFile::new(Arc::new(r.fs.clone()), Path::new(DATA));
+    let table = Arc::new(SilenceTable::with_capacity(100).unwrap());
+    let info = table
+        .restore_snapshot(&snapshot.load().unwrap().unwrap())
+        .unwrap();
+    assert_eq!(info.requests, before);
+    let port = Arc::new(RecordedPort::default());
+    let policies = PolicySet::durations(2 * 86_400, 3 * 86_400).unwrap();
+    let scanner = start_with(&r.fs, &r.clock, &table, &port, policies, info.requests);
+    // Not ready yet: kept, and still written to the next snapshot.
+    scanner.scan_now();
+    assert!(port.outstanding().is_empty());
+    r.clock.advance_ms(300 * 1000);
+    scanner.scan_now();
+    scanner.scan_now();
+    let again = SilenceTable::with_capacity(100).unwrap();
+    let kept = again
+        .restore_snapshot(&snapshot.load().unwrap().unwrap())
+        .unwrap();
+    assert_eq!(kept.requests, before, "kept while the port was not ready");
+    // Ready: handed over at the next scan, same id; the device is not asked anew.
+    port.2.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(scanner.scan_now().is_empty(), "still warned, no new event");
+    assert_eq!(port.outstanding(), before);
+    assert!(port.0.lock().unwrap().is_empty(), "no new request raised");
+    scanner.stop();
 }

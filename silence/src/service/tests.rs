@@ -14,6 +14,12 @@ struct NoConfirm;
 impl ConfirmPort for NoConfirm {
     fn request_confirm(&self, _: fix::DeviceId, _: &str) {}
     fn cancel_confirm(&self, _: fix::DeviceId) {}
+    fn outstanding(&self) -> Vec<ConfirmRequestRecord> {
+        Vec::new()
+    }
+    fn restore_confirm(&self, _: &ConfirmRequestRecord) -> bool {
+        true
+    }
 }
 
 fn start(fs: &SimFs, clock: &Arc<SimClock>, config: &SilenceConfig) -> Result<Silence, StartError> {

@@ -55,7 +55,7 @@ fn setup() -> (SimFs, SilenceTable, Restored, Restored) {
         up_s: 20,
     }];
     let mut buf = Vec::new();
-    file.save(&t, 2_000, &old_outages, &mut buf).unwrap();
+    file.save(&t, 2_000, &old_outages, &[], &mut buf).unwrap();
     let old = state(&t, 2_000, &old_outages);
     // The new state: a scan moved levels, a device is new, one confirmed.
     t.record_fix(7, 5_000).unwrap();
@@ -85,7 +85,7 @@ fn ops_of_one_save() -> u64 {
     let (fs, t, _, _) = setup();
     let before = fs.ops();
     SnapshotFile::new(Arc::new(fs.clone()), Path::new("/data"))
-        .save(&t, 6_000, &NEW_OUTAGES, &mut Vec::new())
+        .save(&t, 6_000, &NEW_OUTAGES, &[], &mut Vec::new())
         .unwrap();
     fs.ops() - before
 }
@@ -106,7 +106,7 @@ fn a_crash_at_every_operation_of_a_save_restores_the_old_or_the_new_snapshot() {
             let (fs, t, old, new) = setup();
             fs.crash_at_op(fs.ops() + crash_at);
             let saved = SnapshotFile::new(Arc::new(fs.clone()), data)
-                .save(&t, 6_000, &NEW_OUTAGES, &mut Vec::new())
+                .save(&t, 6_000, &NEW_OUTAGES, &[], &mut Vec::new())
                 .is_ok();
             assert_eq!(saved, crash_at == ops, "crash at +{crash_at}");
             let got = restore(&fs.crash_image(seed), data);
@@ -134,13 +134,14 @@ fn a_failed_save_keeps_the_old_snapshot_and_the_next_save_succeeds() {
         fs.fail_at_op(fs.ops() + fail_at, EIO);
         let file = SnapshotFile::new(Arc::new(fs.clone()), data);
         let err = file
-            .save(&t, 6_000, &NEW_OUTAGES, &mut Vec::new())
+            .save(&t, 6_000, &NEW_OUTAGES, &[], &mut Vec::new())
             .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(EIO), "fail at +{fail_at}");
         let after_rename = fail_at == ops - 1;
         let expect = if after_rename { &new } else { &old };
         assert_eq!(&restore(&fs, data), expect, "fail at +{fail_at}");
-        file.save(&t, 6_000, &NEW_OUTAGES, &mut Vec::new()).unwrap();
+        file.save(&t, 6_000, &NEW_OUTAGES, &[], &mut Vec::new())
+            .unwrap();
         assert_eq!(
             restore(&fs, data),
             new,

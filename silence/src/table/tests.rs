@@ -554,17 +554,55 @@ fn summary_floor_falling_behind_makes_the_block_judged_again() {
     let p = policy();
     let mut out = vec![];
     t.scan(10_000, &p, &mut out).unwrap();
-    let skipped = t.scan(10_000 + WARN_S as u32 - 1, &p, &mut out).unwrap();
+    // The look-ahead is an eighth of the 100 s window: 12 s, re-reads start 6 s ahead.
+    let skipped = t.scan(10_000 + WARN_S as u32 - 7, &p, &mut out).unwrap();
     assert_eq!(
         skipped.slots_visited, 0,
-        "every block is provably reporting"
+        "every block is provably reporting beyond the look-ahead"
     );
+    // 6 s before the fixes come due: blocks are re-read early, at most one in 32 per scan
+    // (here: one), and their devices go on the watch list without a policy call.
+    let early = t.scan(10_000 + WARN_S as u32 - 1, &p, &mut out).unwrap();
+    assert_eq!(early.slots_visited, 64, "one block re-read early");
     assert!(out.is_empty());
-    // One second later every fix is exactly WARN_S old: every block must be judged.
+    let watched = t.blocks[0].watch.load(StdOrdering::Relaxed).count_ones() as usize;
+    assert!(watched > 0, "block 0 now watches its devices");
+    // One second later every fix is exactly WARN_S old: the early block judges its watched
+    // slots, every other block must be read in full.
     let due = t.scan(10_000 + WARN_S as u32, &p, &mut out).unwrap();
-    assert_eq!(due.slots_visited, t.capacity());
+    assert_eq!(due.slots_visited, t.capacity() - 64 + watched);
     assert_eq!((due.warned, out.len()), (1_000, 1_000));
     assert!(out.iter().all(|e| e.kind == EventKind::Warned));
+}
+
+#[test]
+fn a_cohort_coming_due_is_watched_before_it_crosses() {
+    // 1% of 20,000 devices went silent together; scans every 5 s up to their warning.
+    let t = fleet(20_000, 100, 100_000, 10_000);
+    let p = Policy::new(8_000, 20_000).unwrap();
+    let mut out = vec![];
+    t.scan(10_010, &p, &mut out).unwrap();
+    let blocks = t.capacity().div_ceil(64);
+    let mut max_visited = 0;
+    // The look-ahead is 1,000 s; re-reads start 500 s ahead: 100 scans, each re-reading at
+    // most one block in 32.
+    for now in (17_000..18_000).step_by(5) {
+        let stats = t.scan(now, &p, &mut out).unwrap();
+        assert!(out.is_empty());
+        max_visited = max_visited.max(stats.slots_visited);
+    }
+    assert!(
+        max_visited <= blocks / 32 * 64 + 200,
+        "bounded: {max_visited} slots, the early share plus the watched cohort"
+    );
+    // The crossing scan visits only the watched cohort: no block is read in full.
+    let crossing = t.scan(18_000, &p, &mut out).unwrap();
+    assert_eq!(out.len(), 200);
+    assert!(out.iter().all(|e| e.kind == EventKind::Warned));
+    assert_eq!(
+        crossing.slots_visited, 200,
+        "{crossing:?} of {blocks} blocks"
+    );
 }
 
 #[test]
@@ -1039,7 +1077,7 @@ fn policy_set_scan_exemptions_confirmations_and_restart() {
     out.clear();
     // Snapshot at 1_900, server down until 5_000: restored, the outage is not counted.
     let mut buf = Vec::new();
-    t.encode_snapshot(1_900, &[], &mut buf);
+    t.encode_snapshot(1_900, &[], &[], &mut buf);
     let u = SilenceTable::with_capacity(10).unwrap();
     let info = u.restore_snapshot(&buf).unwrap();
     let mut set2 = set.clone();
@@ -1295,4 +1333,88 @@ fn past_coverage_is_refused_once_then_judged_again() {
         .expiry
         .deadline_s(i64::from(t("2027-12-30T12:00:00+03:00")));
     assert_eq!(crate::rfc3339(expiry), "2028-01-04T09:00:00Z");
+}
+
+/// Every recorded confirmation gets exactly one event (docs/SILENCE.md, "Events"): a HERE, a
+/// FIX naming a fresh batch, a FIX naming a batch no newer than the warning, a HERE that a
+/// fix overtook before the scan, and one recorded while the device is reporting.
+#[test]
+fn every_confirmation_outcome_has_exactly_one_event() {
+    let t = table(10);
+    let p = policy();
+    let mut out = vec![];
+    let scan = |now: u32, out: &mut Vec<SilenceEvent>| {
+        out.clear();
+        t.scan(now, &p, out).unwrap();
+        out.iter()
+            .map(|e| (e.kind, e.from, e.to))
+            .collect::<Vec<_>>()
+    };
+    t.record_fix(1, 1_000).unwrap();
+    assert_eq!(scan(1_000, &mut out), []);
+    assert_eq!(
+        scan(1_100, &mut out),
+        [(EventKind::Warned, Level::Reporting, Level::Warned)]
+    );
+    // FIX naming the batch that was already the newest fix (older than the warning): the
+    // warning stays, and the confirmation is reported once, from = to = warned.
+    t.record_confirmation(1, 1_000).unwrap();
+    let old_fix = EventKind::Confirmed {
+        confirmed_at_s: 1_000,
+    };
+    assert_eq!(
+        scan(1_110, &mut out),
+        [(old_fix, Level::Warned, Level::Warned)]
+    );
+    assert_eq!(scan(1_120, &mut out), [], "reported once");
+    assert_eq!(
+        t.confirmation(1),
+        None,
+        "superseded: dropped after its event"
+    );
+    // FIX naming a fresh batch: its fix ends the silence; that `resumed` is its one event.
+    t.record_fix(1, 1_125).unwrap();
+    t.record_confirmation(1, 1_125).unwrap();
+    assert_eq!(
+        scan(1_130, &mut out),
+        [(
+            EventKind::Resumed {
+                silent_since_s: 1_000
+            },
+            Level::Warned,
+            Level::Reporting
+        )]
+    );
+    assert_eq!(scan(1_140, &mut out), []);
+    // A HERE while reporting (nothing to lift): one `confirmed`, from = to = reporting, even
+    // though a fix overtook it before the scan.
+    t.record_confirmation(1, 1_150).unwrap();
+    t.record_fix(1, 1_155).unwrap();
+    let here = EventKind::Confirmed {
+        confirmed_at_s: 1_150,
+    };
+    assert_eq!(
+        scan(1_160, &mut out),
+        [(here, Level::Reporting, Level::Reporting)]
+    );
+    assert_eq!(scan(1_170, &mut out), []);
+    // A HERE on a warned device: one `confirmed`. (The v0 `Policy` ignores confirmations, so
+    // it stays warned here; `policy_set_scan_exemptions_confirmations_and_restart` shows a
+    // policy set lifting the warning in the same one event.)
+    assert_eq!(
+        scan(1_260, &mut out),
+        [(EventKind::Warned, Level::Reporting, Level::Warned)]
+    );
+    t.record_confirmation(1, 1_265).unwrap();
+    let here = EventKind::Confirmed {
+        confirmed_at_s: 1_265,
+    };
+    assert_eq!(
+        scan(1_270, &mut out),
+        [(here, Level::Warned, Level::Warned)]
+    );
+    // A newer confirmation recorded while an older one is being reported is not lost.
+    t.record_confirmation(1, 1_280).unwrap();
+    assert_eq!(scan(1_290, &mut out).len(), 1);
+    assert_eq!(scan(1_300, &mut out), []);
 }
