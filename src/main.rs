@@ -47,31 +47,7 @@ enum Command {
     /// Print a device's token: version 2 (key id, issue time, expiry `auth.token_ttl_s`)
     /// from the newest key in <data-dir>/secret/ (created if missing), or with --v1 the
     /// legacy token that never expires. --rotate adds a new signing key instead.
-    Token {
-        /// Device id, 1..=9223372036854775807 (not with --rotate).
-        #[arg(required_unless_present = "rotate")]
-        device_id: Option<u64>,
-        /// Mint a version-1 token (no expiry, revocable only by rotating token.key).
-        #[arg(long, conflicts_with = "rotate")]
-        v1: bool,
-        /// Validity in seconds (overrides auth.token_ttl_s).
-        #[arg(long, conflicts_with_all = ["v1", "rotate"])]
-        ttl_s: Option<u64>,
-        /// Also print the device's confirm secret (hex) on a second line: with a version-2
-        /// token it signs CONFIRMs and never travels; give it to the device with the token.
-        #[arg(long, conflicts_with = "rotate")]
-        confirm_secret: bool,
-        /// Create the next token key (it signs from now on; older keys keep verifying until
-        /// their token-<id>.key file is removed) and print its id.
-        #[arg(long)]
-        rotate: bool,
-        /// Data directory holding secret/ (overrides server.data_dir).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// TOML config file (for server.data_dir and [auth]).
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Token(TokenArgs),
     /// Ask the silence policies questions (see docs/SILENCE.md).
     Policy {
         #[command(subcommand)]
@@ -172,6 +148,34 @@ fn load_config(
     Ok(cfg)
 }
 
+/// `hexflow token`'s arguments.
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// Device id, 1..=9223372036854775807 (not with --rotate).
+    #[arg(required_unless_present = "rotate")]
+    device_id: Option<u64>,
+    /// Mint a version-1 token (no expiry, revocable only by rotating token.key).
+    #[arg(long, conflicts_with = "rotate")]
+    v1: bool,
+    /// Validity in seconds (overrides auth.token_ttl_s).
+    #[arg(long, conflicts_with_all = ["v1", "rotate"])]
+    ttl_s: Option<u64>,
+    /// Also print the device's confirm secret (hex) on a second line: with a version-2
+    /// token it signs CONFIRMs and never travels; give it to the device with the token.
+    #[arg(long, conflicts_with = "rotate")]
+    confirm_secret: bool,
+    /// Create the next token key (it signs from now on; older keys keep verifying until
+    /// their token-<id>.key file is removed) and print its id.
+    #[arg(long)]
+    rotate: bool,
+    /// Data directory holding secret/ (overrides server.data_dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TOML config file (for server.data_dir and [auth]).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -180,26 +184,7 @@ fn main() -> anyhow::Result<()> {
             config,
             data_dir,
         } => lake(command, &load_config(config.as_ref(), data_dir, None)?),
-        Command::Token {
-            device_id,
-            v1,
-            ttl_s,
-            confirm_secret,
-            rotate,
-            data_dir,
-            config,
-        } => {
-            let cfg = load_config(config.as_ref(), data_dir, None)?;
-            let ask = TokenRequest {
-                v1,
-                ttl_s: ttl_s.unwrap_or(cfg.auth.token_ttl_s),
-                confirm_secret,
-            };
-            match device_id {
-                Some(id) if !rotate => token(id, &ask, &cfg),
-                _ => rotate_key(&cfg),
-            }
-        }
+        Command::Token(args) => token_command(args),
         Command::Policy {
             command:
                 PolicyCommand::When {
@@ -258,6 +243,20 @@ fn main() -> anyhow::Result<()> {
 
 /// `hexflow token ID`: prints a v1 token for the device (creating the token key on first
 /// use).
+/// `hexflow token`: mints a token, or with --rotate adds a signing key.
+fn token_command(args: TokenArgs) -> anyhow::Result<()> {
+    let cfg = load_config(args.config.as_ref(), args.data_dir, None)?;
+    let ask = TokenRequest {
+        v1: args.v1,
+        ttl_s: args.ttl_s.unwrap_or(cfg.auth.token_ttl_s),
+        confirm_secret: args.confirm_secret,
+    };
+    match args.device_id {
+        Some(id) if !args.rotate => token(id, &ask, &cfg),
+        _ => rotate_key(&cfg),
+    }
+}
+
 /// What `hexflow token` is asked to print.
 struct TokenRequest {
     v1: bool,
