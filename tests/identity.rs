@@ -123,3 +123,51 @@ async fn an_invalid_revocation_file_refuses_the_start() {
         .to_string();
     assert!(err.contains("revoked.txt:2"), "{err}");
 }
+
+/// `hexflow token`: a v2 token by default that the ring on disk verifies for that device and
+/// expires after `--ttl-s`; `--v1` the legacy form; `--rotate` a new signing key that
+/// leaves earlier tokens valid.
+#[test]
+fn the_token_command_mints_what_the_server_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hexflow"))
+            .arg("token")
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = run(&["9", "--ttl-s", "600", "--confirm-secret"]);
+    let mut lines = out.lines();
+    let token = lines.next().unwrap().to_string();
+    let secret = lines.next().unwrap();
+    assert!(token.starts_with("hf2.1.9."), "{token}");
+    assert_eq!(secret.len(), 64, "32 bytes in hex");
+    let (ring, _) = hexflow::identity::load_ring(&sys::fs::RealFs, dir.path(), false).unwrap();
+    let none = ingest::auth::Revocations::default();
+    let claims = ring
+        .verify(&token, common::system_now_ms() as u64 / 1000, &none)
+        .unwrap();
+    assert_eq!(claims.device_id.get(), 9);
+    let expires_s = claims.expires_s.unwrap();
+    assert!(
+        ring.verify(&token, expires_s + 1, &none).is_err(),
+        "expired after --ttl-s"
+    );
+    assert!(run(&["9", "--v1"]).starts_with("hf1.9."));
+    assert_eq!(run(&["--rotate"]).trim(), "2");
+    assert!(run(&["9"]).starts_with("hf2.2.9."), "the new key signs");
+    let (ring, _) = hexflow::identity::load_ring(&sys::fs::RealFs, dir.path(), false).unwrap();
+    assert!(
+        ring.verify(&token, claims.issued_s, &none).is_ok(),
+        "key 1 still verifies"
+    );
+}
