@@ -782,25 +782,7 @@ impl PolicySet {
     /// Precomputes every cut-off for one scan at `now_s`.
     pub fn prepare(&self, now_s: u32) -> Prepared<'_> {
         let now = i64::from(now_s);
-        let clamp = |c: i64| c.clamp(0, T_MAX + 1) as u64;
-        let cutoffs: Vec<[u64; 2]> = self
-            .policies
-            .iter()
-            .map(|p| {
-                [
-                    clamp(p.warning.cutoff_s(now)),
-                    clamp(p.expiry.cutoff_s(now)),
-                ]
-            })
-            .collect();
-        let coverage: Vec<[Option<CoverageSpan>; 2]> = self
-            .policies
-            .iter()
-            .map(|p| match self.past_coverage {
-                PastCoverage::Refuse => [p.warning.coverage(), p.expiry.coverage()],
-                PastCoverage::Weekends => [None, None],
-            })
-            .collect();
+        let (cutoffs, coverage) = self.cutoffs_at(now);
         let reporting_from_s = Self::reporting_bound(&cutoffs, &coverage, now);
         Prepared {
             set: self,
@@ -813,8 +795,15 @@ impl PolicySet {
 
     /// [`Prepared`]'s `reporting_from_s` for an instant `now` (Unix seconds), from scratch.
     fn reporting_from_at(&self, now: i64) -> u64 {
+        let (cutoffs, coverage) = self.cutoffs_at(now);
+        Self::reporting_bound(&cutoffs, &coverage, now)
+    }
+
+    /// Per policy, the `[warning, expiry]` cut-offs at `now` (a `since_s` before one has
+    /// crossed it) and the calendar coverage that bounds them (none under `weekends`).
+    fn cutoffs_at(&self, now: i64) -> (Vec<[u64; 2]>, Vec<[Option<CoverageSpan>; 2]>) {
         let clamp = |c: i64| c.clamp(0, T_MAX + 1) as u64;
-        let cutoffs: Vec<[u64; 2]> = self
+        let cutoffs = self
             .policies
             .iter()
             .map(|p| {
@@ -824,7 +813,7 @@ impl PolicySet {
                 ]
             })
             .collect();
-        let coverage: Vec<[Option<CoverageSpan>; 2]> = self
+        let coverage = self
             .policies
             .iter()
             .map(|p| match self.past_coverage {
@@ -832,7 +821,7 @@ impl PolicySet {
                 PastCoverage::Weekends => [None, None],
             })
             .collect();
-        Self::reporting_bound(&cutoffs, &coverage, now)
+        (cutoffs, coverage)
     }
 
     /// The fast-path bound at `now` from its cut-offs and the calendar coverage: a `since_s`
