@@ -103,7 +103,7 @@ impl Device {
     /// QUIC connect, send HELLO, wait for WELCOME.
     ///
     /// # Errors
-    /// [`ClientError::Session`] ([`SessionError::Rejected`](crate::proto::client::SessionError::Rejected)) when the server answers HELLO with CLOSE (for example
+    /// [`ClientError::Session`] (`SessionError::Rejected`) when the server answers HELLO with CLOSE (for example
     /// UNAUTHENTICATED or UNSUPPORTED_VERSION); TLS, connection and timeout errors.
     pub async fn connect(
         endpoint: &quinn::Endpoint,

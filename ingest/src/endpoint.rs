@@ -55,7 +55,7 @@ use sys::Clock;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-pub use self::config::EndpointConfig;
+pub use self::config::{CONNECTIONS_LIMIT, EndpointConfig};
 pub use self::confirmer::{ConfirmDelivery, Confirmer, OutstandingConfirm};
 pub use self::ports::{AcceptedBatch, Activity, BatchSink, NoActivity, SinkCallback, SinkOutcome};
 pub use self::stats::EndpointStats;

@@ -114,7 +114,7 @@ impl SilenceTable {
     /// Encodes the table's state, `outages`, the pending confirmations and the outstanding
     /// confirm-location `requests` into `buf` (cleared first). Safe while recorders run; each
     /// device is read atomically per word. A request whose reason is longer than
-    /// [`CONFIRM_REASON_BYTES_MAX`] is kept with its reason cut at a character boundary.
+    /// `CONFIRM_REASON_BYTES_MAX` is kept with its reason cut at a character boundary.
     pub fn encode_snapshot(
         &self,
         taken_s: u32,

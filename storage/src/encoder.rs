@@ -1,10 +1,10 @@
 //! The encoder thread: sorts, encodes and publishes sealed generations of rows.
 //!
 //! Contract:
-//! - Receives [`Sealed`] generations from the writer thread one at a time (a
+//! - Receives `Sealed` generations from the writer thread one at a time (a
 //!   rendezvous channel: the writer's hand-off waits while the previous
 //!   generation is still being published) and publishes each with
-//!   [`Flusher::flush`]: one file per partition, one Delta commit with
+//!   `Flusher::flush`: one file per partition, one Delta commit with
 //!   `txn(POSITIONS_WRITER, to_lsn)`, then the checkpoint, then the covered WAL
 //!   segments are deleted. A failed flush is retried every `flush_retry_ms`
 //!   with the same generation until it succeeds or the storage stops.

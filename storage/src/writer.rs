@@ -16,7 +16,7 @@
 //! - Bulk work never runs on the thread that receives batches from the WAL:
 //!   the writer thread only appends rows to per-partition buffers and, every
 //!   `flush_interval_ms` or before a batch would cross `flush_rows_max`, seals
-//!   them into a [`Sealed`] generation for the encoder thread
+//!   them into a `Sealed` generation for the encoder thread
 //!   ([`crate::encoder`], lower CPU priority), which sorts, encodes and
 //!   publishes it. While one generation is being published the writer buffers
 //!   the next; if that one is due too, the writer waits for the encoder (that
