@@ -159,12 +159,12 @@ pub fn load_ring(
         created.push(legacy_path);
     }
     let mut keys: Vec<(u16, TokenKey)> = vec![(0, legacy)];
-    let mut ids = ring_key_ids(fs, data_dir)?;
+    let ids = ring_key_ids(fs, data_dir)?;
     if ids.is_empty() {
         let path = ring_key_path(data_dir, 1);
-        crate::secret::load_or_generate(fs, &path)?;
+        let (key, _) = crate::secret::load_or_generate(fs, &path)?;
+        keys.push((1, key));
         created.push(path);
-        ids.push(1);
     }
     for id in ids {
         let path = ring_key_path(data_dir, id);

@@ -266,10 +266,12 @@ struct TokenRequest {
 
 fn token(device_id: u64, ask: &TokenRequest, cfg: &Config) -> anyhow::Result<()> {
     let device_id = fix::DeviceId::try_from(device_id)?;
-    anyhow::ensure!(
-        (60..=315_360_000).contains(&ask.ttl_s),
-        "--ttl-s must be 60..=315360000"
-    );
+    // The bound of auth.token_ttl_s, stated once in AuthConfig.
+    hexflow::identity::AuthConfig {
+        token_ttl_s: ask.ttl_s,
+        ..cfg.auth.clone()
+    }
+    .validate()?;
     let data_dir = &cfg.server.data_dir;
     let fs = &sys::fs::RealFs;
     let (ring, created) = hexflow::identity::load_ring(fs, data_dir, true)?;

@@ -163,6 +163,16 @@ fn the_token_command_mints_what_the_server_verifies() {
         "expired after --ttl-s"
     );
     assert!(run(&["9", "--v1"]).starts_with("hf1.9."));
+    let short = std::process::Command::new(env!("CARGO_BIN_EXE_hexflow"))
+        .args(["token", "9", "--ttl-s", "59", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!short.status.success());
+    assert!(
+        String::from_utf8_lossy(&short.stderr).contains("auth.token_ttl_s = 59"),
+        "the one bound of AuthConfig"
+    );
     assert_eq!(run(&["--rotate"]).trim(), "2");
     assert!(run(&["9"]).starts_with("hf2.2.9."), "the new key signs");
     let (ring, _) = hexflow::identity::load_ring(&sys::fs::RealFs, dir.path(), false).unwrap();
