@@ -52,6 +52,7 @@ pub mod fix_batch;
 pub mod index;
 pub mod partition;
 mod stats;
+pub mod synthetic;
 pub mod wait;
 pub mod wal;
 pub mod writer;
@@ -194,6 +195,28 @@ pub fn positions_spec(scheme: PartitionScheme) -> lake::TableSpec {
         schema: batch::schema(),
         partition_columns: scheme.columns(),
     }
+}
+
+/// The data files of the `positions` table under `data_dir` (partitioned by `scheme`), as
+/// paths, in the table's order: what a reader that follows the Delta log reads.
+///
+/// # Errors
+/// The table does not open (see [`lake::TableError`]).
+pub fn positions_files(
+    fs: Arc<dyn Fs>,
+    data_dir: &Path,
+    scheme: PartitionScheme,
+) -> Result<Vec<PathBuf>, lake::TableError> {
+    let store: Arc<dyn lake::Store> = Arc::new(lake::FsStore::new(fs, data_dir));
+    let spec = positions_spec(scheme);
+    let table = lake::Table::open(store, spec, lake::TableOptions::default(), 0)?;
+    let root = data_dir.join("positions");
+    Ok(table
+        .snapshot()
+        .files
+        .keys()
+        .map(|p| root.join(p))
+        .collect())
 }
 
 /// Deletes temporary files (`.*.tmp`) and flush files the table does not hold whose

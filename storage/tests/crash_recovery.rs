@@ -11,34 +11,14 @@ use std::time::Duration;
 use arrow::array::{Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use storage::partition::{PartitionKey, date_from_days};
-use storage::{ABSENT_U32, CommitError, Committed, FixBatch, Storage, StorageConfig, SubmitError};
+use storage::{CommitError, Committed, FixBatch, Storage, StorageConfig, SubmitError};
 
 /// 2026-11-24T23:00:00Z: batches cross midnight, so two date partitions.
 const BASE_MS: i64 = 1_795_561_200_000;
 const FIXES: usize = 50;
 
 fn batch(device_id: u64, seq: u64) -> FixBatch {
-    let t0 = BASE_MS + (seq as i64 * FIXES as i64) * 1_000;
-    FixBatch {
-        device_id: fix::DeviceId::try_from(device_id).expect("valid device id"),
-        batch_seq: seq,
-        received_at_ms: t0 + 60_000,
-        fixes: fix::Fixes {
-            time_ms: (0..FIXES as i64).map(|i| t0 + i * 1_000).collect(),
-            lat_e7: (0..FIXES as i32)
-                .map(|i| 485_000_000 + device_id as i32 * 100_000 + seq as i32 * 50 + i * 3)
-                .collect(),
-            lon_e7: (0..FIXES as i32)
-                .map(|i| 23_000_000 - device_id as i32 * 70_000 + i * 2)
-                .collect(),
-            accuracy_cm: (0..FIXES as u32)
-                .map(|i| if i % 5 == 0 { ABSENT_U32 } else { 300 + i })
-                .collect(),
-            speed_cmps: vec![120; FIXES],
-            ..fix::Fixes::default()
-        },
-        h3: Vec::new(),
-    }
+    storage::synthetic::batch(device_id, seq, BASE_MS, FIXES)
 }
 
 fn config(dir: &Path) -> StorageConfig {

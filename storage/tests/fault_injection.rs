@@ -34,24 +34,7 @@ fn data_dir() -> PathBuf {
 }
 
 fn batch(device_id: u64, seq: u64) -> FixBatch {
-    let t0 = BASE_MS + (seq as i64 * FIXES as i64) * 1_000;
-    FixBatch {
-        device_id: fix::DeviceId::try_from(device_id).expect("valid device id"),
-        batch_seq: seq,
-        received_at_ms: t0 + 60_000,
-        fixes: fix::Fixes {
-            time_ms: (0..FIXES as i64).map(|i| t0 + i * 1_000).collect(),
-            lat_e7: (0..FIXES as i32)
-                .map(|i| 485_000_000 + device_id as i32 * 100_000 + seq as i32 * 50 + i * 3)
-                .collect(),
-            lon_e7: (0..FIXES as i32)
-                .map(|i| 23_000_000 - device_id as i32 * 70_000 + i * 2)
-                .collect(),
-            speed_cmps: vec![120; FIXES],
-            ..fix::Fixes::default()
-        },
-        h3: Vec::new(),
-    }
+    storage::synthetic::batch(device_id, seq, BASE_MS, FIXES)
 }
 
 fn config() -> StorageConfig {
@@ -117,20 +100,8 @@ fn data_files(fs: &SimFs, dir: &Path) -> Vec<PathBuf> {
 /// panics on an unreadable file, and when a reader that ignores the log would see other
 /// files than the table holds.
 fn read_parquet(fs: &SimFs, dir: &Path) -> BTreeMap<(i64, i64, i64), usize> {
-    let store: Arc<dyn lake::Store> = Arc::new(lake::FsStore::new(Arc::new(fs.clone()), dir));
-    let table = lake::Table::open(
-        store,
-        storage::positions_spec(Default::default()),
-        lake::TableOptions::default(),
-        0,
-    )
-    .expect("the positions table opens");
-    let live: Vec<PathBuf> = table
-        .snapshot()
-        .files
-        .keys()
-        .map(|p| dir.join("positions").join(p))
-        .collect();
+    let live = storage::positions_files(Arc::new(fs.clone()), dir, Default::default())
+        .expect("the positions table opens");
     assert_eq!(
         data_files(fs, dir),
         live,
@@ -530,6 +501,7 @@ fn model_batch(lsn: u64, fixes: usize) -> FixBatch {
     b.fixes.time_ms.truncate(fixes);
     b.fixes.lat_e7.truncate(fixes);
     b.fixes.lon_e7.truncate(fixes);
+    b.fixes.accuracy_cm.truncate(fixes);
     b.fixes.speed_cmps.truncate(fixes);
     b
 }

@@ -19,25 +19,7 @@ use storage::{FixBatch, Storage, StorageConfig, wal};
 const FIXES: usize = 1_000;
 
 fn batch(device_id: u64, seq: u64) -> FixBatch {
-    let t0 = 1_795_561_200_000 + seq as i64 * 60_000;
-    FixBatch {
-        device_id: fix::DeviceId::try_from(device_id).expect("valid device id"),
-        batch_seq: seq,
-        received_at_ms: t0 + 60_000,
-        fixes: fix::Fixes {
-            time_ms: (0..FIXES as i64).map(|i| t0 + i * 1_000).collect(),
-            lat_e7: (0..FIXES as i32)
-                .map(|i| 485_000_000 + (device_id as i32 % 1_000) * 10_000 + i * 13)
-                .collect(),
-            lon_e7: (0..FIXES as i32)
-                .map(|i| 23_000_000 - (device_id as i32 % 1_000) * 7_000 + i * 11)
-                .collect(),
-            accuracy_cm: vec![500; FIXES],
-            speed_cmps: vec![120; FIXES],
-            ..fix::Fixes::default()
-        },
-        h3: Vec::new(),
-    }
+    storage::synthetic::batch(device_id, seq, 1_795_561_200_000, FIXES)
 }
 
 #[test]

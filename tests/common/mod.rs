@@ -75,21 +75,8 @@ pub struct Row {
 /// The live files of the `positions` Delta table, checking that a reader that ignores the
 /// log (a glob over `positions/**/*.parquet`) sees exactly them.
 pub fn positions_table_files(data_dir: &Path) -> Vec<PathBuf> {
-    let store: Arc<dyn lake::Store> =
-        Arc::new(lake::FsStore::new(Arc::new(sys::fs::RealFs), data_dir));
-    let table = lake::Table::open(
-        store,
-        storage::positions_spec(Default::default()),
-        lake::TableOptions::default(),
-        0,
-    )
-    .expect("the positions table opens");
-    let live: Vec<PathBuf> = table
-        .snapshot()
-        .files
-        .keys()
-        .map(|p| data_dir.join("positions").join(p))
-        .collect();
+    let live = storage::positions_files(Arc::new(sys::fs::RealFs), data_dir, Default::default())
+        .expect("the positions table opens");
     let mut plain = Vec::new();
     collect_parquet(&data_dir.join("positions"), &mut plain);
     plain.sort();

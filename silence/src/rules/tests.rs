@@ -748,50 +748,34 @@ fn exemptions_outages_and_confirmations_move_the_clock() {
         ],
     )
     .unwrap();
-    let p = set.prepare(1_500);
-    assert_eq!(p.judge_detail(7, 1, 0).judgement, Judgement::Exempt);
-    assert_eq!(p.judge_detail(150, 1, 0).judgement, Judgement::Exempt);
-    assert_eq!(
-        p.judge_detail(8, 1, 0).judgement,
-        Judgement::Level(Level::Expired)
-    );
-    // After the window silence counts from its end.
-    let p = set.prepare(2_150);
-    assert_eq!(
-        p.judge_detail(150, 1, 0).judgement,
-        Judgement::Level(Level::Warned)
-    );
-    let p = set.prepare(2_099);
-    assert_eq!(
-        p.judge_detail(150, 1, 0).judgement,
-        Judgement::Level(Level::Reporting)
-    );
-    // Before the window starts: judged normally.
-    let p = set.prepare(900);
-    assert_eq!(
-        p.judge_detail(150, 1, 0).judgement,
-        Judgement::Level(Level::Expired)
-    );
-    // Confirmation: resets only the warning, never the expiry.
+    use Judgement::{Exempt, Level as L};
+    // (now, device, newest fix, confirmed at, judgement)
+    let cases = [
+        (1_500, 7, 1, 0, Exempt),
+        (1_500, 150, 1, 0, Exempt),
+        (1_500, 8, 1, 0, L(Level::Expired)),
+        // After the window silence counts from its end.
+        (2_150, 150, 1, 0, L(Level::Warned)),
+        (2_099, 150, 1, 0, L(Level::Reporting)),
+        // Before the window starts: judged normally.
+        (900, 150, 1, 0, L(Level::Expired)),
+        // Confirmation: resets only the warning, never the expiry.
+        (1_250, 8, 1_000, 1_200, L(Level::Expired)),
+        (1_150, 8, 1_000, 1_100, L(Level::Reporting)),
+        (1_150, 8, 1_000, 0, L(Level::Warned)),
+        (1_250, 250, 1_000, 1_200, L(Level::Expired)),
+    ];
+    for (now, device, fix, confirmed, want) in cases {
+        let got = set
+            .prepare(now)
+            .judge_detail(device, fix, confirmed)
+            .judgement;
+        assert_eq!(
+            got, want,
+            "device {device} at {now}, fix {fix}, confirmed {confirmed}"
+        );
+    }
     let p = set.prepare(1_250);
-    assert_eq!(
-        p.judge_detail(8, 1_000, 1_200).judgement,
-        Judgement::Level(Level::Expired)
-    );
-    let p = set.prepare(1_150);
-    assert_eq!(
-        p.judge_detail(8, 1_000, 1_100).judgement,
-        Judgement::Level(Level::Reporting)
-    );
-    assert_eq!(
-        p.judge_detail(8, 1_000, 0).judgement,
-        Judgement::Level(Level::Warned)
-    );
-    let p = set.prepare(1_250);
-    assert_eq!(
-        p.judge_detail(250, 1_000, 1_200).judgement,
-        Judgement::Level(Level::Expired)
-    );
     assert_eq!(p.judge_detail(250, 1_000, 1_200).expiry_from_s, 1_000);
     // Outages are not counted.
     set.set_outages(
