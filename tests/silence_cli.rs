@@ -4,8 +4,17 @@
 
 use std::process::Command;
 
-fn run(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    run_cmd(&["policy", "when"], config, args)
+/// `hexflow policy when --config <config> <args>`, `args` split at spaces.
+fn run(config: &std::path::Path, args: &str) -> (bool, String, String) {
+    let args: Vec<&str> = args.split_whitespace().collect();
+    run_cmd(&["policy", "when"], config, &args)
+}
+
+/// [`run`] that must succeed: its standard output.
+fn when(config: &std::path::Path, args: &str) -> String {
+    let (ok, out, err) = run(config, args);
+    assert!(ok, "policy when {args}: {err}");
+    out
 }
 
 fn run_cmd(cmd: &[&str], config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
@@ -47,16 +56,7 @@ exemptions = [
 "#,
     )
     .unwrap();
-    let (ok, out, err) = run(
-        &cfg,
-        &[
-            "--policy",
-            "field",
-            "--last-fix",
-            "2026-05-22T18:00:00+02:00",
-        ],
-    );
-    assert!(ok, "{err}");
+    let out = when(&cfg, "--policy field --last-fix 2026-05-22T18:00:00+02:00");
     assert_eq!(
         out,
         "warning: 2026-05-26T16:00:00Z (2026-05-26T18:00:00+02:00 Europe/Berlin)\n\
@@ -65,35 +65,20 @@ exemptions = [
     // The date rule (the default), and the window's `from` honoured: the August shutdown
     // has not started when the May deadlines pass (the server's answer; it used to print
     // 2026-08-19).
-    let (ok, out, err) = run(
+    let out = when(
         &cfg,
-        &[
-            "--policy",
-            "legal",
-            "--last-fix",
-            "2026-05-22T18:00:00+02:00",
-            "--device",
-            "1500",
-        ],
+        "--policy legal --last-fix 2026-05-22T18:00:00+02:00 --device 1500",
     );
-    assert!(ok, "{err}");
     assert_eq!(
         out,
         "warning: 2026-05-26T22:00:00Z (2026-05-27T00:00:00+02:00 Europe/Berlin)\n\
          expiry: 2026-05-28T22:00:00Z (2026-05-29T00:00:00+02:00 Europe/Berlin)\n"
     );
     // --days lists what was counted (Whit Monday is a holiday in Berlin too).
-    let (ok, out, err) = run(
+    let out = when(
         &cfg,
-        &[
-            "--policy",
-            "legal",
-            "--last-fix",
-            "2026-05-22T18:00:00+02:00",
-            "--days",
-        ],
+        "--policy legal --last-fix 2026-05-22T18:00:00+02:00 --days",
     );
-    assert!(ok, "{err}");
     assert!(
         out.ends_with(
             "warning counted in Europe/Berlin from Fri 2026-05-22: Sat 05-23 weekend, Sun 05-24 weekend, \
@@ -105,67 +90,35 @@ exemptions = [
         "{out}"
     );
     // Past the calendar's coverage nothing is guessed.
-    let (ok, out, _) = run(
-        &cfg,
-        &[
-            "--policy",
-            "legal",
-            "--last-fix",
-            "2027-12-30T12:00:00+01:00",
-        ],
-    );
-    assert!(ok);
+    let out = when(&cfg, "--policy legal --last-fix 2027-12-30T12:00:00+01:00");
     assert!(out.starts_with("warning: 2027-12-31T23:00:00Z"), "{out}");
     assert!(out.contains("expiry: not computed"), "{out}");
-    let (ok, out, _) = run(
-        &cfg,
-        &["--policy", "default", "--last-fix", "2026-05-22T18:00:00Z"],
-    );
-    assert!(ok);
+    let out = when(&cfg, "--policy default --last-fix 2026-05-22T18:00:00Z");
     assert_eq!(
         out,
         "warning: 2026-05-24T18:00:00Z\nexpiry: 2026-05-25T18:00:00Z\n"
     );
     // Permanently exempt: never.
-    let (ok, out, _) = run(
+    let out = when(
         &cfg,
-        &[
-            "--policy",
-            "field",
-            "--last-fix",
-            "2026-05-22T18:00:00Z",
-            "--device",
-            "7",
-        ],
+        "--policy field --last-fix 2026-05-22T18:00:00Z --device 7",
     );
-    assert!(ok);
     assert_eq!(out, "warning: never\nexpiry: never\n");
     // A window ending later moves the count to its end (Monday 2026-06-01 00:00 UTC = 02:00
     // Berlin, a working day): one working day later.
-    let (ok, out, _) = run(
+    let out = when(
         &cfg,
-        &[
-            "--policy",
-            "field",
-            "--last-fix",
-            "2026-05-22T18:00:00Z",
-            "--device",
-            "150",
-        ],
+        "--policy field --last-fix 2026-05-22T18:00:00Z --device 150",
     );
-    assert!(ok);
     assert_eq!(
         out,
         "warning: 2026-06-02T00:00:00Z (2026-06-02T02:00:00+02:00 Europe/Berlin)\n\
          expiry: 2026-06-04T00:00:00Z (2026-06-04T02:00:00+02:00 Europe/Berlin)\n"
     );
     // Unknown policy and bad time are named.
-    let (ok, _, err) = run(
-        &cfg,
-        &["--policy", "nope", "--last-fix", "2026-05-22T18:00:00Z"],
-    );
+    let (ok, _, err) = run(&cfg, "--policy nope --last-fix 2026-05-22T18:00:00Z");
     assert!(!ok && err.contains("nope"), "{err}");
-    let (ok, _, err) = run(&cfg, &["--policy", "field", "--last-fix", "friday"]);
+    let (ok, _, err) = run(&cfg, "--policy field --last-fix friday");
     assert!(!ok && err.contains("friday"), "{err}");
     // A broken calendar is refused at load with file and line.
     let cal = dir.path().join("cal/xx");
@@ -184,10 +137,7 @@ exemptions = [
         ),
     )
     .unwrap();
-    let (ok, _, err) = run(
-        &bad,
-        &["--policy", "p", "--last-fix", "2026-05-22T18:00:00Z"],
-    );
+    let (ok, _, err) = run(&bad, "--policy p --last-fix 2026-05-22T18:00:00Z");
     assert!(!ok);
     assert!(err.contains("2026.toml:7: holidays[0].date"), "{err}");
 }

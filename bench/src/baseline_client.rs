@@ -36,7 +36,7 @@ use tokio::time::{sleep_until, timeout, timeout_at};
 
 use crate::baseline::{self, BaselineError, CLOSE_DONE};
 use crate::cli::{ArgsError, BATCH_FIXES_MAX, CONNECTIONS_MAX, DURATION_S_MAX, INFLIGHT_MAX};
-use crate::cli::{RATE_MAX, WAIT_MS_MAX};
+use crate::cli::{Pacing, RATE_MAX, RunFlags, range};
 use crate::procfs::ServerWatch;
 use crate::report::{
     ERR_ACK_TIMEOUT, ERR_CONNECT_FAILED, ERR_CONNECTION_LOST, LatencySummary, RunMeasures, Tally,
@@ -95,33 +95,13 @@ pub struct BareArgs {
     /// Fixes per request batch (sets the request size).
     #[arg(long, default_value_t = 50)]
     pub batch_fixes: u32,
-    /// Most connection attempts in progress at once; 0 = no limit.
-    #[arg(long, default_value_t = 0)]
-    pub connect_concurrency: u64,
-    /// Connections start spread over this many ms.
-    #[arg(long, default_value_t = 1_000)]
-    pub ramp_up_ms: u64,
-    /// Time in-flight requests get after `--duration`, ms.
-    #[arg(long, default_value_t = 5_000)]
-    pub grace_ms: u64,
-    /// Timeout of one connection attempt (QUIC + TLS), ms.
-    #[arg(long, default_value_t = 10_000)]
-    pub connect_timeout_ms: u64,
     /// Allow TLS 1.3 session resumption (off: every connection is a full handshake).
     #[arg(long)]
     pub tls_resumption: bool,
-    /// Worker threads (and UDP sockets) [default: number of CPUs].
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Sample this server process's CPU and memory from /proc.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
-    /// Write the JSON report here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Write the timeline picture here [default: the `--json` path with `.svg`].
-    #[arg(long)]
-    pub svg: Option<PathBuf>,
+    /// Pacing, timeouts, threads and outputs (shared with `hexflow-bench`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub run: RunFlags,
 }
 
 /// The validated configuration.
@@ -141,27 +121,8 @@ pub struct BareConfig {
     pub rate_fixes_per_s: Option<f64>,
     /// Fixes per request.
     pub batch_fixes: u32,
-    /// Connection attempts in progress at once (`None`: no limit).
-    pub connect_concurrency: Option<usize>,
-    /// Connection start spread.
-    pub ramp_up: Duration,
-    /// Grace period after `duration`.
-    pub grace: Duration,
-    /// Timeout of one connection attempt.
-    pub connect_timeout: Duration,
-}
-
-fn range(flag: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ArgsError> {
-    if (min..=max).contains(&value) {
-        Ok(value)
-    } else {
-        Err(ArgsError::OutOfRange {
-            flag,
-            value,
-            min,
-            max,
-        })
-    }
+    /// Pacing and timeouts.
+    pub pacing: Pacing,
 }
 
 impl BareArgs {
@@ -187,23 +148,7 @@ impl BareArgs {
                 max: RATE_MAX,
             });
         }
-        let cc = range(
-            "connect-concurrency",
-            self.connect_concurrency,
-            0,
-            CONNECTIONS_MAX,
-        )?;
-        let ramp = range("ramp-up-ms", self.ramp_up_ms, 0, WAIT_MS_MAX)?;
-        let grace = range("grace-ms", self.grace_ms, 0, WAIT_MS_MAX)?;
-        let connect = range(
-            "connect-timeout-ms",
-            self.connect_timeout_ms,
-            1,
-            WAIT_MS_MAX,
-        )?;
-        if let Some(t) = self.threads {
-            range("threads", t as u64, 1, 1024)?;
-        }
+        let pacing = self.run.pacing()?;
         Ok(BareConfig {
             mode: self.mode,
             server: self.server,
@@ -213,10 +158,7 @@ impl BareArgs {
             inflight: inflight as usize,
             rate_fixes_per_s: (self.rate > 0.0).then_some(self.rate),
             batch_fixes: batch_fixes as u32,
-            connect_concurrency: (cc > 0).then_some(cc as usize),
-            ramp_up: Duration::from_millis(ramp),
-            grace: Duration::from_millis(grace),
-            connect_timeout: Duration::from_millis(connect),
+            pacing,
         })
     }
 }
@@ -403,7 +345,7 @@ async fn connect(
     let connecting = endpoint
         .connect_with(ctx.quic.clone(), ctx.cfg.server, "localhost")
         .map_err(|_| ERR_CONNECT_FAILED)?;
-    match timeout(ctx.cfg.connect_timeout, connecting).await {
+    match timeout(ctx.cfg.pacing.connect_timeout, connecting).await {
         Ok(Ok(c)) => Ok((c, started)),
         Ok(Err(_)) => Err(ERR_CONNECT_FAILED),
         Err(_) => Err(ERR_CONNECT_TIMEOUT),
@@ -593,7 +535,7 @@ async fn messages_task(ctx: &Ctx, endpoint: &quinn::Endpoint, st: &mut TaskState
 
 async fn connection_task(ctx: Arc<Ctx>, idx: u64) -> Tally {
     let c = ctx.cfg.connections;
-    let begin = ctx.start + ctx.cfg.ramp_up.mul_f64(idx as f64 / c as f64);
+    let begin = ctx.start + ctx.cfg.pacing.ramp_up.mul_f64(idx as f64 / c as f64);
     let mut st = TaskState::default();
     if begin >= ctx.deadline {
         return st.tally;
@@ -656,15 +598,7 @@ pub fn run(args: &BareArgs) -> Result<BareReport, BareRunError> {
     };
     let frames = baseline::request_frames(REQUEST_FRAMES, &params, 1, unix_ms())?;
     let request_bytes = frames[0].len();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    if let Some(t) = args.threads {
-        rt.worker_threads(t);
-    }
-    let rt = rt.build()?;
-    let workers = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let (rt, workers) = args.run.runtime()?;
     rt.block_on(async move {
         let bind: SocketAddr = if cfg.server.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
@@ -677,12 +611,12 @@ pub fn run(args: &BareArgs) -> Result<BareReport, BareRunError> {
             .collect::<Result<Vec<_>, _>>()?;
         let start = Instant::now();
         let deadline = start + cfg.duration;
-        let drain_until = deadline + cfg.grace;
+        let drain_until = deadline + cfg.pacing.grace;
         let hard_stop = drain_until + CLOSE_TIMEOUT + Duration::from_secs(1);
         let span_us = hard_stop.duration_since(start).as_micros() as u64;
         let timeline = Timeline::new(span_us, cfg.duration.as_micros() as u64);
         let ctx = Arc::new(Ctx {
-            permits: cfg.connect_concurrency.map(Semaphore::new),
+            permits: cfg.pacing.connect_concurrency.map(Semaphore::new),
             cfg,
             quic,
             endpoints,
@@ -692,9 +626,10 @@ pub fn run(args: &BareArgs) -> Result<BareReport, BareRunError> {
             drain_until,
             timeline: Arc::new(Mutex::new(timeline)),
             conns_up: AtomicU64::new(0),
-            server_pid: args.server_pid,
+            server_pid: args.run.server_pid,
         });
         let watch = args
+            .run
             .server_pid
             .map(|pid| ServerWatch::start(pid, &ctx.timeline, start, hard_stop));
         let total = run_tasks(&ctx, hard_stop).await;
@@ -742,7 +677,7 @@ mod tests {
         let c = parse(&["--mode", "messages"]).validate().unwrap();
         assert_eq!((c.connections, c.inflight, c.batch_fixes), (100, 8, 50));
         assert_eq!(c.rate_fixes_per_s, None);
-        assert_eq!(c.connect_concurrency, None);
+        assert_eq!(c.pacing.connect_concurrency, None);
         let over = parse(&[
             "--mode",
             "hold",

@@ -95,37 +95,133 @@ pub struct Args {
     /// Oldest fix time sent, relative to now, ms (must be below the server's past_age_max).
     #[arg(long, default_value_t = 600_000)]
     pub backlog_max_ms: u32,
-    /// Time in-flight batches get to be acked after `--duration`, ms.
+    /// Send each batch once (no client-side retries of transient statuses).
+    #[arg(long)]
+    pub no_retry: bool,
+    /// Do not draw the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Pacing, timeouts, threads and outputs (shared with `bare-client`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub run: RunFlags,
+}
+
+/// The flags both load generators (`hexflow-bench`, `bare-client`) take: connection pacing,
+/// timeouts, runtime threads and where the reports go.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct RunFlags {
+    /// Time in-flight requests get to be answered after `--duration`, ms.
     #[arg(long, default_value_t = 5_000)]
     pub grace_ms: u64,
-    /// Timeout of one connection attempt (QUIC + TLS + HELLO), ms.
+    /// Timeout of one connection attempt (QUIC + TLS, plus HELLO for hexflow), ms.
     #[arg(long, default_value_t = 10_000)]
     pub connect_timeout_ms: u64,
     /// Connections start spread over this many ms (avoids a handshake storm).
     #[arg(long, default_value_t = 1_000)]
     pub ramp_up_ms: u64,
-    /// Send each batch once (no client-side retries of transient statuses).
-    #[arg(long)]
-    pub no_retry: bool,
-    /// Worker threads of the tokio runtime [default: number of CPUs].
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Write the JSON report to this file.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Do not draw the progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
-    /// Write the timeline picture (SVG) here [default: the `--json` path with `.svg`].
-    #[arg(long)]
-    pub svg: Option<PathBuf>,
-    /// Sample this server process's CPU and memory from /proc during the run (same machine).
-    #[arg(long)]
-    pub server_pid: Option<u32>,
     /// Most connection attempts in progress at once; 0 = no limit (then `--ramp-up-ms` alone
     /// spreads them).
     #[arg(long, default_value_t = 0)]
     pub connect_concurrency: u64,
+    /// Worker threads of the tokio runtime (and UDP sockets) [default: number of CPUs].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Sample this server process's CPU and memory from /proc during the run (same machine).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Write the JSON report to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the timeline picture (SVG) here [default: the `--json` path with `.svg`].
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+}
+
+/// The validated pacing part of [`RunFlags`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    /// Grace period after the run's duration.
+    pub grace: Duration,
+    /// Timeout of one connection attempt.
+    pub connect_timeout: Duration,
+    /// Connection start spread.
+    pub ramp_up: Duration,
+    /// Most connection attempts in progress at once; `None` = no limit.
+    pub connect_concurrency: Option<usize>,
+}
+
+impl RunFlags {
+    /// Checks the pacing flags and `--threads`.
+    ///
+    /// # Errors
+    /// The first flag found outside its bounds.
+    pub fn pacing(&self) -> Result<Pacing, ArgsError> {
+        let grace = range("grace-ms", self.grace_ms, 0, WAIT_MS_MAX)?;
+        let connect = range(
+            "connect-timeout-ms",
+            self.connect_timeout_ms,
+            1,
+            WAIT_MS_MAX,
+        )?;
+        let ramp = range("ramp-up-ms", self.ramp_up_ms, 0, WAIT_MS_MAX)?;
+        if let Some(t) = self.threads {
+            range("threads", t as u64, 1, 1024)?;
+        }
+        let concurrency = range(
+            "connect-concurrency",
+            self.connect_concurrency,
+            0,
+            CONNECTIONS_MAX,
+        )?;
+        Ok(Pacing {
+            grace: Duration::from_millis(grace),
+            connect_timeout: Duration::from_millis(connect),
+            ramp_up: Duration::from_millis(ramp),
+            // Bounded by CONNECTIONS_MAX above.
+            connect_concurrency: (concurrency > 0).then_some(concurrency as usize),
+        })
+    }
+
+    /// The multi-threaded tokio runtime `--threads` asks for, and its number of workers.
+    ///
+    /// # Errors
+    /// The runtime cannot be built.
+    pub fn runtime(&self) -> std::io::Result<(tokio::runtime::Runtime, usize)> {
+        let mut rt = tokio::runtime::Builder::new_multi_thread();
+        rt.enable_all();
+        if let Some(t) = self.threads {
+            rt.worker_threads(t);
+        }
+        let workers = self
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Ok((rt.build()?, workers))
+    }
+
+    /// Writes the JSON report (`--json`) and the timeline picture ([`svg_path`]) the flags
+    /// ask for.
+    ///
+    /// # Errors
+    /// A file cannot be written.
+    pub fn write_outputs<R: Serialize>(
+        &self,
+        report: &R,
+        timeline: &crate::timeline::TimelineReport,
+        svg: &crate::svg::SvgOptions,
+    ) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        if let Some(path) = &self.json {
+            let json = serde_json::to_vec_pretty(report).context("serialising the report")?;
+            std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        }
+        if let Some(path) = svg_path(self.json.as_deref(), self.svg.as_deref()) {
+            let picture = crate::svg::render(timeline, svg);
+            std::fs::write(&path, picture)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
 }
 
 /// A flag value outside its bounds. One variant per kind of problem, naming the flag.
@@ -201,19 +297,13 @@ pub struct RunConfig {
     pub trajectory: TrajectoryParams,
     /// Generator seed.
     pub seed: u64,
-    /// Grace period after `duration`.
-    pub grace: Duration,
-    /// Timeout of one connection attempt.
-    pub connect_timeout: Duration,
-    /// Connection start spread.
-    pub ramp_up: Duration,
+    /// Pacing and timeouts.
+    pub pacing: Pacing,
     /// Retry transient statuses in the client library.
     pub retry: bool,
-    /// Most connection attempts in progress at once; `None` = no limit.
-    pub connect_concurrency: Option<usize>,
 }
 
-fn range(flag: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ArgsError> {
+pub(crate) fn range(flag: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ArgsError> {
     if (min..=max).contains(&value) {
         Ok(value)
     } else {
@@ -306,23 +396,7 @@ impl Args {
             batch_fixes,
             u32::MAX.into(),
         )?;
-        let grace = range("grace-ms", self.grace_ms, 0, WAIT_MS_MAX)?;
-        let connect = range(
-            "connect-timeout-ms",
-            self.connect_timeout_ms,
-            1,
-            WAIT_MS_MAX,
-        )?;
-        let ramp = range("ramp-up-ms", self.ramp_up_ms, 0, WAIT_MS_MAX)?;
-        if let Some(t) = self.threads {
-            range("threads", t as u64, 1, 1024)?;
-        }
-        let connect_concurrency = range(
-            "connect-concurrency",
-            self.connect_concurrency,
-            0,
-            CONNECTIONS_MAX,
-        )?;
+        let pacing = self.run.pacing()?;
         Ok(RunConfig {
             server,
             server_name: self.server_name.clone(),
@@ -342,12 +416,8 @@ impl Args {
                 city_radius_m: radius,
             },
             seed: self.seed,
-            grace: Duration::from_millis(grace),
-            connect_timeout: Duration::from_millis(connect),
-            ramp_up: Duration::from_millis(ramp),
+            pacing,
             retry: !self.no_retry,
-            // Bounded by CONNECTIONS_MAX above.
-            connect_concurrency: (connect_concurrency > 0).then_some(connect_concurrency as usize),
         })
     }
 }
@@ -389,8 +459,8 @@ mod tests {
         assert_eq!(c.batches_per_session, Some(1));
         assert_eq!(c.server_name, "localhost");
         assert!(c.retry);
-        assert_eq!(c.connect_concurrency, None);
-        assert_eq!(a.server_pid, None);
+        assert_eq!(c.pacing.connect_concurrency, None);
+        assert_eq!(a.run.server_pid, None);
         let small = parse(&["--devices", "10"]);
         assert_eq!(small.validate(addr()).unwrap().connections, 10);
         assert_eq!(small.validate(addr()).unwrap().batches_per_session, None);
@@ -417,7 +487,7 @@ mod tests {
         let c = parse(&["--devices", "10", "--connect-concurrency", "4"])
             .validate(addr())
             .unwrap();
-        assert_eq!(c.connect_concurrency, Some(4));
+        assert_eq!(c.pacing.connect_concurrency, Some(4));
         let at_max = parse(&[
             "--devices",
             "10",

@@ -4,8 +4,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-use bench::cli::{Args, svg_path};
+use bench::cli::Args;
 use bench::svg::{PerSecond, SvgOptions};
 use clap::Parser;
 
@@ -21,25 +20,19 @@ fn real_main() -> anyhow::Result<ExitCode> {
     bench::init_logging();
     let report = bench::run::run(&args)?;
     print!("{}", report.summary());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_vec_pretty(&report).context("serialising the report")?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = svg_path(args.json.as_deref(), args.svg.as_deref()) {
-        let rate = match args.rate {
-            r if r > 0.0 => format!("open loop {r:.0} fixes/s"),
-            _ => "closed loop".to_owned(),
-        };
-        let opts = SvgOptions {
-            title: format!(
-                "hexflow-bench: {} devices over {} connections, {rate}, {} fixes/batch, inflight {}",
-                report.devices, report.connections, args.batch_fixes, args.inflight
-            ),
-            per_second: PerSecond::Fixes,
-        };
-        let svg = bench::svg::render(&report.measures.timeline, &opts);
-        std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
-    }
+    let rate = match args.rate {
+        r if r > 0.0 => format!("open loop {r:.0} fixes/s"),
+        _ => "closed loop".to_owned(),
+    };
+    let opts = SvgOptions {
+        title: format!(
+            "hexflow-bench: {} devices over {} connections, {rate}, {} fixes/batch, inflight {}",
+            report.devices, report.connections, args.batch_fixes, args.inflight
+        ),
+        per_second: PerSecond::Fixes,
+    };
+    args.run
+        .write_outputs(&report, &report.measures.timeline, &opts)?;
     if report.fixes_acked == 0 {
         eprintln!("hexflow-bench: nothing was acked");
         return Ok(ExitCode::FAILURE);

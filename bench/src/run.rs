@@ -412,7 +412,7 @@ async fn session(
     let mut ccfg = ClientConfig::new(cfg.server, sh.ca_pem.clone(), sh.key.mint(device_id));
     ccfg.server_name = cfg.server_name.clone();
     ccfg.inflight_batches_max = cfg.inflight;
-    ccfg.connect_timeout_ms = cfg.connect_timeout.as_millis() as u64;
+    ccfg.connect_timeout_ms = cfg.pacing.connect_timeout.as_millis() as u64;
     // The client's own timeout applies; this one only stops a connect at the end of the
     // run (a session that connects after it could not send anything).
     let left = sh.deadline.saturating_duration_since(Instant::now());
@@ -603,7 +603,7 @@ fn device_count_of(idx: u64, devices: u64, connections: u64) -> u64 {
 async fn connection_task(sh: Arc<Shared>, idx: u64) -> Tally {
     let cfg = &sh.cfg;
     let c = cfg.connections;
-    let ramp = cfg.ramp_up.mul_f64(idx as f64 / c as f64);
+    let ramp = cfg.pacing.ramp_up.mul_f64(idx as f64 / c as f64);
     let begin = sh.start + ramp;
     if begin >= sh.deadline {
         return Tally::default();
@@ -715,19 +715,11 @@ pub fn run(args: &Args) -> Result<Report<Args>, RunError> {
         source,
     })?;
 
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    if let Some(t) = args.threads {
-        rt.worker_threads(t);
-    }
-    let rt = rt.build().map_err(RunError::Runtime)?;
-    let workers = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let (rt, workers) = args.run.runtime().map_err(RunError::Runtime)?;
 
     let mut config = args.clone();
     config.connections = Some(cfg.connections);
-    let server_pid = args.server_pid;
+    let server_pid = args.run.server_pid;
     rt.block_on(async move {
         let endpoints = client_endpoints(server, workers, cfg.connections)?;
         let sh = Arc::new(shared(cfg, key, ca_pem, endpoints, server_pid));
@@ -781,10 +773,10 @@ fn shared(
 ) -> Shared {
     let start = Instant::now();
     let deadline = start + cfg.duration;
-    let drain_until = deadline + cfg.grace;
-    let span = cfg.duration + cfg.grace + CLOSE_TIMEOUT + Duration::from_secs(1);
+    let drain_until = deadline + cfg.pacing.grace;
+    let span = cfg.duration + cfg.pacing.grace + CLOSE_TIMEOUT + Duration::from_secs(1);
     let timeline = Timeline::new(span.as_micros() as u64, cfg.duration.as_micros() as u64);
-    let connect_permits = cfg.connect_concurrency.map(Semaphore::new);
+    let connect_permits = cfg.pacing.connect_concurrency.map(Semaphore::new);
     Shared {
         cfg,
         key,

@@ -4,9 +4,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use bench::baseline_client::{self, BareArgs, Mode};
-use bench::cli::svg_path;
 use bench::svg::{PerSecond, SvgOptions};
 use clap::Parser;
 
@@ -22,26 +20,20 @@ fn real_main() -> anyhow::Result<ExitCode> {
     bench::init_logging();
     let report = baseline_client::run(&args)?;
     print!("{}", report.summary());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_vec_pretty(&report).context("serialising the report")?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = svg_path(args.json.as_deref(), args.svg.as_deref()) {
-        let what = match args.mode {
-            Mode::Hold => "connect, one request, stay open",
-            Mode::Sessions => "sessions: connect, one request, close",
-            Mode::Messages => "long-lived, pipelined requests",
-        };
-        let opts = SvgOptions {
-            title: format!(
-                "bare quinn baseline: {} connections, {what} ({} B requests)",
-                report.connections, report.request_bytes
-            ),
-            per_second: PerSecond::Requests,
-        };
-        let svg = bench::svg::render(&report.measures.timeline, &opts);
-        std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
-    }
+    let what = match args.mode {
+        Mode::Hold => "connect, one request, stay open",
+        Mode::Sessions => "sessions: connect, one request, close",
+        Mode::Messages => "long-lived, pipelined requests",
+    };
+    let opts = SvgOptions {
+        title: format!(
+            "bare quinn baseline: {} connections, {what} ({} B requests)",
+            report.connections, report.request_bytes
+        ),
+        per_second: PerSecond::Requests,
+    };
+    args.run
+        .write_outputs(&report, &report.measures.timeline, &opts)?;
     if report.batches_acked == 0 {
         eprintln!("bare-client: nothing was acked");
         return Ok(ExitCode::FAILURE);
