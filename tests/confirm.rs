@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{ManualClock, TestServer};
-use ingest::client::{ClientConfig, Device, client_endpoint};
+use ingest::client::{Device, client_endpoint};
 use ingest::endpoint::ConfirmDelivery;
 use ingest::wire::{self, ConfirmKey, ConfirmKind, ConfirmRequest, Fix, Fixes, FrameType, Status};
 use sys::Clock;
@@ -21,16 +21,6 @@ const QUIET: u64 = 41;
 const OFFLINE: u64 = 42;
 const FORGER: u64 = 43;
 const DAY_MS: i64 = 86_400_000;
-
-fn client_cfg(ts: &TestServer, device_id: u64) -> ClientConfig {
-    let mut cfg = ClientConfig::new(
-        ts.addr,
-        ts.ca_pem.clone(),
-        ts.key.mint(fix::DeviceId::try_from(device_id).unwrap()),
-    );
-    cfg.ack_timeout_ms = 10_000;
-    cfg
-}
 
 fn fixes_at(time_ms: i64, n: usize) -> Fixes {
     let mut f = Fixes::default();
@@ -60,7 +50,7 @@ async fn a_quiet_device_is_asked_and_answers_over_quic() {
     let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
 
     // The device reports once, then goes quiet for two days (the clock is the server's).
-    let device = Device::connect(&ep, client_cfg(&ts, QUIET)).await.unwrap();
+    let device = Device::connect(&ep, ts.client_cfg(QUIET)).await.unwrap();
     let mut requests = device.confirm_requests().unwrap();
     let ack = device.send(1, &fixes_at(start_ms, 3)).await.unwrap();
     assert_eq!(ack.known_status(), Some(Status::Ok));
@@ -129,9 +119,7 @@ async fn a_quiet_device_is_asked_and_answers_over_quic() {
         },
         "one outstanding request per device"
     );
-    let offline = Device::connect(&ep, client_cfg(&ts, OFFLINE))
-        .await
-        .unwrap();
+    let offline = Device::connect(&ep, ts.client_cfg(OFFLINE)).await.unwrap();
     let mut offline_requests = offline.confirm_requests().unwrap();
     assert_eq!(
         next_request(&mut offline_requests).await.request_id,
@@ -167,27 +155,9 @@ async fn a_quiet_device_is_asked_and_answers_over_quic() {
 /// Opens a raw connection as FORGER, reads WELCOME and the queued CONFIRM_REQUEST, answers
 /// with a HERE signed under QUIET's token, returns the server's CONFIRM_ACK.
 async fn forged_answer(ts: &TestServer, request_id: u64) -> wire::ConfirmAck {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&ts.ca_pem) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![wire::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let conn = ep
-        .connect_with(
-            quinn::ClientConfig::new(std::sync::Arc::new(crypto)),
-            ts.addr,
-            "localhost",
-        )
+        .connect_with(common::raw_client_config(&ts.ca_pem), ts.addr, "localhost")
         .unwrap()
         .await
         .unwrap();
@@ -251,7 +221,7 @@ async fn scanner_warns_requests_and_records_the_answer() {
     let clock = ManualClock::new(start_ms);
     let ts = common::start(&cfg, clock.clone()).await;
     let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
-    let device = Device::connect(&ep, client_cfg(&ts, STORY)).await.unwrap();
+    let device = Device::connect(&ep, ts.client_cfg(STORY)).await.unwrap();
     let mut requests = device.confirm_requests().unwrap();
     let ack = device.send(1, &fixes_at(start_ms, 3)).await.unwrap();
     assert_eq!(ack.known_status(), Some(Status::Ok));
@@ -374,9 +344,7 @@ async fn an_outstanding_request_survives_a_restart_and_its_answer_is_matched() {
     let clock = ManualClock::new(start_ms);
     let ts = common::start(&cfg, clock.clone()).await;
     let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
-    let device = Device::connect(&ep, client_cfg(&ts, RESTART))
-        .await
-        .unwrap();
+    let device = Device::connect(&ep, ts.client_cfg(RESTART)).await.unwrap();
     let ack = device.send(1, &fixes_at(start_ms, 2)).await.unwrap();
     assert_eq!(ack.known_status(), Some(Status::Ok));
     device.close().await;
@@ -396,9 +364,7 @@ async fn an_outstanding_request_survives_a_restart_and_its_answer_is_matched() {
     // The first scan hands the snapshot's requests back to the endpoint.
     assert!(ts.server.scan_now().is_empty(), "no event fires twice");
     assert_eq!(ts.server.outstanding_confirm(id), Some(before.clone()));
-    let device = Device::connect(&ep, client_cfg(&ts, RESTART))
-        .await
-        .unwrap();
+    let device = Device::connect(&ep, ts.client_cfg(RESTART)).await.unwrap();
     let mut requests = device.confirm_requests().unwrap();
     let req = next_request(&mut requests).await;
     assert_eq!(req.request_id, before.request_id, "the same request");

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ingest::client::{ClientConfig, Device, RetryPolicy, client_endpoint};
-use ingest::wire::{Fix, Fixes, Status};
+use ingest::wire::{Fixes, Status};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -140,24 +140,6 @@ struct Book {
     errors: Vec<String>,
 }
 
-fn make_fixes(rng: &mut StdRng, now_ms: i64) -> Fixes {
-    let mut f = Fixes::default();
-    let lat0 = rng.random_range(-60.0..60.0);
-    let lon0 = rng.random_range(-179.0..179.0);
-    for i in 0..FIXES_PER_BATCH {
-        let mut fix = Fix::from_degrees(
-            now_ms - 60_000 + i as i64 * 1000,
-            lat0 + i as f64 * 1e-4,
-            lon0 + i as f64 * 1e-4,
-        );
-        if i % 2 == 0 {
-            fix.speed_cmps = Some(rng.random_range(0..3000));
-        }
-        f.push(&fix);
-    }
-    f
-}
-
 fn client_cfg(addr: SocketAddr, server: &Server, device_id: u64) -> ClientConfig {
     let mut cfg = ClientConfig::new(
         addr,
@@ -200,7 +182,10 @@ async fn drive(
             if b.pending.is_none() {
                 b.next_seq += 1;
                 let seq = b.next_seq;
-                b.pending = Some((seq, make_fixes(&mut rng, common::system_now_ms())));
+                b.pending = Some((
+                    seq,
+                    common::random_fixes(&mut rng, FIXES_PER_BATCH, common::system_now_ms()),
+                ));
             }
             b.pending.clone().expect("just set")
         };

@@ -22,29 +22,6 @@ const DEVICES: u64 = 300;
 const BATCHES_PER_DEVICE: u64 = 4;
 const HOSTILE_DEVICE: u64 = 1_000_000;
 
-fn fixes_for(rng: &mut impl Rng, n: usize, now_ms: i64) -> Fixes {
-    let mut f = Fixes::default();
-    let lat0 = rng.random_range(-60.0..60.0);
-    let lon0 = rng.random_range(-179.0..179.0);
-    for i in 0..n {
-        let mut fix = Fix::from_degrees(
-            now_ms - 60_000 + i as i64 * 1000,
-            lat0 + i as f64 * 1e-4,
-            lon0 + i as f64 * 1e-4,
-        );
-        if i % 3 == 0 {
-            fix.accuracy_cm = Some(rng.random_range(100..2000));
-            fix.speed_cmps = Some(rng.random_range(0..3000));
-            fix.heading_cdeg = Some(rng.random_range(0..36000));
-        }
-        if i % 4 == 0 {
-            fix.altitude_cm = Some(rng.random_range(-1000..300_000));
-        }
-        f.push(&fix);
-    }
-    f
-}
-
 fn client_cfg(ts: &TestServer, device_id: u64) -> ClientConfig {
     let mut cfg = ClientConfig::new(
         ts.addr,
@@ -62,28 +39,10 @@ struct Raw {
     recv: quinn::RecvStream,
 }
 
-fn raw_client_config(ca_pem: &[u8]) -> quinn::ClientConfig {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![wire::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    quinn::ClientConfig::new(Arc::new(crypto))
-}
-
 impl Raw {
     async fn open(ep: &quinn::Endpoint, ts: &TestServer) -> Self {
         let conn = ep
-            .connect_with(raw_client_config(&ts.ca_pem), ts.addr, "localhost")
+            .connect_with(common::raw_client_config(&ts.ca_pem), ts.addr, "localhost")
             .unwrap()
             .await
             .unwrap();
@@ -161,7 +120,7 @@ async fn hostile_device(ep: &quinn::Endpoint, ts: &TestServer, now_ms: i64) -> (
     let limits = wire::Limits::default();
 
     let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
-    let good = fixes_for(&mut rng, 10, now_ms);
+    let good = common::random_fixes(&mut rng, 10, now_ms);
     let mut cases: Vec<(Vec<u8>, Status, &str)> = Vec::new();
     cases.push((
         batch_frame(1, 1, b"definitely not zstd"),
@@ -308,7 +267,7 @@ async fn pipeline_end_to_end() {
             let mut acked = Vec::new();
             for seq in 1..=BATCHES_PER_DEVICE {
                 let n = rng.random_range(1..60);
-                let fixes = fixes_for(&mut rng, n, start_ms);
+                let fixes = common::random_fixes(&mut rng, n, start_ms);
                 let ack = dev.send(seq, &fixes).await.unwrap();
                 assert_eq!(
                     Status::from_code(ack.status),
@@ -360,7 +319,7 @@ async fn pipeline_end_to_end() {
     clock.advance_ms((cfg.silence.warning_after_s as i64 + 60) * 1000);
     let now_ms = start_ms + (cfg.silence.warning_after_s as i64 + 60) * 1000;
     let dev2 = Device::connect(&ep, client_cfg(&ts, 2)).await.unwrap();
-    let late = fixes_for(&mut rand::rngs::SmallRng::seed_from_u64(99), 5, now_ms);
+    let late = common::random_fixes(&mut rand::rngs::SmallRng::seed_from_u64(99), 5, now_ms);
     let ack = dev2.send(100, &late).await.unwrap();
     assert_eq!(
         Status::from_code(ack.status),

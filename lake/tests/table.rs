@@ -81,6 +81,21 @@ fn props() -> WriterProperties {
 }
 
 /// Appends one file of `rows` to `date` as one commit with txn `w = lsn`.
+/// A table of `parts` one-row files `part-<v>.parquet` (row (v, v, v), lsn v), v = 1..=parts.
+fn small_files(store: &Arc<dyn Store>, parts: i64) -> Table {
+    let mut t = Table::open(store.clone(), spec(), opts(), T0_MS).unwrap();
+    for v in 1..=parts {
+        append(
+            &mut t,
+            &format!("part-{v}.parquet"),
+            vec![(v, v, v)],
+            v,
+            T0_MS,
+        );
+    }
+    t
+}
+
 fn append(t: &mut Table, name: &str, rows: Vec<(i64, i64, i64)>, lsn: i64, now: i64) -> u64 {
     let add = t
         .write_file(
@@ -327,16 +342,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn compaction_loses_a_race_against_a_delete_and_leaves_the_table_unchanged() {
     let (_dir, store) = local();
-    let mut t = Table::open(store.clone(), spec(), opts(), T0_MS).unwrap();
-    for v in 1..=4i64 {
-        append(
-            &mut t,
-            &format!("part-{v}.parquet"),
-            vec![(v, v, v)],
-            v,
-            T0_MS,
-        );
-    }
+    let mut t = small_files(&store, 4);
     let jobs = compact::plan(t.snapshot(), &compact_opts(), T0_MS);
     let mut other = Table::open(store.clone(), spec(), opts(), T0_MS).unwrap();
     other
@@ -370,16 +376,7 @@ fn compaction_loses_a_race_against_a_delete_and_leaves_the_table_unchanged() {
 #[test]
 fn planner_packs_by_target_and_waits_for_the_day_or_enough_files() {
     let (_dir, store) = local();
-    let mut t = Table::open(store.clone(), spec(), opts(), T0_MS).unwrap();
-    for v in 1..=3i64 {
-        append(
-            &mut t,
-            &format!("part-{v}.parquet"),
-            vec![(v, v, v)],
-            v,
-            T0_MS,
-        );
-    }
+    let t = small_files(&store, 3);
     // 3 small files of today, min_files 4: wait.
     assert!(compact::plan(t.snapshot(), &compact_opts(), T0_MS).is_empty());
     // The next day: the day is over, merge what there is.

@@ -11,6 +11,8 @@
 //!   device's position depends on `device_id % 1000`, one fix in five has no accuracy
 //!   ([`crate::ABSENT_U32`]), every fix has a speed of 1.2 m/s.
 
+use std::collections::BTreeMap;
+
 use crate::FixBatch;
 
 /// Batch `seq` of `device_id`: `fixes` fixes from `base_ms + seq * fixes * 1000` (see the
@@ -51,6 +53,23 @@ pub fn batch(device_id: u64, seq: u64, base_ms: i64, fixes: usize) -> FixBatch {
     }
 }
 
+/// The rows the [`batch`]es `(device_id, seq)` become in the `positions` table, keyed by
+/// (device_id, batch_seq, time in µs), each counted once: what exactly-once storage of
+/// them holds.
+pub fn expected_rows(
+    batches: &[(u64, u64)],
+    base_ms: i64,
+    fixes: usize,
+) -> BTreeMap<(i64, i64, i64), usize> {
+    let mut rows = BTreeMap::new();
+    for &(device_id, seq) in batches {
+        for t_ms in batch(device_id, seq, base_ms, fixes).fixes.time_ms {
+            rows.insert((device_id as i64, seq as i64, t_ms * 1_000), 1);
+        }
+    }
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +91,11 @@ mod tests {
         fix::validate(&a.fixes, &checks).expect("within the fix ranges");
         let far = batch(999_999, 999_999, 1_795_561_200_000, 50);
         fix::validate(&far.fixes, &checks).expect("any device and seq stays in range");
+        let rows = expected_rows(&[(1_234, 7), (1_234, 8)], 1_795_561_200_000, 50);
+        assert_eq!(rows.len(), 100);
+        assert_eq!(
+            rows.keys().next(),
+            Some(&(1_234, 7, (1_795_561_200_000 + 350_000) * 1_000))
+        );
     }
 }

@@ -134,13 +134,7 @@ fn read_all(positions: &Path) -> BTreeMap<(i64, i64, i64), usize> {
 }
 
 fn expected_rows(batches: &[(u64, u64)]) -> BTreeMap<(i64, i64, i64), usize> {
-    let mut rows = BTreeMap::new();
-    for &(d, s) in batches {
-        for t in batch(d, s).fixes.time_ms {
-            rows.insert((d as i64, s as i64, t * 1_000), 1);
-        }
-    }
-    rows
+    storage::synthetic::expected_rows(batches, BASE_MS, FIXES)
 }
 
 #[test]

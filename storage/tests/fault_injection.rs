@@ -137,13 +137,7 @@ fn read_parquet(fs: &SimFs, dir: &Path) -> BTreeMap<(i64, i64, i64), usize> {
 }
 
 fn expected(batches: &[(u64, u64)]) -> BTreeMap<(i64, i64, i64), usize> {
-    let mut rows = BTreeMap::new();
-    for &(d, s) in batches {
-        for t in batch(d, s).fixes.time_ms {
-            rows.insert((d as i64, s as i64, t * 1_000), 1);
-        }
-    }
-    rows
+    storage::synthetic::expected_rows(batches, BASE_MS, FIXES)
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -61,6 +61,62 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> TestServer {
     }
 }
 
+impl TestServer {
+    /// A client configuration for `device_id` (token minted by this server's key), with a
+    /// 10 s ack timeout.
+    pub fn client_cfg(&self, device_id: u64) -> ingest::client::ClientConfig {
+        let token = self.key.mint(fix::DeviceId::try_from(device_id).unwrap());
+        let mut cfg = ingest::client::ClientConfig::new(self.addr, self.ca_pem.clone(), token);
+        cfg.ack_timeout_ms = 10_000;
+        cfg
+    }
+}
+
+/// A bare quinn client configuration that trusts `ca_pem` and speaks the hexflow ALPN
+/// (TLS 1.3 only): for raw protocol connections, inputs the client library never sends.
+pub fn raw_client_config(ca_pem: &[u8]) -> quinn::ClientConfig {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ingest::wire::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    quinn::ClientConfig::new(Arc::new(crypto))
+}
+
+/// `n` fixes one second apart ending a minute before `now_ms`, a short track from a random
+/// start; every third fix carries accuracy, speed and heading, every fourth an altitude.
+pub fn random_fixes(rng: &mut impl rand::Rng, n: usize, now_ms: i64) -> fix::Fixes {
+    let mut f = fix::Fixes::default();
+    let lat0 = rng.random_range(-60.0..60.0);
+    let lon0 = rng.random_range(-179.0..179.0);
+    for i in 0..n {
+        let mut fix = fix::Fix::from_degrees(
+            now_ms - 60_000 + i as i64 * 1000,
+            lat0 + i as f64 * 1e-4,
+            lon0 + i as f64 * 1e-4,
+        );
+        if i % 3 == 0 {
+            fix.accuracy_cm = Some(rng.random_range(100..2000));
+            fix.speed_cmps = Some(rng.random_range(0..3000));
+            fix.heading_cdeg = Some(rng.random_range(0..36000));
+        }
+        if i % 4 == 0 {
+            fix.altitude_cm = Some(rng.random_range(-1000..300_000));
+        }
+        f.push(&fix);
+    }
+    f
+}
+
 /// One stored row, as read back from Parquet.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
 pub struct Row {
