@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use ingest::client::{ClientConfig, ClientError, Device, SessionError, client_endpoint};
-use ingest::wire::{Fix, Fixes, Status};
+use ingest::wire::Status;
 
 fn client(ts: &common::TestServer, token: String) -> ClientConfig {
     let mut cfg = ClientConfig::new(ts.addr, ts.ca_pem.clone(), token);
@@ -28,12 +28,6 @@ fn v2_token(ts: &common::TestServer, device_id: u64, now_ms: i64) -> String {
         now_s + 3_600,
     )
     .unwrap()
-}
-
-fn one_fix(now_ms: i64) -> Fixes {
-    let mut f = Fixes::default();
-    f.push(&Fix::from_degrees(now_ms, 52.52, 13.405));
-    f
 }
 
 fn is_unauthenticated(e: &ClientError) -> bool {
@@ -74,8 +68,7 @@ async fn v2_tokens_and_a_reloaded_revocation_file() {
     let err = Device::connect(&ep, client(&ts, v1)).await.unwrap_err();
     assert!(is_unauthenticated(&err), "{err}");
     for (dev, seq) in [(&a, 1), (&b, 1)] {
-        let ack = dev.send(seq, &one_fix(now_ms)).await.unwrap();
-        assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+        common::send_one_ok(&dev, seq, now_ms).await;
     }
 
     // Revoke device 2 while the server runs.
@@ -91,10 +84,9 @@ async fn v2_tokens_and_a_reloaded_revocation_file() {
     let refused = refused.expect("device 2 refused within 5 s of the revocation");
     assert!(is_unauthenticated(&refused), "{refused}");
     // Its open session ends at its next frame; device 1 carries on.
-    let err = b.send(2, &one_fix(now_ms)).await.unwrap_err();
+    let err = b.send(2, &common::one_fix(now_ms)).await.unwrap_err();
     assert!(!matches!(err, ClientError::AckTimeout { .. }), "{err}");
-    let ack = a.send(2, &one_fix(now_ms)).await.unwrap();
-    assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+    common::send_one_ok(&a, 2, now_ms).await;
 
     // An invalid file keeps the previous list: device 2 stays revoked, device 1 stays in.
     std::fs::write(&revoked, "not-a-device\n").unwrap();
@@ -103,8 +95,7 @@ async fn v2_tokens_and_a_reloaded_revocation_file() {
         .await
         .unwrap_err();
     assert!(is_unauthenticated(&err), "{err}");
-    let ack = a.send(3, &one_fix(now_ms)).await.unwrap();
-    assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+    common::send_one_ok(&a, 3, now_ms).await;
 
     a.close().await;
     ts.server.shutdown().await.unwrap();

@@ -9,22 +9,11 @@ mod common;
 use std::time::Duration;
 
 use ingest::client::{ClientConfig, Device, client_endpoint};
-use ingest::wire::{Fix, Fixes, Status};
 
 fn cfg_for(ts: &common::TestServer, device_id: u64) -> ClientConfig {
-    let mut cfg = ClientConfig::new(
-        ts.addr,
-        ts.ca_pem.clone(),
-        ts.key.mint(fix::DeviceId::try_from(device_id).unwrap()),
-    );
+    let mut cfg = ts.client_cfg(device_id);
     cfg.connect_timeout_ms = 3_000;
     cfg
-}
-
-fn one_fix(now_ms: i64) -> Fixes {
-    let mut f = Fixes::default();
-    f.push(&Fix::from_degrees(now_ms, 52.52, 13.405));
-    f
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,8 +42,7 @@ async fn connections_max_is_enforced_at_its_edge() {
     );
     // The admitted devices are unaffected.
     for (dev, seq) in [(&a, 1), (&b, 1)] {
-        let ack = dev.send(seq, &one_fix(now_ms)).await.unwrap();
-        assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+        common::send_one_ok(&dev, seq, now_ms).await;
     }
     // A slot frees up: the third device gets in.
     a.close().await;
@@ -67,8 +55,7 @@ async fn connections_max_is_enforced_at_its_edge() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let c = admitted.expect("admitted once a connection closed");
-    let ack = c.send(1, &one_fix(now_ms)).await.unwrap();
-    assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+    common::send_one_ok(&c, 1, now_ms).await;
     b.close().await;
     c.close().await;
     ts.server.shutdown().await.unwrap();
@@ -107,8 +94,7 @@ async fn configured_certificates_are_used() {
     )
     .await
     .unwrap();
-    let ack = dev.send(1, &one_fix(now_ms)).await.unwrap();
-    assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+    common::send_one_ok(&dev, 1, now_ms).await;
     dev.close().await;
     server.shutdown().await.unwrap();
 }

@@ -117,6 +117,24 @@ pub fn random_fixes(rng: &mut impl rand::Rng, n: usize, now_ms: i64) -> fix::Fix
     f
 }
 
+/// One fix at `now_ms` in Berlin.
+pub fn one_fix(now_ms: i64) -> fix::Fixes {
+    let mut f = fix::Fixes::default();
+    f.push(&fix::Fix::from_degrees(now_ms, 52.52, 13.405));
+    f
+}
+
+/// Sends [`one_fix`] as batch `seq` and asserts it is acked OK.
+pub async fn send_one_ok(device: &ingest::client::Device, seq: u64, now_ms: i64) {
+    let ack = device.send(seq, &one_fix(now_ms)).await.unwrap();
+    assert_eq!(
+        ack.known_status(),
+        Some(ingest::wire::Status::Ok),
+        "batch {seq}: {}",
+        ack.reason
+    );
+}
+
 /// One stored row, as read back from Parquet.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
 pub struct Row {
