@@ -532,125 +532,66 @@ mod tests {
         );
     }
 
+    /// The flag an `ArgsError` names (`None` for the errors that name none).
+    fn flag_of(e: &ArgsError) -> Option<&'static str> {
+        match e {
+            ArgsError::OutOfRange { flag, .. } | ArgsError::OutOfRangeF64 { flag, .. } => {
+                Some(flag)
+            }
+            _ => None,
+        }
+    }
+
     #[test]
     fn limits_hold_at_their_edges() {
-        let ok = |extra: &[&str]| parse(extra).validate(addr()).is_ok();
-        let bad = |extra: &[&str]| parse(extra).validate(addr()).unwrap_err();
-        assert!(ok(&["--devices", "1", "--batch-fixes", "10000"]));
-        assert!(matches!(
-            bad(&["--devices", "1", "--batch-fixes", "10001"]),
-            ArgsError::OutOfRange {
-                flag: "batch-fixes",
-                value: 10001,
-                ..
+        // (flags after `--devices 1`, the flag the refusal names; "" = accepted)
+        let cases = [
+            ("--batch-fixes 10000", ""),
+            ("--batch-fixes 10001", "batch-fixes"),
+            ("--batch-fixes 0", "batch-fixes"),
+            ("--inflight 64", ""),
+            ("--inflight 65", "inflight"),
+            ("--inflight 0", "inflight"),
+            ("--duration 604800", ""),
+            ("--duration 604801", "duration"),
+            ("--duration 0", "duration"),
+            ("--stationary-ratio 1.0", ""),
+            ("--stationary-ratio 1.01", "stationary-ratio"),
+            ("--rate NaN", "rate"),
+            ("--rate=-1", "rate"),
+            ("--batch-fixes 50 --backlog-max-ms 50", ""),
+            ("--batch-fixes 50 --backlog-max-ms 49", "backlog-max-ms"),
+            ("--report-interval-ms 3600000", ""),
+            ("--report-interval-ms 3600001", "report-interval-ms"),
+            ("--city-radius-m 999", "city-radius-m"),
+        ];
+        for (flags, refused) in cases {
+            let mut argv = vec!["--devices", "1"];
+            argv.extend(flags.split_whitespace());
+            let got = parse(&argv).validate(addr());
+            match refused {
+                "" => assert!(got.is_ok(), "{flags}: {got:?}"),
+                flag => assert_eq!(got.err().as_ref().and_then(flag_of), Some(flag), "{flags}"),
             }
-        ));
-        assert!(matches!(
-            bad(&["--devices", "1", "--batch-fixes", "0"]),
-            ArgsError::OutOfRange { .. }
-        ));
-        assert!(ok(&["--devices", "1", "--inflight", "64"]));
-        assert!(matches!(
-            bad(&["--devices", "1", "--inflight", "65"]),
-            ArgsError::OutOfRange {
-                flag: "inflight",
-                ..
-            }
-        ));
-        assert!(matches!(
-            bad(&["--devices", "1", "--inflight", "0"]),
-            ArgsError::OutOfRange {
-                flag: "inflight",
-                ..
-            }
-        ));
-        assert!(ok(&[
-            "--devices",
-            "200000",
-            "--connections",
-            "100000",
-            "--batches-per-session",
-            "1"
-        ]));
-        assert!(matches!(
-            bad(&[
-                "--devices",
-                "200000",
-                "--connections",
-                "100001",
-                "--batches-per-session",
-                "1"
-            ]),
-            ArgsError::OutOfRange {
-                flag: "connections",
-                ..
-            }
-        ));
-        assert!(ok(&["--devices", "1", "--duration", "604800"]));
-        assert!(matches!(
-            bad(&["--devices", "1", "--duration", "604801"]),
-            ArgsError::OutOfRange {
-                flag: "duration",
-                ..
-            }
-        ));
-        assert!(matches!(
-            bad(&["--devices", "1", "--duration", "0"]),
-            ArgsError::OutOfRange {
-                flag: "duration",
-                ..
-            }
-        ));
-        assert!(ok(&["--devices", "1", "--stationary-ratio", "1.0"]));
-        assert!(matches!(
-            bad(&["--devices", "1", "--stationary-ratio", "1.01"]),
-            ArgsError::OutOfRangeF64 {
-                flag: "stationary-ratio",
-                ..
-            }
-        ));
-        assert!(matches!(
-            bad(&["--devices", "1", "--rate", "NaN"]),
-            ArgsError::OutOfRangeF64 { flag: "rate", .. }
-        ));
-        assert!(matches!(
-            bad(&["--devices", "1", "--rate=-1"]),
-            ArgsError::OutOfRangeF64 { flag: "rate", .. }
-        ));
-        assert!(ok(&[
-            "--devices",
-            "1",
-            "--batch-fixes",
-            "50",
-            "--backlog-max-ms",
-            "50"
-        ]));
-        assert!(matches!(
-            bad(&[
-                "--devices",
-                "1",
-                "--batch-fixes",
-                "50",
-                "--backlog-max-ms",
-                "49"
-            ]),
-            ArgsError::OutOfRange {
-                flag: "backlog-max-ms",
-                ..
-            }
-        ));
-        assert!(ok(&["--devices", "1", "--report-interval-ms", "3600000"]));
-        assert!(matches!(
-            bad(&["--devices", "1", "--report-interval-ms", "3600001"]),
-            ArgsError::OutOfRange {
-                flag: "report-interval-ms",
-                ..
-            }
-        ));
-        assert!(matches!(
-            bad(&["--devices", "1", "--city-radius-m", "999"]),
-            ArgsError::OutOfRangeF64 { .. }
-        ));
+        }
+        let e = parse(&["--devices", "1", "--batch-fixes", "10001"])
+            .validate(addr())
+            .unwrap_err();
+        assert!(
+            matches!(e, ArgsError::OutOfRange { value: 10001, .. }),
+            "{e}"
+        );
+        let many = "--devices 200000 --batches-per-session 1 --connections";
+        let at = |n: &str| {
+            let mut argv: Vec<&str> = many.split_whitespace().collect();
+            argv.push(n);
+            parse(&argv).validate(addr())
+        };
+        assert!(at("100000").is_ok());
+        assert_eq!(
+            at("100001").err().as_ref().and_then(flag_of),
+            Some("connections")
+        );
     }
 
     #[test]

@@ -931,29 +931,10 @@ mod tests {
     #[test]
     fn secret_path_defaults_to_the_data_dir() {
         use clap::Parser;
-        let a = Args::try_parse_from([
-            "b",
-            "--server",
-            "127.0.0.1:1",
-            "--ca",
-            "c",
-            "--data-dir",
-            "/d",
-        ])
-        .unwrap();
+        let parse = |argv: &str| Args::try_parse_from(argv.split_whitespace()).unwrap();
+        let a = parse("b --server 127.0.0.1:1 --ca c --data-dir /d");
         assert_eq!(secret_path(&a), Some(PathBuf::from("/d/secret/token.key")));
-        let b = Args::try_parse_from([
-            "b",
-            "--server",
-            "127.0.0.1:1",
-            "--ca",
-            "c",
-            "--data-dir",
-            "/d",
-            "--secret",
-            "/k",
-        ])
-        .unwrap();
+        let b = parse("b --server 127.0.0.1:1 --ca c --data-dir /d --secret /k");
         assert_eq!(secret_path(&b), Some(PathBuf::from("/k")));
     }
 
