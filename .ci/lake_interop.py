@@ -21,6 +21,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent / "bench"))
+from h3range import descendant_range  # noqa: E402
+
 args = sys.argv[1:]
 data = args[0]
 compacted = "--compacted" in args
@@ -112,14 +115,6 @@ dfd = ctx.sql("SELECT date FROM positions LIMIT 1").to_arrow_table().schema.fiel
 check(dfd == pa.date32(), f"datafusion date: {dfd}")
 
 # --- row groups a region + time query reads (compacted lake) ---------------------------------
-def descendant_range(parent, res=10):
-    r = (parent >> 52) & 0xF
-    base = (parent & ~(0xF << 52)) | (res << 52)
-    shift = (15 - res) * 3
-    mask = ((1 << ((res - r) * 3)) - 1) << shift
-    sixes = (int("6" * (res - r), 8) << shift) if res > r else 0
-    lo = base & ~mask
-    return lo, lo | sixes
 
 
 if compacted:

@@ -2,17 +2,10 @@
 
 Usage: lake_query.py DATA_DIR (docs/PERFORMANCE.md, "Lake")."""
 import sys, time, duckdb
+from h3range import descendant_range
 data = sys.argv[1]
 con = duckdb.connect()
 rel = f"read_parquet('{data}/positions/date=*/*.parquet', hive_partitioning = true)"
-def descendant_range(parent, res=10):
-    r = (parent >> 52) & 0xF
-    base = (parent & ~(0xF << 52)) | (res << 52)
-    shift = (15 - res) * 3
-    mask = ((1 << ((res - r) * 3)) - 1) << shift
-    sixes = (int("6" * (res - r), 8) << shift) if res > r else 0
-    lo = base & ~mask
-    return lo, lo | sixes
 cell = con.execute(f"SELECT h3 FROM {rel} GROUP BY h3 ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
 p7 = ((cell & ~(0xF << 52)) | (7 << 52)) | ((1 << 24) - 1)
 lo, hi = descendant_range(p7)

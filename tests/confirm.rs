@@ -208,6 +208,40 @@ async fn forged_answer(ts: &TestServer, request_id: u64) -> wire::ConfirmAck {
     ack
 }
 
+/// A server on a manual clock at the wall time, and one device connected to it.
+struct Story {
+    _dir: tempfile::TempDir,
+    cfg: hexflow::config::Config,
+    start_ms: i64,
+    clock: std::sync::Arc<ManualClock>,
+    ts: TestServer,
+    ep: quinn::Endpoint,
+    device: Device,
+}
+
+impl Story {
+    async fn start(device_id: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = common::test_config(dir.path());
+        let start_ms = common::system_now_ms();
+        let clock = ManualClock::new(start_ms);
+        let ts = common::start(&cfg, clock.clone()).await;
+        let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+        let device = Device::connect(&ep, ts.client_cfg(device_id))
+            .await
+            .unwrap();
+        Story {
+            _dir: dir,
+            cfg,
+            start_ms,
+            clock,
+            ts,
+            ep,
+            device,
+        }
+    }
+}
+
 /// The whole story, driven by the scanner: a device reports, goes quiet past its warning
 /// threshold, the scan warns it and the server asks it (on its live connection) to confirm;
 /// it answers HERE, the next scan records the confirmation; a fresh fix later ends the
@@ -215,13 +249,15 @@ async fn forged_answer(ts: &TestServer, request_id: u64) -> wire::ConfirmAck {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scanner_warns_requests_and_records_the_answer() {
     const STORY: u64 = 77;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = common::test_config(dir.path());
-    let start_ms = common::system_now_ms();
-    let clock = ManualClock::new(start_ms);
-    let ts = common::start(&cfg, clock.clone()).await;
-    let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
-    let device = Device::connect(&ep, ts.client_cfg(STORY)).await.unwrap();
+    let Story {
+        _dir,
+        cfg,
+        start_ms,
+        clock,
+        ts,
+        ep: _ep,
+        device,
+    } = Story::start(STORY).await;
     let mut requests = device.confirm_requests().unwrap();
     let ack = device.send(1, &fixes_at(start_ms, 3)).await.unwrap();
     assert_eq!(ack.known_status(), Some(Status::Ok));
@@ -338,13 +374,15 @@ fn read_event_kinds(dir: &std::path::Path, device_id: u64) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outstanding_request_survives_a_restart_and_its_answer_is_matched() {
     const RESTART: u64 = 78;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = common::test_config(dir.path());
-    let start_ms = common::system_now_ms();
-    let clock = ManualClock::new(start_ms);
-    let ts = common::start(&cfg, clock.clone()).await;
-    let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
-    let device = Device::connect(&ep, ts.client_cfg(RESTART)).await.unwrap();
+    let Story {
+        _dir,
+        cfg,
+        start_ms,
+        clock,
+        ts,
+        ep,
+        device,
+    } = Story::start(RESTART).await;
     let ack = device.send(1, &fixes_at(start_ms, 2)).await.unwrap();
     assert_eq!(ack.known_status(), Some(Status::Ok));
     device.close().await;

@@ -221,16 +221,25 @@ fn free_udp_addr() -> SocketAddr {
 
 /// Runs one cycle: start, load for `load_ms` (or until drained), then stop with `sig`.
 #[allow(clippy::too_many_arguments)]
-fn cycle(
-    rt: &tokio::runtime::Runtime,
-    data_dir: &Path,
+/// What every cycle of one harness run shares: the client runtime, the server's data
+/// directory, address and log, and each device's book.
+struct Rig {
+    rt: tokio::runtime::Runtime,
+    data_dir: PathBuf,
     addr: SocketAddr,
-    log: &Path,
-    books: &[Arc<Mutex<Book>>],
-    seed: u64,
-    load_ms: Option<u64>,
-    sig: libc::c_int,
-) -> ExitStatus {
+    log: PathBuf,
+    books: Vec<Arc<Mutex<Book>>>,
+}
+
+fn cycle(rig: &Rig, seed: u64, load_ms: Option<u64>, sig: libc::c_int) -> ExitStatus {
+    let Rig {
+        rt,
+        data_dir,
+        addr,
+        log,
+        books,
+    } = rig;
+    let (data_dir, addr, log) = (data_dir.as_path(), *addr, log.as_path());
     let server = Server::start(data_dir, addr, log);
     let endpoint = {
         let _guard = rt.enter();
@@ -310,42 +319,31 @@ fn sigkill_at_random_moments_loses_no_acked_fix() {
     let books: Vec<Arc<Mutex<Book>>> = (0..DEVICES)
         .map(|_| Arc::new(Mutex::new(Book::default())))
         .collect();
+    let rig = Rig {
+        rt,
+        data_dir,
+        addr,
+        log,
+        books,
+    };
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
     for c in 0..cycles {
         let load_ms = rng.random_range(150..700);
         let cycle_seed = rng.random::<u64>();
-        let status = cycle(
-            &rt,
-            &data_dir,
-            addr,
-            &log,
-            &books,
-            cycle_seed,
-            Some(load_ms),
-            libc::SIGKILL,
-        );
+        let status = cycle(&rig, cycle_seed, Some(load_ms), libc::SIGKILL);
         assert!(
             !status.success(),
             "seed {seed}, cycle {c}: the server exited by itself before the kill ({status}); see {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            std::fs::read_to_string(&rig.log).unwrap_or_default()
         );
     }
     // Last run: every pending batch gets its answer, then a graceful stop.
-    let status = cycle(
-        &rt,
-        &data_dir,
-        addr,
-        &log,
-        &books,
-        rng.random(),
-        None,
-        libc::SIGTERM,
-    );
+    let status = cycle(&rig, rng.random(), None, libc::SIGTERM);
     assert!(
         status.success(),
         "seed {seed}: graceful stop failed ({status}): {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        std::fs::read_to_string(&rig.log).unwrap_or_default()
     );
     eprintln!(
         "crash harness: {cycles} cycles in {:.1} s",
@@ -355,7 +353,7 @@ fn sigkill_at_random_moments_loses_no_acked_fix() {
     // Every acked fix exactly once, nothing else.
     let mut expected: BTreeMap<(i64, i64, i64, i64, i64), usize> = BTreeMap::new();
     let mut acked_batches = 0;
-    for (i, book) in books.iter().enumerate() {
+    for (i, book) in rig.books.iter().enumerate() {
         let b = book.lock().unwrap();
         assert!(
             b.errors.is_empty(),
@@ -382,7 +380,7 @@ fn sigkill_at_random_moments_loses_no_acked_fix() {
         acked_batches as u32 >= cycles,
         "seed {seed}: only {acked_batches} batches acked in {cycles} cycles: the harness made no progress"
     );
-    let rows = common::read_positions(&data_dir);
+    let rows = common::read_positions(&rig.data_dir);
     let got = common::count_by_key(&rows);
     if got != expected {
         let dup: Vec<_> = got.iter().filter(|&(_, &c)| c > 1).take(5).collect();
@@ -403,7 +401,7 @@ fn sigkill_at_random_moments_loses_no_acked_fix() {
         );
     }
     let mut files = Vec::new();
-    walk(&data_dir, &mut files);
+    walk(&rig.data_dir, &mut files);
     let leftovers: Vec<_> = files
         .iter()
         .filter(|p| {
