@@ -296,6 +296,22 @@ impl Pair {
             .collect()
     }
 
+    /// (batch seq, status) of every ACK, in order.
+    fn ack_statuses(&self) -> Vec<(u64, Option<Status>)> {
+        let acks = self.acks();
+        acks.iter()
+            .map(|a| (a.batch_seq, a.known_status()))
+            .collect()
+    }
+
+    /// (request id, status) of every CONFIRM_ACK, in order.
+    fn confirm_statuses(&self) -> Vec<(u64, Option<Status>)> {
+        let acks = self.confirm_acks();
+        acks.iter()
+            .map(|a| (a.request_id, a.known_status()))
+            .collect()
+    }
+
     fn close(&self) -> Option<wire::Close> {
         let (t, b) = self.frames.last()?;
         (*t == FrameType::Close).then(|| wire::decode_close(b).expect("close"))
@@ -658,13 +674,8 @@ fn undecodable_batches_are_acked_with_their_own_status() {
     p.send(&frame(FrameType::Batch, &body)); // encoding 7
     p.send(&frame(FrameType::Batch, &[1, 2, 3])); // no seq
     p.drive();
-    let got: Vec<_> = p
-        .acks()
-        .iter()
-        .map(|a| (a.batch_seq, a.known_status()))
-        .collect();
     assert_eq!(
-        got,
+        p.ack_statuses(),
         [
             (0, Some(Status::InvalidSequence)),
             (9, Some(Status::MalformedFrame)),
@@ -963,13 +974,8 @@ fn confirm_checks_run_in_the_documented_order() {
     p.send(&confirm_frame(&forged.confirm(id, ConfirmKind::Here, 0, 0)));
     p.send(&confirm_frame(&short_sig));
     p.drive();
-    let got: Vec<_> = p
-        .confirm_acks()
-        .iter()
-        .map(|a| (a.request_id, a.known_status()))
-        .collect();
     assert_eq!(
-        got,
+        p.confirm_statuses(),
         [
             (0, Some(Status::MalformedFrame)),
             (id, Some(Status::InvalidField)),

@@ -27,6 +27,19 @@ fn hello_with(auth: &Arc<Authenticator>, token: &str) -> Pair {
     p
 }
 
+/// A session of device 5 opened with a v2 token that expires at `expires_s`, its log
+/// cleared.
+fn open_until(auth: &Arc<Authenticator>, expires_s: u64) -> Pair {
+    let token = auth
+        .keyring()
+        .mint(dev(5), NOW_S - 100, expires_s)
+        .expect("v2");
+    let mut p = hello_with(auth, &token);
+    assert_eq!(p.server.state(), SessionState::Open);
+    p.log.clear();
+    p
+}
+
 fn auth_failure(p: &Pair) -> Option<&TokenError> {
     p.log.iter().find_map(|o| match o {
         ServerOutput::AuthFailed { error } => Some(error),
@@ -134,24 +147,16 @@ fn with_a_v2_token_only_the_confirm_secret_signs_confirms() {
     let secret = ConfirmKey::from_secret(&auth.confirm_secret(dev(5)));
     p.send(&confirm_frame(&secret.confirm(id, ConfirmKind::Here, 0, 2)));
     p.drive();
-    let statuses: Vec<_> = p
-        .confirm_acks()
-        .iter()
-        .map(|a| Status::from_code(a.status))
-        .collect();
-    assert_eq!(statuses, [Some(Status::InvalidSignature), Some(Status::Ok)]);
+    assert_eq!(
+        p.confirm_statuses(),
+        [(id, Some(Status::InvalidSignature)), (id, Some(Status::Ok))]
+    );
 }
 
 #[test]
 fn an_open_session_ends_unauthenticated_when_its_token_expires() {
     let auth = ring_auth();
-    let token = auth
-        .keyring()
-        .mint(dev(5), NOW_S - 100, NOW_S + 2)
-        .expect("v2");
-    let mut p = hello_with(&auth, &token);
-    assert_eq!(p.server.state(), SessionState::Open);
-    p.log.clear();
+    let mut p = open_until(&auth, NOW_S + 2);
     p.send_batch(1, 1);
     p.drive();
     assert_eq!(
@@ -181,13 +186,7 @@ fn an_open_session_ends_unauthenticated_when_its_token_expires() {
 #[test]
 fn a_revocation_closes_an_open_session_at_its_next_frame() {
     let auth = ring_auth();
-    let token = auth
-        .keyring()
-        .mint(dev(5), NOW_S - 100, NOW_S + 3_600)
-        .expect("v2");
-    let mut p = hello_with(&auth, &token);
-    assert_eq!(p.server.state(), SessionState::Open);
-    p.log.clear();
+    let mut p = open_until(&auth, NOW_S + 3_600);
     let mut revoked = Revocations::default();
     revoked.devices.insert(dev(5), NOW_S);
     auth.set_revocations(revoked);
