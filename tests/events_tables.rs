@@ -21,7 +21,7 @@ use serde_json::Value;
 use silence::tables::{
     EventTable, EventTableConfig, TableError, device_status_schema, events_schema,
 };
-use silence::webhook::{Webhook, WebhookConfig, WebhookUrl};
+use silence::webhook::{Webhook, WebhookConfig, WebhookStats, WebhookUrl};
 use silence::{EventKind, Level, SilenceEvent};
 
 /// 2026-11-25T10:00:00Z.
@@ -549,17 +549,35 @@ fn webhook_retries_with_backoff_until_delivered() {
     w.stop();
 }
 
+/// Starts a webhook with `attempts_max` against a receiver answering `statuses`, enqueues
+/// one body of `events` events, waits until they are dropped as failed, and checks that
+/// took exactly `attempts` requests.
+fn gives_up(
+    statuses: Vec<Option<u16>>,
+    attempts_max: u32,
+    events: u64,
+    attempts: u64,
+) -> (Webhook, Arc<WebhookStats>) {
+    let (url, got) = receiver(statuses);
+    let w = Webhook::start(
+        webhook_cfg(&url, attempts_max, 4, 2_000),
+        Arc::new(sys::SystemClock),
+    )
+    .unwrap();
+    let stats = w.stats();
+    let body: Vec<String> = (1..=events).map(|e| e.to_string()).collect();
+    assert!(w.enqueue(format!("[{}]", body.join(",")), events as usize));
+    wait_for("giving up", || {
+        stats.dropped_failed_events.load(Ordering::Relaxed) == events
+    });
+    assert_eq!(stats.attempts.load(Ordering::Relaxed), attempts);
+    assert_eq!(got.lock().unwrap().len() as u64, attempts);
+    (w, stats)
+}
+
 #[test]
 fn webhook_gives_up_after_attempts_max_and_on_final_statuses() {
-    let (url, got) = receiver(vec![Some(500), Some(502), Some(503), Some(200)]);
-    let w = Webhook::start(webhook_cfg(&url, 3, 4, 2_000), Arc::new(sys::SystemClock)).unwrap();
-    let stats = w.stats();
-    assert!(w.enqueue("[1,2,3]".into(), 3));
-    wait_for("giving up", || {
-        stats.dropped_failed_events.load(Ordering::Relaxed) == 3
-    });
-    assert_eq!(stats.attempts.load(Ordering::Relaxed), 3);
-    assert_eq!(got.lock().unwrap().len(), 3);
+    let (w, stats) = gives_up(vec![Some(500), Some(502), Some(503), Some(200)], 3, 3, 3);
     // The next body is delivered at once (the receiver answers 200 now).
     assert!(w.enqueue("[4]".into(), 1));
     wait_for("delivery", || {
@@ -568,15 +586,7 @@ fn webhook_gives_up_after_attempts_max_and_on_final_statuses() {
     w.stop();
 
     // 404 is final: one attempt only.
-    let (url, got) = receiver(vec![Some(404)]);
-    let w = Webhook::start(webhook_cfg(&url, 5, 4, 2_000), Arc::new(sys::SystemClock)).unwrap();
-    let stats = w.stats();
-    assert!(w.enqueue("[5]".into(), 1));
-    wait_for("giving up", || {
-        stats.dropped_failed_events.load(Ordering::Relaxed) == 1
-    });
-    assert_eq!(stats.attempts.load(Ordering::Relaxed), 1);
-    assert_eq!(got.lock().unwrap().len(), 1);
+    let (w, _) = gives_up(vec![Some(404)], 5, 1, 1);
     w.stop();
 }
 
