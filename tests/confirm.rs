@@ -208,38 +208,27 @@ async fn forged_answer(ts: &TestServer, request_id: u64) -> wire::ConfirmAck {
     ack
 }
 
-/// A server on a manual clock at the wall time, and one device connected to it.
-struct Story {
-    _dir: tempfile::TempDir,
-    cfg: hexflow::config::Config,
-    start_ms: i64,
-    clock: std::sync::Arc<ManualClock>,
-    ts: TestServer,
-    ep: quinn::Endpoint,
-    device: Device,
-}
-
-impl Story {
-    async fn start(device_id: u64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = common::test_config(dir.path());
-        let start_ms = common::system_now_ms();
-        let clock = ManualClock::new(start_ms);
-        let ts = common::start(&cfg, clock.clone()).await;
-        let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
-        let device = Device::connect(&ep, ts.client_cfg(device_id))
-            .await
-            .unwrap();
-        Story {
-            _dir: dir,
-            cfg,
-            start_ms,
-            clock,
-            ts,
-            ep,
-            device,
-        }
-    }
+/// A server on a manual clock at the wall time, and one device connected to it: (its data
+/// directory, configuration, clock, server, client endpoint, device).
+async fn story(
+    device_id: u64,
+) -> (
+    tempfile::TempDir,
+    hexflow::config::Config,
+    std::sync::Arc<ManualClock>,
+    TestServer,
+    quinn::Endpoint,
+    Device,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::test_config(dir.path());
+    let clock = ManualClock::new(common::system_now_ms());
+    let ts = common::start(&cfg, clock.clone()).await;
+    let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let device = Device::connect(&ep, ts.client_cfg(device_id))
+        .await
+        .unwrap();
+    (dir, cfg, clock, ts, ep, device)
 }
 
 /// The whole story, driven by the scanner: a device reports, goes quiet past its warning
@@ -249,15 +238,8 @@ impl Story {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scanner_warns_requests_and_records_the_answer() {
     const STORY: u64 = 77;
-    let Story {
-        _dir,
-        cfg,
-        start_ms,
-        clock,
-        ts,
-        ep: _ep,
-        device,
-    } = Story::start(STORY).await;
+    let (_dir, cfg, clock, ts, _ep, device) = story(STORY).await;
+    let start_ms = clock.now_ms();
     let mut requests = device.confirm_requests().unwrap();
     let ack = device.send(1, &fixes_at(start_ms, 3)).await.unwrap();
     assert_eq!(ack.known_status(), Some(Status::Ok));
@@ -374,15 +356,8 @@ fn read_event_kinds(dir: &std::path::Path, device_id: u64) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outstanding_request_survives_a_restart_and_its_answer_is_matched() {
     const RESTART: u64 = 78;
-    let Story {
-        _dir,
-        cfg,
-        start_ms,
-        clock,
-        ts,
-        ep,
-        device,
-    } = Story::start(RESTART).await;
+    let (_dir, cfg, clock, ts, ep, device) = story(RESTART).await;
+    let start_ms = clock.now_ms();
     let ack = device.send(1, &fixes_at(start_ms, 2)).await.unwrap();
     assert_eq!(ack.known_status(), Some(Status::Ok));
     device.close().await;

@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit, TimestampMicrosecondType};
 use lake::compact::{self, CompactOptions, Unpaced};
 use lake::log::StringMap;
 use lake::{
@@ -128,13 +128,9 @@ fn rows_of(t: &Table, snap: &lake::Snapshot) -> Vec<(i64, i64, i64)> {
             .unwrap()
         {
             let b = b.unwrap();
-            let id = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-            let time = b
-                .column(1)
-                .as_any()
-                .downcast_ref::<TimestampMicrosecondArray>()
-                .unwrap();
-            let h3 = b.column(2).as_any().downcast_ref::<Int64Array>().unwrap();
+            let id = b.column(0).as_primitive::<Int64Type>();
+            let time = b.column(1).as_primitive::<TimestampMicrosecondType>();
+            let h3 = b.column(2).as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
                 out.push((id.value(i), time.value(i), h3.value(i)));
             }
@@ -290,12 +286,8 @@ fn compaction_merges_sorted_commits_atomically_and_vacuum_keeps_the_grace() {
         .unwrap()
     {
         let b = b.unwrap();
-        let time = b
-            .column(1)
-            .as_any()
-            .downcast_ref::<TimestampMicrosecondArray>()
-            .unwrap();
-        let h3 = b.column(2).as_any().downcast_ref::<Int64Array>().unwrap();
+        let time = b.column(1).as_primitive::<TimestampMicrosecondType>();
+        let h3 = b.column(2).as_primitive::<Int64Type>();
         keys.extend((0..b.num_rows()).map(|i| (h3.value(i), time.value(i))));
     }
     assert!(keys.windows(2).all(|w| w[0] <= w[1]));

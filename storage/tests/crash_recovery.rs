@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use arrow::array::{Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use storage::partition::{PartitionKey, date_from_days};
 use storage::{CommitError, Committed, FixBatch, Storage, StorageConfig, SubmitError};
@@ -100,17 +101,14 @@ fn read_all(positions: &Path) -> BTreeMap<(i64, i64, i64), usize> {
         let mut last_h3 = i64::MIN;
         for rb in batches {
             let col = |name: &str| rb.column_by_name(name).expect("column").clone();
-            let device = col("device_id");
-            let device = device.as_any().downcast_ref::<Int64Array>().expect("i64");
-            let seq = col("batch_seq");
-            let seq = seq.as_any().downcast_ref::<Int64Array>().expect("i64");
-            let time = col("time");
-            let time = time
-                .as_any()
-                .downcast_ref::<TimestampMicrosecondArray>()
-                .expect("timestamp");
-            let h3 = col("h3");
-            let h3 = h3.as_any().downcast_ref::<Int64Array>().expect("i64");
+            let (device, seq, time, h3) =
+                (col("device_id"), col("batch_seq"), col("time"), col("h3"));
+            let (device, seq) = (
+                device.as_primitive::<Int64Type>(),
+                seq.as_primitive::<Int64Type>(),
+            );
+            let time = time.as_primitive::<TimestampMicrosecondType>();
+            let h3 = h3.as_primitive::<Int64Type>();
             nulls += col("accuracy_m").null_count();
             total += rb.num_rows();
             for i in 0..rb.num_rows() {

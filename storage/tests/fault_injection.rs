@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use arrow::array::{Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use proptest::prelude::*;
@@ -117,15 +118,12 @@ fn read_parquet(fs: &SimFs, dir: &Path) -> BTreeMap<(i64, i64, i64), usize> {
         for rb in reader {
             let rb: RecordBatch = rb.expect("record batch");
             let col = |name: &str| rb.column_by_name(name).expect("column").clone();
-            let device = col("device_id");
-            let device = device.as_any().downcast_ref::<Int64Array>().expect("i64");
-            let seq = col("batch_seq");
-            let seq = seq.as_any().downcast_ref::<Int64Array>().expect("i64");
-            let time = col("time");
-            let time = time
-                .as_any()
-                .downcast_ref::<TimestampMicrosecondArray>()
-                .expect("ts");
+            let (device, seq, time) = (col("device_id"), col("batch_seq"), col("time"));
+            let (device, seq) = (
+                device.as_primitive::<Int64Type>(),
+                seq.as_primitive::<Int64Type>(),
+            );
+            let time = time.as_primitive::<TimestampMicrosecondType>();
             for i in 0..rb.num_rows() {
                 *rows
                     .entry((device.value(i), seq.value(i), time.value(i)))
