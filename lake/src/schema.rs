@@ -51,6 +51,12 @@ pub struct SchemaError {
     pub data_type: String,
 }
 
+/// The Arrow type of a Delta `timestamp` column: microseconds since the epoch, in UTC (what
+/// every hexflow table stores its times as).
+pub fn timestamp_utc() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
 fn delta_type(column: &str, dt: &DataType) -> Result<String, SchemaError> {
     Ok(match dt {
         DataType::Boolean => "boolean".into(),
@@ -132,11 +138,7 @@ mod tests {
             root: "t".into(),
             schema: Arc::new(Schema::new(vec![
                 Field::new("id", DataType::Int64, false),
-                Field::new(
-                    "time",
-                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                    false,
-                ),
+                Field::new("time", timestamp_utc(), false),
                 Field::new("lat", DataType::Decimal128(9, 7), false),
             ])),
             partition_columns: vec![PartitionColumn {

@@ -217,7 +217,7 @@ mod tests {
         ArrayRef, Decimal128Array, Float32Array, Int64Array, RecordBatch, StringArray,
         TimestampMicrosecondArray,
     };
-    use arrow::datatypes::{Field, TimeUnit};
+    use arrow::datatypes::Field;
     use parquet::arrow::ArrowWriter;
     use parquet::file::properties::WriterProperties;
 
@@ -225,11 +225,7 @@ mod tests {
     fn footer_statistics_become_delta_stats() {
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
-            Field::new(
-                "time",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                false,
-            ),
+            Field::new("time", crate::schema::timestamp_utc(), false),
             Field::new("lat", DataType::Decimal128(9, 7), false),
             Field::new("acc", DataType::Float32, true),
             Field::new("kind", DataType::Utf8, false),

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimestampMicrosecondType};
 use lake::compact::{self, CompactOptions, Unpaced};
 use lake::log::StringMap;
 use lake::{
@@ -29,11 +29,7 @@ fn spec() -> TableSpec {
         root: "t".into(),
         schema: Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
-            Field::new(
-                "time",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                false,
-            ),
+            Field::new("time", lake::schema::timestamp_utc(), false),
             Field::new("h3", DataType::Int64, false),
         ])),
         partition_columns: vec![PartitionColumn {

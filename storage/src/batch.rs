@@ -27,7 +27,7 @@ use std::sync::{Arc, OnceLock};
 use arrow::array::{
     ArrayRef, Decimal128Array, Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 
 use crate::{ABSENT_I32, ABSENT_U32, FixBatch};
@@ -41,10 +41,6 @@ pub const LAT_TYPE: DataType = DataType::Decimal128(9, 7);
 /// Decimal type of `lon`: ±180.0000000 needs 10 digits.
 pub const LON_TYPE: DataType = DataType::Decimal128(10, 7);
 
-fn utc_micros() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-}
-
 /// The schema of every Parquet file storage writes.
 pub fn schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
@@ -53,7 +49,7 @@ pub fn schema() -> SchemaRef {
             Arc::new(Schema::new(vec![
                 Field::new("device_id", DataType::Int64, false),
                 Field::new("batch_seq", DataType::Int64, false),
-                Field::new("time", utc_micros(), false),
+                Field::new("time", lake::schema::timestamp_utc(), false),
                 Field::new("lat", LAT_TYPE, false),
                 Field::new("lon", LON_TYPE, false),
                 Field::new("h3", DataType::Int64, false),
@@ -61,7 +57,7 @@ pub fn schema() -> SchemaRef {
                 Field::new("altitude_m", DataType::Float32, true),
                 Field::new("speed_mps", DataType::Float32, true),
                 Field::new("heading_deg", DataType::Float32, true),
-                Field::new("received_at", utc_micros(), false),
+                Field::new("received_at", lake::schema::timestamp_utc(), false),
             ]))
         })
         .clone()
