@@ -59,6 +59,24 @@ fn wd(cal: &str, n: u32) -> Threshold {
     })
 }
 
+/// Policy `name`: warning "1 working day", expiry "3 working days" on calendar `cal`, a
+/// confirmation resetting the warning.
+fn one_and_three_working_days(name: &str, cal: &str, counting: Counting) -> PolicyDef {
+    let c = calendar(cal);
+    let tz = c.time_zone().clone();
+    let ctx = PhraseContext {
+        calendar: Some(&c),
+        time_zone: Some(&tz),
+        counting,
+    };
+    PolicyDef {
+        name: name.into(),
+        warning: parse_threshold("1 working day", &ctx).unwrap(),
+        expiry: parse_threshold("3 working days", &ctx).unwrap(),
+        confirm_resets: ConfirmResets::Warning,
+    }
+}
+
 fn t(s: &str) -> i64 {
     crate::parse_rfc3339(s).unwrap()
 }
@@ -577,30 +595,15 @@ fn thresholds_parse() {
         ThresholdParseReason::Range
     );
     assert!(parse_threshold("66 working days", &ctx).is_ok());
-    assert_eq!(
-        parse_threshold("0h", &PhraseContext::DURATIONS_ONLY)
-            .unwrap_err()
-            .reason,
-        ThresholdParseReason::Range
-    );
-    assert_eq!(
-        parse_threshold("36", &PhraseContext::DURATIONS_ONLY)
-            .unwrap_err()
-            .reason,
-        ThresholdParseReason::Syntax
-    );
-    assert_eq!(
-        parse_threshold("", &PhraseContext::DURATIONS_ONLY)
-            .unwrap_err()
-            .reason,
-        ThresholdParseReason::Syntax
-    );
-    assert_eq!(
-        parse_threshold("49711d", &PhraseContext::DURATIONS_ONLY)
-            .unwrap_err()
-            .reason,
-        ThresholdParseReason::Range
-    );
+    for (phrase, reason) in [
+        ("0h", ThresholdParseReason::Range),
+        ("36", ThresholdParseReason::Syntax),
+        ("", ThresholdParseReason::Syntax),
+        ("49711d", ThresholdParseReason::Range),
+    ] {
+        let e = parse_threshold(phrase, &PhraseContext::DURATIONS_ONLY).unwrap_err();
+        assert_eq!(e.reason, reason, "{phrase:?}");
+    }
 }
 
 fn dur(name: &str, w: u32, e: u32) -> PolicyDef {
@@ -835,36 +838,46 @@ fn raw_cal() -> impl Strategy<Value = RawCal> {
 }
 
 fn build(raw: &RawCal) -> Arc<Calendar> {
+    let of_year = |days: &[Date], y: i16, name: &str| -> Vec<NamedDay> {
+        let days = days.iter().filter(|d| d.year() == y);
+        days.map(|d| NamedDay {
+            date: *d,
+            name: name.into(),
+        })
+        .collect()
+    };
     let years = (2024..=2027)
         .map(|y| CalendarYear {
             name: "p".into(),
             year: y,
             time_zone: raw.zone.into(),
             weekend: raw.weekend,
-            holidays: raw
-                .holidays
-                .iter()
-                .filter(|d| d.year() == y)
-                .map(|d| NamedDay {
-                    date: *d,
-                    name: "h".into(),
-                })
-                .collect(),
-            working_days: raw
-                .working
-                .iter()
-                .filter(|d| d.year() == y)
-                .map(|d| NamedDay {
-                    date: *d,
-                    name: "w".into(),
-                })
-                .collect(),
+            holidays: of_year(&raw.holidays, y, "h"),
+            working_days: of_year(&raw.working, y, "w"),
             status: calendar::YearStatus::Provisional {
                 source: "proptest".into(),
             },
         })
         .collect();
     Arc::new(Calendar::from_years(years).unwrap())
+}
+
+/// `th`'s cut-off at `now_s` is exact (a silence from the cut-off is not due, from one second
+/// earlier it is), and deadlines grow with the start of the silence (starts `now_s - a`,
+/// `now_s - b`).
+fn cutoff_exact_and_monotone(
+    th: &Threshold,
+    now_s: i64,
+    a: i64,
+    b: i64,
+) -> Result<(), TestCaseError> {
+    let c = th.cutoff_s(now_s);
+    prop_assert!(th.deadline_s(c) > now_s);
+    prop_assert!(th.deadline_s(c - 1) <= now_s);
+    let (x, y) = (now_s - a.max(b), now_s - a.min(b));
+    prop_assert!(th.deadline_s(x) <= th.deadline_s(y), "monotone");
+    prop_assert_eq!(th.deadline_s(x) <= now_s, x < c);
+    Ok(())
 }
 
 /// The reference: the rule of docs/SILENCE.md walked one civil day at a time.
@@ -967,12 +980,7 @@ proptest! {
         } else {
             Threshold::WorkingDays(WorkingDays { n, time_zone: tz, calendar: build(&raw), counting: Counting::Date })
         };
-        let c = th.cutoff_s(now_s);
-        prop_assert!(th.deadline_s(c) > now_s);
-        prop_assert!(th.deadline_s(c - 1) <= now_s);
-        let (x, y) = (now_s - a.max(b), now_s - a.min(b));
-        prop_assert!(th.deadline_s(x) <= th.deadline_s(y), "monotone");
-        prop_assert_eq!(th.deadline_s(x) <= now_s, x < c);
+        cutoff_exact_and_monotone(&th, now_s, a, b)?;
     }
 
     #[test]
@@ -997,12 +1005,7 @@ proptest! {
     ) {
         let cal = build(&raw);
         let th = Threshold::WorkingDays(WorkingDays { n, time_zone: TimeZone::get(raw.zone).unwrap(), calendar: cal, counting: Counting::Instant });
-        let c = th.cutoff_s(now_s);
-        prop_assert!(th.deadline_s(c) > now_s);
-        prop_assert!(th.deadline_s(c - 1) <= now_s);
-        let (x, y) = (now_s - a.max(b), now_s - a.min(b));
-        prop_assert!(th.deadline_s(x) <= th.deadline_s(y), "monotone");
-        prop_assert_eq!(th.deadline_s(x) <= now_s, x < c);
+        cutoff_exact_and_monotone(&th, now_s, a, b)?;
     }
 }
 
@@ -1124,19 +1127,7 @@ fn scan_agrees(set: &PolicySet, device: u64, fix: i64, at: Firing, level: Level)
 
 #[test]
 fn policy_when_and_the_scan_agree_on_the_docs_examples() {
-    let c = calendar("de");
-    let tz = c.time_zone().clone();
-    let ctx = PhraseContext {
-        calendar: Some(&c),
-        time_zone: Some(&tz),
-        counting: Counting::Date,
-    };
-    let field = PolicyDef {
-        name: "field".into(),
-        warning: parse_threshold("1 working day", &ctx).unwrap(),
-        expiry: parse_threshold("3 working days", &ctx).unwrap(),
-        confirm_resets: ConfirmResets::Warning,
-    };
+    let field = one_and_three_working_days("field", "de", Counting::Date);
     let ex = |target, from: Option<&str>, until: Option<&str>| Exemption {
         target,
         from_s: from.map(|s| u32::try_from(t(s)).unwrap()),
@@ -1158,12 +1149,24 @@ fn policy_when_and_the_scan_agree_on_the_docs_examples() {
     )
     .unwrap();
     // The case: the August window has not started when the May deadlines pass.
+    // Each case: the deadlines `policy when` prints, and the scan agrees with them.
+    let when = |device, fix, warning, expiry| {
+        let w = set.fires(&field, Some(device), fix);
+        assert_eq!(
+            (w.warning, w.expiry),
+            (Firing::At(t(warning)), Firing::At(t(expiry)))
+        );
+        scan_agrees(&set, device, fix, w.warning, Level::Warned);
+        scan_agrees(&set, device, fix, w.expiry, Level::Expired);
+        w
+    };
     let fix = t("2026-05-22T18:00:00+02:00");
-    let w = set.fires(&field, Some(42), fix);
-    assert_eq!(w.warning, Firing::At(t("2026-05-27T00:00:00+02:00")));
-    assert_eq!(w.expiry, Firing::At(t("2026-05-29T00:00:00+02:00")));
-    scan_agrees(&set, 42, fix, w.warning, Level::Warned);
-    scan_agrees(&set, 42, fix, w.expiry, Level::Expired);
+    let w = when(
+        42,
+        fix,
+        "2026-05-27T00:00:00+02:00",
+        "2026-05-29T00:00:00+02:00",
+    );
     assert_eq!(w, set.fires(&field, None, fix));
     // `--days`: the days the warning counted, each with its kind.
     let days = crate::render_counted_days(
@@ -1181,11 +1184,12 @@ fn policy_when_and_the_scan_agree_on_the_docs_examples() {
     // A fix just before the window: the deadlines fall inside it and move after its end
     // (Sat 15 Aug; Mon 17 counted for the warning; Mon 17 - Wed 19 for the expiry).
     let fix = t("2026-07-31T12:00:00+02:00");
-    let w = set.fires(&field, Some(1500), fix);
-    assert_eq!(w.warning, Firing::At(t("2026-08-18T00:00:00+02:00")));
-    assert_eq!(w.expiry, Firing::At(t("2026-08-20T00:00:00+02:00")));
-    scan_agrees(&set, 1500, fix, w.warning, Level::Warned);
-    scan_agrees(&set, 1500, fix, w.expiry, Level::Expired);
+    when(
+        1500,
+        fix,
+        "2026-08-18T00:00:00+02:00",
+        "2026-08-20T00:00:00+02:00",
+    );
     // A device outside the group is judged from its fix.
     let w = set.fires(&field, Some(5), fix);
     assert_eq!(w.warning, Firing::At(t("2026-08-04T00:00:00+02:00")));
@@ -1218,19 +1222,7 @@ fn policy_when_and_the_scan_agree_on_the_docs_examples() {
 #[test]
 fn explain_says_why_a_device_is_not_judged_and_keeps_levels_as_the_scan_does() {
     use crate::DeviceState;
-    let c = calendar("ru");
-    let tz = c.time_zone().clone();
-    let ctx = PhraseContext {
-        calendar: Some(&c),
-        time_zone: Some(&tz),
-        counting: Counting::Instant,
-    };
-    let ru = PolicyDef {
-        name: "ru".into(),
-        warning: parse_threshold("1 working day", &ctx).unwrap(),
-        expiry: parse_threshold("3 working days", &ctx).unwrap(),
-        confirm_resets: ConfirmResets::Warning,
-    };
+    let ru = one_and_three_working_days("ru", "ru", Counting::Instant);
     let set = PolicySet::new(
         vec![ru],
         "ru",
