@@ -33,6 +33,18 @@ fn run_cmd(cmd: &[&str], config: &std::path::Path, args: &[&str]) -> (bool, Stri
     )
 }
 
+/// Writes calendar `xx`'s 2026 file (`body`) under `<dir>/cal` and a config at `config`
+/// whose `calendars_dir` is that directory, followed by `rest` (more `[silence]` keys).
+fn broken_calendar(dir: &std::path::Path, config: &std::path::Path, body: &str, rest: &str) {
+    let cal = dir.join("cal/xx");
+    std::fs::create_dir_all(&cal).unwrap();
+    let head = "name = \"xx\"\nyear = 2026\ntime_zone = \"UTC\"\nweekend = [\"sat\"]\n";
+    std::fs::write(cal.join("2026.toml"), format!("{head}{body}")).unwrap();
+    let cal_dir = dir.join("cal").display().to_string();
+    let text = format!("[silence]\ncalendars_dir = {cal_dir:?}\n{rest}");
+    std::fs::write(config, text).unwrap();
+}
+
 #[test]
 fn policy_when_prints_warning_and_expiry() {
     let dir = tempfile::tempdir().unwrap();
@@ -56,24 +68,41 @@ exemptions = [
 "#,
     )
     .unwrap();
-    let out = when(&cfg, "--policy field --last-fix 2026-05-22T18:00:00+02:00");
-    assert_eq!(
-        out,
-        "warning: 2026-05-26T16:00:00Z (2026-05-26T18:00:00+02:00 Europe/Berlin)\n\
-         expiry: 2026-05-28T16:00:00Z (2026-05-28T18:00:00+02:00 Europe/Berlin)\n"
-    );
-    // The date rule (the default), and the window's `from` honoured: the August shutdown
-    // has not started when the May deadlines pass (the server's answer; it used to print
-    // 2026-08-19).
-    let out = when(
-        &cfg,
-        "--policy legal --last-fix 2026-05-22T18:00:00+02:00 --device 1500",
-    );
-    assert_eq!(
-        out,
-        "warning: 2026-05-26T22:00:00Z (2026-05-27T00:00:00+02:00 Europe/Berlin)\n\
-         expiry: 2026-05-28T22:00:00Z (2026-05-29T00:00:00+02:00 Europe/Berlin)\n"
-    );
+    // (arguments, the whole output)
+    let cases = [
+        (
+            "--policy field --last-fix 2026-05-22T18:00:00+02:00",
+            "warning: 2026-05-26T16:00:00Z (2026-05-26T18:00:00+02:00 Europe/Berlin)\n\
+             expiry: 2026-05-28T16:00:00Z (2026-05-28T18:00:00+02:00 Europe/Berlin)\n",
+        ),
+        // The date rule (the default), and the window's `from` honoured: the August shutdown
+        // has not started when the May deadlines pass (the server's answer; it used to print
+        // 2026-08-19).
+        (
+            "--policy legal --last-fix 2026-05-22T18:00:00+02:00 --device 1500",
+            "warning: 2026-05-26T22:00:00Z (2026-05-27T00:00:00+02:00 Europe/Berlin)\n\
+             expiry: 2026-05-28T22:00:00Z (2026-05-29T00:00:00+02:00 Europe/Berlin)\n",
+        ),
+        (
+            "--policy default --last-fix 2026-05-22T18:00:00Z",
+            "warning: 2026-05-24T18:00:00Z\nexpiry: 2026-05-25T18:00:00Z\n",
+        ),
+        // Permanently exempt: never.
+        (
+            "--policy field --last-fix 2026-05-22T18:00:00Z --device 7",
+            "warning: never\nexpiry: never\n",
+        ),
+        // A window ending later moves the count to its end (Monday 2026-06-01 00:00 UTC =
+        // 02:00 Berlin, a working day): one working day later.
+        (
+            "--policy field --last-fix 2026-05-22T18:00:00Z --device 150",
+            "warning: 2026-06-02T00:00:00Z (2026-06-02T02:00:00+02:00 Europe/Berlin)\n\
+             expiry: 2026-06-04T00:00:00Z (2026-06-04T02:00:00+02:00 Europe/Berlin)\n",
+        ),
+    ];
+    for (args, expected) in cases {
+        assert_eq!(when(&cfg, args), expected, "policy when {args}");
+    }
     // --days lists what was counted (Whit Monday is a holiday in Berlin too).
     let out = when(
         &cfg,
@@ -93,50 +122,19 @@ exemptions = [
     let out = when(&cfg, "--policy legal --last-fix 2027-12-30T12:00:00+01:00");
     assert!(out.starts_with("warning: 2027-12-31T23:00:00Z"), "{out}");
     assert!(out.contains("expiry: not computed"), "{out}");
-    let out = when(&cfg, "--policy default --last-fix 2026-05-22T18:00:00Z");
-    assert_eq!(
-        out,
-        "warning: 2026-05-24T18:00:00Z\nexpiry: 2026-05-25T18:00:00Z\n"
-    );
-    // Permanently exempt: never.
-    let out = when(
-        &cfg,
-        "--policy field --last-fix 2026-05-22T18:00:00Z --device 7",
-    );
-    assert_eq!(out, "warning: never\nexpiry: never\n");
-    // A window ending later moves the count to its end (Monday 2026-06-01 00:00 UTC = 02:00
-    // Berlin, a working day): one working day later.
-    let out = when(
-        &cfg,
-        "--policy field --last-fix 2026-05-22T18:00:00Z --device 150",
-    );
-    assert_eq!(
-        out,
-        "warning: 2026-06-02T00:00:00Z (2026-06-02T02:00:00+02:00 Europe/Berlin)\n\
-         expiry: 2026-06-04T00:00:00Z (2026-06-04T02:00:00+02:00 Europe/Berlin)\n"
-    );
     // Unknown policy and bad time are named.
     let (ok, _, err) = run(&cfg, "--policy nope --last-fix 2026-05-22T18:00:00Z");
     assert!(!ok && err.contains("nope"), "{err}");
     let (ok, _, err) = run(&cfg, "--policy field --last-fix friday");
     assert!(!ok && err.contains("friday"), "{err}");
     // A broken calendar is refused at load with file and line.
-    let cal = dir.path().join("cal/xx");
-    std::fs::create_dir_all(&cal).unwrap();
-    std::fs::write(
-        cal.join("2026.toml"),
-        "name = \"xx\"\nyear = 2026\ntime_zone = \"UTC\"\nweekend = [\"sat\"]\nstatus = \"provisional\"\nsource = \"test\"\nholidays = [{ date = \"2026-13-01\", name = \"x\" }]\n",
-    )
-    .unwrap();
     let bad = dir.path().join("bad.toml");
-    std::fs::write(
+    broken_calendar(
+        dir.path(),
         &bad,
-        format!(
-            "[silence]\ncalendars_dir = {:?}\npolicies = [{{ name = \"p\", warning = \"1 working day\", expiry = \"2 working days\", calendar = \"xx\" }}]\n",
-            dir.path().join("cal").display().to_string()
-        ),
-    )
-    .unwrap();
+        "status = \"provisional\"\nsource = \"test\"\nholidays = [{ date = \"2026-13-01\", name = \"x\" }]\n",
+        "policies = [{ name = \"p\", warning = \"1 working day\", expiry = \"2 working days\", calendar = \"xx\" }]\n",
+    );
     let (ok, _, err) = run(&bad, "--policy p --last-fix 2026-05-22T18:00:00Z");
     assert!(!ok);
     assert!(err.contains("2026.toml:7: holidays[0].date"), "{err}");
@@ -163,17 +161,7 @@ fn calendar_check_lists_coverage_and_status() {
     );
     assert!(out.contains("  2027 provisional: "), "{out}");
     // A broken calendar is named with its file and line.
-    let cal = dir.path().join("cal/xx");
-    std::fs::create_dir_all(&cal).unwrap();
-    std::fs::write(cal.join("2026.toml"), "name = \"xx\"\nyear = 2026\ntime_zone = \"UTC\"\nweekend = [\"sat\"]\nstatus = \"draft\"\nsource = \"x\"\n").unwrap();
-    std::fs::write(
-        &cfg,
-        format!(
-            "[silence]\ncalendars_dir = {:?}\n",
-            dir.path().join("cal").display().to_string()
-        ),
-    )
-    .unwrap();
+    broken_calendar(dir.path(), &cfg, "status = \"draft\"\nsource = \"x\"\n", "");
     let (ok, _, err) = run_cmd(&["calendar", "check"], &cfg, &[]);
     assert!(!ok);
     assert!(err.contains("2026.toml:5: status = \"draft\""), "{err}");
