@@ -13,6 +13,18 @@ fn check(f: &dyn Fn(&mut SilenceConfig), key: &str) {
     assert!(e.contains(key), "{key}: {e}");
 }
 
+/// Each edge: a change to the defaults, and the key its refusal names ("" = accepted).
+type Edge<'a> = (&'a dyn Fn(&mut SilenceConfig), &'a str);
+
+fn edges(cases: &[Edge<'_>]) {
+    for (change, key) in cases {
+        match *key {
+            "" => ok(*change),
+            key => check(*change, key),
+        }
+    }
+}
+
 fn ok(f: &dyn Fn(&mut SilenceConfig)) {
     let mut c = SilenceConfig::default();
     f(&mut c);
@@ -26,49 +38,51 @@ fn defaults_are_valid() {
 
 #[test]
 fn silence_event_and_webhook_keys_at_their_edges() {
-    ok(&|c| c.events_flush_interval_ms = 0);
-    ok(&|c| c.events_flush_interval_ms = 86_400_000);
-    check(
-        &|c| c.events_flush_interval_ms = 86_400_001,
-        "silence.events_flush_interval_ms",
-    );
-    ok(&|c| c.events_rows_max = 1);
-    ok(&|c| c.events_rows_max = 10_000_000);
-    check(&|c| c.events_rows_max = 0, "silence.events_rows_max");
-    check(
-        &|c| c.events_rows_max = 10_000_001,
-        "silence.events_rows_max",
-    );
-    ok(&|c| c.webhook_queue_max = 1);
-    check(&|c| c.webhook_queue_max = 0, "silence.webhook_queue_max");
-    ok(&|c| c.webhook_attempts_max = 1);
-    ok(&|c| c.webhook_attempts_max = 100);
-    check(
-        &|c| c.webhook_attempts_max = 0,
-        "silence.webhook_attempts_max",
-    );
-    check(
-        &|c| c.webhook_attempts_max = 101,
-        "silence.webhook_attempts_max",
-    );
-    ok(&|c| c.webhook_timeout_ms = 10);
-    check(&|c| c.webhook_timeout_ms = 9, "silence.webhook_timeout_ms");
-    ok(&|c| c.webhook_backoff_ms = c.webhook_backoff_max_ms);
-    check(
-        &|c| c.webhook_backoff_ms = c.webhook_backoff_max_ms + 1,
-        "silence.webhook_backoff_ms",
-    );
-    check(
-        &|c| {
-            c.webhook_backoff_max_ms = 3_600_001;
-        },
-        "silence.webhook_backoff_max_ms",
-    );
+    edges(&[
+        (&|c| c.events_flush_interval_ms = 0, ""),
+        (&|c| c.events_flush_interval_ms = 86_400_000, ""),
+        (
+            &|c| c.events_flush_interval_ms = 86_400_001,
+            "silence.events_flush_interval_ms",
+        ),
+        (&|c| c.events_rows_max = 1, ""),
+        (&|c| c.events_rows_max = 10_000_000, ""),
+        (&|c| c.events_rows_max = 0, "silence.events_rows_max"),
+        (
+            &|c| c.events_rows_max = 10_000_001,
+            "silence.events_rows_max",
+        ),
+        (&|c| c.webhook_queue_max = 1, ""),
+        (&|c| c.webhook_queue_max = 0, "silence.webhook_queue_max"),
+        (&|c| c.webhook_attempts_max = 1, ""),
+        (&|c| c.webhook_attempts_max = 100, ""),
+        (
+            &|c| c.webhook_attempts_max = 0,
+            "silence.webhook_attempts_max",
+        ),
+        (
+            &|c| c.webhook_attempts_max = 101,
+            "silence.webhook_attempts_max",
+        ),
+        (&|c| c.webhook_timeout_ms = 10, ""),
+        (&|c| c.webhook_timeout_ms = 9, "silence.webhook_timeout_ms"),
+        (&|c| c.webhook_backoff_ms = c.webhook_backoff_max_ms, ""),
+        (
+            &|c| c.webhook_backoff_ms = c.webhook_backoff_max_ms + 1,
+            "silence.webhook_backoff_ms",
+        ),
+        (
+            &|c| {
+                c.webhook_backoff_max_ms = 3_600_001;
+            },
+            "silence.webhook_backoff_max_ms",
+        ),
+    ]);
     assert_eq!(SilenceConfig::default().webhook().unwrap(), None);
-    check(
+    edges(&[(
         &|c| c.webhook_url = "https://example.invalid/x".into(),
         "silence.webhook_url",
-    );
+    )]);
     let c = SilenceConfig {
         webhook_url: "http://127.0.0.1:9/hook".into(),
         ..SilenceConfig::default()
@@ -81,28 +95,30 @@ fn silence_event_and_webhook_keys_at_their_edges() {
 
 #[test]
 fn table_scanner_and_snapshot_keys_at_their_edges() {
-    check(
-        &|c| c.expiry_after_s = c.warning_after_s,
-        "silence.expiry_after_s",
-    );
-    check(&|c| c.warning_after_s = 0, "silence.expiry_after_s");
-    ok(&|c| c.devices_max = 1);
-    check(&|c| c.devices_max = 0, "silence.devices_max");
-    check(
-        &|c| c.devices_max = SilenceTable::DEVICES_MAX_LIMIT + 1,
-        "silence.devices_max",
-    );
-    ok(&|c| c.scan_interval_ms = 1);
-    check(&|c| c.scan_interval_ms = 0, "silence.scan_interval_ms");
-    ok(&|c| c.snapshot_interval_ms = 1_000);
-    check(
-        &|c| c.snapshot_interval_ms = 999,
-        "silence.snapshot_interval_ms",
-    );
-    ok(&|c| c.outages_max = 1);
-    ok(&|c| c.outages_max = 10_000);
-    check(&|c| c.outages_max = 0, "silence.outages_max");
-    check(&|c| c.outages_max = 10_001, "silence.outages_max");
+    edges(&[
+        (
+            &|c| c.expiry_after_s = c.warning_after_s,
+            "silence.expiry_after_s",
+        ),
+        (&|c| c.warning_after_s = 0, "silence.expiry_after_s"),
+        (&|c| c.devices_max = 1, ""),
+        (&|c| c.devices_max = 0, "silence.devices_max"),
+        (
+            &|c| c.devices_max = SilenceTable::DEVICES_MAX_LIMIT + 1,
+            "silence.devices_max",
+        ),
+        (&|c| c.scan_interval_ms = 1, ""),
+        (&|c| c.scan_interval_ms = 0, "silence.scan_interval_ms"),
+        (&|c| c.snapshot_interval_ms = 1_000, ""),
+        (
+            &|c| c.snapshot_interval_ms = 999,
+            "silence.snapshot_interval_ms",
+        ),
+        (&|c| c.outages_max = 1, ""),
+        (&|c| c.outages_max = 10_000, ""),
+        (&|c| c.outages_max = 0, "silence.outages_max"),
+        (&|c| c.outages_max = 10_001, "silence.outages_max"),
+    ]);
     // The default policy's thresholds must fit the table's u32 seconds.
     let c = SilenceConfig {
         warning_after_s: 1,
