@@ -378,7 +378,7 @@ mod confirm {
 
     /// Records every confirmation.
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<(u64, ConfirmKind, i64)>>);
+    pub(super) struct Recorder(Mutex<Vec<(u64, ConfirmKind, i64)>>);
     impl Activity for Recorder {
         fn on_contact(&self, _: fix::DeviceId, _: i64) {}
         fn on_fixes_stored(&self, _: fix::DeviceId, _: i64, _: i64) {}
@@ -390,7 +390,7 @@ mod confirm {
         }
     }
 
-    fn start(cfg: EndpointConfig) -> (Endpoint, Arc<Recorder>, TokenKey) {
+    pub(super) fn start(cfg: EndpointConfig) -> (Endpoint, Arc<Recorder>, TokenKey) {
         let cert = CertificateDer::from_pem_slice(CERT_PEM.as_bytes()).expect("cert");
         let key = PrivateKeyDer::from_pem_slice(KEY_PEM.as_bytes()).expect("key");
         let server_config =
@@ -546,14 +546,14 @@ mod confirm {
     }
 
     /// A raw protocol connection for CONFIRM frames the client library never sends.
-    struct Raw {
-        conn: quinn::Connection,
-        send: quinn::SendStream,
-        recv: quinn::RecvStream,
+    pub(super) struct Raw {
+        pub(super) conn: quinn::Connection,
+        pub(super) send: quinn::SendStream,
+        pub(super) recv: quinn::RecvStream,
     }
 
     impl Raw {
-        async fn open(addr: SocketAddr, token: &str) -> Self {
+        pub(super) async fn open(addr: SocketAddr, token: &str) -> Self {
             let mut roots = rustls::RootCertStore::empty();
             roots
                 .add(CertificateDer::from_pem_slice(CERT_PEM.as_bytes()).expect("cert"))
@@ -568,7 +568,13 @@ mod confirm {
             tls.alpn_protocols = vec![wire::ALPN.to_vec()];
             let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("suite");
             let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("ep");
-            ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+            let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+            // QUIC PINGs every 100 ms keep the transport alive: only the session's own
+            // deadlines (frames, not PINGs) may end an idle raw connection.
+            let mut transport = quinn::TransportConfig::default();
+            transport.keep_alive_interval(Some(Duration::from_millis(100)));
+            client.transport_config(Arc::new(transport));
+            ep.set_default_client_config(client);
             let conn = ep
                 .connect(addr, "localhost")
                 .expect("connect")
@@ -611,7 +617,7 @@ mod confirm {
     }
 
     /// Polls `done` every 10 ms for at most 5 s.
-    async fn eventually(what: &str, done: impl Fn() -> bool) {
+    pub(super) async fn eventually(what: &str, done: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while !done() {
             assert!(Instant::now() < deadline, "not within 5 s: {what}");
@@ -753,5 +759,156 @@ mod confirm {
         assert_eq!(ack.known_status(), Some(Status::Ok));
         assert_eq!(recorder.0.lock().expect("lock").len(), 1);
         endpoint.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
+/// One test per way a connection can end (issue 11, point 1): whichever side or task ends
+/// first, every gauge the connection held returns to 0 within a bounded time, and the
+/// endpoint keeps admitting devices.
+mod exits {
+    use super::confirm::{Raw, eventually, start};
+    use super::*;
+    use ingest::endpoint::{Endpoint, EndpointConfig, EndpointStats};
+
+    /// The per-connection gauges: all 0 once nothing is connected.
+    fn held(stats: &EndpointStats) -> [usize; 5] {
+        [
+            &stats.connections_open,
+            &stats.handshakes_pending,
+            &stats.sessions_open,
+            &stats.inflight_batches,
+            &stats.buffered_bytes,
+        ]
+        .map(|g| g.load(Ordering::Acquire))
+    }
+
+    async fn all_returned(stats: &EndpointStats) {
+        eventually("every gauge back to 0", || held(stats) == [0; 5]).await;
+    }
+
+    fn token(key: &ingest::auth::TokenKey, device_id: u64) -> String {
+        key.mint(fix::DeviceId::try_from(device_id).unwrap())
+    }
+
+    fn batch(seq: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        wire::encode_batch_frame(seq, &fixes(3), 3, &mut out).expect("batch");
+        out
+    }
+
+    /// A later device still connects and gets its batch acked OK.
+    async fn still_admits(endpoint: &Endpoint, key: &ingest::auth::TokenKey) {
+        let addr = endpoint.local_addr().expect("addr");
+        let mut raw = Raw::open(addr, &token(key, 99)).await;
+        write(&mut raw.send, &batch(1)).await;
+        let (t, body) = read_frame(&mut raw.recv).await.expect("ack");
+        assert_eq!(t, FrameType::Ack);
+        let ack = wire::decode_ack(&body).expect("ack");
+        assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+        raw.conn.close(quinn::VarInt::from_u32(0), b"bye");
+    }
+
+    /// The device stops reading (STOP_SENDING on the server's stream) and goes on sending
+    /// batches: the server's writer fails first while answers are still owed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_dies_first() {
+        let (endpoint, _, key) = start(EndpointConfig::default());
+        let stats = endpoint.stats();
+        let mut raw = Raw::open(endpoint.local_addr().expect("addr"), &token(&key, 1)).await;
+        raw.recv.stop(quinn::VarInt::from_u32(0)).expect("stop");
+        for seq in 1..=200 {
+            if raw.send.write_all(&batch(seq)).await.is_err() {
+                break;
+            }
+        }
+        all_returned(&stats).await;
+        still_admits(&endpoint, &key).await;
+        all_returned(&stats).await;
+        endpoint.shutdown(Duration::from_secs(2)).await;
+    }
+
+    /// The device resets its stream in the middle of a frame: the server's reader fails
+    /// first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_reader_dies_first() {
+        let (endpoint, _, key) = start(EndpointConfig::default());
+        let stats = endpoint.stats();
+        let mut raw = Raw::open(endpoint.local_addr().expect("addr"), &token(&key, 2)).await;
+        let frame = batch(1);
+        raw.send
+            .write_all(&frame[..frame.len() / 2])
+            .await
+            .expect("half a frame");
+        raw.send.reset(quinn::VarInt::from_u32(0)).expect("reset");
+        all_returned(&stats).await;
+        still_admits(&endpoint, &key).await;
+        endpoint.shutdown(Duration::from_secs(2)).await;
+    }
+
+    /// The device's process disappears: its runtime (and with it the QUIC driver) is gone
+    /// without a CLOSE or a QUIC close; only the idle timeout ends the connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_peer_vanishes() {
+        let mut cfg = EndpointConfig::default();
+        cfg.session.idle_timeout_ms = 300;
+        let (endpoint, _, key) = start(cfg);
+        let stats = endpoint.stats();
+        let addr = endpoint.local_addr().expect("addr");
+        let t = token(&key, 3);
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            let raw = rt.block_on(Raw::open(addr, &t));
+            // Forget the handles so no drop can say goodbye, then drop the runtime.
+            std::mem::forget(raw);
+            drop(rt);
+        })
+        .join()
+        .expect("device thread");
+        all_returned(&stats).await;
+        still_admits(&endpoint, &key).await;
+        endpoint.shutdown(Duration::from_secs(2)).await;
+    }
+
+    /// A device that says nothing after WELCOME is closed at `session.idle_timeout_ms`,
+    /// although its QUIC PINGs keep the transport alive (PROTOCOL.md: PINGs are no frames).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_session_idles_out() {
+        let mut cfg = EndpointConfig::default();
+        cfg.session.idle_timeout_ms = 300;
+        let (endpoint, _, key) = start(cfg);
+        let stats = endpoint.stats();
+        let mut raw = Raw::open(endpoint.local_addr().expect("addr"), &token(&key, 4)).await;
+        let (t, body) = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut raw.recv))
+            .await
+            .expect("in time")
+            .expect("a frame");
+        assert_eq!(t, FrameType::Close);
+        let close = wire::decode_close(&body).expect("close");
+        assert!(close.reason.starts_with("idle"), "{}", close.reason);
+        all_returned(&stats).await;
+        assert_eq!(stats.sessions_idle_closed.load(Ordering::Relaxed), 1);
+        endpoint.shutdown(Duration::from_secs(2)).await;
+    }
+
+    /// Shutdown with sessions open (one mid-frame): every connection is closed and every
+    /// gauge returns to 0.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_ends_every_connection() {
+        let (endpoint, _, key) = start(EndpointConfig::default());
+        let stats = endpoint.stats();
+        let addr = endpoint.local_addr().expect("addr");
+        let idle = Raw::open(addr, &token(&key, 5)).await;
+        let mut busy = Raw::open(addr, &token(&key, 6)).await;
+        busy.send
+            .write_all(&batch(1)[..10])
+            .await
+            .expect("part of a frame");
+        assert_eq!(held(&stats)[2], 2);
+        endpoint.shutdown(Duration::from_secs(2)).await;
+        all_returned(&stats).await;
+        for raw in [idle, busy] {
+            let closed = tokio::time::timeout(Duration::from_secs(5), raw.conn.closed()).await;
+            assert!(closed.is_ok(), "the connection is closed by the shutdown");
+        }
     }
 }
