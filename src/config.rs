@@ -267,8 +267,8 @@ impl Config {
     }
 }
 
-/// The file's table, with a relative `silence.calendars_dir` resolved against its
-/// directory and keys of the older layout refused with their new name.
+/// The file's table, with a relative `silence.calendars_dir` and `silence.webhook_ca_path`
+/// resolved against its directory and keys of the older layout refused with their new name.
 fn read_file(p: &Path) -> Result<toml::Table, ConfigError> {
     let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
         path: p.into(),
@@ -288,11 +288,15 @@ fn read_file(p: &Path) -> Result<toml::Table, ConfigError> {
         }
     }
     let dir = p.parent().unwrap_or(Path::new(""));
-    if let Some(toml::Value::Table(silence)) = table.get_mut("silence")
-        && let Some(toml::Value::String(cal)) = silence.get_mut("calendars_dir")
-        && Path::new(cal.as_str()).is_relative()
-    {
-        *cal = dir.join(cal.as_str()).display().to_string();
+    if let Some(toml::Value::Table(silence)) = table.get_mut("silence") {
+        for key in ["calendars_dir", "webhook_ca_path"] {
+            if let Some(toml::Value::String(path)) = silence.get_mut(key)
+                && !path.is_empty()
+                && Path::new(path.as_str()).is_relative()
+            {
+                *path = dir.join(path.as_str()).display().to_string();
+            }
+        }
     }
     Ok(table)
 }
@@ -373,15 +377,20 @@ mod tests {
     }
 
     #[test]
-    fn calendars_dir_in_a_file_is_relative_to_the_file() {
+    fn calendars_dir_and_webhook_ca_in_a_file_are_relative_to_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("etc");
         std::fs::create_dir(&sub).unwrap();
         let p = sub.join("c.toml");
-        std::fs::write(&p, "[silence]\ncalendars_dir = \"cal\"\n").unwrap();
+        std::fs::write(
+            &p,
+            "[silence]\ncalendars_dir = \"cal\"\nwebhook_ca_path = \"pki/hook.pem\"\n",
+        )
+        .unwrap();
         // The directory need not exist for loading (the server reports a missing calendar).
         let cfg = Config::load(Some(&p), Vec::new()).unwrap();
         assert_eq!(cfg.silence.calendars_dir, sub.join("cal"));
+        assert_eq!(cfg.silence.webhook_ca_path, sub.join("pki/hook.pem"));
         std::fs::write(&p, "[silence]\ncalendars_dir = \"/abs/cal\"\n").unwrap();
         let cfg = Config::load(Some(&p), Vec::new()).unwrap();
         assert_eq!(cfg.silence.calendars_dir, PathBuf::from("/abs/cal"));

@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -461,6 +461,8 @@ fn receiver(script: Vec<Option<u16>>) -> (String, Arc<Mutex<Vec<Received>>>) {
     std::thread::spawn(move || {
         for (i, conn) in listener.incoming().enumerate() {
             let Ok(mut conn) = conn else { return };
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             let Some(req) = read_request(&mut conn) else {
                 continue;
             };
@@ -479,9 +481,8 @@ fn receiver(script: Vec<Option<u16>>) -> (String, Arc<Mutex<Vec<Received>>>) {
     (url, got)
 }
 
-fn read_request(conn: &mut TcpStream) -> Option<Received> {
-    conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let mut reader = BufReader::new(conn.try_clone().ok()?);
+fn read_request(conn: &mut impl Read) -> Option<Received> {
+    let mut reader = BufReader::new(conn);
     let mut head = String::new();
     loop {
         let mut line = String::new();
@@ -495,7 +496,10 @@ fn read_request(conn: &mut TcpStream) -> Option<Received> {
     }
     let len: usize = head
         .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))?
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length").then_some(value)
+        })?
         .trim()
         .parse()
         .ok()?;
@@ -515,7 +519,117 @@ fn webhook_cfg(url: &str, attempts_max: u32, queue_max: usize, timeout_ms: u64) 
         timeout_ms,
         backoff_ms: 20,
         backoff_max_ms: 50,
+        ca_path: None,
     }
+}
+
+/// An HTTPS receiver on 127.0.0.1 (certificate for `localhost` from a CA generated under
+/// `dir`) that answers every request 200: its URL, the CA file, what it received.
+fn https_receiver(dir: &Path) -> (String, PathBuf, Arc<Mutex<Vec<Received>>>) {
+    let names = ["localhost".to_string()];
+    let m = hexflow::tls::load_or_generate_dev(&sys::fs::RealFs, dir, &names).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(m.cert_chain, m.key)
+        .unwrap();
+    let tls = Arc::new(tls);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(tcp) = conn else { return };
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let session = rustls::ServerConnection::new(tls.clone()).unwrap();
+            let mut stream = rustls::StreamOwned::new(session, tcp);
+            // A client that refuses the certificate ends the handshake: nothing to read.
+            let Some(req) = read_request(&mut stream) else {
+                continue;
+            };
+            seen.lock().unwrap().push(req);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.flush();
+            stream.conn.send_close_notify();
+            let _ = stream.flush();
+        }
+    });
+    let url = format!("https://localhost:{port}/hooks/silence");
+    (url, m.ca_path.unwrap(), got)
+}
+
+/// HTTPS: delivered when the receiver chains to the configured CA; refused (and never
+/// sent) when it does not.
+#[test]
+fn webhook_posts_over_https_and_verifies_the_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, ca, got) = https_receiver(&dir.path().join("pki"));
+    let mut cfg = webhook_cfg(&url, 1, 4, 5_000);
+    cfg.ca_path = Some(ca);
+    let w = Webhook::start(cfg, Arc::new(sys::SystemClock)).unwrap();
+    let stats = w.stats();
+    assert!(w.enqueue("[{\"device_id\":7}]".into(), 1));
+    wait_for("delivery over TLS", || {
+        stats.delivered_events.load(Ordering::Relaxed) == 1
+    });
+    w.stop();
+    let first = got.lock().unwrap().clone();
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0]
+            .head
+            .starts_with("POST /hooks/silence HTTP/1.1\r\n"),
+        "{}",
+        first[0].head
+    );
+    assert_eq!(first[0].body, "[{\"device_id\":7}]");
+
+    // Another CA does not vouch for the receiver: the attempt fails in the handshake and
+    // the body never reaches it.
+    let other = dir.path().join("other");
+    let names = ["localhost".to_string()];
+    let other_ca = hexflow::tls::load_or_generate_dev(&sys::fs::RealFs, &other, &names)
+        .unwrap()
+        .ca_path
+        .unwrap();
+    let mut cfg = webhook_cfg(&url, 1, 4, 5_000);
+    cfg.ca_path = Some(other_ca);
+    let w = Webhook::start(cfg, Arc::new(sys::SystemClock)).unwrap();
+    let stats = w.stats();
+    assert!(w.enqueue("[{\"device_id\":8}]".into(), 1));
+    wait_for("refusal", || {
+        stats.dropped_failed_events.load(Ordering::Relaxed) == 1
+    });
+    w.stop();
+    assert_eq!(stats.delivered_events.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        got.lock().unwrap().len(),
+        1,
+        "nothing was sent to an unverified receiver"
+    );
+}
+
+#[test]
+fn a_webhook_ca_file_without_a_certificate_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let mut cfg = webhook_cfg("https://localhost:9/x", 1, 4, 1_000);
+    cfg.ca_path = Some(ca.clone());
+    let e = Webhook::start(cfg, Arc::new(sys::SystemClock)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "silence.webhook_ca_path {}: no PEM certificate in it",
+            ca.display()
+        )
+    );
 }
 
 #[test]
@@ -543,7 +657,13 @@ fn webhook_retries_with_backoff_until_delivered() {
             "{}",
             r.head
         );
-        assert!(r.head.contains("Content-Type: application/json\r\n"));
+        // Header names are case-insensitive (the client sends them in lower case).
+        let head = r.head.to_ascii_lowercase();
+        assert!(
+            head.contains("content-type: application/json\r\n"),
+            "{}",
+            r.head
+        );
         assert_eq!(r.body, body);
     }
     w.stop();

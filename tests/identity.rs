@@ -68,7 +68,7 @@ async fn v2_tokens_and_a_reloaded_revocation_file() {
     let err = Device::connect(&ep, client(&ts, v1)).await.unwrap_err();
     assert!(is_unauthenticated(&err), "{err}");
     for (dev, seq) in [(&a, 1), (&b, 1)] {
-        common::send_one_ok(&dev, seq, now_ms).await;
+        common::send_one_ok(dev, seq, now_ms).await;
     }
 
     // Revoke device 2 while the server runs.

@@ -42,7 +42,7 @@ async fn connections_max_is_enforced_at_its_edge() {
     );
     // The admitted devices are unaffected.
     for (dev, seq) in [(&a, 1), (&b, 1)] {
-        common::send_one_ok(&dev, seq, now_ms).await;
+        common::send_one_ok(dev, seq, now_ms).await;
     }
     // A slot frees up: the third device gets in.
     a.close().await;

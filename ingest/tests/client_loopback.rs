@@ -787,7 +787,7 @@ mod exits {
     }
 
     fn token(key: &ingest::auth::TokenKey, device_id: u64) -> String {
-        key.mint(fix::DeviceId::try_from(device_id).unwrap())
+        key.mint(fix::DeviceId::try_from(device_id).expect("valid id"))
     }
 
     fn batch(seq: u64) -> Vec<u8> {

@@ -80,19 +80,22 @@ pub struct SilenceConfig {
     pub events_flush_interval_ms: u64,
     /// Events buffered for the Parquet `events` table at most (a fuller buffer is flushed first).
     pub events_rows_max: usize,
-    /// `http://host:port/path` that receives each scan's events as a JSON array; empty: off.
-    /// Plain HTTP only (no TLS in v1).
+    /// `https://host:port/path` (or `http://`) that receives each scan's events as a JSON
+    /// array; empty: off.
     pub webhook_url: String,
     /// Webhook bodies (one per scan with events) queued at most; more are dropped and counted.
     pub webhook_queue_max: usize,
     /// Attempts per webhook body before its events are dropped and counted.
     pub webhook_attempts_max: u32,
-    /// Deadline of one webhook request (connect, send, status line).
+    /// Deadline of one webhook request (resolve, connect, TLS, send, the answer's head).
     pub webhook_timeout_ms: u64,
     /// Delay before the first webhook retry; doubles per retry, with jitter.
     pub webhook_backoff_ms: u64,
     /// Largest delay between webhook retries.
     pub webhook_backoff_max_ms: u64,
+    /// PEM file of the CAs an `https://` webhook receiver must chain to (relative to the
+    /// config file); empty: the system's root certificates.
+    pub webhook_ca_path: PathBuf,
     /// Named policies besides `default`.
     pub policies: Vec<PolicyConfig>,
     /// Device groups, each following one policy.
@@ -121,6 +124,7 @@ impl Default for SilenceConfig {
             webhook_timeout_ms: 5_000,
             webhook_backoff_ms: 500,
             webhook_backoff_max_ms: 60_000,
+            webhook_ca_path: PathBuf::new(),
             policies: Vec::new(),
             groups: Vec::new(),
             exemptions: Vec::new(),
@@ -435,6 +439,8 @@ impl SilenceConfig {
             timeout_ms: self.webhook_timeout_ms,
             backoff_ms: self.webhook_backoff_ms,
             backoff_max_ms: self.webhook_backoff_max_ms,
+            ca_path: (!self.webhook_ca_path.as_os_str().is_empty())
+                .then(|| self.webhook_ca_path.clone()),
         }))
     }
 

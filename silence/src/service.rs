@@ -102,6 +102,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The webhook's HTTP client cannot be built (its CA file, or no system roots).
+    #[error(transparent)]
+    WebhookClient(#[from] crate::webhook::ClientError),
 }
 
 /// Explains one device now: the table, the policies and the clock the scanner uses.
@@ -275,10 +278,14 @@ fn warn_coverage(policies: &PolicySet, now_s: u32) {
 }
 
 fn start_webhook(w: WebhookConfig, clock: Arc<dyn Clock>) -> Result<Webhook, StartError> {
-    info!(host = %w.url.host, port = w.url.port, path = %w.url.path, "silence webhook on (plain HTTP)");
-    Webhook::start(w, clock).map_err(|source| StartError::Spawn {
-        thread: "webhook",
-        source,
+    let tls = w.url.scheme == crate::webhook::Scheme::Https;
+    info!(host = %w.url.host, port = w.url.port, path = %w.url.path, tls, "silence webhook on");
+    Webhook::start(w, clock).map_err(|e| match e {
+        crate::webhook::StartError::Client(e) => StartError::WebhookClient(e),
+        crate::webhook::StartError::Spawn(source) => StartError::Spawn {
+            thread: "webhook",
+            source,
+        },
     })
 }
 

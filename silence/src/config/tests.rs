@@ -79,10 +79,13 @@ fn silence_event_and_webhook_keys_at_their_edges() {
         ),
     ]);
     assert_eq!(SilenceConfig::default().webhook().unwrap(), None);
-    edges(&[(
-        &|c| c.webhook_url = "https://example.invalid/x".into(),
-        "silence.webhook_url",
-    )]);
+    edges(&[
+        (
+            &|c| c.webhook_url = "ftp://example.invalid/x".into(),
+            "silence.webhook_url",
+        ),
+        (&|c| c.webhook_url = "https://example.invalid/x".into(), ""),
+    ]);
     let c = SilenceConfig {
         webhook_url: "http://127.0.0.1:9/hook".into(),
         ..SilenceConfig::default()
@@ -90,7 +93,15 @@ fn silence_event_and_webhook_keys_at_their_edges() {
     c.validate().unwrap();
     let w = c.webhook().unwrap().unwrap();
     assert_eq!((w.url.port, w.url.path.as_str()), (9, "/hook"));
-    assert_eq!(w.attempts_max, 8);
+    assert_eq!((w.attempts_max, w.ca_path), (8, None));
+    let c = SilenceConfig {
+        webhook_url: "https://example.invalid/hook".into(),
+        webhook_ca_path: "/etc/hexflow/hook-ca.pem".into(),
+        ..SilenceConfig::default()
+    };
+    let w = c.webhook().unwrap().unwrap();
+    assert_eq!(w.url.port, 443);
+    assert_eq!(w.ca_path, Some(PathBuf::from("/etc/hexflow/hook-ca.pem")));
 }
 
 #[test]
