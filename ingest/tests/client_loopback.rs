@@ -768,6 +768,7 @@ mod confirm {
 mod exits {
     use super::confirm::{Raw, eventually, start};
     use super::*;
+    use ingest::auth::TokenKey;
     use ingest::endpoint::{Endpoint, EndpointConfig, EndpointStats};
 
     /// The per-connection gauges: all 0 once nothing is connected.
@@ -784,6 +785,25 @@ mod exits {
 
     async fn all_returned(stats: &EndpointStats) {
         eventually("every gauge back to 0", || held(stats) == [0; 5]).await;
+    }
+
+    /// An endpoint with `idle_timeout_ms` (None: the default), its counters and token key.
+    fn endpoint(idle_timeout_ms: Option<u64>) -> (Endpoint, Arc<EndpointStats>, TokenKey) {
+        let mut cfg = EndpointConfig::default();
+        if let Some(ms) = idle_timeout_ms {
+            cfg.session.idle_timeout_ms = ms;
+        }
+        let (endpoint, _, key) = start(cfg);
+        let stats = endpoint.stats();
+        (endpoint, stats, key)
+    }
+
+    /// The gauges return to 0, a new device is still admitted, the endpoint shuts down.
+    async fn ends_clean(endpoint: Endpoint, stats: &EndpointStats, key: &TokenKey) {
+        all_returned(stats).await;
+        still_admits(&endpoint, key).await;
+        all_returned(stats).await;
+        endpoint.shutdown(Duration::from_secs(2)).await;
     }
 
     fn token(key: &ingest::auth::TokenKey, device_id: u64) -> String {
@@ -812,8 +832,7 @@ mod exits {
     /// batches: the server's writer fails first while answers are still owed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_writer_dies_first() {
-        let (endpoint, _, key) = start(EndpointConfig::default());
-        let stats = endpoint.stats();
+        let (endpoint, stats, key) = endpoint(None);
         let mut raw = Raw::open(endpoint.local_addr().expect("addr"), &token(&key, 1)).await;
         raw.recv.stop(quinn::VarInt::from_u32(0)).expect("stop");
         for seq in 1..=200 {
@@ -821,18 +840,14 @@ mod exits {
                 break;
             }
         }
-        all_returned(&stats).await;
-        still_admits(&endpoint, &key).await;
-        all_returned(&stats).await;
-        endpoint.shutdown(Duration::from_secs(2)).await;
+        ends_clean(endpoint, &stats, &key).await;
     }
 
     /// The device resets its stream in the middle of a frame: the server's reader fails
     /// first.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_reader_dies_first() {
-        let (endpoint, _, key) = start(EndpointConfig::default());
-        let stats = endpoint.stats();
+        let (endpoint, stats, key) = endpoint(None);
         let mut raw = Raw::open(endpoint.local_addr().expect("addr"), &token(&key, 2)).await;
         let frame = batch(1);
         raw.send
@@ -840,19 +855,14 @@ mod exits {
             .await
             .expect("half a frame");
         raw.send.reset(quinn::VarInt::from_u32(0)).expect("reset");
-        all_returned(&stats).await;
-        still_admits(&endpoint, &key).await;
-        endpoint.shutdown(Duration::from_secs(2)).await;
+        ends_clean(endpoint, &stats, &key).await;
     }
 
     /// The device's process disappears: its runtime (and with it the QUIC driver) is gone
     /// without a CLOSE or a QUIC close; only the idle timeout ends the connection.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_peer_vanishes() {
-        let mut cfg = EndpointConfig::default();
-        cfg.session.idle_timeout_ms = 300;
-        let (endpoint, _, key) = start(cfg);
-        let stats = endpoint.stats();
+        let (endpoint, stats, key) = endpoint(Some(300));
         let addr = endpoint.local_addr().expect("addr");
         let t = token(&key, 3);
         std::thread::spawn(move || {
@@ -864,19 +874,14 @@ mod exits {
         })
         .join()
         .expect("device thread");
-        all_returned(&stats).await;
-        still_admits(&endpoint, &key).await;
-        endpoint.shutdown(Duration::from_secs(2)).await;
+        ends_clean(endpoint, &stats, &key).await;
     }
 
     /// A device that says nothing after WELCOME is closed at `session.idle_timeout_ms`,
     /// although its QUIC PINGs keep the transport alive (PROTOCOL.md: PINGs are no frames).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_session_idles_out() {
-        let mut cfg = EndpointConfig::default();
-        cfg.session.idle_timeout_ms = 300;
-        let (endpoint, _, key) = start(cfg);
-        let stats = endpoint.stats();
+        let (endpoint, stats, key) = endpoint(Some(300));
         let mut raw = Raw::open(endpoint.local_addr().expect("addr"), &token(&key, 4)).await;
         let (t, body) = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut raw.recv))
             .await
@@ -894,8 +899,7 @@ mod exits {
     /// gauge returns to 0.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shutdown_ends_every_connection() {
-        let (endpoint, _, key) = start(EndpointConfig::default());
-        let stats = endpoint.stats();
+        let (endpoint, stats, key) = endpoint(None);
         let addr = endpoint.local_addr().expect("addr");
         let idle = Raw::open(addr, &token(&key, 5)).await;
         let mut busy = Raw::open(addr, &token(&key, 6)).await;
