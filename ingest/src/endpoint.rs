@@ -17,6 +17,10 @@
 //! * Every `BATCH` frame gets exactly one `ACK`; a success ack is written only after the
 //!   sink reported the batch durable. A bad batch gets its own status and the connection
 //!   stays open; only protocol violations close it, with a `CLOSE` frame naming the reason.
+//! * Admission before any handshake work: after `connections_max`, the pure
+//!   [`Admission`] core decides each Initial (accept, QUIC Retry for an unvalidated address
+//!   under load, or refuse: handshake budget, per-source connections and handshake rate,
+//!   login back-off after failed HELLOs); the accept loop only carries the decision out.
 //! * Everything is bounded: connections (`connections_max`, each slot owned by a guard that
 //!   returns it on drop), pipelined batches per connection (`inflight_batches_max`: the
 //!   driver stops reading the stream while the session says so, and QUIC flow control holds

@@ -75,6 +75,7 @@ impl From<IpAddr> for Source {
 
 /// What to do with an incoming connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Decision {
     /// Start the handshake (counted until [`Admission::handshake_done`] /
     /// [`Admission::closed`]).
@@ -87,6 +88,7 @@ pub enum Decision {
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Refusal {
     /// `handshakes_max` handshakes are in progress.
     HandshakesMax,
@@ -102,6 +104,7 @@ pub enum Refusal {
 
 /// What [`Admission::login_failed`] asks the caller to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LoginFailed {
     /// `Some(n)`: write a log line for this failure, saying `n` more were suppressed since
     /// the previous line. `None`: suppressed (count it, log nothing).
@@ -238,7 +241,7 @@ impl Admission {
         let Some(e) = self.sources.get_mut(&source) else {
             return Err(Refusal::SourcesFull);
         };
-        e.tokens_milli -= 1000;
+        e.tokens_milli = e.tokens_milli.saturating_sub(1000);
         e.conns += 1;
         if let Some((t, s)) = e.idle_key.take() {
             self.idle.remove(&(t, s, source));

@@ -7,8 +7,8 @@
 //! `[endpoint]`: the binary builds it from `[session]` and `[limits]`.
 
 use crate::bounds::{OutOfRange, TIMEOUT_MS_LIMIT, check};
-use sys::bounds::check_all;
 use crate::proto::server::{HELLO_BYTES_MAX, SessionConfig};
+use sys::bounds::check_all;
 
 /// Largest `connections_max`: far above what one process can hold, a guard against typos.
 pub const CONNECTIONS_LIMIT: usize = 10_000_000;
@@ -83,7 +83,8 @@ impl EndpointConfig {
     /// `1..=`[`TIMEOUT_MS_LIMIT`] ms (`close_linger_ms` may be 0), windows at least 1 KiB
     /// and at most 1 GiB, and `pre_auth_receive_window_bytes` large enough for one HELLO
     /// frame and no larger than `connection_receive_window_bytes`. Admission:
-    /// `handshakes_max` and `connections_per_source_max` `1..=connections_max`,
+    /// `handshakes_max` and `connections_per_source_max` `1..=`[`CONNECTIONS_LIMIT`] (above
+    /// `connections_max` they do not bind),
     /// `retry_above_handshakes` `0..=handshakes_max`, the per-source rate, burst and
     /// `login_failures_before_backoff` `1..=1_000_000`, `login_backoff_initial_ms` ≥ 1 ms,
     /// `login_backoff_max_ms` ≥ the initial one, `login_failures_forget_ms` ≥ the longest
@@ -151,7 +152,7 @@ impl EndpointConfig {
                 "endpoint.handshakes_max",
                 self.handshakes_max as i128,
                 1,
-                self.connections_max as i128,
+                limit,
             ),
             (
                 "endpoint.retry_above_handshakes",
@@ -163,7 +164,7 @@ impl EndpointConfig {
                 "endpoint.connections_per_source_max",
                 self.connections_per_source_max as i128,
                 1,
-                self.connections_max as i128,
+                limit,
             ),
             (
                 "endpoint.handshakes_per_source_per_s",
@@ -305,11 +306,13 @@ mod tests {
             assert_eq!(c.validate(), Ok(()));
         };
         edge(|c| c.handshakes_max = 0, "endpoint.handshakes_max");
-        fine(|c| c.handshakes_max = c.connections_max);
+        fine(|c| c.handshakes_max = CONNECTIONS_LIMIT);
         edge(
-            |c| c.handshakes_max = c.connections_max + 1,
+            |c| c.handshakes_max = CONNECTIONS_LIMIT + 1,
             "endpoint.handshakes_max",
         );
+        // Lowering connections_max alone stays valid (the admission caps then do not bind).
+        fine(|c| c.connections_max = 1);
         fine(|c| c.retry_above_handshakes = 0);
         fine(|c| c.retry_above_handshakes = c.handshakes_max);
         edge(
@@ -322,7 +325,7 @@ mod tests {
         );
         fine(|c| c.connections_per_source_max = 1);
         edge(
-            |c| c.connections_per_source_max = c.connections_max + 1,
+            |c| c.connections_per_source_max = CONNECTIONS_LIMIT + 1,
             "endpoint.connections_per_source_max",
         );
         edge(

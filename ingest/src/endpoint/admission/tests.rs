@@ -105,7 +105,11 @@ fn connections_per_source_are_capped_and_freed_on_close() {
     );
     assert_eq!(a.decide(0, ip(2), VALID), Decision::Accept, "other source");
     a.closed(5, ip(1), false);
-    assert_eq!(a.decide(5, ip(1), VALID), Decision::Accept, "freed on close");
+    assert_eq!(
+        a.decide(5, ip(1), VALID),
+        Decision::Accept,
+        "freed on close"
+    );
 }
 
 #[test]
@@ -278,18 +282,32 @@ fn the_source_table_is_bounded_and_evicts_the_longest_idle() {
     // Source 3 holds a connection: it cannot be evicted; source 1 is (and forgotten).
     assert_eq!(a.decide(5, ip(4), VALID), Decision::Accept);
     assert_eq!(a.sources_tracked(), 2);
-    assert_eq!(a.decide(6, ip(1), VALID), Decision::Refuse(Refusal::SourcesFull));
+    assert_eq!(
+        a.decide(6, ip(1), VALID),
+        Decision::Refuse(Refusal::SourcesFull)
+    );
     // Every tracked source has a connection open: a new one cannot be tracked.
-    assert_eq!(a.decide(6, ip(5), VALID), Decision::Refuse(Refusal::SourcesFull));
+    assert_eq!(
+        a.decide(6, ip(5), VALID),
+        Decision::Refuse(Refusal::SourcesFull)
+    );
     a.closed(7, ip(3), true);
-    assert_eq!(a.decide(8, ip(1), VALID), Decision::Accept, "back-off forgotten");
+    assert_eq!(
+        a.decide(8, ip(1), VALID),
+        Decision::Accept,
+        "back-off forgotten"
+    );
     assert_eq!(a.sources_tracked(), 2);
 }
 
 #[test]
 fn ipv6_sources_are_slash_64_prefixes_and_mapped_v4_is_v4() {
     let v6 = |s: &str| IpAddr::V6(s.parse::<Ipv6Addr>().expect("an IPv6 address"));
-    let (a, b, c) = (v6("2001:db8:1:2::1"), v6("2001:db8:1:2:ffff::9"), v6("2001:db8:1:3::1"));
+    let (a, b, c) = (
+        v6("2001:db8:1:2::1"),
+        v6("2001:db8:1:2:ffff::9"),
+        v6("2001:db8:1:3::1"),
+    );
     assert_eq!(Source::from(a), Source::from(b));
     assert_ne!(Source::from(a), Source::from(c));
     let mapped = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
