@@ -17,6 +17,10 @@
 //! * Every `BATCH` frame gets exactly one `ACK`; a success ack is written only after the
 //!   sink reported the batch durable. A bad batch gets its own status and the connection
 //!   stays open; only protocol violations close it, with a `CLOSE` frame naming the reason.
+//! * Admission before any handshake work: after `connections_max`, the pure
+//!   [`Admission`] core decides each Initial (accept, QUIC Retry for an unvalidated address
+//!   under load, or refuse: handshake budget, per-source connections and handshake rate,
+//!   login back-off after failed HELLOs); the accept loop only carries the decision out.
 //! * Everything is bounded: connections (`connections_max`, each slot owned by a guard that
 //!   returns it on drop), pipelined batches per connection (`inflight_batches_max`: the
 //!   driver stops reading the stream while the session says so, and QUIC flow control holds
@@ -37,9 +41,11 @@
 //! The endpoint reads time only through the [`Clock`] it is given (wall time for the
 //! protocol, monotonic time for the deadlines), so tests control it.
 
+mod admission;
 mod config;
 mod confirmer;
 mod conn;
+mod gate;
 mod ports;
 mod stats;
 mod tls;
@@ -55,6 +61,7 @@ use sys::Clock;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+pub use self::admission::{Admission, Decision, LoginFailed, Refusal, Source};
 pub use self::config::{CONNECTIONS_LIMIT, EndpointConfig};
 pub use self::confirmer::{ConfirmDelivery, Confirmer, OutstandingConfirm};
 pub use self::ports::{AcceptedBatch, Activity, BatchSink, NoActivity, SinkCallback, SinkOutcome};
@@ -64,6 +71,7 @@ pub use crate::proto::confirm::ConfirmRequestError;
 pub use crate::proto::server::SessionConfig;
 
 use self::confirmer::ConnLink;
+use self::gate::{Admit, Gate};
 use self::stats::ConnectionSlot;
 use crate::auth::Authenticator;
 use crate::proto::confirm::Registry;
@@ -108,6 +116,8 @@ struct Shared {
     activity: Arc<dyn Activity>,
     clock: Arc<dyn Clock>,
     stats: Arc<EndpointStats>,
+    /// Admission: handshake budget, Retry, per-source limits, login back-off.
+    gate: Arc<Gate>,
     shutdown: CancellationToken,
     /// Source of connection ids (registry entries name the connection that owns them).
     next_conn_id: AtomicU64,
@@ -176,6 +186,8 @@ impl Endpoint {
             auth: parts.auth,
             confirms: registry.clone(),
         });
+        let stats = Arc::new(EndpointStats::default());
+        let gate = Gate::new(&parts.cfg, stats.clone(), parts.clock.clone());
         let shared = Arc::new(Shared {
             cfg: parts.cfg,
             session,
@@ -183,7 +195,8 @@ impl Endpoint {
             sink: parts.sink,
             activity: parts.activity,
             clock: parts.clock,
-            stats: Arc::new(EndpointStats::default()),
+            stats,
+            gate,
             shutdown: CancellationToken::new(),
             next_conn_id: AtomicU64::new(1),
         });
@@ -280,6 +293,8 @@ impl Endpoint {
     }
 }
 
+/// Admits or turns away each Initial: `connections_max` first (a slot held for the
+/// connection's life), then the admission core ([`Admission`]), which may ask for a Retry.
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
@@ -291,18 +306,33 @@ async fn accept_loop(
             continue;
         }
         let stats = &shared.stats;
+        let remote = incoming.remote_address();
         let Some(slot) = ConnectionSlot::try_acquire(stats, shared.cfg.connections_max) else {
             stats.connections_refused.fetch_add(1, Ordering::Relaxed);
-            debug!(remote = %incoming.remote_address(), "connections_max reached, refusing");
+            debug!(%remote, "connections_max reached, refusing");
             incoming.refuse();
             continue;
         };
-        let Some(handshake) =
-            ConnectionSlot::try_acquire_in(stats, |s| &s.handshakes_pending, usize::MAX)
-        else {
-            continue;
-        };
-        stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
-        tracker.spawn(conn::serve(incoming, slot, handshake, shared.clone()));
+        match shared
+            .gate
+            .decide(remote.ip(), incoming.remote_address_validated())
+        {
+            Admit::Accept(admitted) => {
+                stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+                tracker.spawn(conn::serve(incoming, slot, admitted, shared.clone()));
+            }
+            Admit::Retry => match incoming.retry() {
+                Ok(()) => {
+                    stats.retries_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                // Only an Initial that already carries a Retry token cannot be retried, and
+                // the core asks for a Retry only for addresses not validated.
+                Err(e) => e.into_incoming().refuse(),
+            },
+            Admit::Refuse(reason) => {
+                debug!(%remote, ?reason, "connection refused by admission");
+                incoming.refuse();
+            }
+        }
     }
 }

@@ -109,6 +109,11 @@ pub const METRICS: &[Metric] = &[
         |s| s.endpoint.handshakes_pending.load(Ordering::Relaxed) as u64,
     ),
     gauge(
+        "admission_sources_tracked",
+        "Sources (IPv4 addresses, IPv6 /64s) whose admission state is kept.",
+        |s| s.endpoint.sources_tracked.load(Ordering::Relaxed) as u64,
+    ),
+    gauge(
         "sessions_open",
         "Authenticated device sessions open now.",
         |s| s.endpoint.sessions_open.load(Ordering::Relaxed) as u64,
@@ -145,6 +150,46 @@ pub const METRICS: &[Metric] = &[
         "connections_refused",
         "Connections refused at connections_max.",
         |s| relaxed(&s.endpoint.connections_refused),
+    ),
+    counter(
+        "connections_refused_handshakes_max",
+        "Connections refused at endpoint.handshakes_max handshakes in progress.",
+        |s| relaxed(&s.endpoint.refused_handshakes_max),
+    ),
+    counter(
+        "connections_refused_source_connections",
+        "Connections refused at endpoint.connections_per_source_max for their source.",
+        |s| relaxed(&s.endpoint.refused_source_connections),
+    ),
+    counter(
+        "connections_refused_source_rate",
+        "Connections refused over endpoint.handshakes_per_source_per_s for their source.",
+        |s| relaxed(&s.endpoint.refused_source_rate),
+    ),
+    counter(
+        "connections_refused_login_backoff",
+        "Connections refused because their source was in login back-off.",
+        |s| relaxed(&s.endpoint.refused_login_backoff),
+    ),
+    counter(
+        "connections_refused_sources_full",
+        "Connections refused because endpoint.sources_tracked_max sources all had connections open.",
+        |s| relaxed(&s.endpoint.refused_sources_full),
+    ),
+    counter(
+        "quic_retries_sent",
+        "QUIC Retry packets sent (address validation).",
+        |s| relaxed(&s.endpoint.retries_sent),
+    ),
+    counter(
+        "login_backoffs",
+        "Login back-offs started after endpoint.login_failures_before_backoff failed logins.",
+        |s| relaxed(&s.endpoint.login_backoffs),
+    ),
+    counter(
+        "auth_failure_logs_suppressed",
+        "Failed logins not logged (endpoint.login_failure_log_interval_ms).",
+        |s| relaxed(&s.endpoint.auth_failure_logs_suppressed),
     ),
     counter(
         "auth_failures",

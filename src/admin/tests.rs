@@ -230,3 +230,36 @@ async fn connections_beyond_the_limit_are_closed_and_heads_are_bounded() {
     admin.stop().await;
     s.storage.shutdown().unwrap();
 }
+
+/// The admission rows read their own counters (each set to a value of its own).
+#[test]
+fn admission_metrics_read_their_own_counters() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let sources = sources(dir.path());
+    let e = &sources.endpoint;
+    e.refused_handshakes_max.store(11, Relaxed);
+    e.refused_source_connections.store(12, Relaxed);
+    e.refused_source_rate.store(13, Relaxed);
+    e.refused_login_backoff.store(14, Relaxed);
+    e.refused_sources_full.store(15, Relaxed);
+    e.retries_sent.store(16, Relaxed);
+    e.login_backoffs.store(17, Relaxed);
+    e.auth_failure_logs_suppressed.store(18, Relaxed);
+    e.sources_tracked.store(19, Relaxed);
+    let st = state(sources, None);
+    let m = route(&Method::GET, "/metrics", None, &st);
+    for line in [
+        "hexflow_connections_refused_handshakes_max_total 11\n",
+        "hexflow_connections_refused_source_connections_total 12\n",
+        "hexflow_connections_refused_source_rate_total 13\n",
+        "hexflow_connections_refused_login_backoff_total 14\n",
+        "hexflow_connections_refused_sources_full_total 15\n",
+        "hexflow_quic_retries_sent_total 16\n",
+        "hexflow_login_backoffs_total 17\n",
+        "hexflow_auth_failure_logs_suppressed_total 18\n",
+        "hexflow_admission_sources_tracked 19\n",
+    ] {
+        assert!(m.body.contains(line), "{line} in {}", m.body);
+    }
+}

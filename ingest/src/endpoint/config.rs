@@ -8,6 +8,7 @@
 
 use crate::bounds::{OutOfRange, TIMEOUT_MS_LIMIT, check};
 use crate::proto::server::{HELLO_BYTES_MAX, SessionConfig};
+use sys::bounds::check_all;
 
 /// Largest `connections_max`: far above what one process can hold, a guard against typos.
 pub const CONNECTIONS_LIMIT: usize = 10_000_000;
@@ -44,6 +45,36 @@ pub struct EndpointConfig {
     pub pre_auth_receive_window_bytes: u32,
     /// QUIC per-connection send window. Default 64 KiB.
     pub send_window_bytes: u32,
+    /// Handshakes in progress allowed at once (each also holds a `connections_max` slot);
+    /// more are refused. Default 1 000.
+    pub handshakes_max: usize,
+    /// Once this many handshakes are in progress, a connection whose address is not
+    /// validated yet gets a QUIC Retry (one round trip more for the device, nothing kept for
+    /// a spoofed source). 0: always. Default 100.
+    pub retry_above_handshakes: usize,
+    /// Open connections (handshaking or not) allowed per source (an IPv4 address or an
+    /// IPv6 /64; many devices may share one behind a carrier NAT). Default 1 000.
+    pub connections_per_source_max: usize,
+    /// Handshakes a source may start per second, on average (token bucket). Default 100.
+    pub handshakes_per_source_per_s: u32,
+    /// Handshakes a source may start at once (the bucket's size). Default 500.
+    pub handshakes_per_source_burst: u32,
+    /// Failed logins (HELLO refused UNAUTHENTICATED) after which a source is refused for a
+    /// back-off. Default 8.
+    pub login_failures_before_backoff: u32,
+    /// The first back-off; each further round of failures doubles it. Default 1 000 ms.
+    pub login_backoff_initial_ms: u64,
+    /// The longest back-off. Default 300 000 ms (5 min).
+    pub login_backoff_max_ms: u64,
+    /// A source without a failed login for this long starts over (no failures, back-off
+    /// back to the first). Default 3 600 000 ms (1 h).
+    pub login_failures_forget_ms: u64,
+    /// Sources whose admission state is kept (about 150 bytes each); when full, the source
+    /// idle for longest is forgotten. At least `connections_max`. Default 100 000.
+    pub sources_tracked_max: usize,
+    /// At most one log line about failed logins per this interval; the line says how many
+    /// were suppressed since the last one. Default 1 000 ms.
+    pub login_failure_log_interval_ms: u64,
 }
 
 impl EndpointConfig {
@@ -51,7 +82,15 @@ impl EndpointConfig {
     /// `1..=`[`CONNECTIONS_LIMIT`], `confirm_pending_max` `0..=100_000_000`, each deadline
     /// `1..=`[`TIMEOUT_MS_LIMIT`] ms (`close_linger_ms` may be 0), windows at least 1 KiB
     /// and at most 1 GiB, and `pre_auth_receive_window_bytes` large enough for one HELLO
-    /// frame and no larger than `connection_receive_window_bytes`.
+    /// frame and no larger than `connection_receive_window_bytes`. Admission:
+    /// `handshakes_max` and `connections_per_source_max` `1..=`[`CONNECTIONS_LIMIT`] (above
+    /// `connections_max` they do not bind),
+    /// `retry_above_handshakes` `0..=handshakes_max`, the per-source rate, burst and
+    /// `login_failures_before_backoff` `1..=1_000_000`, `login_backoff_initial_ms` ≥ 1 ms,
+    /// `login_backoff_max_ms` ≥ the initial one, `login_failures_forget_ms` ≥ the longest
+    /// back-off (each at most [`TIMEOUT_MS_LIMIT`]; the log interval may be 0: every
+    /// failure logged), `sources_tracked_max` from `connections_max` (so a new source always
+    /// finds a source without connections to evict) to 10 × [`CONNECTIONS_LIMIT`].
     ///
     /// # Errors
     /// The first value out of bounds, named `endpoint.<key>` (or `session.…`/`limits.…`).
@@ -100,7 +139,82 @@ impl EndpointConfig {
             self.pre_auth_receive_window_bytes,
             HELLO_BYTES_MAX + 5,
             self.connection_receive_window_bytes,
-        )
+        )?;
+        self.validate_admission()
+    }
+
+    /// The admission keys (see [`EndpointConfig::validate`]).
+    fn validate_admission(&self) -> Result<(), OutOfRange> {
+        let limit = CONNECTIONS_LIMIT as i128;
+        let ms = TIMEOUT_MS_LIMIT as i128;
+        check_all(&[
+            (
+                "endpoint.handshakes_max",
+                self.handshakes_max as i128,
+                1,
+                limit,
+            ),
+            (
+                "endpoint.retry_above_handshakes",
+                self.retry_above_handshakes as i128,
+                0,
+                self.handshakes_max as i128,
+            ),
+            (
+                "endpoint.connections_per_source_max",
+                self.connections_per_source_max as i128,
+                1,
+                limit,
+            ),
+            (
+                "endpoint.handshakes_per_source_per_s",
+                self.handshakes_per_source_per_s.into(),
+                1,
+                1_000_000,
+            ),
+            (
+                "endpoint.handshakes_per_source_burst",
+                self.handshakes_per_source_burst.into(),
+                1,
+                1_000_000,
+            ),
+            (
+                "endpoint.login_failures_before_backoff",
+                self.login_failures_before_backoff.into(),
+                1,
+                1_000_000,
+            ),
+            (
+                "endpoint.login_backoff_initial_ms",
+                self.login_backoff_initial_ms.into(),
+                1,
+                ms,
+            ),
+            (
+                "endpoint.login_backoff_max_ms",
+                self.login_backoff_max_ms.into(),
+                self.login_backoff_initial_ms.into(),
+                ms,
+            ),
+            (
+                "endpoint.login_failures_forget_ms",
+                self.login_failures_forget_ms.into(),
+                self.login_backoff_max_ms.into(),
+                ms,
+            ),
+            (
+                "endpoint.sources_tracked_max",
+                self.sources_tracked_max as i128,
+                self.connections_max as i128,
+                limit * 10,
+            ),
+            (
+                "endpoint.login_failure_log_interval_ms",
+                self.login_failure_log_interval_ms.into(),
+                0,
+                ms,
+            ),
+        ])
     }
 }
 
@@ -116,6 +230,17 @@ impl Default for EndpointConfig {
             connection_receive_window_bytes: 1024 * 1024,
             pre_auth_receive_window_bytes: 4 * 1024,
             send_window_bytes: 64 * 1024,
+            handshakes_max: 1_000,
+            retry_above_handshakes: 100,
+            connections_per_source_max: 1_000,
+            handshakes_per_source_per_s: 100,
+            handshakes_per_source_burst: 500,
+            login_failures_before_backoff: 8,
+            login_backoff_initial_ms: 1_000,
+            login_backoff_max_ms: 300_000,
+            login_failures_forget_ms: 3_600_000,
+            sources_tracked_max: 100_000,
+            login_failure_log_interval_ms: 1_000,
         }
     }
 }
@@ -169,6 +294,81 @@ mod tests {
     }
 
     #[test]
+    fn admission_bounds_are_checked_at_their_edges() {
+        let edge = |f: fn(&mut EndpointConfig), key: &str| {
+            let mut c = EndpointConfig::default();
+            f(&mut c);
+            assert!(refused(&c).contains(key), "{key}: {}", refused(&c));
+        };
+        let fine = |f: fn(&mut EndpointConfig)| {
+            let mut c = EndpointConfig::default();
+            f(&mut c);
+            assert_eq!(c.validate(), Ok(()));
+        };
+        edge(|c| c.handshakes_max = 0, "endpoint.handshakes_max");
+        fine(|c| c.handshakes_max = CONNECTIONS_LIMIT);
+        edge(
+            |c| c.handshakes_max = CONNECTIONS_LIMIT + 1,
+            "endpoint.handshakes_max",
+        );
+        // Lowering connections_max alone stays valid (the admission caps then do not bind).
+        fine(|c| c.connections_max = 1);
+        fine(|c| c.retry_above_handshakes = 0);
+        fine(|c| c.retry_above_handshakes = c.handshakes_max);
+        edge(
+            |c| c.retry_above_handshakes = c.handshakes_max + 1,
+            "endpoint.retry_above_handshakes",
+        );
+        edge(
+            |c| c.connections_per_source_max = 0,
+            "endpoint.connections_per_source_max",
+        );
+        fine(|c| c.connections_per_source_max = 1);
+        edge(
+            |c| c.connections_per_source_max = CONNECTIONS_LIMIT + 1,
+            "endpoint.connections_per_source_max",
+        );
+        edge(
+            |c| c.handshakes_per_source_per_s = 0,
+            "endpoint.handshakes_per_source_per_s",
+        );
+        edge(
+            |c| c.handshakes_per_source_burst = 0,
+            "endpoint.handshakes_per_source_burst",
+        );
+        fine(|c| c.handshakes_per_source_burst = 1);
+        edge(
+            |c| c.login_failures_before_backoff = 0,
+            "endpoint.login_failures_before_backoff",
+        );
+        fine(|c| c.login_failures_before_backoff = 1);
+        edge(
+            |c| c.login_backoff_initial_ms = 0,
+            "endpoint.login_backoff_initial_ms",
+        );
+        edge(
+            |c| c.login_backoff_max_ms = c.login_backoff_initial_ms - 1,
+            "endpoint.login_backoff_max_ms",
+        );
+        fine(|c| c.login_backoff_max_ms = c.login_backoff_initial_ms);
+        edge(
+            |c| c.login_failures_forget_ms = c.login_backoff_max_ms - 1,
+            "endpoint.login_failures_forget_ms",
+        );
+        fine(|c| c.login_failures_forget_ms = c.login_backoff_max_ms);
+        edge(
+            |c| c.sources_tracked_max = c.connections_max - 1,
+            "endpoint.sources_tracked_max",
+        );
+        fine(|c| c.sources_tracked_max = c.connections_max);
+        fine(|c| c.login_failure_log_interval_ms = 0);
+        edge(
+            |c| c.login_failure_log_interval_ms = TIMEOUT_MS_LIMIT + 1,
+            "endpoint.login_failure_log_interval_ms",
+        );
+    }
+
+    #[test]
     fn toml_keys_are_the_fields() {
         let e: EndpointConfig = toml::from_str("connections_max = 7").unwrap();
         assert_eq!(e.connections_max, 7);
@@ -215,6 +415,27 @@ mod tests {
                 c.send_window_bytes
             ),
             (10_000, 512 * 1024, 1024 * 1024, 4 * 1024, 64 * 1024)
+        );
+        assert_eq!(
+            (
+                c.handshakes_max,
+                c.retry_above_handshakes,
+                c.connections_per_source_max,
+                c.handshakes_per_source_per_s,
+                c.handshakes_per_source_burst,
+                c.sources_tracked_max
+            ),
+            (1_000, 100, 1_000, 100, 500, 100_000)
+        );
+        assert_eq!(
+            (
+                c.login_failures_before_backoff,
+                c.login_backoff_initial_ms,
+                c.login_backoff_max_ms,
+                c.login_failures_forget_ms,
+                c.login_failure_log_interval_ms
+            ),
+            (8, 1_000, 300_000, 3_600_000, 1_000)
         );
     }
 }

@@ -7,8 +7,8 @@
 //!   connection as the session's [`Ending`] says.
 //! * The stream is read only while the session wants bytes and every byte owed to the
 //!   device is written; at `inflight_batches_max` QUIC flow control then holds the device.
-//! * Everything a connection holds is owned by the task: the connection slot and the
-//!   handshake unit (guards), its shares of the in-flight and buffered-bytes gauges
+//! * Everything a connection holds is owned by the task: the connection slot and its
+//!   admission counts (guards: the handshake unit, the source's connection), its shares of the in-flight and buffered-bytes gauges
 //!   ([`Share`]), the session slot, the registry attachment (a guard that detaches), the
 //!   session's in-flight table. A sink callback that outlives the connection finds the
 //!   channel closed and does nothing; one dropped without being called answers its batch
@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::confirmer::ConnLink;
+use super::gate::Admitted;
 use super::stats::{ConnectionSlot, Share};
 use super::{AcceptedBatch, Shared, SinkCallback, SinkOutcome};
 use crate::proto::Now;
@@ -46,12 +47,13 @@ const READ_CHUNK_BYTES_MAX: usize = 64 * 1024;
 const CONFIRM_REQUEST_SLOTS: usize = 2;
 
 /// Serves one incoming connection to its end. `slot` (a `connections_max` slot) is
-/// returned when this returns, `handshake` (its unit of `handshakes_pending`) once the
-/// handshake is over; the handshake gets at most `handshake_timeout_ms`.
+/// returned when this returns, `admitted`'s handshake unit once the handshake is over and
+/// its per-source count when this returns; the handshake gets at most
+/// `handshake_timeout_ms`.
 pub(super) async fn serve(
     incoming: quinn::Incoming,
     slot: ConnectionSlot,
-    handshake: ConnectionSlot,
+    mut admitted: Admitted,
     shared: Arc<Shared>,
 ) {
     let _slot = slot;
@@ -73,8 +75,8 @@ pub(super) async fn serve(
             return debug!(%remote, "handshake not complete within handshake_timeout_ms");
         }
     };
-    drop(handshake);
-    Driver::new(conn, shared).run().await;
+    admitted.handshake_done();
+    Driver::new(conn, shared, admitted).run().await;
 }
 
 /// The device's entry in the confirm registry; dropping it forgets this connection.
@@ -123,6 +125,8 @@ impl Drop for OutcomeSender {
 struct Driver {
     conn: quinn::Connection,
     remote: SocketAddr,
+    /// This connection's admission counts (its source's open connections).
+    admitted: Admitted,
     shared: Arc<Shared>,
     session: ServerSession,
     device_id: Option<DeviceId>,
@@ -156,13 +160,14 @@ async fn sleep_opt(d: Option<Duration>) {
 }
 
 impl Driver {
-    fn new(conn: quinn::Connection, shared: Arc<Shared>) -> Self {
+    fn new(conn: quinn::Connection, shared: Arc<Shared>, admitted: Admitted) -> Self {
         let inflight_max = shared.cfg.session.inflight_batches_max.max(1) as usize;
         let (outcomes_tx, outcomes) = mpsc::channel(inflight_max);
         let (requests_tx, requests) = mpsc::channel(CONFIRM_REQUEST_SLOTS);
         let mono_ms = shared.clock.monotonic_us() / 1000;
         Self {
             remote: conn.remote_address(),
+            admitted,
             conn,
             session: ServerSession::new(shared.session.clone(), mono_ms),
             inflight: Share::new(&shared.stats, |s| &s.inflight_batches),
@@ -310,10 +315,13 @@ impl Driver {
         while let Some(output) = self.session.poll_output() {
             let stats = &self.shared.stats;
             match output {
-                ServerOutput::Authenticated { claims } => self.attach(claims.device_id),
+                ServerOutput::Authenticated { claims } => {
+                    self.shared.gate.login_succeeded(self.admitted.ip());
+                    self.attach(claims.device_id);
+                }
                 ServerOutput::AuthFailed { error } => {
                     stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-                    info!(remote = %self.remote, error = %error, "authentication failed");
+                    self.auth_failed(&error);
                 }
                 ServerOutput::Contact { now_ms } => {
                     if let Some(d) = self.device_id {
@@ -350,6 +358,25 @@ impl Driver {
         self.session.poll_transmit(&mut self.out);
         self.inflight.set(self.session.inflight());
         self.buffered.set(self.session.buffered_capacity());
+    }
+
+    /// Counts a refused HELLO against the source (back-off) and logs it unless the log
+    /// limiter suppresses it; a token that expired or was revoked during the session is
+    /// logged as such (once per session, not a flood).
+    fn auth_failed(&self, error: &crate::auth::TokenError) {
+        if let Some(device_id) = self.device_id {
+            return info!(remote = %self.remote, %device_id, %error, "token no longer valid");
+        }
+        let failed = self.shared.gate.login_failed(self.admitted.ip());
+        if let Some(suppressed) = failed.log {
+            info!(
+                remote = %self.remote,
+                %error,
+                suppressed,
+                backoff_ms = failed.backoff_ms,
+                "authentication failed (suppressed: failures not logged since the previous line)"
+            );
+        }
     }
 
     /// Registers the connection for confirm requests; the outstanding one goes right after

@@ -1,9 +1,10 @@
 //! [`EndpointStats`], the endpoint's live counters and gauges, and the guards that own a
-//! part of a gauge: [`ConnectionSlot`] (one unit of a gauge: a `connections_max` slot, a
-//! handshake in progress, an open session; the last two are counted, not bounded yet) and
-//! [`Share`] (a connection's contribution to a sum
-//! such as the bytes buffered). Dropping a guard returns what it holds, whatever ended the
-//! connection, so a gauge cannot leak.
+//! part of a gauge: [`ConnectionSlot`] (one unit of a gauge: a `connections_max` slot, an
+//! open session, the latter counted, not bounded) and [`Share`] (a connection's
+//! contribution to a sum such as the bytes buffered). Dropping a guard returns what it
+//! holds, whatever ended the connection, so a gauge cannot leak. The handshakes in progress
+//! and the sources tracked are the admission core's counts, mirrored here by the gate's
+//! guard (`gate.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -14,8 +15,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 pub struct EndpointStats {
     /// Gauge: connections open right now (handshaking, awaiting HELLO, or authenticated).
     pub connections_open: AtomicUsize,
-    /// Gauge: QUIC/TLS handshakes in progress.
+    /// Gauge: QUIC/TLS handshakes in progress (at most `handshakes_max`).
     pub handshakes_pending: AtomicUsize,
+    /// Gauge: sources (IPv4 addresses, IPv6 /64s) whose admission state is kept (at most
+    /// `sources_tracked_max`; sources stay tracked after their connections close).
+    pub sources_tracked: AtomicUsize,
     /// Gauge: authenticated sessions (connections past WELCOME).
     pub sessions_open: AtomicUsize,
     /// Gauge: batches handed to the sink and not yet answered, over all connections.
@@ -26,6 +30,22 @@ pub struct EndpointStats {
     pub connections_accepted: AtomicU64,
     /// Connections refused because `connections_max` was reached.
     pub connections_refused: AtomicU64,
+    /// Connections refused because `handshakes_max` handshakes were in progress.
+    pub refused_handshakes_max: AtomicU64,
+    /// Connections refused because their source had `connections_per_source_max` open.
+    pub refused_source_connections: AtomicU64,
+    /// Connections refused because their source was over `handshakes_per_source_per_s`.
+    pub refused_source_rate: AtomicU64,
+    /// Connections refused because their source was in login back-off.
+    pub refused_login_backoff: AtomicU64,
+    /// Connections refused because `sources_tracked_max` sources all had connections open.
+    pub refused_sources_full: AtomicU64,
+    /// QUIC Retry packets sent (address validation).
+    pub retries_sent: AtomicU64,
+    /// Login back-offs started (after `login_failures_before_backoff` failed logins).
+    pub login_backoffs: AtomicU64,
+    /// Failed logins not logged (at most one line per `login_failure_log_interval_ms`).
+    pub auth_failure_logs_suppressed: AtomicU64,
     /// Handshakes that did not complete within `handshake_timeout_ms`.
     pub handshakes_timed_out: AtomicU64,
     /// Sessions closed because the device sent no frame for `idle_timeout_ms`.
@@ -33,7 +53,8 @@ pub struct EndpointStats {
     /// Sessions ended with SESSION_REPLACED because a newer connection of the same device
     /// authenticated.
     pub sessions_replaced: AtomicU64,
-    /// Connections that failed authentication.
+    /// Connections that failed authentication (HELLO refused, or the token expired or was
+    /// revoked during the session).
     pub auth_failures: AtomicU64,
     /// Batches acked `OK`.
     pub batches_ok: AtomicU64,
