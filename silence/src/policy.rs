@@ -386,7 +386,19 @@ mod tests {
     fn judgement_until_is_the_next_threshold_for_v0() {
         let p = Policy::new(100, 300).unwrap();
         for since in [0u32, 1, 500, 1_000, u32::MAX - 150, u32::MAX] {
-            for now in [0u32, 1, 99, 100, 599, 600, 1_099, 1_100, 1_299, 1_300, u32::MAX] {
+            for now in [
+                0u32,
+                1,
+                99,
+                100,
+                599,
+                600,
+                1_099,
+                1_100,
+                1_299,
+                1_300,
+                u32::MAX,
+            ] {
                 let until = p.judgement_until_s(7, since, 0, now);
                 let at_now = p.level(since, now);
                 // Unchanged on [now, until) (probed at its edges), changed at until.

@@ -1196,7 +1196,10 @@ impl Prepared<'_> {
                 ExemptionTarget::Group(g) => Some(g.as_str()) == group,
             };
             if applies {
-                e.from_s.into_iter().chain(e.until_s).for_each(|b| ahead(i64::from(b)));
+                e.from_s
+                    .into_iter()
+                    .chain(e.until_s)
+                    .for_each(|b| ahead(i64::from(b)));
             }
         }
         let d = self.judge_detail(device_id, since_s, confirmed_s);

@@ -762,7 +762,10 @@ impl SilenceTable {
                     new_fast += 1;
                     new_floor_s = new_floor_s.min(last_fix_s);
                 }
-                Visit::Watch { until_s, last_fix_s } => {
+                Visit::Watch {
+                    until_s,
+                    last_fix_s,
+                } => {
                     hold.add(i, until_s, last_fix_s, &before, &sweep.stats, sweep.now_s);
                 }
                 // Watched slots are claimed and slots are never freed.
@@ -809,7 +812,10 @@ impl SilenceTable {
                     fast += 1;
                     floor_s = floor_s.min(last_fix_s);
                 }
-                Visit::Watch { until_s, last_fix_s } => {
+                Visit::Watch {
+                    until_s,
+                    last_fix_s,
+                } => {
                     watch |= 1u64 << i;
                     hold.add(i, until_s, last_fix_s, &before, &sweep.stats, sweep.now_s);
                 }
@@ -879,9 +885,12 @@ impl SilenceTable {
         };
         // Held (not judged again) until the policy's next possible change, unless woken.
         let watch = |sweep: &Sweep<'_, P>| Visit::Watch {
-            until_s: sweep
-                .policy
-                .judgement_until_s(device_id, judged_from_s, confirmed_s, sweep.now_s),
+            until_s: sweep.policy.judgement_until_s(
+                device_id,
+                judged_from_s,
+                confirmed_s,
+                sweep.now_s,
+            ),
             last_fix_s,
         };
         judged.next = match sweep.judge(device_id, previous, judged_from_s, confirmed_s, fresh_fix)
@@ -1043,7 +1052,8 @@ impl SilenceTable {
 
     /// Validates an update and returns the device's slot, claiming one if the device is new.
     fn slot_for_update(&self, device_id: u64, time_s: u32) -> Result<&Slot, RecordError> {
-        self.index_for_update(device_id, time_s).map(|(_, slot)| slot)
+        self.index_for_update(device_id, time_s)
+            .map(|(_, slot)| slot)
     }
 
     /// [`SilenceTable::slot_for_update`] with the slot's index.
@@ -1422,7 +1432,11 @@ impl<P: SilencePolicy + ?Sized> Sweep<'_, P> {
     /// Whether block `b` holds a device with an unreported confirmation (blocks are asked in
     /// increasing order).
     fn confirmation_in(&mut self, b: usize) -> bool {
-        while self.woken_blocks.get(self.woken_next).is_some_and(|&x| x < b) {
+        while self
+            .woken_blocks
+            .get(self.woken_next)
+            .is_some_and(|&x| x < b)
+        {
             self.woken_next += 1;
         }
         self.woken_blocks.get(self.woken_next) == Some(&b)

@@ -290,7 +290,10 @@ fn fix_racing_a_partial_visit_resumes_once() {
                 .expect("only scanner");
             // Device 6 is held (expired, it cannot change without a fix): it is loaded only
             // if the fix already woke its block.
-            assert!(stats.slots_visited <= 1, "only the watched device may be loaded");
+            assert!(
+                stats.slots_visited <= 1,
+                "only the watched device may be loaded"
+            );
             events
         });
         writer.join().expect("thread");
@@ -358,7 +361,13 @@ fn fix_racing_a_hold_wakes_the_block() {
         match events.as_slice() {
             [resumed] => assert_eq!(
                 (resumed.kind, resumed.from, resumed.last_fix_s),
-                (EventKind::Resumed { silent_since_s: 100 }, Level::Warned, 130)
+                (
+                    EventKind::Resumed {
+                        silent_since_s: 100
+                    },
+                    Level::Warned,
+                    130
+                )
             ),
             [expired, resumed] => {
                 assert_eq!(
@@ -367,7 +376,13 @@ fn fix_racing_a_hold_wakes_the_block() {
                 );
                 assert_eq!(
                     (resumed.kind, resumed.from, resumed.last_fix_s),
-                    (EventKind::Resumed { silent_since_s: 100 }, Level::Expired, 130)
+                    (
+                        EventKind::Resumed {
+                            silent_since_s: 100
+                        },
+                        Level::Expired,
+                        130
+                    )
                 );
             }
             other => panic!("invalid event sequence {other:?}"),

@@ -1454,3 +1454,66 @@ fn every_confirmation_outcome_has_exactly_one_event() {
     assert_eq!(scan(1_290, &mut out).len(), 1);
     assert_eq!(scan(1_300, &mut out), []);
 }
+
+/// The rules policy's deadline (`judgement_until_s`) against brute force: for devices with
+/// and without exemption windows, an outage and a confirmation, the judgement at every
+/// second in `now..until` (up to 1,000 s) equals the one at `now`: a held device is never
+/// judged too late.
+#[test]
+fn policy_set_judgement_until_is_never_late() {
+    use crate::{
+        ConfirmResets, Exemption, ExemptionTarget, Outage, PolicyDef, PolicySet, Threshold,
+    };
+    let def = PolicyDef {
+        name: "default".into(),
+        warning: Threshold::Duration { seconds: 100 },
+        expiry: Threshold::Duration { seconds: 250 },
+        confirm_resets: ConfirmResets::Warning,
+    };
+    let window = |device, from_s, until_s| Exemption {
+        target: ExemptionTarget::Device(device),
+        from_s,
+        until_s,
+        reason: "w".into(),
+    };
+    let mut set = PolicySet::new(
+        vec![def],
+        "default",
+        Vec::new(),
+        vec![
+            window(2, Some(1_150), Some(1_300)),
+            window(3, None, Some(1_120)),
+            window(4, Some(1_400), None),
+        ],
+    )
+    .unwrap();
+    set.set_outages(
+        vec![Outage {
+            down_s: 1_200,
+            up_s: 1_230,
+        }],
+        10,
+    );
+    let mut rng = Rng(7);
+    for _ in 0..400 {
+        let device = 1 + rng.below(4);
+        let since = 1_000 + rng.below(300) as u32;
+        let confirmed = if rng.below(3) == 0 {
+            since + rng.below(200) as u32
+        } else {
+            0
+        };
+        let now = 1_000 + rng.below(700) as u32;
+        let p = set.prepare(now);
+        let at_now = p.judge(device, since, confirmed, now);
+        let until = p.judgement_until_s(device, since, confirmed, now);
+        assert!(until > now, "device {device} since {since} now {now}");
+        for t in now..until.min(now + 1_000) {
+            assert_eq!(
+                set.prepare(t).judge(device, since, confirmed, t),
+                at_now,
+                "device {device} since {since} confirmed {confirmed} now {now} until {until} t {t}"
+            );
+        }
+    }
+}
