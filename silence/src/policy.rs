@@ -95,6 +95,20 @@ pub trait SilencePolicy {
         u64::MAX
     }
 
+    /// The scanner's deadline for one device: an instant `until_s` such that
+    /// [`SilencePolicy::judge`]`(device_id, since_s, confirmed_s, t)` equals its value at
+    /// `now_s` for every `t` in `now_s..until_s`. The scanner does not judge a silent (or
+    /// exempt, or soon due) device again before `until_s` unless a fix, a confirmation or a
+    /// claim in its block wakes it, so scans cost nothing for devices whose level cannot
+    /// change. The default, `0`, promises nothing (the device is judged at every scan) and is
+    /// always correct; a deadline later than the first change is a bug. A table must be
+    /// scanned with one policy (or policies that answer alike), because the scanner keeps
+    /// these answers from one scan to the next.
+    fn judgement_until_s(&self, device_id: u64, since_s: u32, confirmed_s: u32, now_s: u32) -> u32 {
+        let _ = (device_id, since_s, confirmed_s, now_s);
+        0
+    }
+
     /// Judges `device_id`, silent since `since_s`, that last confirmed its location at
     /// `confirmed_s` (0: never), at `now_s`: [`Judgement::Exempt`] (the scanner leaves it alone
     /// and raises nothing) or its level. The default ignores confirmations and exemptions.
@@ -246,6 +260,20 @@ impl SilencePolicy for Policy {
     fn reporting_from_later_s(&self, _now_s: u32, later_s: u32) -> u64 {
         SilencePolicy::reporting_from_s(self, later_s)
     }
+
+    fn judgement_until_s(&self, _device_id: u64, since_s: u32, _confirmed: u32, now_s: u32) -> u32 {
+        // The level changes when the silence `t - since_s` (0 before `since_s`) reaches the
+        // next threshold, i.e. at `since_s + threshold`; an expired device never changes.
+        let silent_s = u64::from(now_s.saturating_sub(since_s));
+        let next_s = if silent_s < self.warning_after_s {
+            self.warning_after_s
+        } else if silent_s < self.expiry_after_s {
+            self.expiry_after_s
+        } else {
+            return u32::MAX;
+        };
+        u32::try_from(u64::from(since_s) + next_s).unwrap_or(u32::MAX)
+    }
 }
 
 /// The level a device moves to when it was at `previous` and the policy now judges `judged`;
@@ -350,6 +378,39 @@ mod tests {
                 let fast = u64::from(since) >= from;
                 let reporting = p.level(since, now) == Level::Reporting;
                 assert_eq!(fast, reporting, "now {now} since {since} from {from}");
+            }
+        }
+    }
+
+    #[test]
+    fn judgement_until_is_the_next_threshold_for_v0() {
+        let p = Policy::new(100, 300).unwrap();
+        for since in [0u32, 1, 500, 1_000, u32::MAX - 150, u32::MAX] {
+            for now in [
+                0u32,
+                1,
+                99,
+                100,
+                599,
+                600,
+                1_099,
+                1_100,
+                1_299,
+                1_300,
+                u32::MAX,
+            ] {
+                let until = p.judgement_until_s(7, since, 0, now);
+                let at_now = p.level(since, now);
+                // Unchanged on [now, until) (probed at its edges), changed at until.
+                for t in [now, until.saturating_sub(1).max(now)] {
+                    assert_eq!(p.level(since, t), at_now, "since {since} now {now} t {t}");
+                }
+                if until > now && until != u32::MAX {
+                    assert_ne!(p.level(since, until), at_now, "since {since} now {now}");
+                }
+                if at_now == Level::Expired {
+                    assert_eq!(until, u32::MAX);
+                }
             }
         }
     }

@@ -1168,6 +1168,57 @@ impl Prepared<'_> {
     }
 }
 
+impl Prepared<'_> {
+    /// [`SilencePolicy::judgement_until_s`] at this `now`: the first instant after it at which
+    /// the judgement of the device can change. That is the earliest of: a start or an end of
+    /// one of its exemption windows (exempt, or the counting base moves), its warning or expiry
+    /// deadline counted from the same instants [`Prepared::judge_detail`] uses (the cut-offs
+    /// are exact: a threshold is reached at `now` exactly when its deadline is at or before
+    /// `now`), and, under `past_coverage = "refuse"`, the instant a count that needs uncovered
+    /// days stops being provably unreached (`deadlines_from_s`). Outages and assignments are
+    /// fixed for the set. `u32::MAX` when none lies ahead.
+    fn until_s(&self, device_id: u64, since_s: u32, confirmed_s: u32) -> u32 {
+        let now = i64::from(self.now_s);
+        let mut until = T_MAX;
+        let mut ahead = |t: i64| {
+            if t > now {
+                until = until.min(t);
+            }
+        };
+        let group = self
+            .set
+            .assignment(device_id)
+            .group
+            .map(|g| self.set.groups[usize::from(g)].name.as_str());
+        for e in &self.set.exemptions {
+            let applies = match &e.target {
+                ExemptionTarget::Device(d) => *d == device_id,
+                ExemptionTarget::Group(g) => Some(g.as_str()) == group,
+            };
+            if applies {
+                e.from_s
+                    .into_iter()
+                    .chain(e.until_s)
+                    .for_each(|b| ahead(i64::from(b)));
+            }
+        }
+        let d = self.judge_detail(device_id, since_s, confirmed_s);
+        if d.judgement != Judgement::Exempt {
+            let p = &self.set.policies[usize::from(d.assignment.policy)];
+            for (t, from) in [(&p.warning, d.warning_from_s), (&p.expiry, d.expiry_from_s)] {
+                let from = i64::from(from);
+                ahead(t.deadline_s(from));
+                if let (PastCoverage::Refuse, Some(c)) = (self.set.past_coverage, t.coverage())
+                    && !c.covers(from)
+                {
+                    ahead(c.deadlines_from_s);
+                }
+            }
+        }
+        u32::try_from(until).unwrap_or(u32::MAX)
+    }
+}
+
 /// The full result of [`Prepared::judge_detail`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JudgeDetail {
@@ -1224,6 +1275,14 @@ impl SilencePolicy for Prepared<'_> {
                 .judge(device_id, since_s, confirmed_s, now_s);
         }
         self.judge_detail(device_id, since_s, confirmed_s).judgement
+    }
+
+    fn judgement_until_s(&self, device_id: u64, since_s: u32, confirmed_s: u32, now_s: u32) -> u32 {
+        if now_s == self.now_s {
+            self.until_s(device_id, since_s, confirmed_s)
+        } else {
+            0
+        }
     }
 
     fn event_info(&self, device_id: u64, level: Level, counted_from_s: u32) -> (u16, u64) {

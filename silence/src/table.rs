@@ -3,11 +3,11 @@
 //! # Contract
 //!
 //! * **Fixed capacity, allocated once, ≤ 32 B per device.** `capacity =
-//!   max(devices_max + 1, floor(devices_max * 128 / 97))` slots of 24 bytes plus one 16-byte
-//!   scan summary per 64 slots, in two boxed slices: 24.25 B per slot at a load factor of
-//!   97/128 = 0.758 is 32 B per device at `devices_max` (the summary is paid for by a load
-//!   factor 0.008 above 3/4 rather than by extra bytes). [`SilenceTable::memory_bytes`] is at
-//!   most `32 * devices_max + 16 + size_of::<SilenceTable>()` once `devices_max >= 4`.
+//!   max(devices_max + 1, floor(devices_max * 256 / 195))` slots of 24 bytes plus one 24-byte
+//!   scan summary per 64 slots, in two boxed slices: 24.375 B per slot at a load factor of
+//!   195/256 = 0.762 is 32 B per device at `devices_max` (the summary is paid for by a load
+//!   factor 0.012 above 3/4 rather than by extra bytes). [`SilenceTable::memory_bytes`] is at
+//!   most `32 * devices_max + 24 + size_of::<SilenceTable>()` once `devices_max >= 4`.
 //!   An empty slot and a fresh summary are all zero bits (release builds turn the fill into a
 //!   zeroed allocation, and the OS commits pages as devices arrive). At most `devices_max`
 //!   devices are ever tracked; a new device
@@ -25,7 +25,9 @@
 //!   emitting duplicates. Its result equals a sweep that judges every slot, but it only loads
 //!   the slots that could change level (see "Scan summary"): with a policy that provides a
 //!   [`SilencePolicy::reporting_from_s`] bound, a block of 64 reporting devices costs one
-//!   16-byte load. Measured figures are in `docs/PERFORMANCE.md`, "Silence table"
+//!   16-byte load, and with one that provides [`SilencePolicy::judgement_until_s`] a block
+//!   whose silent devices cannot change before a deadline costs one more load (see "Held
+//!   blocks"). Measured figures are in `docs/PERFORMANCE.md`, "Silence table"
 //!   (`benches/silence.rs`).
 //! * **One lock, off the fix path: pending confirmations.** A confirm-location answer is rare
 //!   (only warned devices are asked), so [`SilenceTable::record_confirmation`] keeps it in a
@@ -43,7 +45,8 @@
 //! offset  8  last_fix_s: AtomicU32      newest fix time (device clock), 0 = no fix yet; fetch_max
 //! offset 12  last_contact_s: AtomicU32  newest contact time (server clock), 0 = none; fetch_max
 //! offset 16  since_s: AtomicU32         when the current silence is counted from (see below)
-//! offset 20  state: AtomicU32           bits 0..2: level as of the last scan; others reserved
+//! offset 20  state: AtomicU32           bits 0..2: level as of the last scan; bit 2: not_judged
+//!                                       reported; bit 3: held on a watch list; others reserved
 //! ```
 //!
 //! `since_s` is the first contact time while the device has never sent a fix (set once, by
@@ -91,10 +94,50 @@
 //! shared state was added (the watch mask, the summary and the early-re-read count are the
 //! scanner's; the recorders' protocol is the one the loom models check).
 //!
-//! Work per scan: one summary load per 64 slots, plus one judged slot per watched device
-//! (silent, exempt, heartbeat-only, or due within the look-ahead), plus a full block for each
-//! block that gained a device, whose oldest fast fix fell behind the reporting window, or
-//! that is re-read early (at most 1 in 32).
+//! Work per scan: one summary load per 64 slots, plus one judged slot per watched device of
+//! a block that is not held (see "Held blocks"), plus a full block for each block that gained
+//! a device, whose oldest fast fix fell behind the reporting window, or that is re-read early
+//! (at most 1 in 32).
+//!
+//! # Held blocks
+//!
+//! A watched device whose judgement cannot change before a known instant need not be judged
+//! until then: an expired device never changes without a fix, a warned one not before its
+//! expiry deadline, a reporting one due within the look-ahead not before its warning. When a
+//! visit has judged every watched slot of a block, it asks the policy for each one's
+//! [`SilencePolicy::judgement_until_s`] and *holds* the block until the earliest of them: its
+//! `held` word keeps that instant and what the held slots counted for (warned, expired,
+//! exempt, past coverage), so a later scan before it adds those counts to its stats without
+//! loading a slot. A block is not held when one of its watched slots has no published time
+//! yet or a deadline not ahead of `now`.
+//!
+//! The judgement of a held slot depends on its newest fix, its pending confirmation, its
+//! policy and `now`; the deadline covers `now` and the policy (a table is scanned with one
+//! policy). The other two wake the block:
+//!
+//! * **A fix.** [`SilenceTable::record_fix`], after a `fetch_max` that raised the time, issues
+//!   a SeqCst fence and loads the slot's `state`; if it is not plain `Reporting` (every held
+//!   slot is flagged [`WATCHED_FLAG`] in `state`, or silent), it sets `HELD_WOKEN` in the
+//!   block's `held` word (`fetch_or`, `Release`). The scanner, before it installs a hold,
+//!   stores each held slot's `state` with the flag, issues a SeqCst fence, and re-loads each
+//!   held slot's `last_fix_s`; if one changed since it was judged, it does not hold the block.
+//!   Store, fence, load on both sides: in the fences' total order one comes first, so either
+//!   the recorder's load sees the flag (and wakes the block), or the scanner's re-load sees
+//!   the fix (and does not hold it). A scan that finds `HELD_WOKEN` clears it (`fetch_and`,
+//!   `Acquire`, so it sees the fix that set it) before it loads the slots; a wake after that
+//!   clear stays for the next scan, and the scanner's final compare-exchange of the `held`
+//!   word keeps it. An older fix (no raise) changes nothing and wakes nothing; a contact
+//!   never changes a judgement (a device without fix is judged from its first contact, set
+//!   once before it is first judged). The fix path pays the fence only when a fix is newer.
+//! * **A confirmation.** The scan already copies the pending confirmations; each one not yet
+//!   reported names its block (one probe), and those blocks are never skipped in that scan.
+//!   A reported one is already in the deadline (the policy was asked with it).
+//! * **A claim or an import** marks the block dirty, and a dirty block is visited in full.
+//!
+//! A slot that turns fast loses the flag; a held block costs the fix path nothing until one
+//! of its held devices sends a newer fix. Only the `held` word and the flag are new shared
+//! state; the loom models `fix_racing_a_hold_wakes_the_block` and
+//! `fix_racing_a_partial_visit_resumes_once` check the handshake.
 //!
 //! # Memory ordering
 //!
@@ -109,6 +152,10 @@ use thiserror::Error;
 use super::event::{EventKind, SilenceEvent};
 use super::policy::{Judgement, Level, SilencePolicy, next_level};
 use super::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+#[cfg(loom)]
+use loom::sync::atomic::fence;
+#[cfg(not(loom))]
+use std::sync::atomic::fence;
 
 /// One tracked device. See the module doc for the layout and who writes what.
 #[derive(Debug)]
@@ -136,12 +183,11 @@ impl Slot {
     }
 }
 
-/// Raises `cell` to `value` if it is lower. The plain load first keeps the common case (the
-/// same second again, an older batch) free of a contended read-modify-write.
-fn raise(cell: &AtomicU32, value: u32) {
-    if cell.load(Ordering::Relaxed) < value {
-        cell.fetch_max(value, Ordering::Release);
-    }
+/// Raises `cell` to `value` if it is lower; true if this call raised it. The plain load
+/// first keeps the common case (the same second again, an older batch) free of a contended
+/// read-modify-write.
+fn raise(cell: &AtomicU32, value: u32) -> bool {
+    cell.load(Ordering::Relaxed) < value && cell.fetch_max(value, Ordering::Release) < value
 }
 
 /// Per-device last-fix and last-contact times for up to `devices_max` devices, lock-free.
@@ -165,6 +211,9 @@ pub struct SilenceTable {
     reserved: AtomicUsize,
     /// Set while a scan runs.
     scanning: AtomicBool,
+    /// The `now` of the latest scan (scanner-owned): a hold is a promise from that instant
+    /// on, so a scan at an earlier `now` (the clock went back) ignores every hold.
+    last_scan_s: AtomicU32,
     /// Pending confirmations: device -> (confirmed at, already reported in an event). Rare
     /// (only warned devices are asked), off the fix path, bounded by `devices_max`.
     confirmations: std::sync::Mutex<std::collections::HashMap<u64, (u32, bool)>>,
@@ -294,6 +343,7 @@ impl SilenceTable {
             devices_max,
             reserved: AtomicUsize::new(0),
             scanning: AtomicBool::new(false),
+            last_scan_s: AtomicU32::new(0),
             confirmations: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
@@ -314,7 +364,7 @@ impl SilenceTable {
     /// than `devices_max`, so a probe finds a free slot while fewer than `devices_max` devices
     /// are claimed.
     fn capacity_for(devices_max: usize) -> usize {
-        (devices_max * 128 / 97).max(devices_max + 1)
+        (devices_max * 256 / 195).max(devices_max + 1)
     }
 
     /// Devices tracked. While another thread is claiming a new device this may already count
@@ -345,9 +395,25 @@ impl SilenceTable {
     /// [`RecordError::InvalidDeviceId`], [`RecordError::ZeroTime`], or
     /// [`RecordError::TableFull`] when the device is new and the table is full.
     pub fn record_fix(&self, device_id: u64, fix_s: u32) -> Result<(), RecordError> {
-        let slot = self.slot_for_update(device_id, fix_s)?;
-        raise(&slot.last_fix_s, fix_s);
+        let (index, slot) = self.index_for_update(device_id, fix_s)?;
+        if raise(&slot.last_fix_s, fix_s) {
+            self.wake_if_held(index, slot);
+        }
         Ok(())
+    }
+
+    /// After a fix raised slot `index`'s time: if the scanner may be holding the slot (its
+    /// state word is not plain `Reporting`: silent, exempt, or flagged [`WATCHED_FLAG`]), wakes
+    /// its block so the next scan judges its watched slots again (see the module doc, "Held
+    /// blocks"). The SeqCst fence pairs with the one the scanner issues after it flags the
+    /// slots it holds: either this load sees the flag, or the scanner's re-load sees this fix.
+    fn wake_if_held(&self, index: usize, slot: &Slot) {
+        fence(Ordering::SeqCst);
+        if slot.state.load(Ordering::Relaxed) != Level::Reporting.to_bits() {
+            self.blocks[index / BLOCK_SLOTS]
+                .held
+                .fetch_or(HELD_WOKEN, Ordering::Release);
+        }
     }
 
     /// Records that a frame (batch, heartbeat, anything) arrived from `device_id` at `now_s`
@@ -435,6 +501,14 @@ impl SilenceTable {
         })
     }
 
+    /// Tells the table that the policy its scans use has changed (say, `past_coverage` was
+    /// switched): the next scan judges every watched device again instead of trusting the
+    /// deadlines ([`SilencePolicy::judgement_until_s`]) the old policy gave. Cheap; safe while
+    /// a scan runs (then it applies to the scan after it).
+    pub fn policy_changed(&self) {
+        self.last_scan_s.store(u32::MAX, Ordering::Relaxed);
+    }
+
     /// Judges every device that could have changed level since the previous scan with `policy`
     /// at `now_s` and appends one [`SilenceEvent`] to `out` for each device whose level changed
     /// (see [`next_level`] for which changes exist). `out` is not cleared; a scan appends at
@@ -442,7 +516,9 @@ impl SilenceTable {
     ///
     /// The result is the same as judging every slot (see the module doc, "Scan summary"): a
     /// block of 64 slots is skipped when its summary proves every device in it outside the
-    /// watch mask reporting at `now_s`, and only its watched slots are visited.
+    /// watch mask reporting at `now_s`, and only its watched slots are visited, unless the
+    /// block is held ("Held blocks"). Every scan of a table must use the same policy; call
+    /// [`SilenceTable::policy_changed`] when it changes.
     ///
     /// A device with contacts but no fix yet is judged from its first contact. A device whose
     /// slot is claimed but whose first time is not yet published is skipped until the next scan.
@@ -467,6 +543,10 @@ impl SilenceTable {
             .clone();
         let reporting_from_s = policy.reporting_from_s(now_s);
         let [rebuild_from_s, fast_from_s] = Self::look_ahead(policy, now_s, reporting_from_s);
+        let woken_blocks = self.confirmation_blocks(&confirmations);
+        // Holds were installed at the previous scan's `now` or earlier, and promise nothing
+        // before it. (The scan guard orders this scanner-owned word between scans.)
+        let holds_valid = now_s >= self.last_scan_s.swap(now_s, Ordering::Relaxed);
         let mut sweep = Sweep {
             policy,
             now_s,
@@ -474,6 +554,9 @@ impl SilenceTable {
             fast_from_s,
             rebuild_from_s,
             rebuilds_left: (self.blocks.len() / EARLY_REBUILD_SHARE).max(1),
+            holds_valid,
+            woken_blocks,
+            woken_next: 0,
             confirmations,
             reported: Vec::new(),
             superseded: Vec::new(),
@@ -483,17 +566,18 @@ impl SilenceTable {
             },
         };
         for (b, block) in self.blocks.iter().enumerate() {
-            self.touch_watched(b + TOUCH_AHEAD_BLOCKS);
+            self.touch_watched(b + TOUCH_AHEAD_BLOCKS, holds_valid.then_some(now_s));
             let start = b * BLOCK_SLOTS;
             let slots = &self.slots[start..(start + BLOCK_SLOTS).min(self.slots.len())];
             let summary = block.summary.load(Ordering::Acquire);
             let (floor_s, _) = unpack_summary(summary);
             let floor_s = u64::from(floor_s);
             let must = floor_s <= u64::from(FLOOR_VISITING) || floor_s < sweep.reporting_from_s;
+            let confirmed = sweep.confirmation_in(b);
             if must || (floor_s < sweep.rebuild_from_s && sweep.take_rebuild()) {
                 self.visit_block(block, slots, &mut sweep, out);
             } else {
-                self.visit_watched(block, slots, summary, &mut sweep, out);
+                self.visit_watched(block, slots, summary, confirmed, &mut sweep, out);
             }
         }
         self.report_passed_confirmations(&mut sweep, out);
@@ -505,10 +589,14 @@ impl SilenceTable {
     /// sweep reaches it: watched slots are scattered over the table, one cache miss each, and
     /// loads issued ahead overlap instead of waiting one after another. Only the scanner's own
     /// watch mask and a relaxed load of each watched slot: it changes nothing.
-    fn touch_watched(&self, b: usize) {
+    fn touch_watched(&self, b: usize, hold_now_s: Option<u32>) {
         let Some(block) = self.blocks.get(b) else {
             return;
         };
+        if hold_now_s.is_some_and(|now_s| Held::holds(block.held.load(Ordering::Relaxed), now_s)) {
+            // Held: the sweep will most likely not load these slots.
+            return;
+        }
         let mut bits = block.watch.load(Ordering::Relaxed);
         let start = b * BLOCK_SLOTS;
         while bits != 0 {
@@ -519,6 +607,25 @@ impl SilenceTable {
                 std::hint::black_box(slot.state.load(Ordering::Relaxed));
             }
         }
+    }
+
+    /// The blocks (sorted, deduplicated) holding a device with a confirmation not yet reported:
+    /// the sweep judges their watched slots even when the blocks are held (a held block's
+    /// deadline knows nothing of a confirmation that came later). Confirmations are rare: one
+    /// probe each, no slot written.
+    fn confirmation_blocks(
+        &self,
+        confirmations: &std::collections::HashMap<u64, (u32, bool)>,
+    ) -> Vec<usize> {
+        let mut blocks: Vec<usize> = confirmations
+            .iter()
+            .filter(|(_, (_, done))| !done)
+            .filter_map(|(d, _)| self.find_index(*d))
+            .map(|i| i / BLOCK_SLOTS)
+            .collect();
+        blocks.sort_unstable();
+        blocks.dedup();
+        blocks
     }
 
     /// The scan's look-ahead bounds `[rebuild_from_s, fast_from_s]`: the policy's
@@ -613,12 +720,15 @@ impl SilenceTable {
 
     /// A block whose summary floor is at or after `reporting_from_s`: every claimed slot outside
     /// its watch mask is reporting with a fix at or after the floor, so only watched slots are
-    /// judged. Slots that turn fast leave the mask and join the summary.
+    /// judged, and not even those while the block is held (its deadline is ahead, no recorder
+    /// woke it and none of its devices has a new confirmation: `confirmed`). Slots that turn
+    /// fast leave the mask and join the summary.
     fn visit_watched<P: SilencePolicy + ?Sized>(
         &self,
         block: &Block,
         slots: &[Slot],
         summary: u64,
+        confirmed: bool,
         sweep: &mut Sweep<'_, P>,
         out: &mut Vec<SilenceEvent>,
     ) {
@@ -630,18 +740,34 @@ impl SilenceTable {
             sweep.stats.blocks_skipped += 1;
             return;
         }
+        // Acquire: pairs with a recorder's wake (see `wake_if_held`).
+        let held = block.held.load(Ordering::Acquire);
+        if sweep.holds_valid && !confirmed && Held::holds(held, sweep.now_s) {
+            Held::count(held, watch, &mut sweep.stats);
+            sweep.stats.blocks_skipped += 1;
+            return;
+        }
+        // Clear the wake before loading the slots: a fix after this clear wakes it again.
+        block.held.fetch_and(!HELD_WOKEN, Ordering::Acquire);
         let (mut new_floor_s, mut new_fast) = (floor_s, fast);
+        let mut hold = Hold::new();
         let mut bits = watch;
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
+            let before = sweep.stats;
             match self.visit(&slots[i], sweep, out) {
                 Visit::Fast { last_fix_s } => {
                     watch &= !(1u64 << i);
                     new_fast += 1;
                     new_floor_s = new_floor_s.min(last_fix_s);
                 }
-                Visit::Watch => {}
+                Visit::Watch {
+                    until_s,
+                    last_fix_s,
+                } => {
+                    hold.add(i, until_s, last_fix_s, &before, &sweep.stats, sweep.now_s);
+                }
                 // Watched slots are claimed and slots are never freed.
                 Visit::Empty => watch &= !(1u64 << i),
             }
@@ -657,6 +783,7 @@ impl SilenceTable {
                 Ordering::Relaxed,
             );
         }
+        hold.install(block, slots);
     }
 
     /// A block that is dirty (a slot was claimed or imported) or whose floor fell behind
@@ -675,14 +802,23 @@ impl SilenceTable {
         block
             .summary
             .swap(pack_summary(FLOOR_VISITING, 0), Ordering::AcqRel);
+        block.held.fetch_and(!HELD_WOKEN, Ordering::Acquire);
         let (mut watch, mut floor_s, mut fast) = (0u64, u32::MAX, 0u32);
+        let mut hold = Hold::new();
         for (i, slot) in slots.iter().enumerate() {
+            let before = sweep.stats;
             match self.visit(slot, sweep, out) {
                 Visit::Fast { last_fix_s } => {
                     fast += 1;
                     floor_s = floor_s.min(last_fix_s);
                 }
-                Visit::Watch => watch |= 1u64 << i,
+                Visit::Watch {
+                    until_s,
+                    last_fix_s,
+                } => {
+                    watch |= 1u64 << i;
+                    hold.add(i, until_s, last_fix_s, &before, &sweep.stats, sweep.now_s);
+                }
                 Visit::Empty => {}
             }
         }
@@ -693,6 +829,7 @@ impl SilenceTable {
             Ordering::Release,
             Ordering::Relaxed,
         );
+        hold.install(block, slots);
     }
 
     /// Judges one slot (the body of the old full sweep), records its new level and events, and
@@ -706,19 +843,16 @@ impl SilenceTable {
         sweep.stats.slots_visited += 1;
         let last_fix_s = slot.last_fix_s.load(Ordering::Acquire);
         let state = slot.state.load(Ordering::Relaxed);
-        // Fast path: recently reporting and was reporting. Two loads, no policy call.
-        // (Confirmations only make a device less silent, so they cannot change this.)
+        // Fast path: reporting through the look-ahead and was reporting. Two loads, no policy
+        // call. (Confirmations only make a device less silent, so they cannot change this.)
+        // A reporting device coming due within the look-ahead takes the judged path below: it
+        // stays on the watch list, held until its deadline.
         if state == Level::Reporting.to_bits()
-            && Visit::is_fast(Level::Reporting, last_fix_s, sweep.reporting_from_s)
+            && Visit::is_fast(Level::Reporting, last_fix_s, sweep.fast_from_s)
         {
             sweep.stats.devices += 1;
             sweep.stats.reporting += 1;
-            // Coming due within the look-ahead: stays on the watch list, judged one by one.
-            return if u64::from(last_fix_s) >= sweep.fast_from_s {
-                Visit::Fast { last_fix_s }
-            } else {
-                Visit::Watch
-            };
+            return Visit::Fast { last_fix_s };
         }
         let device_id = slot.device.load(Ordering::Acquire);
         if device_id == 0 {
@@ -728,7 +862,11 @@ impl SilenceTable {
         // Judge from the newest fix, else from the first contact.
         let judged_from_s = if last_fix_s != 0 { last_fix_s } else { since_s };
         if judged_from_s == 0 {
-            return Visit::Watch;
+            // Claimed, time not yet published: judged again at the next scan, never held.
+            return Visit::Watch {
+                until_s: 0,
+                last_fix_s,
+            };
         }
         sweep.stats.devices += 1;
         let previous = Level::from_bits(state);
@@ -745,23 +883,37 @@ impl SilenceTable {
             since_s,
             judged_from_s,
         };
+        // Held (not judged again) until the policy's next possible change, unless woken.
+        let watch = |sweep: &Sweep<'_, P>| Visit::Watch {
+            until_s: sweep.policy.judgement_until_s(
+                device_id,
+                judged_from_s,
+                confirmed_s,
+                sweep.now_s,
+            ),
+            last_fix_s,
+        };
         judged.next = match sweep.judge(device_id, previous, judged_from_s, confirmed_s, fresh_fix)
         {
             Judgement::Level(next) => next,
-            Judgement::Exempt => return Visit::Watch,
+            Judgement::Exempt => return watch(sweep),
             Judgement::PastCoverage => {
                 Self::not_judged(slot, state, &judged, sweep, out);
-                return Visit::Watch;
+                return watch(sweep);
             }
         };
         let next = judged.next;
         let state = Self::judged_again(slot, state, &judged);
-        Self::record(slot, state, &judged, confirm, sweep, out);
+        let state = Self::record(slot, state, &judged, confirm, sweep, out);
         // The fast-path condition, with the look-ahead, as it holds after this visit.
         if Visit::is_fast(next, last_fix_s, sweep.fast_from_s) {
+            if state & WATCHED_FLAG != 0 {
+                // Fast again: fixes no longer need to wake the block.
+                slot.state.store(state & !WATCHED_FLAG, Ordering::Relaxed);
+            }
             Visit::Fast { last_fix_s }
         } else {
-            Visit::Watch
+            watch(sweep)
         }
     }
 
@@ -802,7 +954,7 @@ impl SilenceTable {
         sweep.stats.events += 1;
     }
 
-    /// Stores a visited slot's new level and emits its one event: a confirmation not yet
+    /// Stores a visited slot's new level (returns its state word) and emits its one event: a confirmation not yet
     /// reported gets a `confirmed` event (it also tells this scan's level change, if any),
     /// except that a confirmation superseded by a fix that changed the level (a FIX answer
     /// ending the silence) is reported by that change's own event (`resumed`); else the level
@@ -814,7 +966,7 @@ impl SilenceTable {
         confirm: PendingConfirm,
         sweep: &mut Sweep<'_, P>,
         out: &mut Vec<SilenceEvent>,
-    ) {
+    ) -> u32 {
         let changed = judged.next != judged.previous;
         let by_change = confirm.superseded && changed;
         if confirm.superseded {
@@ -825,15 +977,15 @@ impl SilenceTable {
             Some(at) => sweep.report_confirmed(judged, at, out),
             None => {}
         }
-        if changed {
-            slot.state.store(
-                (state & !super::policy::LEVEL_MASK) | judged.next.to_bits(),
-                Ordering::Relaxed,
-            );
-            if confirm.report_s.is_none() || by_change {
-                sweep.report_change(judged, out);
-            }
+        if !changed {
+            return state;
         }
+        let state = (state & !super::policy::LEVEL_MASK) | judged.next.to_bits();
+        slot.state.store(state, Ordering::Relaxed);
+        if confirm.report_s.is_none() || by_change {
+            sweep.report_change(judged, out);
+        }
+        state
     }
 
     /// Calls `f` with every tracked device's raw words (for snapshots), and returns the pending
@@ -851,7 +1003,8 @@ impl SilenceTable {
                 last_fix_s,
                 last_contact_s,
                 since_s: slot.since_s.load(Ordering::Acquire),
-                state: slot.state.load(Ordering::Relaxed),
+                // The scanner's hold is not part of a device's state.
+                state: slot.state.load(Ordering::Relaxed) & !WATCHED_FLAG,
             });
         }
         let mut c: Vec<(u64, u32, bool)> = self
@@ -873,7 +1026,8 @@ impl SilenceTable {
         raise(&slot.last_contact_s, rec.last_contact_s);
         slot.since_s.store(rec.since_s, Ordering::Release);
         slot.state.store(
-            Level::from_bits(rec.state).to_bits() | (rec.state & !super::policy::LEVEL_MASK),
+            Level::from_bits(rec.state).to_bits()
+                | (rec.state & !(super::policy::LEVEL_MASK | WATCHED_FLAG)),
             Ordering::Relaxed,
         );
         // The state word changed behind the scanner's back: its block must be judged again.
@@ -898,13 +1052,19 @@ impl SilenceTable {
 
     /// Validates an update and returns the device's slot, claiming one if the device is new.
     fn slot_for_update(&self, device_id: u64, time_s: u32) -> Result<&Slot, RecordError> {
+        self.index_for_update(device_id, time_s)
+            .map(|(_, slot)| slot)
+    }
+
+    /// [`SilenceTable::slot_for_update`] with the slot's index.
+    fn index_for_update(&self, device_id: u64, time_s: u32) -> Result<(usize, &Slot), RecordError> {
         if !valid_device_id(device_id) {
             return Err(RecordError::InvalidDeviceId { device_id });
         }
         if time_s == 0 {
             return Err(RecordError::ZeroTime { device_id });
         }
-        self.find_or_claim(device_id).map(|(_, slot)| slot)
+        self.find_or_claim(device_id)
     }
 
     /// The slot where a probe for `device_id` starts: multiply-shift hash, then fastrange onto
@@ -918,13 +1078,17 @@ impl SilenceTable {
 
     /// The device's slot, if it has one.
     fn find(&self, device_id: u64) -> Option<&Slot> {
+        self.find_index(device_id).map(|i| &self.slots[i])
+    }
+
+    /// The index of the device's slot, if it has one.
+    fn find_index(&self, device_id: u64) -> Option<usize> {
         let capacity = self.slots.len();
         let mut i = self.home(device_id);
         for _ in 0..capacity {
-            let slot = &self.slots[i];
-            match slot.device.load(Ordering::Acquire) {
+            match self.slots[i].device.load(Ordering::Acquire) {
                 0 => return None,
-                d if d == device_id => return Some(slot),
+                d if d == device_id => return Some(i),
                 _ => {}
             }
             i = if i + 1 == capacity { 0 } else { i + 1 };
@@ -1049,11 +1213,15 @@ struct Block {
     /// claimed slots outside `watch`), or `FLOOR_DIRTY` / `FLOOR_VISITING`. High 32 bits: the
     /// number of fast slots. Written by the scanner; recorders only store `FLOOR_DIRTY`.
     summary: AtomicU64,
+    /// The hold on the watched slots (see [`Held`]): until when the scan need not judge them,
+    /// and what they count for meanwhile. Written by the scanner; recorders only set
+    /// `HELD_WOKEN`.
+    held: AtomicU64,
 }
 
-// 16 B per 64 slots: part of the 32 B/device budget (see `SilenceTable::capacity_for`).
+// 24 B per 64 slots: part of the 32 B/device budget (see `SilenceTable::capacity_for`).
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Block>() == 16);
+const _: () = assert!(std::mem::size_of::<Block>() == 24);
 
 impl Block {
     /// A block the first scan visits in full. All-zero, like an empty slot.
@@ -1061,6 +1229,146 @@ impl Block {
         Self {
             watch: AtomicU64::new(0),
             summary: AtomicU64::new(pack_summary(FLOOR_DIRTY, 0)),
+            held: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Bit 63 of a block's `held` word: a recorder raised the fix of a slot the scanner may be
+/// holding; the next scan judges the block's watched slots whatever the deadline.
+const HELD_WOKEN: u64 = 1 << 63;
+/// Width of each count in a `held` word (a block holds at most 64 slots).
+const HELD_COUNT_BITS: u32 = 7;
+
+/// A block's `held` word: bits 0..32 `until_s`, the earliest deadline
+/// ([`SilencePolicy::judgement_until_s`]) over its watched slots (0: not held, judge them at
+/// the next scan); then four 7-bit counts of those slots as the scan that held them counted
+/// them: warned, expired, exempt, past coverage (every held slot is a device; those not
+/// warned or expired are reporting); bit 63 [`HELD_WOKEN`].
+struct Held;
+
+impl Held {
+    fn pack(until_s: u32, counts: [u32; 4]) -> u64 {
+        counts
+            .iter()
+            .enumerate()
+            .fold(u64::from(until_s), |w, (k, &c)| {
+                w | (u64::from(c) << (32 + HELD_COUNT_BITS * k as u32))
+            })
+    }
+
+    fn counts(held: u64) -> [usize; 4] {
+        let mask = (1u64 << HELD_COUNT_BITS) - 1;
+        std::array::from_fn(|k| ((held >> (32 + HELD_COUNT_BITS * k as u32)) & mask) as usize)
+    }
+
+    /// Whether a scan at `now_s` may skip the watched slots of a block with this word.
+    fn holds(held: u64, now_s: u32) -> bool {
+        // The truncation selects `until_s`.
+        held & HELD_WOKEN == 0 && now_s < held as u32
+    }
+
+    /// Counts the held slots (`watch`) of a skipped block in `stats`.
+    fn count(held: u64, watch: u64, stats: &mut ScanStats) {
+        let n = watch.count_ones() as usize;
+        let [warned, expired, exempt, past_coverage] = Self::counts(held);
+        stats.devices += n;
+        stats.reporting += n - warned - expired;
+        stats.warned += warned;
+        stats.expired += expired;
+        stats.exempt += exempt;
+        stats.past_coverage += past_coverage;
+    }
+}
+
+/// A block's watched slots as one visit judged them, to be held (see [`Held`]).
+struct Hold {
+    mask: u64,
+    /// The fix time each watched slot was judged with, re-checked after the fence.
+    fixes: [u32; BLOCK_SLOTS],
+    until_s: u32,
+    counts: [u32; 4],
+    /// False once a slot cannot be held (deadline not ahead, or not counted as a device).
+    holdable: bool,
+}
+
+impl Hold {
+    fn new() -> Self {
+        Self {
+            mask: 0,
+            fixes: [0; BLOCK_SLOTS],
+            until_s: u32::MAX,
+            counts: [0; 4],
+            holdable: true,
+        }
+    }
+
+    /// Adds watched slot `i`, judged with `last_fix_s`, deadline `until_s`; `before` and
+    /// `after` are the scan's stats around its visit (what it counted for).
+    fn add(
+        &mut self,
+        i: usize,
+        until_s: u32,
+        last_fix_s: u32,
+        before: &ScanStats,
+        after: &ScanStats,
+        now_s: u32,
+    ) {
+        self.mask |= 1u64 << i;
+        self.fixes[i] = last_fix_s;
+        self.holdable &= until_s > now_s && after.devices == before.devices + 1;
+        self.until_s = self.until_s.min(until_s);
+        let deltas = [
+            after.warned - before.warned,
+            after.expired - before.expired,
+            after.exempt - before.exempt,
+            after.past_coverage - before.past_coverage,
+        ];
+        for (c, d) in self.counts.iter_mut().zip(deltas) {
+            // At most 64 slots per block: fits the 7-bit counts.
+            *c += d as u32;
+        }
+    }
+
+    /// Installs the block's new `held` word. To hold the slots it first flags each one
+    /// [`WATCHED_FLAG`] (a store this thread makes, so the fence below orders it), then, after
+    /// a SeqCst fence that pairs with the one in [`SilenceTable::wake_if_held`], re-loads their
+    /// fixes: a fix that the recorder's check may have missed is seen here, and the block is
+    /// not held. A wake that lands meanwhile is kept.
+    fn install(self, block: &Block, slots: &[Slot]) {
+        let mut until_s = if self.holdable && self.mask != 0 {
+            self.until_s
+        } else {
+            0
+        };
+        if until_s != 0 {
+            let mut bits = self.mask;
+            while bits != 0 {
+                let slot = &slots[bits.trailing_zeros() as usize];
+                bits &= bits - 1;
+                let state = slot.state.load(Ordering::Relaxed);
+                slot.state.store(state | WATCHED_FLAG, Ordering::Relaxed);
+            }
+            fence(Ordering::SeqCst);
+            let mut bits = self.mask;
+            while bits != 0 {
+                let i = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if slots[i].last_fix_s.load(Ordering::Relaxed) != self.fixes[i] {
+                    until_s = 0;
+                    break;
+                }
+            }
+        }
+        let new = Held::pack(until_s, self.counts);
+        let mut current = block.held.load(Ordering::Relaxed);
+        while let Err(actual) = block.held.compare_exchange(
+            current,
+            new | (current & HELD_WOKEN),
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            current = actual;
         }
     }
 }
@@ -1084,8 +1392,14 @@ enum Visit {
         /// The fix time the scan saw (the device's time can only have grown since).
         last_fix_s: u32,
     },
-    /// Anything else: judge it again at the next scan.
-    Watch,
+    /// Anything else: stays on the watch list, held until `until_s` (0: judge it again at the
+    /// next scan).
+    Watch {
+        /// [`SilencePolicy::judgement_until_s`] for what the visit judged.
+        until_s: u32,
+        /// The fix time it was judged with.
+        last_fix_s: u32,
+    },
 }
 
 /// One scan's inputs and running results.
@@ -1101,6 +1415,12 @@ struct Sweep<'p, P: ?Sized> {
     rebuild_from_s: u64,
     /// Early re-reads this scan may still do.
     rebuilds_left: usize,
+    /// False when `now` is before the previous scan's: no block is held this scan.
+    holds_valid: bool,
+    /// Blocks holding a device with an unreported confirmation, sorted (never held).
+    woken_blocks: Vec<usize>,
+    /// The first entry of `woken_blocks` not behind the sweep.
+    woken_next: usize,
     confirmations: std::collections::HashMap<u64, (u32, bool)>,
     /// Confirmations reported by this scan: (device, confirmed at).
     reported: Vec<(u64, u32)>,
@@ -1109,6 +1429,19 @@ struct Sweep<'p, P: ?Sized> {
 }
 
 impl<P: SilencePolicy + ?Sized> Sweep<'_, P> {
+    /// Whether block `b` holds a device with an unreported confirmation (blocks are asked in
+    /// increasing order).
+    fn confirmation_in(&mut self, b: usize) -> bool {
+        while self
+            .woken_blocks
+            .get(self.woken_next)
+            .is_some_and(|&x| x < b)
+        {
+            self.woken_next += 1;
+        }
+        self.woken_blocks.get(self.woken_next) == Some(&b)
+    }
+
     /// Takes one of this scan's early re-reads, if any is left.
     fn take_rebuild(&mut self) -> bool {
         let left = self.rebuilds_left > 0;
@@ -1293,6 +1626,10 @@ impl Drop for ScanGuard<'_> {
 /// Bit of a slot's `state` word: the device's `not_judged` event was reported (cleared when
 /// it is judged again).
 const NOT_JUDGED_FLAG: u32 = 0b100;
+/// Bit of a slot's `state` word: the scanner holds the slot on its block's watch list (set
+/// before the block is held, cleared when the slot turns fast). With it every held slot's
+/// state is not plain `Reporting`, which is what makes a recorder's fix wake the block.
+const WATCHED_FLAG: u32 = 0b1000;
 
 pub(crate) fn valid_device_id(device_id: u64) -> bool {
     device_id >= 1 && device_id <= i64::MAX as u64

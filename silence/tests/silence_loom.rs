@@ -265,8 +265,9 @@ fn claim_racing_a_summary_rebuild_is_never_skipped() {
     );
 }
 
-/// A silent (watched) device resumes while a scan that may skip its block's reporting slots
-/// runs: the resume is emitted exactly once, and the block is summarised again afterwards.
+/// A silent (watched, held) device resumes while a scan that may skip its block's reporting
+/// slots runs: the resume is emitted exactly once, and the block is summarised again
+/// afterwards. The fix wakes the held block (or the racing scan already saw it).
 #[test]
 fn fix_racing_a_partial_visit_resumes_once() {
     let seen = explore(|| {
@@ -287,7 +288,12 @@ fn fix_racing_a_partial_visit_resumes_once() {
             let stats = scanner_table
                 .scan(105, &policy(), &mut events)
                 .expect("only scanner");
-            assert_eq!(stats.slots_visited, 1, "only the watched device is loaded");
+            // Device 6 is held (expired, it cannot change without a fix): it is loaded only
+            // if the fix already woke its block.
+            assert!(
+                stats.slots_visited <= 1,
+                "only the watched device may be loaded"
+            );
             events
         });
         writer.join().expect("thread");
@@ -310,4 +316,82 @@ fn fix_racing_a_partial_visit_resumes_once() {
         racing_scan_saw_it
     });
     assert_eq!(seen, BTreeSet::from([false, true]));
+}
+
+/// A warned device crosses into expired in a scan that judges only its block's watched slots
+/// and then holds the block (an expired device cannot change without a fix), while a newer fix
+/// arrives. The fix/hold handshake (a SeqCst fence on both sides) guarantees that either the
+/// recorder sees the slot flagged and wakes the block, or the scanner's re-load sees the fix
+/// and does not hold it: the final scan always resumes the device, exactly once.
+#[test]
+fn fix_racing_a_hold_wakes_the_block() {
+    let seen = explore(|| {
+        let table = Arc::new(SilenceTable::with_capacity(1).expect("valid size"));
+        table.record_fix(5, 100).expect("room");
+        let mut events = Vec::new();
+        // At 111 the fix is 11 s old: warned (>= 10 s), held until its expiry at 120.
+        table
+            .scan(111, &policy(), &mut events)
+            .expect("only scanner");
+        assert_eq!(events.len(), 1);
+        let held = table
+            .scan(115, &policy(), &mut events)
+            .expect("only scanner");
+        assert_eq!(held.slots_visited, 0, "held until the expiry deadline");
+        assert_eq!((held.warned, held.devices), (1, 1));
+        events.clear();
+        let (writer_table, scanner_table) = (table.clone(), table.clone());
+        let writer = thread::spawn(move || writer_table.record_fix(5, 130).expect("known"));
+        let scanner = thread::spawn(move || {
+            let mut events = Vec::new();
+            // At 121 the old fix is expired; the new one (130) is from the future.
+            scanner_table
+                .scan(121, &policy(), &mut events)
+                .expect("only scanner");
+            events
+        });
+        writer.join().expect("thread");
+        let mut events = scanner.join().expect("thread");
+        let racing_scan_expired_it = events.iter().any(|e| e.kind == EventKind::Expired);
+        let stats = table
+            .scan(131, &policy(), &mut events)
+            .expect("only scanner");
+        assert_eq!(table.get(5).expect("tracked").level, Level::Reporting);
+        assert_eq!((stats.reporting, stats.expired), (1, 0));
+        match events.as_slice() {
+            [resumed] => assert_eq!(
+                (resumed.kind, resumed.from, resumed.last_fix_s),
+                (
+                    EventKind::Resumed {
+                        silent_since_s: 100
+                    },
+                    Level::Warned,
+                    130
+                )
+            ),
+            [expired, resumed] => {
+                assert_eq!(
+                    (expired.kind, expired.to, expired.last_fix_s),
+                    (EventKind::Expired, Level::Expired, 100)
+                );
+                assert_eq!(
+                    (resumed.kind, resumed.from, resumed.last_fix_s),
+                    (
+                        EventKind::Resumed {
+                            silent_since_s: 100
+                        },
+                        Level::Expired,
+                        130
+                    )
+                );
+            }
+            other => panic!("invalid event sequence {other:?}"),
+        }
+        racing_scan_expired_it
+    });
+    assert_eq!(
+        seen,
+        BTreeSet::from([false, true]),
+        "the fix must be explored before and after the hold"
+    );
 }
