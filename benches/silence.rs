@@ -6,13 +6,15 @@
 //! the same tables (ns per update). Also prints `memory_bytes` and the RSS the table added.
 //!
 //! Run: `cargo bench --bench silence` (the 10M tables take ~320 MB each and a few seconds to
-//! fill; they are built one after the other).
+//! fill; they are built one after the other). With `SILENCE_PROFILE_CROSSINGS=<rounds>` it
+//! runs only repeated crossing scans on one 10M table, for a profiler:
+//! `bench/profile_silence.sh`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
-use silence::{Policy, SilenceEvent, SilenceTable};
+use silence::{Policy, PolicySet, SilenceConfig, SilenceEvent, SilencePolicy, SilenceTable};
 
 /// Scan time ("now") of the scan benches, Unix seconds.
 const NOW_S: u32 = 1_800_000_000;
@@ -109,6 +111,10 @@ fn record_bench(c: &mut Criterion, table: &SilenceTable, devices: u64) {
 
 fn silence(c: &mut Criterion) {
     let policy = policy();
+    if let Ok(rounds) = std::env::var("SILENCE_PROFILE_CROSSINGS") {
+        crossings_for_a_profile(rounds.parse().expect("SILENCE_PROFILE_CROSSINGS: a count"));
+        return;
+    }
     for devices in SIZES {
         // All reporting.
         let rss_before = rss_bytes();
@@ -160,7 +166,77 @@ fn silence(c: &mut Criterion) {
         );
         drop(table);
         cohort(devices, &policy);
+        working_day_crossing(devices);
     }
+}
+
+/// The production policy engine with the strictest rule (`config/calendars/ru`, date
+/// counting: warning "2 working days", expiry "more than 3 working days"): every device
+/// silent since the same date crosses at the same local midnight, so this is how "1% cross at
+/// once" happens in practice. Prepared per scan, as the scanner does (inside the timing).
+fn working_day_policy() -> PolicySet {
+    let toml = format!(
+        r#"
+default_policy = "ru"
+calendars_dir = "{}/config/calendars"
+[[policies]]
+name = "ru"
+warning = "2 working days"
+expiry = "more than 3 working days"
+calendar = "ru"
+counting = "date"
+"#,
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let config: SilenceConfig = toml::from_str(&toml).expect("bench silence config");
+    config
+        .policy_set()
+        .expect("the ru calendar covers the bench's dates")
+}
+
+/// One shot with [`working_day_policy`]: 1% went silent on the same day (a fix at 12:00 UTC,
+/// 15:00 MSK), scanned 10 s before their warning (reporting, held until it), then the scan at
+/// the warning's midnight, timed.
+fn working_day_crossing(devices: u64) {
+    let set = working_day_policy();
+    let silent_s = NOW_S - 86_400 - NOW_S % 86_400 + 12 * 3_600;
+    let warning_s = set
+        .prepare(silent_s + 60)
+        .judgement_until_s(100, silent_s, 0, silent_s + 60);
+    assert!(
+        warning_s > silent_s + 86_400,
+        "a working-day warning, not before a day"
+    );
+    let table = SilenceTable::with_capacity(devices as usize).expect("valid size");
+    for id in 1..=devices {
+        let fix_s = if id % 100 == 0 {
+            silent_s
+        } else {
+            warning_s - 60
+        };
+        table
+            .record_fix(id, fix_s)
+            .expect("sized for these devices");
+    }
+    let mut events = Vec::new();
+    let before_s = warning_s - 10;
+    let stats = table
+        .scan(before_s, &set.prepare(before_s), &mut events)
+        .expect("single scanner");
+    assert_eq!(stats.events, 0);
+    let start = Instant::now();
+    let stats = table
+        .scan(warning_s, &set.prepare(warning_s), &mut events)
+        .expect("single scanner");
+    let elapsed = start.elapsed();
+    assert_eq!(stats.events as u64, devices / 100);
+    println!(
+        "silence scan, {devices} devices, working-day policy (ru, date counting), 1% crossing \
+         the warning at local midnight: {:.2} ms, {} events, {} slots visited",
+        elapsed.as_secs_f64() * 1e3,
+        stats.events,
+        stats.slots_visited
+    );
 }
 
 /// The realistic form of "1% cross at once": the 1% went silent together, beyond the scan's
@@ -199,6 +275,48 @@ fn cohort(devices: u64, policy: &Policy) {
         stats.events,
         stats.slots_visited
     );
+}
+
+/// Profiling mode (`SILENCE_PROFILE_CROSSINGS=<rounds>`, see `bench/profile_silence.sh`):
+/// one 10M table in which the same 1% cross, `rounds` times: the warning, then the expiry,
+/// then they send a fix again (a newer fix wakes their held blocks) and the next scan, 10 s
+/// before their next warning, reports them resumed and holds them until it. Three scans with
+/// 100,000 events each per round, each timed and printed; a profile of this process is then
+/// mostly crossing scans (the fill and the fixes between rounds are separate symbols).
+fn crossings_for_a_profile(rounds: u32) {
+    let devices = SIZES[1];
+    let policy = policy();
+    let expiry_s = 3 * 86_400;
+    let mut silent_s = NOW_S - WARN_S + 10;
+    // The 99% report "in the future" (as a fleet that keeps reporting would, without the
+    // fixes between rounds): their blocks' floors stay ahead of every round's window.
+    let fresh_s = NOW_S + 100 * 86_400;
+    let table = filled(devices, Some(100), fresh_s, silent_s);
+    let mut events = Vec::new();
+    let mut scan = |now_s: u32| {
+        events.clear();
+        let start = Instant::now();
+        let stats = table
+            .scan(now_s, &policy, &mut events)
+            .expect("single scanner");
+        assert_eq!(stats.events as u64, devices / 100);
+        start.elapsed().as_secs_f64() * 1e3
+    };
+    assert!(u64::from(silent_s) + u64::from(rounds) * 4 * 86_400 < u64::from(fresh_s));
+    for round in 0..rounds {
+        let warned_ms = scan(silent_s + WARN_S);
+        let expired_ms = scan(silent_s + expiry_s);
+        // The 1% report again.
+        silent_s += expiry_s + 60;
+        for id in (100..=devices).step_by(100) {
+            table.record_fix(id, silent_s).expect("known device");
+        }
+        let resumed_ms = scan(silent_s + WARN_S - 10);
+        println!(
+            "round {round}: warning crossing {warned_ms:.2} ms, expiry crossing \
+             {expired_ms:.2} ms, resumed (held until the warning) {resumed_ms:.2} ms"
+        );
+    }
 }
 
 /// Criterion's entry points (private, so the generated `pub fn` needs no doc).

@@ -9,7 +9,9 @@
 //!   factor 0.012 above 3/4 rather than by extra bytes). [`SilenceTable::memory_bytes`] is at
 //!   most `32 * devices_max + 24 + size_of::<SilenceTable>()` once `devices_max >= 4`.
 //!   An empty slot and a fresh summary are all zero bits (release builds turn the fill into a
-//!   zeroed allocation, and the OS commits pages as devices arrive). At most `devices_max`
+//!   zeroed allocation, and the OS commits pages as devices arrive; the slots are advised as
+//!   transparent huge pages, `sys::mem::advise_huge_pages`, so a scattered slot costs no
+//!   TLB miss where the kernel allows them). At most `devices_max`
 //!   devices are ever tracked; a new device
 //!   beyond that gets [`RecordError::TableFull`] while known devices keep updating.
 //! * **Record path: lock-free, allocation-free, bounded.** Open addressing with linear probing;
@@ -124,8 +126,9 @@
 //!   Store, fence, load on both sides: in the fences' total order one comes first, so either
 //!   the recorder's load sees the flag (and wakes the block), or the scanner's re-load sees
 //!   the fix (and does not hold it). A scan that finds `HELD_WOKEN` clears it (`fetch_and`,
-//!   `Acquire`, so it sees the fix that set it) before it loads the slots; a wake after that
-//!   clear stays for the next scan, and the scanner's final compare-exchange of the `held`
+//!   `Acquire`, so it sees the fix that set it; only when its `Acquire` load of the word saw
+//!   it set) before it loads the slots; a wake after that load or clear stays for the next
+//!   scan, and the scanner's final compare-exchange of the `held`
 //!   word keeps it. An older fix (no raise) changes nothing and wakes nothing; a contact
 //!   never changes a judgement (a device without fix is judged from its first contact, set
 //!   once before it is first judged). The fix path pays the fence only when a fix is newer.
@@ -334,6 +337,10 @@ impl SilenceTable {
         let slots = (0..capacity)
             .map(|_| Slot::empty())
             .collect::<Box<[Slot]>>();
+        // Before any slot is touched (the fill is a zeroed allocation): huge pages spare the
+        // record path and the scan a TLB miss per scattered slot (see `docs/PERFORMANCE.md`).
+        #[cfg(not(loom))]
+        sys::mem::advise_huge_pages(&slots);
         let blocks = (0..capacity.div_ceil(BLOCK_SLOTS))
             .map(|_| Block::dirty())
             .collect::<Box<[Block]>>();
@@ -588,7 +595,7 @@ impl SilenceTable {
     /// Starts loading the watched slots of block `b` (if it exists), a few blocks before the
     /// sweep reaches it: watched slots are scattered over the table, one cache miss each, and
     /// loads issued ahead overlap instead of waiting one after another. Only the scanner's own
-    /// watch mask and a relaxed load of each watched slot: it changes nothing.
+    /// watch mask and a prefetch hint per watched slot: it changes nothing.
     fn touch_watched(&self, b: usize, hold_now_s: Option<u32>) {
         let Some(block) = self.blocks.get(b) else {
             return;
@@ -603,8 +610,10 @@ impl SilenceTable {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
             if let Some(slot) = self.slots.get(start + i) {
-                // black_box: the load must be issued although its value is not used here.
-                std::hint::black_box(slot.state.load(Ordering::Relaxed));
+                // A hint, not a load: a load would wait for its line and stall the sweep.
+                // A slot may straddle two lines; the visit reads all of its words.
+                sys::mem::prefetch_read(&slot.device);
+                sys::mem::prefetch_read(&slot.state);
             }
         }
     }
@@ -747,15 +756,13 @@ impl SilenceTable {
             sweep.stats.blocks_skipped += 1;
             return;
         }
-        // Clear the wake before loading the slots: a fix after this clear wakes it again.
-        block.held.fetch_and(!HELD_WOKEN, Ordering::Acquire);
+        Held::clear_wake(block, held);
         let (mut new_floor_s, mut new_fast) = (floor_s, fast);
         let mut hold = Hold::new();
         let mut bits = watch;
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            let before = sweep.stats;
             match self.visit(&slots[i], sweep, out) {
                 Visit::Fast { last_fix_s } => {
                     watch &= !(1u64 << i);
@@ -765,8 +772,9 @@ impl SilenceTable {
                 Visit::Watch {
                     until_s,
                     last_fix_s,
+                    held_as,
                 } => {
-                    hold.add(i, until_s, last_fix_s, &before, &sweep.stats, sweep.now_s);
+                    hold.add(i, until_s, last_fix_s, held_as, sweep.now_s);
                 }
                 // Watched slots are claimed and slots are never freed.
                 Visit::Empty => watch &= !(1u64 << i),
@@ -802,11 +810,11 @@ impl SilenceTable {
         block
             .summary
             .swap(pack_summary(FLOOR_VISITING, 0), Ordering::AcqRel);
-        block.held.fetch_and(!HELD_WOKEN, Ordering::Acquire);
+        // Acquire: pairs with a recorder's wake (see `wake_if_held`).
+        Held::clear_wake(block, block.held.load(Ordering::Acquire));
         let (mut watch, mut floor_s, mut fast) = (0u64, u32::MAX, 0u32);
         let mut hold = Hold::new();
         for (i, slot) in slots.iter().enumerate() {
-            let before = sweep.stats;
             match self.visit(slot, sweep, out) {
                 Visit::Fast { last_fix_s } => {
                     fast += 1;
@@ -815,9 +823,10 @@ impl SilenceTable {
                 Visit::Watch {
                     until_s,
                     last_fix_s,
+                    held_as,
                 } => {
                     watch |= 1u64 << i;
-                    hold.add(i, until_s, last_fix_s, &before, &sweep.stats, sweep.now_s);
+                    hold.add(i, until_s, last_fix_s, held_as, sweep.now_s);
                 }
                 Visit::Empty => {}
             }
@@ -866,6 +875,7 @@ impl SilenceTable {
             return Visit::Watch {
                 until_s: 0,
                 last_fix_s,
+                held_as: None,
             };
         }
         sweep.stats.devices += 1;
@@ -884,7 +894,8 @@ impl SilenceTable {
             judged_from_s,
         };
         // Held (not judged again) until the policy's next possible change, unless woken.
-        let watch = |sweep: &Sweep<'_, P>| Visit::Watch {
+        // `held_as`: what `Sweep::judge` counted it as.
+        let watch = |sweep: &Sweep<'_, P>, held_as| Visit::Watch {
             until_s: sweep.policy.judgement_until_s(
                 device_id,
                 judged_from_s,
@@ -892,14 +903,15 @@ impl SilenceTable {
                 sweep.now_s,
             ),
             last_fix_s,
+            held_as: Some(held_as),
         };
         judged.next = match sweep.judge(device_id, previous, judged_from_s, confirmed_s, fresh_fix)
         {
             Judgement::Level(next) => next,
-            Judgement::Exempt => return watch(sweep),
+            Judgement::Exempt => return watch(sweep, Held::counted(previous, 1, 0)),
             Judgement::PastCoverage => {
                 Self::not_judged(slot, state, &judged, sweep, out);
-                return watch(sweep);
+                return watch(sweep, Held::counted(previous, 0, 1));
             }
         };
         let next = judged.next;
@@ -913,7 +925,7 @@ impl SilenceTable {
             }
             Visit::Fast { last_fix_s }
         } else {
-            watch(sweep)
+            watch(sweep, Held::counted(next, 0, 0))
         }
     }
 
@@ -1197,8 +1209,10 @@ const FLOOR_VISITING: u32 = 1;
 /// cohort of devices coming due together costs a bounded share of each scan until then
 /// rather than one long scan (see the module doc, "Scan summary").
 const EARLY_REBUILD_SHARE: usize = 32;
-/// How many blocks ahead of the sweep [`SilenceTable::touch_watched`] loads watched slots.
-const TOUCH_AHEAD_BLOCKS: usize = 16;
+/// How many blocks ahead of the sweep [`SilenceTable::touch_watched`] prefetches watched
+/// slots (about 20 watched devices ahead in a scan where 1% of devices cross; measured in
+/// `benches/silence.rs`, 16 and 48 within noise of each other once the table has huge pages).
+const TOUCH_AHEAD_BLOCKS: usize = 48;
 /// The scan's look-ahead is at most this long (seconds) ...
 const SCAN_AHEAD_S: u64 = 600;
 /// ... and at most this share of the reporting window (see [`SilenceTable::look_ahead`]).
@@ -1268,6 +1282,30 @@ impl Held {
         held & HELD_WOKEN == 0 && now_s < held as u32
     }
 
+    /// Clears a block's wake before its slots are loaded (`held`: its word as just loaded
+    /// with `Acquire`): a fix after the clear wakes it again. Only when the wake is set: a
+    /// wake this load did not see lands after it, and [`Hold::install`] keeps it for the next
+    /// scan, as it keeps one that lands after the clear. (Saves a locked read-modify-write
+    /// per visited block, nearly all of which are not woken.)
+    fn clear_wake(block: &Block, held: u64) {
+        if held & HELD_WOKEN != 0 {
+            // Acquire, so the slot loads see the fix that set it.
+            block.held.fetch_and(!HELD_WOKEN, Ordering::Acquire);
+        }
+    }
+
+    /// What one held slot counts for, in the order of the `held` word's counts: warned,
+    /// expired, exempt, past coverage (a device at `level`; `exempt` and `past_coverage` 0 or
+    /// 1). As [`Sweep::judge`] counts it: an exempt or unjudged device at its unchanged level.
+    fn counted(level: Level, exempt: u32, past_coverage: u32) -> [u32; 4] {
+        [
+            u32::from(level == Level::Warned),
+            u32::from(level == Level::Expired),
+            exempt,
+            past_coverage,
+        ]
+    }
+
     /// Counts the held slots (`watch`) of a skipped block in `stats`.
     fn count(held: u64, watch: u64, stats: &mut ScanStats) {
         let n = watch.count_ones() as usize;
@@ -1303,30 +1341,28 @@ impl Hold {
         }
     }
 
-    /// Adds watched slot `i`, judged with `last_fix_s`, deadline `until_s`; `before` and
-    /// `after` are the scan's stats around its visit (what it counted for).
+    /// Adds watched slot `i`, judged with `last_fix_s`, deadline `until_s`, counted in the
+    /// scan's stats as `held_as` ([`Held::counted`]; `None`: not counted as a device, so the
+    /// block cannot be held).
+    ///
+    /// (The visit says what it counted rather than this diffing the stats around it: a copy
+    /// of the stats right after their fields were stored one by one cost a store-forwarding
+    /// stall per visited slot, a fifth of a crossing scan.)
     fn add(
         &mut self,
         i: usize,
         until_s: u32,
         last_fix_s: u32,
-        before: &ScanStats,
-        after: &ScanStats,
+        held_as: Option<[u32; 4]>,
         now_s: u32,
     ) {
         self.mask |= 1u64 << i;
         self.fixes[i] = last_fix_s;
-        self.holdable &= until_s > now_s && after.devices == before.devices + 1;
+        self.holdable &= until_s > now_s && held_as.is_some();
         self.until_s = self.until_s.min(until_s);
-        let deltas = [
-            after.warned - before.warned,
-            after.expired - before.expired,
-            after.exempt - before.exempt,
-            after.past_coverage - before.past_coverage,
-        ];
-        for (c, d) in self.counts.iter_mut().zip(deltas) {
+        for (c, d) in self.counts.iter_mut().zip(held_as.unwrap_or_default()) {
             // At most 64 slots per block: fits the 7-bit counts.
-            *c += d as u32;
+            *c += d;
         }
     }
 
@@ -1335,7 +1371,8 @@ impl Hold {
     /// a SeqCst fence that pairs with the one in [`SilenceTable::wake_if_held`], re-loads their
     /// fixes: a fix that the recorder's check may have missed is seen here, and the block is
     /// not held. A wake that lands meanwhile is kept.
-    fn install(self, block: &Block, slots: &[Slot]) {
+    /// (By reference: the `Hold` is 288 bytes, and a move copies it.)
+    fn install(&self, block: &Block, slots: &[Slot]) {
         let mut until_s = if self.holdable && self.mask != 0 {
             self.until_s
         } else {
@@ -1399,6 +1436,8 @@ enum Visit {
         until_s: u32,
         /// The fix time it was judged with.
         last_fix_s: u32,
+        /// What the visit counted it as ([`Held::counted`]); `None`: not a device yet.
+        held_as: Option<[u32; 4]>,
     },
 }
 

@@ -12,6 +12,7 @@
 //! * [`sim`]: an in-memory [`fs::Fs`] that fails or "loses power" at any chosen operation,
 //!   for the fault-injection suites.
 //! * [`thread`]: lowering the calling thread's CPU priority (bulk background work).
+//! * [`mem`]: cache hints for large in-memory tables (a prefetch that cannot fault).
 //!
 //! * [`bounds`]: the one range check of every config struct ([`bounds::OutOfRange`]).
 //!
@@ -20,6 +21,7 @@
 pub mod bounds;
 pub mod clock;
 pub mod fs;
+pub mod mem;
 pub mod sim;
 pub mod thread;
 
