@@ -31,6 +31,7 @@
 //!     answer equals the scan's, tested on random exemption windows).
 //! * Pure: no clock, no IO.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -311,6 +312,36 @@ impl Threshold {
             Threshold::WorkingDays(w) => w.deadline_s(since_s),
             Threshold::Days(d) => d.deadline_s(since_s),
         }
+    }
+
+    /// For a threshold counted in dates ([`Counting::Date`], working or calendar days): its
+    /// deadline for `since_s` with the span of instants that share it, `(from_s, until_s,
+    /// deadline_s)`: the local day of `since_s`, from its 00:00 to the next, when no time-zone
+    /// transition falls inside that day (a date-counted deadline depends only on the local
+    /// date of `since`, and with one offset all day every instant of the span has that date).
+    /// `None` for the other thresholds, for a day with a transition inside it, and outside
+    /// jiff's range: the caller then asks [`Threshold::deadline_s`].
+    pub fn day_deadline(&self, since_s: i64) -> Option<(i64, i64, i64)> {
+        let (tz, after_day): (&TimeZone, &dyn Fn(i32) -> i32) = match self {
+            Threshold::WorkingDays(w) if w.counting == Counting::Date => (&w.time_zone, &|day| {
+                w.calendar.nth_working_day_after(day, w.n) + 1
+            }),
+            Threshold::Days(d) if d.counting == Counting::Date => {
+                (&d.time_zone, &|day| day + d.n as i32 + 1)
+            }
+            _ => return None,
+        };
+        let day = local_day(tz, since_s)?;
+        let from_s = start_of_day_s(tz, day);
+        let until_s = start_of_day_s(tz, day + 1);
+        let inner_transition = Timestamp::from_second(until_s)
+            .ok()
+            .and_then(|t| tz.preceding(t).next())
+            .is_some_and(|t| t.timestamp().as_second() > from_s);
+        if inner_transition || !(from_s..until_s).contains(&since_s) || until_s >= T_MAX {
+            return None;
+        }
+        Some((from_s, until_s, start_of_day_s(tz, after_day(day))))
     }
 
     /// The calendar coverage of a working-day threshold; `None` for the others (they need no
@@ -790,6 +821,7 @@ impl PolicySet {
             cutoffs,
             coverage,
             reporting_from_s,
+            memo: [Cell::new(None), Cell::new(None)],
         }
     }
 
@@ -1103,9 +1135,48 @@ pub struct Prepared<'a> {
     /// the threshold counts working days.
     coverage: Vec<[Option<CoverageSpan>; 2]>,
     reporting_from_s: u64,
+    /// Per threshold (`[warning, expiry]`): the last date-counted deadline computed and the
+    /// instants it holds for ([`Threshold::day_deadline`]). Devices that went silent on the
+    /// same day share it, so a scan in which a cohort crosses computes it once instead of
+    /// converting time zones for each device. Only a cache: every answer equals
+    /// [`Threshold::deadline_s`] (test `the_day_memo_gives_the_deadline_of_every_instant`).
+    memo: [Cell<Option<DayDeadline>>; 2],
+}
+
+/// One entry of [`Prepared`]'s deadline memo.
+#[derive(Debug, Clone, Copy)]
+struct DayDeadline {
+    policy: u16,
+    from_s: i64,
+    until_s: i64,
+    deadline_s: i64,
 }
 
 impl Prepared<'_> {
+    /// Threshold `which` (0 warning, 1 expiry) of policy `policy` (the threshold `t`): its
+    /// deadline for silence counted from `from_s`, through the memo.
+    fn deadline_s(&self, policy: u16, which: usize, t: &Threshold, from_s: i64) -> i64 {
+        let memo = &self.memo[which];
+        if let Some(m) = memo.get()
+            && m.policy == policy
+            && (m.from_s..m.until_s).contains(&from_s)
+        {
+            return m.deadline_s;
+        }
+        match t.day_deadline(from_s) {
+            Some((day_from_s, until_s, deadline_s)) => {
+                memo.set(Some(DayDeadline {
+                    policy,
+                    from_s: day_from_s,
+                    until_s,
+                    deadline_s,
+                }));
+                deadline_s
+            }
+            None => t.deadline_s(from_s),
+        }
+    }
+
     /// The `now` this was prepared for.
     pub fn now_s(&self) -> u32 {
         self.now_s
@@ -1204,11 +1275,14 @@ impl Prepared<'_> {
         }
         let d = self.judge_detail(device_id, since_s, confirmed_s);
         if d.judgement != Judgement::Exempt {
-            let p = &self.set.policies[usize::from(d.assignment.policy)];
-            for (t, from) in [(&p.warning, d.warning_from_s), (&p.expiry, d.expiry_from_s)] {
+            let policy = d.assignment.policy;
+            let p = &self.set.policies[usize::from(policy)];
+            let thresholds = [(&p.warning, d.warning_from_s), (&p.expiry, d.expiry_from_s)];
+            for (which, (t, from)) in thresholds.into_iter().enumerate() {
                 let from = i64::from(from);
-                ahead(t.deadline_s(from));
-                if let (PastCoverage::Refuse, Some(c)) = (self.set.past_coverage, t.coverage())
+                ahead(self.deadline_s(policy, which, t, from));
+                // Set only under `past_coverage = "refuse"`, for working-day thresholds.
+                if let Some(c) = &self.coverage[usize::from(policy)][which]
                     && !c.covers(from)
                 {
                     ahead(c.deadlines_from_s);
@@ -1290,8 +1364,10 @@ impl SilencePolicy for Prepared<'_> {
         let p = &self.set.policies[usize::from(a.policy)];
         let threshold_s = match level_threshold(p, level) {
             Some(t) => {
+                let which = usize::from(level == Level::Expired);
                 let from = i64::from(self.set.after_outages(counted_from_s));
-                u64::try_from(t.deadline_s(from) - i64::from(counted_from_s)).unwrap_or(0)
+                let deadline_s = self.deadline_s(a.policy, which, t, from);
+                u64::try_from(deadline_s - i64::from(counted_from_s)).unwrap_or(0)
             }
             None => 0,
         };

@@ -949,8 +949,84 @@ fn reference_date(raw: &RawCal, n: u32, since_s: i64, all_days: bool) -> i64 {
     tz.to_timestamp(midnight).unwrap().as_second()
 }
 
+/// The scan's deadline memo (`Prepared::deadline_s`) answers exactly as
+/// `Threshold::deadline_s` for every instant: a 15-minute walk through both DST changes of
+/// each test zone (America/Santiago changes at midnight), alternating two policies that share
+/// one memo slot, working days and calendar days, by date and by instant.
+#[test]
+fn the_day_memo_gives_the_deadline_of_every_instant() {
+    let set = PolicySet::durations(100, 200).unwrap();
+    let prepared = set.prepare(0);
+    let cal = calendar("de");
+    for zone in ZONES {
+        let tz = TimeZone::get(zone).unwrap();
+        let thresholds: Vec<Threshold> = [Counting::Date, Counting::Instant]
+            .into_iter()
+            .flat_map(|counting| {
+                [2, 3]
+                    .map(|n| {
+                        Threshold::WorkingDays(WorkingDays {
+                            n,
+                            calendar: cal.clone(),
+                            time_zone: tz.clone(),
+                            counting,
+                        })
+                    })
+                    .into_iter()
+                    .chain([Threshold::Days(CalendarDays {
+                        n: 2,
+                        time_zone: tz.clone(),
+                        counting,
+                    })])
+            })
+            .collect();
+        for (from, until) in [("2025-03-01", "2025-05-01"), ("2025-08-20", "2025-11-10")] {
+            let (from_s, until_s) = (
+                t(&format!("{from}T00:00:00Z")),
+                t(&format!("{until}T00:00:00Z")),
+            );
+            for (k, since_s) in (from_s..until_s).step_by(900).enumerate() {
+                for (policy, th) in thresholds.iter().enumerate() {
+                    // Policies 2k and 2k+1 share memo slot k % 2.
+                    let which = (k + policy / 2) % 2;
+                    assert_eq!(
+                        prepared.deadline_s(policy as u16, which, th, since_s),
+                        th.deadline_s(since_s),
+                        "{zone}, since {since_s}, {}",
+                        th.describe()
+                    );
+                }
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// The memo on random calendars and walks (forwards and back by up to ~2 days a step).
+    #[test]
+    fn the_day_memo_matches_on_random_walks(
+        raw in raw_cal(),
+        n in 1u32..=10,
+        days in any::<bool>(),
+        start_s in 1_704_067_200i64..1_830_297_600,
+        steps in proptest::collection::vec(-200_000i64..200_000, 1..60),
+    ) {
+        let tz = TimeZone::get(raw.zone).unwrap();
+        let th = if days {
+            Threshold::Days(CalendarDays { n, time_zone: tz, counting: Counting::Date })
+        } else {
+            Threshold::WorkingDays(WorkingDays { n, time_zone: tz, calendar: build(&raw), counting: Counting::Date })
+        };
+        let set = PolicySet::durations(100, 200).unwrap();
+        let prepared = set.prepare(0);
+        let mut since_s = start_s;
+        for step in steps {
+            since_s += step;
+            prop_assert_eq!(prepared.deadline_s(0, 0, &th, since_s), th.deadline_s(since_s), "since {}", since_s);
+        }
+    }
 
     #[test]
     fn date_counting_matches_the_day_by_day_walk(
