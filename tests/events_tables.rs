@@ -96,11 +96,17 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The test configuration with the events of every scan published at once.
+fn publishing_each_scan(data_dir: &Path) -> hexflow::config::Config {
+    let mut cfg = common::test_config(data_dir);
+    cfg.silence.events_flush_interval_ms = 0;
+    cfg
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_table_holds_exactly_the_json_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = common::test_config(dir.path());
-    cfg.silence.events_flush_interval_ms = 0;
+    let cfg = publishing_each_scan(dir.path());
     let clock = ManualClock::new(T0_S * 1000);
     let ts = common::start(&cfg, clock.clone()).await;
     let table = ts.server.silence().clone();
@@ -336,8 +342,7 @@ fn status_rows(path: &Path) -> Vec<BTreeMap<String, Value>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_status_is_written_once_per_utc_day() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = common::test_config(dir.path());
-    cfg.silence.events_flush_interval_ms = 0;
+    let cfg = publishing_each_scan(dir.path());
     let clock = ManualClock::new(T0_S * 1000);
     let ts = common::start(&cfg, clock.clone()).await;
     // At start, today's file is missing: the scanner writes it (no devices yet).
