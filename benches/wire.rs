@@ -58,26 +58,14 @@ fn bench_wire(c: &mut Criterion) {
     wire::encode_batch_frame(7, &fixes, 3, &mut zstd_frame).expect("valid fixes");
     let mut raw_frame = Vec::new();
     wire::encode_batch_frame_raw(7, &fixes, &mut raw_frame).expect("valid fixes");
-    group.bench_function("decode_zstd3", |b| {
-        b.iter(|| {
-            wire::decode_batch(
-                black_box(&zstd_frame[wire::FRAME_HEADER_LEN..]),
-                &limits,
-                NOW_MS,
-            )
-            .expect("valid")
-        })
-    });
-    group.bench_function("decode_raw", |b| {
-        b.iter(|| {
-            wire::decode_batch(
-                black_box(&raw_frame[wire::FRAME_HEADER_LEN..]),
-                &limits,
-                NOW_MS,
-            )
-            .expect("valid")
-        })
-    });
+    for (name, frame) in [("decode_zstd3", &zstd_frame), ("decode_raw", &raw_frame)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                wire::decode_batch(black_box(&frame[wire::FRAME_HEADER_LEN..]), &limits, NOW_MS)
+                    .expect("valid")
+            })
+        });
+    }
     group.finish();
 }
 

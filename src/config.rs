@@ -361,6 +361,14 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("config/hexflow.toml")
     }
 
+    /// Why a configuration file holding `text` (and no environment) is refused.
+    fn file_error(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        Config::load(Some(&p), Vec::new()).unwrap_err().to_string()
+    }
+
     #[test]
     fn example_file_equals_defaults() {
         let mut cfg = Config::load(Some(&example_path()), Vec::new()).unwrap();
@@ -408,10 +416,7 @@ mod tests {
 
     #[test]
     fn keys_of_the_old_layout_name_their_new_section() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.toml");
-        std::fs::write(&p, "[quic]\nclose_linger_ms = 5\n").unwrap();
-        let err = Config::load(Some(&p), Vec::new()).unwrap_err().to_string();
+        let err = file_error("[quic]\nclose_linger_ms = 5\n");
         assert!(
             err.contains("quic.close_linger_ms is now endpoint.close_linger_ms"),
             "{err}"
@@ -462,10 +467,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.toml");
-        std::fs::write(&p, "[server]\nlisten_addr = \"127.0.0.1:1\"\n").unwrap();
-        let err = Config::load(Some(&p), Vec::new()).unwrap_err().to_string();
+        let err = file_error("[server]\nlisten_addr = \"127.0.0.1:1\"\n");
         assert!(err.contains("listen_addr"), "{err}");
     }
 
@@ -501,14 +503,10 @@ mod tests {
 
     #[test]
     fn invalid_values_are_refused_with_their_key() {
+        let refused = |c: &Config| c.validate().unwrap_err().to_string();
         let mut c = Config::default();
         c.silence.expiry_after_s = c.silence.warning_after_s;
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("silence.expiry_after_s")
-        );
+        assert!(refused(&c).contains("silence.expiry_after_s"));
         let env = |v: &str| vec![("HEXFLOW__STORAGE__PARTITION_BY".to_string(), v.to_string())];
         let err = Config::load(None, env("[\"hour\"]"))
             .unwrap_err()
@@ -518,17 +516,11 @@ mod tests {
         let mut c = Config::default();
         c.storage.h3_resolution = 2;
         c.storage.partition.h3_r3 = true;
-        assert!(c.validate().unwrap_err().to_string().contains("h3_r3"));
+        assert!(refused(&c).contains("h3_r3"));
         let mut c = Config::default();
         c.session.inflight_batches_max = c.storage.dedup_window_batches;
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("inflight_batches_max")
-        );
+        assert!(refused(&c).contains("inflight_batches_max"));
         // The transport keys of issue 11, each at its edge (bounds: ingest::bounds).
-        let refused = |c: &Config| c.validate().unwrap_err().to_string();
         let mut c = Config::default();
         c.session.frame_timeout_ms = 0;
         assert!(refused(&c).contains("session.frame_timeout_ms"));

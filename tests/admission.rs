@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use ingest::client::{ClientConfig, ClientError, Device, SessionError, client_endpoint};
 use ingest::endpoint::EndpointStats;
-use ingest::wire::{Fix, Fixes, Status};
+use ingest::wire::Status;
 
 /// Every test ends within this, whatever happens.
 const TEST_BOUND: Duration = Duration::from_secs(60);
@@ -36,18 +36,8 @@ fn source(ip: &str) -> quinn::Endpoint {
     client_endpoint(format!("{ip}:0").parse().unwrap()).unwrap()
 }
 
-fn one_fix(now_ms: i64) -> Fixes {
-    let mut f = Fixes::default();
-    f.push(&Fix::from_degrees(now_ms, 52.52, 13.405));
-    f
-}
-
 async fn assert_acked(dev: &Device, seq: u64) {
-    let ack = dev
-        .send(seq, &one_fix(common::system_now_ms()))
-        .await
-        .unwrap();
-    assert_eq!(ack.known_status(), Some(Status::Ok), "{}", ack.reason);
+    common::send_one_ok(dev, seq, common::system_now_ms()).await;
 }
 
 fn get(a: &AtomicU64) -> u64 {

@@ -313,35 +313,20 @@ fn read_event_kinds(dir: &std::path::Path, device_id: u64) -> Vec<String> {
     use arrow::array::AsArray;
     use arrow::datatypes::Int64Type;
     let mut rows = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                let file = std::fs::File::open(&p).unwrap();
-                let reader =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                        .unwrap()
-                        .build()
-                        .unwrap();
-                for batch in reader {
-                    let batch = batch.unwrap();
-                    let seq = batch
-                        .column_by_name("seq")
-                        .unwrap()
-                        .as_primitive::<Int64Type>();
-                    let dev = batch
-                        .column_by_name("device_id")
-                        .unwrap()
-                        .as_primitive::<Int64Type>();
-                    let kind = batch.column_by_name("kind").unwrap().as_string::<i32>();
-                    for i in 0..batch.num_rows() {
-                        if dev.value(i) == device_id as i64 {
-                            rows.push((seq.value(i), kind.value(i).to_string()));
-                        }
-                    }
+    for p in common::parquet_files(dir) {
+        for batch in common::read_parquet(&p) {
+            let seq = batch
+                .column_by_name("seq")
+                .unwrap()
+                .as_primitive::<Int64Type>();
+            let dev = batch
+                .column_by_name("device_id")
+                .unwrap()
+                .as_primitive::<Int64Type>();
+            let kind = batch.column_by_name("kind").unwrap().as_string::<i32>();
+            for i in 0..batch.num_rows() {
+                if dev.value(i) == device_id as i64 {
+                    rows.push((seq.value(i), kind.value(i).to_string()));
                 }
             }
         }

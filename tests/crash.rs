@@ -282,20 +282,6 @@ fn cycle(rig: &Rig, seed: u64, load_ms: Option<u64>, sig: libc::c_int) -> ExitSt
     status
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            walk(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn sigkill_at_random_moments_loses_no_acked_fix() {
     let seed: u64 = std::env::var("HEXFLOW_CRASH_SEED")
@@ -400,8 +386,7 @@ fn sigkill_at_random_moments_loses_no_acked_fix() {
             expected.len()
         );
     }
-    let mut files = Vec::new();
-    walk(&rig.data_dir, &mut files);
+    let files = common::files_under(&rig.data_dir);
     let leftovers: Vec<_> = files
         .iter()
         .filter(|p| {

@@ -28,40 +28,6 @@ use silence::{EventKind, Level, SilenceEvent};
 const T0_S: i64 = 1_795_600_800;
 const DAY_S: i64 = 86_400;
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
-fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-    files_under(dir)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .collect()
-}
-
-fn read_parquet(path: &Path) -> Vec<RecordBatch> {
-    let file = std::fs::File::open(path).unwrap();
-    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
 /// Every row of a Parquet table as a JSON object keyed like `to_json_line` (times back to
 /// Unix seconds), so rows compare with the JSON lines directly.
 fn rows_as_json(batches: &[RecordBatch]) -> Vec<BTreeMap<String, Value>> {
@@ -130,11 +96,17 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The test configuration with the events of every scan published at once.
+fn publishing_each_scan(data_dir: &Path) -> hexflow::config::Config {
+    let mut cfg = common::test_config(data_dir);
+    cfg.silence.events_flush_interval_ms = 0;
+    cfg
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_table_holds_exactly_the_json_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = common::test_config(dir.path());
-    cfg.silence.events_flush_interval_ms = 0;
+    let cfg = publishing_each_scan(dir.path());
     let clock = ManualClock::new(T0_S * 1000);
     let ts = common::start(&cfg, clock.clone()).await;
     let table = ts.server.silence().clone();
@@ -177,7 +149,7 @@ async fn events_table_holds_exactly_the_json_lines() {
 
     // Published synchronously by each scan (flush interval 0): compare with the JSON lines.
     let events_dir = dir.path().join("events");
-    let files = parquet_files(&events_dir);
+    let files = common::parquet_files(&events_dir);
     let names: Vec<String> = files
         .iter()
         .map(|p| {
@@ -203,7 +175,7 @@ async fn events_table_holds_exactly_the_json_lines() {
     );
     let mut table_rows = Vec::new();
     for f in &files {
-        let batches = read_parquet(f);
+        let batches = common::read_parquet(f);
         assert_eq!(batches[0].schema(), events_schema());
         table_rows.extend(rows_as_json(&batches));
     }
@@ -246,7 +218,7 @@ async fn events_table_holds_exactly_the_json_lines() {
     set_s(&clock, T0_S + 6 * DAY_S);
     let later = ts.server.scan_now();
     assert!(!later.is_empty());
-    let newest = parquet_files(&events_dir).pop().unwrap();
+    let newest = common::parquet_files(&events_dir).pop().unwrap();
     let name = newest.file_name().unwrap().to_str().unwrap().to_string();
     assert_eq!(
         name,
@@ -254,9 +226,9 @@ async fn events_table_holds_exactly_the_json_lines() {
     );
     assert!(newest.starts_with(events_dir.join("date=2026-12-01")));
     ts.server.shutdown().await.unwrap();
-    assert_eq!(parquet_files(&events_dir).len(), 4);
+    assert_eq!(common::parquet_files(&events_dir).len(), 4);
     assert!(
-        files_under(dir.path())
+        common::files_under(dir.path())
             .iter()
             .all(|p| !p.to_string_lossy().ends_with(".tmp")),
         "no temporary file left behind"
@@ -311,11 +283,11 @@ fn events_are_batched_by_interval_and_bounded_by_rows_max() {
     let flushed = t.flush().unwrap();
     assert_eq!(flushed.rows, 1);
     assert_eq!(t.next_seq(), 8);
-    let files = parquet_files(&dir.path().join("events"));
+    let files = common::parquet_files(&dir.path().join("events"));
     assert_eq!(files.len(), 3);
     let mut ids = Vec::new();
     for f in &files {
-        for b in read_parquet(f) {
+        for b in common::read_parquet(f) {
             assert!(b.num_rows() <= 3);
             ids.extend(
                 b.column(2)
@@ -345,7 +317,7 @@ fn events_are_batched_by_interval_and_bounded_by_rows_max() {
     // The obstacle goes away: the retry publishes the same names with the kept rows.
     std::fs::remove_file(bad.path().join("events")).unwrap();
     assert_eq!(t.flush().unwrap().rows, 2);
-    let files = parquet_files(&bad.path().join("events"));
+    let files = common::parquet_files(&bad.path().join("events"));
     assert_eq!(files.len(), 1);
     assert!(
         files[0]
@@ -360,7 +332,7 @@ fn status_path(data: &Path, day: &str) -> PathBuf {
 }
 
 fn status_rows(path: &Path) -> Vec<BTreeMap<String, Value>> {
-    let batches = read_parquet(path);
+    let batches = common::read_parquet(path);
     assert!(batches.iter().all(|b| b.schema() == device_status_schema()));
     let mut rows = rows_as_json(&batches);
     rows.sort_by_key(|r| r["device_id"].as_i64().unwrap());
@@ -370,8 +342,7 @@ fn status_rows(path: &Path) -> Vec<BTreeMap<String, Value>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_status_is_written_once_per_utc_day() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = common::test_config(dir.path());
-    cfg.silence.events_flush_interval_ms = 0;
+    let cfg = publishing_each_scan(dir.path());
     let clock = ManualClock::new(T0_S * 1000);
     let ts = common::start(&cfg, clock.clone()).await;
     // At start, today's file is missing: the scanner writes it (no devices yet).
@@ -441,7 +412,10 @@ async fn device_status_is_written_once_per_utc_day() {
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[2]["device_id"], Value::from(12));
     ts.server.shutdown().await.unwrap();
-    assert_eq!(parquet_files(&dir.path().join("device_status")).len(), 4);
+    assert_eq!(
+        common::parquet_files(&dir.path().join("device_status")).len(),
+        4
+    );
 }
 
 /// One request the test receiver read.
@@ -564,21 +538,34 @@ fn https_receiver(dir: &Path) -> (String, PathBuf, Arc<Mutex<Vec<Received>>>) {
     (url, m.ca_path.unwrap(), got)
 }
 
+/// Starts a webhook (one attempt) to `url` that trusts the CAs in `ca`, posts `body` (one
+/// event), waits for `what` (`done` holds for its counters), stops it and returns the counters.
+fn post_one_trusting(
+    url: &str,
+    ca: PathBuf,
+    body: &str,
+    what: &str,
+    done: impl Fn(&WebhookStats) -> bool,
+) -> Arc<WebhookStats> {
+    let mut cfg = webhook_cfg(url, 1, 4, 5_000);
+    cfg.ca_path = Some(ca);
+    let w = Webhook::start(cfg, Arc::new(sys::SystemClock)).unwrap();
+    let stats = w.stats();
+    assert!(w.enqueue(body.into(), 1));
+    wait_for(what, || done(&stats));
+    w.stop();
+    stats
+}
+
 /// HTTPS: delivered when the receiver chains to the configured CA; refused (and never
 /// sent) when it does not.
 #[test]
 fn webhook_posts_over_https_and_verifies_the_receiver() {
     let dir = tempfile::tempdir().unwrap();
     let (url, ca, got) = https_receiver(&dir.path().join("pki"));
-    let mut cfg = webhook_cfg(&url, 1, 4, 5_000);
-    cfg.ca_path = Some(ca);
-    let w = Webhook::start(cfg, Arc::new(sys::SystemClock)).unwrap();
-    let stats = w.stats();
-    assert!(w.enqueue("[{\"device_id\":7}]".into(), 1));
-    wait_for("delivery over TLS", || {
-        stats.delivered_events.load(Ordering::Relaxed) == 1
+    post_one_trusting(&url, ca, "[{\"device_id\":7}]", "delivery over TLS", |s| {
+        s.delivered_events.load(Ordering::Relaxed) == 1
     });
-    w.stop();
     let first = got.lock().unwrap().clone();
     assert_eq!(first.len(), 1);
     assert!(
@@ -598,15 +585,9 @@ fn webhook_posts_over_https_and_verifies_the_receiver() {
         .unwrap()
         .ca_path
         .unwrap();
-    let mut cfg = webhook_cfg(&url, 1, 4, 5_000);
-    cfg.ca_path = Some(other_ca);
-    let w = Webhook::start(cfg, Arc::new(sys::SystemClock)).unwrap();
-    let stats = w.stats();
-    assert!(w.enqueue("[{\"device_id\":8}]".into(), 1));
-    wait_for("refusal", || {
-        stats.dropped_failed_events.load(Ordering::Relaxed) == 1
+    let stats = post_one_trusting(&url, other_ca, "[{\"device_id\":8}]", "refusal", |s| {
+        s.dropped_failed_events.load(Ordering::Relaxed) == 1
     });
-    w.stop();
     assert_eq!(stats.delivered_events.load(Ordering::Relaxed), 0);
     assert_eq!(
         got.lock().unwrap().len(),

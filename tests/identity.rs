@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ingest::client::{ClientConfig, ClientError, Device, SessionError, client_endpoint};
@@ -30,6 +31,16 @@ fn v2_token(ts: &common::TestServer, device_id: u64, now_ms: i64) -> String {
     .unwrap()
 }
 
+/// Writes `text` to `dir/revoked.txt`; returns that path and a test configuration (data in
+/// `dir/data`) that reads its revocations there.
+fn with_revocation_file(dir: &Path, text: &str) -> (PathBuf, hexflow::config::Config) {
+    let revoked = dir.join("revoked.txt");
+    std::fs::write(&revoked, text).unwrap();
+    let mut cfg = common::test_config(&dir.join("data"));
+    cfg.auth.revocations_path = revoked.clone();
+    (revoked, cfg)
+}
+
 fn is_unauthenticated(e: &ClientError) -> bool {
     let inner = match e {
         ClientError::RetriesExhausted { last, .. } => last.as_ref(),
@@ -47,11 +58,8 @@ fn is_unauthenticated(e: &ClientError) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_tokens_and_a_reloaded_revocation_file() {
     let dir = tempfile::tempdir().unwrap();
-    let revoked = dir.path().join("revoked.txt");
-    std::fs::write(&revoked, "# none yet\n").unwrap();
-    let mut cfg = common::test_config(&dir.path().join("data"));
+    let (revoked, mut cfg) = with_revocation_file(dir.path(), "# none yet\n");
     cfg.auth.accept_v1 = false;
-    cfg.auth.revocations_path = revoked.clone();
     cfg.auth.revocations_reload_ms = 100;
     let now_ms = common::system_now_ms();
     let ts = common::start(&cfg, common::ManualClock::new(now_ms)).await;
@@ -104,10 +112,7 @@ async fn v2_tokens_and_a_reloaded_revocation_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_revocation_file_refuses_the_start() {
     let dir = tempfile::tempdir().unwrap();
-    let revoked = dir.path().join("revoked.txt");
-    std::fs::write(&revoked, "1\n0\n").unwrap();
-    let mut cfg = common::test_config(&dir.path().join("data"));
-    cfg.auth.revocations_path = revoked;
+    let (_, cfg) = with_revocation_file(dir.path(), "1\n0\n");
     let err = hexflow::server::Server::start(&cfg, common::ManualClock::new(0))
         .await
         .unwrap_err()

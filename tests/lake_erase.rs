@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -48,17 +47,6 @@ fn submit(st: &storage::Storage, b: storage::FixBatch) {
     assert!(rx.recv_timeout(Duration::from_secs(30)).unwrap().is_ok());
 }
 
-fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            all_files(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn erase_removes_every_trace_of_the_device_from_positions_and_the_wal() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,8 +82,7 @@ fn erase_removes_every_trace_of_the_device_from_positions_and_the_wal() {
         "48.1234567".as_bytes().to_vec(),
         "11.3456789".as_bytes().to_vec(),
     ];
-    let mut files = Vec::new();
-    all_files(dir.path(), &mut files);
+    let files = common::files_under(dir.path());
     assert!(
         files
             .iter()

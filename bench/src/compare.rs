@@ -140,16 +140,29 @@ pub fn fmt_value(v: Option<f64>) -> String {
     }
 }
 
+/// The start of a Markdown page: the title, the machine line, then the header of a table
+/// with `columns`.
+fn table_head(title: &str, machine: &str, columns: &[&str]) -> String {
+    format!(
+        "# {title}\n\n{machine}\n\n| {} |\n|{}\n",
+        columns.join(" | "),
+        "---|".repeat(columns.len())
+    )
+}
+
 /// The comparison as a Markdown table under a header naming the machine.
 pub fn render_compare(machine: &str, rows: &[Row]) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "# hexflow vs bare quinn, same run\n");
-    let _ = writeln!(s, "{machine}\n");
-    let _ = writeln!(
-        s,
-        "| scenario | metric | hexflow | bare quinn | hexflow / bare |"
+    let mut s = table_head(
+        "hexflow vs bare quinn, same run",
+        machine,
+        &[
+            "scenario",
+            "metric",
+            "hexflow",
+            "bare quinn",
+            "hexflow / bare",
+        ],
     );
-    let _ = writeln!(s, "|---|---|---|---|---|");
     for r in rows {
         let ratio = r
             .ratio()
@@ -233,14 +246,22 @@ impl ScalePoint {
 
 /// The scale curve as a Markdown table (one line per report, in the order given).
 pub fn render_scale(machine: &str, points: &[ScalePoint]) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "# hexflow scale curve\n");
-    let _ = writeln!(s, "{machine}\n");
-    let _ = writeln!(
-        s,
-        "| devices | mode | connections | devices connected | sessions | fixes acked | steady fixes/s | server CPU µs/fix | server RSS bytes/device | steady ack p99 µs |"
+    let mut s = table_head(
+        "hexflow scale curve",
+        machine,
+        &[
+            "devices",
+            "mode",
+            "connections",
+            "devices connected",
+            "sessions",
+            "fixes acked",
+            "steady fixes/s",
+            "server CPU µs/fix",
+            "server RSS bytes/device",
+            "steady ack p99 µs",
+        ],
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for p in points {
         let st = p.measures.steady_state.as_ref();
         let _ = writeln!(

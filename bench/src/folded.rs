@@ -173,34 +173,37 @@ pub fn top(folded: &Folded, n: usize, self_time: bool) -> Vec<(String, u64)> {
             *by.entry(f).or_default() += count;
         }
     }
-    let mut v: Vec<(String, u64)> = by.into_iter().map(|(k, c)| (k.to_owned(), c)).collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut v = largest_first(by);
     v.truncate(n);
     v
 }
 
-/// Self samples by [`crate_of`] the leaf frame, largest first.
-pub fn by_crate(folded: &Folded) -> Vec<(String, u64)> {
-    let mut by: BTreeMap<&str, u64> = BTreeMap::new();
-    for (stack, &count) in folded {
-        let leaf = stack.rsplit(';').next().unwrap_or("");
-        *by.entry(crate_of(leaf)).or_default() += count;
-    }
+/// Sample counts by name, largest first (ties by name).
+fn largest_first(by: BTreeMap<&str, u64>) -> Vec<(String, u64)> {
     let mut v: Vec<(String, u64)> = by.into_iter().map(|(k, c)| (k.to_owned(), c)).collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     v
 }
 
-/// Samples by thread name (the root of every stack), largest first.
-pub fn by_thread(folded: &Folded) -> Vec<(String, u64)> {
+/// Samples summed by `key` of their stack, largest first.
+fn sum_by<'a>(folded: &'a Folded, key: impl Fn(&'a str) -> &'a str) -> Vec<(String, u64)> {
     let mut by: BTreeMap<&str, u64> = BTreeMap::new();
     for (stack, &count) in folded {
-        let thread = stack.split(';').next().unwrap_or("");
-        *by.entry(thread).or_default() += count;
+        *by.entry(key(stack)).or_default() += count;
     }
-    let mut v: Vec<(String, u64)> = by.into_iter().map(|(k, c)| (k.to_owned(), c)).collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    v
+    largest_first(by)
+}
+
+/// Self samples by [`crate_of`] the leaf frame, largest first.
+pub fn by_crate(folded: &Folded) -> Vec<(String, u64)> {
+    sum_by(folded, |stack| {
+        crate_of(stack.rsplit(';').next().unwrap_or(""))
+    })
+}
+
+/// Samples by thread name (the root of every stack), largest first.
+pub fn by_thread(folded: &Folded) -> Vec<(String, u64)> {
+    sum_by(folded, |stack| stack.split(';').next().unwrap_or(""))
 }
 
 /// A Markdown report: samples per thread, top `n` by self time and inclusive.

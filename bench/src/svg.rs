@@ -101,23 +101,24 @@ pub fn nice_max(max: f64) -> f64 {
 
 /// A latency in µs as a short label: `100 µs`, `1 ms`, `10 s`.
 pub fn latency_label(us: f64) -> String {
-    if us >= 1e6 {
-        format!("{} s", us / 1e6)
-    } else if us >= 1e3 {
-        format!("{} ms", us / 1e3)
-    } else {
-        format!("{us} µs")
-    }
+    short_label(us, [" s", " ms", " µs"])
 }
 
 /// A count as a short label: `950`, `12k`, `1.5M`.
 fn count_label(v: f64) -> String {
+    short_label(v, ["M", "k", ""])
+}
+
+/// `v` in millions, thousands or ones (the largest it reaches), followed by that unit's
+/// suffix in `suffixes`.
+fn short_label(v: f64, suffixes: [&str; 3]) -> String {
+    let [millions, thousands, ones] = suffixes;
     if v >= 1e6 {
-        format!("{}M", v / 1e6)
+        format!("{}{millions}", v / 1e6)
     } else if v >= 1e3 {
-        format!("{}k", v / 1e3)
+        format!("{}{thousands}", v / 1e3)
     } else {
-        format!("{v}")
+        format!("{v}{ones}")
     }
 }
 

@@ -179,10 +179,7 @@ impl TokenKey {
         out.push('.');
         out.push_str(&device_id.to_string());
         out.push('.');
-        for b in tag.as_ref() {
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
+        push_tag(&mut out, tag.as_ref());
         out
     }
 
@@ -218,6 +215,14 @@ impl TokenKey {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends a token's tag in lower-case hex (what [`parse_tag`] reads back).
+fn push_tag(out: &mut String, tag: &[u8]) {
+    for b in tag {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+}
 
 fn unhex(c: u8) -> Option<u8> {
     match c {

@@ -190,20 +190,16 @@ impl Device {
         wire::encode_batch_frame(batch_seq, fixes, self.cfg.zstd_level, &mut frame)?;
         let body_len = frame.len() - FRAME_HEADER_LEN;
         link.state.check_batch_body(batch_seq, body_len)?;
-        let (_guard, ack_rx) = link
-            .state
-            .register(|s, tx| s.register_batch(batch_seq, tx))
-            .await?;
-        link.send(Outgoing::Frame(frame)).await?;
-        let timeout_ms = self.cfg.ack_timeout_ms;
-        match tokio::time::timeout(Duration::from_millis(timeout_ms), ack_rx).await {
-            Ok(Ok(ack)) => Ok(ack),
-            Ok(Err(_)) => Err(link.state.end_error()),
-            Err(_) => Err(ClientError::AckTimeout {
+        link.request(
+            frame,
+            |s, tx| s.register_batch(batch_seq, tx),
+            self.cfg.ack_timeout_ms,
+            |timeout_ms| ClientError::AckTimeout {
                 batch_seq,
                 timeout_ms,
-            }),
-        }
+            },
+        )
+        .await
     }
 
     /// Sends with retries: on a transient status waits at least the server's
@@ -361,20 +357,16 @@ impl Device {
         wire::encode_confirm(confirm, &mut frame);
         let request_id = confirm.request_id;
         // A CONFIRM takes one of the server's in-flight slots until its answer arrives.
-        let (_guard, rx) = link
-            .state
-            .register(|s, tx| s.register_confirm(request_id, tx))
-            .await?;
-        link.send(Outgoing::Frame(frame)).await?;
-        let timeout_ms = self.cfg.ack_timeout_ms;
-        match tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await {
-            Ok(Ok(ack)) => Ok(ack),
-            Ok(Err(_)) => Err(link.state.end_error()),
-            Err(_) => Err(ClientError::ConfirmTimeout {
+        link.request(
+            frame,
+            |s, tx| s.register_confirm(request_id, tx),
+            self.cfg.ack_timeout_ms,
+            |timeout_ms| ClientError::ConfirmTimeout {
                 request_id,
                 timeout_ms,
-            }),
-        }
+            },
+        )
+        .await
     }
 
     /// Sends a HEARTBEAT (the device is alive without fixes). No answer is expected.

@@ -113,17 +113,22 @@ fn append(t: &mut Table, name: &str, rows: Vec<(i64, i64, i64)>, lsn: i64, now: 
     }
 }
 
+/// Every record batch of one of the table's files.
+fn batches_of(t: &Table, path: &str) -> Vec<RecordBatch> {
+    let bytes = bytes::Bytes::from(t.read_file(path).unwrap());
+    ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 /// Every row of the snapshot's live files.
 fn rows_of(t: &Table, snap: &lake::Snapshot) -> Vec<(i64, i64, i64)> {
     let mut out = Vec::new();
     for path in snap.files.keys() {
-        let bytes = bytes::Bytes::from(t.read_file(path).unwrap());
-        for b in ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .unwrap()
-            .build()
-            .unwrap()
-        {
-            let b = b.unwrap();
+        for b in batches_of(t, path) {
             let id = b.column(0).as_primitive::<Int64Type>();
             let time = b.column(1).as_primitive::<TimestampMicrosecondType>();
             let h3 = b.column(2).as_primitive::<Int64Type>();
@@ -274,14 +279,8 @@ fn compaction_merges_sorted_commits_atomically_and_vacuum_keeps_the_grace() {
     assert_eq!(t.snapshot().files.len(), 1);
     assert_eq!(rows_of(&t, t.snapshot()), before);
     // The output is sorted by (h3, time).
-    let bytes = bytes::Bytes::from(t.read_file(&out.output).unwrap());
     let mut keys = Vec::new();
-    for b in ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .unwrap()
-        .build()
-        .unwrap()
-    {
-        let b = b.unwrap();
+    for b in batches_of(&t, &out.output) {
         let time = b.column(1).as_primitive::<TimestampMicrosecondType>();
         let h3 = b.column(2).as_primitive::<Int64Type>();
         keys.extend((0..b.num_rows()).map(|i| (h3.value(i), time.value(i))));

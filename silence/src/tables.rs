@@ -113,19 +113,15 @@ pub fn date_dir(s: u32) -> PathBuf {
     PathBuf::from(format!("date={:04}-{:02}-{:02}", d.year, d.month, d.day))
 }
 
-/// Name of the events file holding sequence numbers `from_seq..=to_seq`.
+/// Name of the events file holding sequence numbers `from_seq..=to_seq`: named as the
+/// positions table's parts ([`storage::partition::part_file_name`]).
 pub fn events_file_name(from_seq: u64, to_seq: u64) -> String {
-    format!("part-{from_seq:020}-{to_seq:020}.parquet")
+    storage::partition::part_file_name(from_seq, to_seq)
 }
 
 /// Parses [`events_file_name`] back to `(from_seq, to_seq)`.
 pub fn parse_events_file_name(name: &str) -> Option<(u64, u64)> {
-    let body = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
-    let (from, to) = body.split_once('-')?;
-    if from.len() != 20 || to.len() != 20 {
-        return None;
-    }
-    Some((from.parse().ok()?, to.parse().ok()?))
+    storage::partition::parse_part_file_name(name)
 }
 
 /// Name of the device status file of the UTC day holding `s`.

@@ -332,44 +332,26 @@ fn decode_payload(payload: &[u8]) -> Result<Record, &'static str> {
         return Err("payload length does not match fix count and presence");
     }
     let cols = "columns shorter than declared";
-    let opt_u32 = |r: &mut Reader<'_>, bit: u8| -> Result<Vec<u32>, &'static str> {
-        if p & bit != 0 {
-            r.column(n, u32::from_le_bytes).ok_or(cols)
-        } else {
-            Ok(Vec::new())
-        }
+    // An optional column has `n` entries when its presence bit is set, none otherwise.
+    let len = |bit: u8| if p & bit != 0 { n } else { 0 };
+    // The columns in record order: a struct expression evaluates its fields as written.
+    let fixes = Fixes {
+        time_ms: r.column(n, i64::from_le_bytes).ok_or(cols)?,
+        lat_e7: r.column(n, i32::from_le_bytes).ok_or(cols)?,
+        lon_e7: r.column(n, i32::from_le_bytes).ok_or(cols)?,
+        accuracy_cm: r.column(len(P_ACCURACY), u32::from_le_bytes).ok_or(cols)?,
+        altitude_cm: r.column(len(P_ALTITUDE), i32::from_le_bytes).ok_or(cols)?,
+        speed_cmps: r.column(len(P_SPEED), u32::from_le_bytes).ok_or(cols)?,
+        heading_cdeg: r.column(len(P_HEADING), u32::from_le_bytes).ok_or(cols)?,
     };
-    let time_ms = r.column(n, i64::from_le_bytes).ok_or(cols)?;
-    let lat_e7 = r.column(n, i32::from_le_bytes).ok_or(cols)?;
-    let lon_e7 = r.column(n, i32::from_le_bytes).ok_or(cols)?;
-    let accuracy_cm = opt_u32(&mut r, P_ACCURACY)?;
-    let altitude_cm = if p & P_ALTITUDE != 0 {
-        r.column(n, i32::from_le_bytes).ok_or(cols)?
-    } else {
-        Vec::new()
-    };
-    let speed_cmps = opt_u32(&mut r, P_SPEED)?;
-    let heading_cdeg = opt_u32(&mut r, P_HEADING)?;
-    let h3 = if p & P_H3 != 0 {
-        r.column(n, u64::from_le_bytes).ok_or(cols)?
-    } else {
-        Vec::new()
-    };
+    let h3 = r.column(len(P_H3), u64::from_le_bytes).ok_or(cols)?;
     Ok(Record {
         lsn,
         batch: FixBatch {
             device_id,
             batch_seq,
             received_at_ms,
-            fixes: Fixes {
-                time_ms,
-                lat_e7,
-                lon_e7,
-                accuracy_cm,
-                altitude_cm,
-                speed_cmps,
-                heading_cdeg,
-            },
+            fixes,
             h3,
         },
     })
@@ -730,54 +712,46 @@ mod tests {
         assert_eq!(parse_segment_file_name("checkpoint"), None);
     }
 
-    fn arb_batch() -> impl Strategy<Value = FixBatch> {
-        (
-            1usize..20,
-            any::<[bool; 5]>(),
-            1..=fix::DeviceId::MAX,
-            any::<u64>(),
-            any::<i64>(),
-        )
-            .prop_flat_map(|(n, present, device_id, batch_seq, received_at_ms)| {
-                let opt_u32 =
-                    move |on: bool| proptest::collection::vec(any::<u32>(), if on { n } else { 0 });
-                (
-                    proptest::collection::vec(any::<i64>(), n),
-                    proptest::collection::vec(any::<i32>(), n),
-                    proptest::collection::vec(any::<i32>(), n),
-                    opt_u32(present[0]),
-                    proptest::collection::vec(any::<i32>(), if present[1] { n } else { 0 }),
-                    opt_u32(present[2]),
-                    opt_u32(present[3]),
-                    proptest::collection::vec(any::<u64>(), if present[4] { n } else { 0 }),
-                )
-                    .prop_map(
-                        move |(
-                            time_ms,
-                            lat_e7,
-                            lon_e7,
-                            accuracy_cm,
-                            altitude_cm,
-                            speed_cmps,
-                            heading_cdeg,
-                            h3,
-                        )| FixBatch {
-                            device_id: fix::DeviceId::try_from(device_id).expect("valid device id"),
-                            batch_seq,
-                            received_at_ms,
-                            fixes: fix::Fixes {
-                                time_ms,
-                                lat_e7,
-                                lon_e7,
-                                accuracy_cm,
-                                altitude_cm,
-                                speed_cmps,
-                                heading_cdeg,
-                            },
-                            h3,
-                        },
-                    )
-            })
+    prop_compose! {
+        /// Columns for `n` fixes with any values (the log does not validate), each optional
+        /// column present (`n` entries) or empty as `present` says.
+        fn arb_fixes(n: usize, present: [bool; 4])(
+            time_ms in proptest::collection::vec(any::<i64>(), n),
+            lat_e7 in proptest::collection::vec(any::<i32>(), n),
+            lon_e7 in proptest::collection::vec(any::<i32>(), n),
+            accuracy_cm in proptest::collection::vec(any::<u32>(), if present[0] { n } else { 0 }),
+            altitude_cm in proptest::collection::vec(any::<i32>(), if present[1] { n } else { 0 }),
+            speed_cmps in proptest::collection::vec(any::<u32>(), if present[2] { n } else { 0 }),
+            heading_cdeg in proptest::collection::vec(any::<u32>(), if present[3] { n } else { 0 }),
+        ) -> Fixes {
+            Fixes {
+                time_ms,
+                lat_e7,
+                lon_e7,
+                accuracy_cm,
+                altitude_cm,
+                speed_cmps,
+                heading_cdeg,
+            }
+        }
+    }
+
+    prop_compose! {
+        fn arb_batch()(n in 1usize..20, present in any::<[bool; 4]>(), with_h3 in any::<bool>())(
+            device_id in 1..=fix::DeviceId::MAX,
+            batch_seq in any::<u64>(),
+            received_at_ms in any::<i64>(),
+            fixes in arb_fixes(n, present),
+            h3 in proptest::collection::vec(any::<u64>(), if with_h3 { n } else { 0 }),
+        ) -> FixBatch {
+            FixBatch {
+                device_id: fix::DeviceId::try_from(device_id).expect("valid device id"),
+                batch_seq,
+                received_at_ms,
+                fixes,
+                h3,
+            }
+        }
     }
 
     proptest! {

@@ -151,11 +151,24 @@ pub struct Row {
 pub fn positions_table_files(data_dir: &Path) -> Vec<PathBuf> {
     let live = storage::positions_files(Arc::new(sys::fs::RealFs), data_dir, Default::default())
         .expect("the positions table opens");
-    let mut plain = Vec::new();
-    collect_parquet(&data_dir.join("positions"), &mut plain);
-    plain.sort();
+    // Delta checkpoints are Parquet too, but not data.
+    let plain: Vec<PathBuf> = parquet_files(&data_dir.join("positions"))
+        .into_iter()
+        .filter(|p| !p.components().any(|c| c.as_os_str() == "_delta_log"))
+        .collect();
     assert_eq!(plain, live, "the plain Parquet view differs from the table");
     live
+}
+
+/// Every record batch of one Parquet file.
+pub fn read_parquet(path: &Path) -> Vec<arrow::array::RecordBatch> {
+    let file = std::fs::File::open(path).unwrap();
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
 }
 
 /// Reads every file of the `positions` table (which are exactly the Parquet files under
@@ -164,13 +177,7 @@ pub fn read_positions(data_dir: &Path) -> Vec<Row> {
     let files = positions_table_files(data_dir);
     let mut rows = Vec::new();
     for f in files {
-        let file = std::fs::File::open(&f).unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
+        for batch in read_parquet(&f) {
             let col = |name: &str| {
                 batch
                     .column_by_name(name)
@@ -205,21 +212,30 @@ pub fn read_positions(data_dir: &Path) -> Vec<Row> {
     rows
 }
 
-fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Every file below `dir`, sorted; none when `dir` does not exist.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
+        return out;
     };
     for e in rd {
         let p = e.unwrap().path();
         if p.is_dir() {
-            // Delta checkpoints are Parquet too, but not data.
-            if !p.ends_with("_delta_log") {
-                collect_parquet(&p, out);
-            }
-        } else if p.extension().is_some_and(|x| x == "parquet") {
+            out.extend(files_under(&p));
+        } else {
             out.push(p);
         }
     }
+    out.sort();
+    out
+}
+
+/// The Parquet files below `dir`, sorted.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect()
 }
 
 /// Rows keyed for an exact multiset comparison.

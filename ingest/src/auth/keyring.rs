@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use fix::DeviceId;
 use ring::hmac;
 
-use super::{HEX, TOKEN_KEY_LEN, TokenError, TokenKey, parse_decimal, parse_tag};
+use super::{TOKEN_KEY_LEN, TokenError, TokenKey, parse_decimal, parse_tag, push_tag};
 
 /// Prefix of version-2 tokens.
 pub const TOKEN_V2_PREFIX: &str = "hf2";
@@ -157,10 +157,7 @@ impl Keyring {
             out.push_str(&part.to_string());
         }
         out.push('.');
-        for b in tag.as_ref() {
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
+        push_tag(&mut out, tag.as_ref());
         Some(out)
     }
 

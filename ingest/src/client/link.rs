@@ -239,6 +239,26 @@ impl Link {
             .map_err(|_| self.state.end_error())
     }
 
+    /// One request: registers its waiter with `register` (see [`LinkState::register`]),
+    /// queues `frame`, and awaits the answer for up to `timeout_ms`; `timed_out(timeout_ms)`
+    /// is the error when it does not come in time. The registration ends when this returns
+    /// or is dropped.
+    pub(super) async fn request<T>(
+        &self,
+        frame: Vec<u8>,
+        register: impl Fn(&mut Session, oneshot::Sender<T>) -> Result<WaiterKey, RegisterError>,
+        timeout_ms: u64,
+        timed_out: impl FnOnce(u64) -> ClientError,
+    ) -> Result<T, ClientError> {
+        let (_guard, rx) = self.state.register(register).await?;
+        self.send(Outgoing::Frame(frame)).await?;
+        match tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(self.state.end_error()),
+            Err(_) => Err(timed_out(timeout_ms)),
+        }
+    }
+
     /// QUIC connect, HELLO, WELCOME; then the connection task runs until the session ends.
     pub(super) async fn open(
         endpoint: &quinn::Endpoint,

@@ -30,27 +30,6 @@ pub(super) const NAMES: [&str; COLUMNS] = [
     "heading_cdeg",
 ];
 
-/// How a column's varints are read.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// `sint64`: zigzag over 64 bits.
-    S64,
-    /// `sint32`: zigzag over 32 bits; the varint must fit in 32 bits.
-    S32,
-    /// `uint32`: the varint must fit in 32 bits.
-    U32,
-}
-
-const KINDS: [Kind; COLUMNS] = [
-    Kind::S64,
-    Kind::S32,
-    Kind::S32,
-    Kind::U32,
-    Kind::S32,
-    Kind::U32,
-    Kind::U32,
-];
-
 /// Why a payload was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum PayloadError {
@@ -237,66 +216,48 @@ fn check_tag(tag: u64) -> Result<(u64, u8), PayloadError> {
     Ok((tag >> 3, (tag & 7) as u8))
 }
 
-/// Columns being filled by [`decode`].
-struct Columns {
-    s64: Vec<i64>,
-    s32: [Vec<i32>; 3],
-    u32: [Vec<u32>; 3],
+/// The `Batch` being filled by [`decode`], each column allocated at its counted length.
+struct Columns(Batch);
+
+/// An empty column with room for the `counts[c]` elements counted in pass 1.
+fn counted<T>(counts: &[u64; COLUMNS], c: usize) -> Vec<T> {
+    Vec::with_capacity(usize::try_from(counts[c]).unwrap_or(0))
 }
 
 impl Columns {
     fn with_counts(counts: &[u64; COLUMNS]) -> Self {
-        let cap = |i: usize| usize::try_from(counts[i]).unwrap_or(0);
-        Self {
-            s64: Vec::with_capacity(cap(0)),
-            s32: [1, 2, 4].map(|i| Vec::with_capacity(cap(i))),
-            u32: [3, 5, 6].map(|i| Vec::with_capacity(cap(i))),
-        }
+        Self(Batch {
+            time_ms: counted(counts, 0),
+            lat_e7: counted(counts, 1),
+            lon_e7: counted(counts, 2),
+            accuracy_cm: counted(counts, 3),
+            altitude_cm: counted(counts, 4),
+            speed_cmps: counted(counts, 5),
+            heading_cdeg: counted(counts, 6),
+        })
     }
 
-    /// Appends one raw varint value to column `c`, checking its width.
+    /// Appends one raw varint value to column `c`, checking its width: `sint64` (zigzag
+    /// over 64 bits) for `time_ms`, `sint32` (zigzag over 32 bits) for the coordinates and
+    /// the altitude, `uint32` for the rest; a 32-bit column's varint must fit in 32 bits.
     fn push(&mut self, c: usize, raw: u64) -> Result<(), PayloadError> {
         let narrow = || {
             u32::try_from(raw).map_err(|_| {
                 malformed(format!("{} varint {raw} does not fit in 32 bits", NAMES[c]))
             })
         };
-        match (KINDS[c], c) {
-            (Kind::S64, _) => self.s64.push((raw >> 1) as i64 ^ -((raw & 1) as i64)),
-            (Kind::S32, _) => {
-                let v = narrow()?;
-                let slot = match c {
-                    1 => 0,
-                    2 => 1,
-                    _ => 2,
-                };
-                self.s32[slot].push((v >> 1) as i32 ^ -((v & 1) as i32));
-            }
-            (Kind::U32, _) => {
-                let v = narrow()?;
-                let slot = match c {
-                    3 => 0,
-                    5 => 1,
-                    _ => 2,
-                };
-                self.u32[slot].push(v);
-            }
+        let zigzag32 = |v: u32| (v >> 1) as i32 ^ -((v & 1) as i32);
+        let b = &mut self.0;
+        match c {
+            0 => b.time_ms.push((raw >> 1) as i64 ^ -((raw & 1) as i64)),
+            1 => b.lat_e7.push(zigzag32(narrow()?)),
+            2 => b.lon_e7.push(zigzag32(narrow()?)),
+            3 => b.accuracy_cm.push(narrow()?),
+            4 => b.altitude_cm.push(zigzag32(narrow()?)),
+            5 => b.speed_cmps.push(narrow()?),
+            _ => b.heading_cdeg.push(narrow()?),
         }
         Ok(())
-    }
-
-    fn into_batch(self) -> Batch {
-        let [lat_e7, lon_e7, altitude_cm] = self.s32;
-        let [accuracy_cm, speed_cmps, heading_cdeg] = self.u32;
-        Batch {
-            time_ms: self.s64,
-            lat_e7,
-            lon_e7,
-            accuracy_cm,
-            altitude_cm,
-            speed_cmps,
-            heading_cdeg,
-        }
     }
 }
 
@@ -359,7 +320,7 @@ pub(super) fn decode(bytes: &[u8], counts: &[u64; COLUMNS]) -> Result<Batch, Pay
             return Err(malformed("payload ends inside a field"));
         }
     }
-    Ok(cols.into_batch())
+    Ok(cols.0)
 }
 
 /// Both passes over a complete payload.

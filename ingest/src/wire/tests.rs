@@ -35,19 +35,22 @@ fn body_of(frame: &[u8]) -> &[u8] {
     &frame[5..]
 }
 
-/// A BATCH body holding an arbitrary protobuf `Batch` (deltas exactly as given).
-fn raw_body(seq: u64, batch: &Batch) -> Vec<u8> {
+/// A BATCH body: `seq`, the encoding byte (0: raw protobuf, 1: zstd), then `payload` as is.
+fn batch_body(seq: u64, encoding: u8, payload: &[u8]) -> Vec<u8> {
     let mut body = seq.to_be_bytes().to_vec();
-    body.push(0);
-    batch.encode(&mut body).expect("vec grows");
+    body.push(encoding);
+    body.extend_from_slice(payload);
     body
 }
 
+/// A BATCH body holding an arbitrary protobuf `Batch` (deltas exactly as given).
+fn raw_body(seq: u64, batch: &Batch) -> Vec<u8> {
+    batch_body(seq, 0, &batch.encode_to_vec())
+}
+
+/// A BATCH body holding `payload` compressed with zstd.
 fn zstd_body(seq: u64, payload: &[u8]) -> Vec<u8> {
-    let mut body = seq.to_be_bytes().to_vec();
-    body.push(1);
-    body.extend(zstd::bulk::compress(payload, 3).expect("compress"));
-    body
+    batch_body(seq, 1, &zstd::bulk::compress(payload, 3).expect("compress"))
 }
 
 fn reject(body: &[u8], limits: &Limits) -> BatchError {
@@ -319,9 +322,7 @@ fn zstd_bomb_without_declared_size_stops_at_the_cap() {
         zstd::zstd_safe::get_frame_content_size(&compressed).expect("header"),
         None
     );
-    let mut body = 12u64.to_be_bytes().to_vec();
-    body.push(1);
-    body.extend(&compressed);
+    let body = batch_body(12, 1, &compressed);
     let limits = Limits::default();
     let mut dec = BatchDecoder::new();
     let e = dec.decode(&body, &limits, NOW_MS).expect_err("bomb");
@@ -356,9 +357,7 @@ fn packed_zero_bomb_is_counted_and_refused_after_one_chunk() {
         "a bomb is small: {}",
         compressed.len()
     );
-    let mut body = 21u64.to_be_bytes().to_vec();
-    body.push(1);
-    body.extend(&compressed);
+    let body = batch_body(21, 1, &compressed);
     let limits = Limits::default();
     let mut dec = BatchDecoder::new();
     let e = dec.decode(&body, &limits, NOW_MS).expect_err("bomb");
@@ -373,10 +372,9 @@ fn packed_zero_bomb_is_counted_and_refused_after_one_chunk() {
         dec.scratch_capacity()
     );
     // The same column uncompressed is refused from the count too.
-    let mut raw = 22u64.to_be_bytes().to_vec();
-    raw.push(0);
-    raw.extend([0x0a, 0x91, 0x4e]); // field 1, LEN 10 001
-    raw.extend(vec![0u8; 10_001]);
+    let mut column = vec![0x0a, 0x91, 0x4e]; // field 1, LEN 10 001
+    column.extend(vec![0u8; 10_001]);
+    let raw = batch_body(22, 0, &column);
     assert_eq!(reject(&raw, &limits).status, Status::TooManyFixes);
     // At the edge: 10 000 elements are counted and decoded (then judged as fixes).
     let mut f = fixes(1);
@@ -397,9 +395,7 @@ fn packed_zero_bomb_is_counted_and_refused_after_one_chunk() {
 fn a_skippable_zstd_frame_is_decompress_failed() {
     // Alone (RFC 8878 §3.1.2: magic 0x184D2A5?, 4-byte length, user data) or in front.
     let skippable = [0x50, 0x2a, 0x4d, 0x18, 2, 0, 0, 0, 0xaa, 0xbb];
-    let mut body = 3u64.to_be_bytes().to_vec();
-    body.push(1);
-    body.extend(skippable);
+    let body = batch_body(3, 1, &skippable);
     let e = reject(&body, &Limits::default());
     assert_eq!(e.status, Status::DecompressFailed);
     assert!(
@@ -421,9 +417,7 @@ fn a_skippable_zstd_frame_is_decompress_failed() {
 #[test]
 fn a_32_bit_column_over_32_bits_is_malformed() {
     // lat_e7 (sint32) as the 5-byte varint of 2^32 + 2: protobuf would truncate it to 1.
-    let mut raw = 4u64.to_be_bytes().to_vec();
-    raw.push(0);
-    raw.extend([0x08, 0x00, 0x10, 0x82, 0x80, 0x80, 0x80, 0x10]);
+    let raw = batch_body(4, 0, &[0x08, 0x00, 0x10, 0x82, 0x80, 0x80, 0x80, 0x10]);
     let e = reject(&raw, &Limits::default());
     assert_eq!(e.status, Status::MalformedFrame);
     assert!(
@@ -474,9 +468,7 @@ fn zstd_window_larger_than_the_cap_is_refused() {
         .expect("window log");
     enc.write_all(&vec![7u8; 3 << 20]).expect("write");
     let compressed = enc.finish().expect("finish");
-    let mut body = 1u64.to_be_bytes().to_vec();
-    body.push(1);
-    body.extend(&compressed);
+    let body = batch_body(1, 1, &compressed);
     let e = reject(&body, &limits);
     assert!(
         matches!(
@@ -507,9 +499,7 @@ fn window_log_follows_decompressed_bytes_max() {
 #[test]
 fn bad_zstd_is_decompress_failed() {
     let limits = Limits::default();
-    let mut body = 3u64.to_be_bytes().to_vec();
-    body.push(1);
-    body.extend(b"not zstd at all");
+    let body = batch_body(3, 1, b"not zstd at all");
     assert_eq!(reject(&body, &limits).status, Status::DecompressFailed);
 
     let good = zstd_body(
