@@ -1001,6 +1001,27 @@ fn the_day_memo_gives_the_deadline_of_every_instant() {
     }
 }
 
+/// `n` calendar days (`days`) or `n` working days on `raw`, counted by date in its zone.
+fn date_threshold(raw: &RawCal, n: u32, days: bool) -> Threshold {
+    let time_zone = TimeZone::get(raw.zone).unwrap();
+    let counting = Counting::Date;
+    if days {
+        Threshold::Days(CalendarDays {
+            n,
+            time_zone,
+            counting,
+        })
+    } else {
+        let calendar = build(raw);
+        Threshold::WorkingDays(WorkingDays {
+            n,
+            time_zone,
+            calendar,
+            counting,
+        })
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
@@ -1013,12 +1034,7 @@ proptest! {
         start_s in 1_704_067_200i64..1_830_297_600,
         steps in proptest::collection::vec(-200_000i64..200_000, 1..60),
     ) {
-        let tz = TimeZone::get(raw.zone).unwrap();
-        let th = if days {
-            Threshold::Days(CalendarDays { n, time_zone: tz, counting: Counting::Date })
-        } else {
-            Threshold::WorkingDays(WorkingDays { n, time_zone: tz, calendar: build(&raw), counting: Counting::Date })
-        };
+        let th = date_threshold(&raw, n, days);
         let set = PolicySet::durations(100, 200).unwrap();
         let prepared = set.prepare(0);
         let mut since_s = start_s;
@@ -1050,12 +1066,7 @@ proptest! {
         a in 0i64..40 * 86_400,
         b in 0i64..40 * 86_400,
     ) {
-        let tz = TimeZone::get(raw.zone).unwrap();
-        let th = if days {
-            Threshold::Days(CalendarDays { n, time_zone: tz, counting: Counting::Date })
-        } else {
-            Threshold::WorkingDays(WorkingDays { n, time_zone: tz, calendar: build(&raw), counting: Counting::Date })
-        };
+        let th = date_threshold(&raw, n, days);
         cutoff_exact_and_monotone(&th, now_s, a, b)?;
     }
 
