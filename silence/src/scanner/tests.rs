@@ -118,15 +118,11 @@ struct Rig {
 
 const DATA: &str = "/data";
 
-fn start(
-    fs: &SimFs,
-    clock: &Arc<SimClock>,
-    table: &Arc<SilenceTable>,
-    port: &Arc<RecordedPort>,
-) -> Scanner {
-    let policies = PolicySet::durations(2 * 86_400, 3 * 86_400).unwrap();
-    start_with(fs, clock, table, port, policies, Vec::new())
-}
+/// The scan interval of the scanners these tests start: longer than any test moves its
+/// clock, so every scan is a `scan_now` and the events a test expects are the ones that
+/// call returns. (With a shorter interval the scanner thread may see a clock jump first and
+/// scan on its own: the events then come from that periodic scan, not from `scan_now`.)
+const NO_PERIODIC_SCAN_MS: u64 = 10 * 365 * 86_400_000;
 
 fn start_with(
     fs: &SimFs,
@@ -135,6 +131,7 @@ fn start_with(
     port: &Arc<RecordedPort>,
     policies: PolicySet,
     restored_requests: Vec<ConfirmRequestRecord>,
+    scan_interval_ms: u64,
 ) -> Scanner {
     let data = Path::new(DATA);
     let fs_arc: Arc<dyn Fs> = Arc::new(fs.clone());
@@ -164,7 +161,7 @@ fn start_with(
         data_dir: data.to_path_buf(),
         parquet,
         clock: clock.clone(),
-        scan_interval_ms: 3_600_000,
+        scan_interval_ms,
         snapshot_interval_s: 300,
         restored_requests,
     })
@@ -172,12 +169,25 @@ fn start_with(
 }
 
 fn rig() -> Rig {
+    rig_scanning_every(NO_PERIODIC_SCAN_MS)
+}
+
+fn rig_scanning_every(scan_interval_ms: u64) -> Rig {
     let fs = SimFs::new();
     fs.create_dir_all(Path::new(DATA)).unwrap();
     let clock = SimClock::new(T0_S * 1000);
     let table = Arc::new(SilenceTable::with_capacity(100).unwrap());
     let port = RecordedPort::ready();
-    let scanner = start(&fs, &clock, &table, &port);
+    let policies = PolicySet::durations(2 * 86_400, 3 * 86_400).unwrap();
+    let scanner = start_with(
+        &fs,
+        &clock,
+        &table,
+        &port,
+        policies,
+        Vec::new(),
+        scan_interval_ms,
+    );
     Rig {
         fs,
         clock,
@@ -297,7 +307,7 @@ fn a_failed_snapshot_is_retried_at_the_next_snapshot_time() {
 /// The periodic scan runs when the clock says the interval passed, not on the wall clock.
 #[test]
 fn periodic_scans_follow_the_clock() {
-    let r = rig();
+    let r = rig_scanning_every(3_600_000);
     r.table.record_fix(7, secs(T0_S)).unwrap();
     r.clock.advance_ms(2 * 86_400 * 1000);
     let log = EventLog::path_in(Path::new(DATA));
@@ -339,7 +349,15 @@ fn an_exemption_coming_into_force_cancels_the_request() {
         vec![window(1, starts_s), window(2, later_s)],
     )
     .unwrap();
-    let scanner = start_with(&fs, &clock, &table, &port, policies, Vec::new());
+    let scanner = start_with(
+        &fs,
+        &clock,
+        &table,
+        &port,
+        policies,
+        Vec::new(),
+        NO_PERIODIC_SCAN_MS,
+    );
     table.record_fix(1, secs(T0_S)).unwrap();
     table.record_fix(2, secs(T0_S)).unwrap();
     scanner.scan_now();
@@ -388,7 +406,15 @@ fn outstanding_requests_survive_a_restart() {
     assert_eq!(info.requests, before);
     let port = Arc::new(RecordedPort::default());
     let policies = PolicySet::durations(2 * 86_400, 3 * 86_400).unwrap();
-    let scanner = start_with(&r.fs, &r.clock, &table, &port, policies, info.requests);
+    let scanner = start_with(
+        &r.fs,
+        &r.clock,
+        &table,
+        &port,
+        policies,
+        info.requests,
+        NO_PERIODIC_SCAN_MS,
+    );
     // Not ready yet: kept, and still written to the next snapshot.
     scanner.scan_now();
     assert!(port.outstanding().is_empty());
