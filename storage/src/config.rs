@@ -82,6 +82,11 @@ pub struct StorageConfig {
     pub row_group_rows_max: usize,
     /// zstd level of Parquet pages, `1..=22`. Default 3.
     pub zstd_level: i32,
+    /// Nice value of the encoder thread (the sort and zstd encoding of each flush),
+    /// `0..=19` (0: as urgent as the threads that carry acks; 19: the least). Default 10:
+    /// about a tenth of a core it contends for with one nice-0 thread, all of an idle one.
+    /// A process already started at a higher nice keeps it.
+    pub encoder_nice: i32,
     /// Anti-replay window per device, batches, `1..=64`. Default 64.
     pub dedup_window_batches: u32,
     /// Devices tracked by deduplication (24 bytes each in the checkpoint, about
@@ -113,6 +118,7 @@ impl Default for StorageConfig {
             flush_rows_max: 1_000_000,
             row_group_rows_max: 131_072,
             zstd_level: 3,
+            encoder_nice: 10,
             dedup_window_batches: 64,
             dedup_devices_max: 20_000_000,
             table: lake::TableOptions::default(),
@@ -143,7 +149,7 @@ impl StorageConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         // (key, value, min, max): one row per bound, checked in this order.
         #[rustfmt::skip]
-        let bounds: [(&'static str, i128, i128, i128); 15] = [
+        let bounds: [(&'static str, i128, i128, i128); 16] = [
             ("storage.h3_resolution", self.h3_resolution.into(), 0, 15),
             ("storage.wal_segment_bytes_max", self.wal_segment_bytes_max.into(), 1 << 20, 4 << 30),
             ("storage.wal_group_commit_bytes_max", self.wal_group_commit_bytes_max as i128, 4 << 10, 256 << 20),
@@ -157,6 +163,7 @@ impl StorageConfig {
             ("storage.flush_rows_max", self.flush_rows_max as i128, self.batch_fixes_max as i128, u32::MAX.into()),
             ("storage.row_group_rows_max", self.row_group_rows_max as i128, 1, 1 << 24),
             ("storage.zstd_level", self.zstd_level.into(), 1, 22),
+            ("storage.encoder_nice", self.encoder_nice.into(), 0, sys::thread::NICE_MAX.into()),
             ("storage.dedup_window_batches", self.dedup_window_batches.into(), 1, WINDOW_BATCHES_LIMIT.into()),
             ("storage.dedup_devices_max", self.dedup_devices_max as i128, 1, 1_000_000_000),
         ];
@@ -216,6 +223,14 @@ mod tests {
             ..StorageConfig::default()
         };
         assert_eq!(refused_key(rows), Some("storage.flush_rows_max"));
+        for (nice, refused) in [(-1, true), (0, false), (19, false), (20, true)] {
+            let cfg = StorageConfig {
+                encoder_nice: nice,
+                ..StorageConfig::default()
+            };
+            let expected = refused.then_some("storage.encoder_nice");
+            assert_eq!(refused_key(cfg), expected, "encoder_nice = {nice}");
+        }
         let window = StorageConfig {
             dedup_window_batches: 65,
             ..StorageConfig::default()

@@ -8,7 +8,7 @@
 //!   `txn(POSITIONS_WRITER, to_lsn)`, then the checkpoint, then the covered WAL
 //!   segments are deleted. A failed flush is retried every `flush_retry_ms`
 //!   with the same generation until it succeeds or the storage stops.
-//! - Runs at nice [`ENCODER_NICE`]: the sort and the zstd encoding of a whole
+//! - Runs at nice `storage.encoder_nice` (default 10): the sort and the zstd encoding of a whole
 //!   generation are the largest bursts of CPU in the server, and on a small
 //!   machine they must give way to the threads that receive batches, fsync the
 //!   WAL and send acknowledgements. An ack never waits for this thread.
@@ -36,11 +36,6 @@ use crate::writer::{
     FlushError, FlushOutcome, ParquetOptions, Sealed, WriterExit, WriterTiming,
     delete_covered_segments, io_at, writer_properties,
 };
-
-/// Nice value of the encoder thread (0 = as urgent as the rest, 19 = least):
-/// at 10 it gets about a tenth of a core it contends for with one nice-0
-/// thread, and all of an idle one.
-pub const ENCODER_NICE: i32 = 10;
 
 /// Rows converted to Arrow per `write` to the Parquet writer: small enough that
 /// the per-slice arrays (about 90 bytes a row) stay out of the allocator's huge
@@ -209,11 +204,12 @@ pub(crate) struct Encoder {
 }
 
 impl Encoder {
-    /// Spawns the encoder thread `hexflow-encoder` over `flusher`. `stop` ends the retries of
-    /// a failing flush (shutdown, abandon).
+    /// Spawns the encoder thread `hexflow-encoder` over `flusher`, at nice `nice`. `stop` ends
+    /// the retries of a failing flush (shutdown, abandon).
     pub(crate) fn spawn(
         flusher: Flusher,
         timing: WriterTiming,
+        nice: i32,
         stop: Arc<AtomicBool>,
     ) -> std::io::Result<Encoder> {
         // Rendezvous: a hand-off completes only when the encoder takes the generation,
@@ -222,7 +218,7 @@ impl Encoder {
         let (spare_tx, spare_rx) = crossbeam_channel::bounded(1);
         let handle = std::thread::Builder::new()
             .name("hexflow-encoder".into())
-            .spawn(move || run(flusher, &rx, &spare_tx, timing, &stop))?;
+            .spawn(move || run(flusher, &rx, &spare_tx, timing, nice, &stop))?;
         Ok(Encoder {
             tx: Some(tx),
             spare_rx,
@@ -276,9 +272,10 @@ fn run(
     rx: &Receiver<EncodeMsg>,
     spare_tx: &Sender<Vec<RowBuffer>>,
     timing: WriterTiming,
+    nice: i32,
     stop: &AtomicBool,
 ) -> WriterExit {
-    if let Err(e) = sys::thread::lower_priority(ENCODER_NICE) {
+    if let Err(e) = sys::thread::lower_priority(nice) {
         tracing::warn!(error = %e, "could not lower the encoder thread's priority");
     }
     loop {

@@ -405,9 +405,11 @@ fn start_writer(
         shutdown_flush_attempts: cfg.shutdown_flush_attempts,
     };
     let encoder =
-        Encoder::spawn(flusher, timing, stop.clone()).map_err(|source| OpenError::Spawn {
-            thread: "encoder",
-            source,
+        Encoder::spawn(flusher, timing, cfg.encoder_nice, stop.clone()).map_err(|source| {
+            OpenError::Spawn {
+                thread: "encoder",
+                source,
+            }
         })?;
     let writer_clock = clock.clone();
     let handle = spawn("writer", move || {
