@@ -168,17 +168,21 @@ fn start_with(
     .unwrap()
 }
 
-fn rig() -> Rig {
-    rig_scanning_every(NO_PERIODIC_SCAN_MS)
+/// The rigs' policy: warning after 2 days, expiry after 3.
+fn two_and_three_days() -> PolicySet {
+    PolicySet::durations(2 * 86_400, 3 * 86_400).unwrap()
 }
 
-fn rig_scanning_every(scan_interval_ms: u64) -> Rig {
+fn rig() -> Rig {
+    rig_with(two_and_three_days(), NO_PERIODIC_SCAN_MS)
+}
+
+fn rig_with(policies: PolicySet, scan_interval_ms: u64) -> Rig {
     let fs = SimFs::new();
     fs.create_dir_all(Path::new(DATA)).unwrap();
     let clock = SimClock::new(T0_S * 1000);
     let table = Arc::new(SilenceTable::with_capacity(100).unwrap());
     let port = RecordedPort::ready();
-    let policies = PolicySet::durations(2 * 86_400, 3 * 86_400).unwrap();
     let scanner = start_with(
         &fs,
         &clock,
@@ -307,7 +311,7 @@ fn a_failed_snapshot_is_retried_at_the_next_snapshot_time() {
 /// The periodic scan runs when the clock says the interval passed, not on the wall clock.
 #[test]
 fn periodic_scans_follow_the_clock() {
-    let r = rig_scanning_every(3_600_000);
+    let r = rig_with(two_and_three_days(), 3_600_000);
     r.table.record_fix(7, secs(T0_S)).unwrap();
     r.clock.advance_ms(2 * 86_400 * 1000);
     let log = EventLog::path_in(Path::new(DATA));
@@ -329,12 +333,6 @@ fn periodic_scans_follow_the_clock() {
 /// begun keeps it.
 #[test]
 fn an_exemption_coming_into_force_cancels_the_request() {
-    let fs = SimFs::new();
-    fs.create_dir_all(Path::new(DATA)).unwrap();
-    let clock = SimClock::new(T0_S * 1000);
-    let table = Arc::new(SilenceTable::with_capacity(100).unwrap());
-    let port = RecordedPort::ready();
-    let mut policies = PolicySet::durations(2 * 86_400, 3 * 86_400).unwrap();
     let window = |device, from_s: i64| crate::Exemption {
         target: crate::ExemptionTarget::Device(device),
         from_s: Some(secs(from_s)),
@@ -342,22 +340,20 @@ fn an_exemption_coming_into_force_cancels_the_request() {
         reason: "maintenance".into(),
     };
     let (starts_s, later_s) = (T0_S + 2 * DAY_S + 3_600, T0_S + 20 * DAY_S);
-    policies = PolicySet::new(
-        policies.policies().to_vec(),
+    let policies = PolicySet::new(
+        two_and_three_days().policies().to_vec(),
         "default",
         Vec::new(),
         vec![window(1, starts_s), window(2, later_s)],
     )
     .unwrap();
-    let scanner = start_with(
-        &fs,
-        &clock,
-        &table,
-        &port,
-        policies,
-        Vec::new(),
-        NO_PERIODIC_SCAN_MS,
-    );
+    let Rig {
+        clock,
+        table,
+        port,
+        scanner,
+        ..
+    } = rig_with(policies, NO_PERIODIC_SCAN_MS);
     table.record_fix(1, secs(T0_S)).unwrap();
     table.record_fix(2, secs(T0_S)).unwrap();
     scanner.scan_now();
@@ -405,7 +401,7 @@ fn outstanding_requests_survive_a_restart() {
         .unwrap();
     assert_eq!(info.requests, before);
     let port = Arc::new(RecordedPort::default());
-    let policies = PolicySet::durations(2 * 86_400, 3 * 86_400).unwrap();
+    let policies = two_and_three_days();
     let scanner = start_with(
         &r.fs,
         &r.clock,
