@@ -33,6 +33,10 @@ pub enum LakeCliError {
     /// Rewriting the WAL checkpoint failed.
     #[error("rewriting the WAL checkpoint: {0}")]
     Checkpoint(std::io::Error),
+    /// Removing the device from the silence files failed (the positions table and the WAL
+    /// are already erased; running the erasure again finishes it).
+    #[error(transparent)]
+    Silence(#[from] silence::erase::EraseError),
 }
 
 /// The store over the data directory.
@@ -54,12 +58,16 @@ pub fn positions(cfg: &Config, now_ms: i64) -> Result<Table, TableError> {
     )
 }
 
-fn writer_props(cfg: &Config) -> parquet::file::properties::WriterProperties {
-    storage::writer::writer_properties(storage::writer::ParquetOptions {
+/// The Parquet encoding of `[storage]`, which the silence tables share.
+fn parquet_options(cfg: &Config) -> storage::writer::ParquetOptions {
+    storage::writer::ParquetOptions {
         zstd_level: cfg.storage.zstd_level,
         row_group_rows_max: cfg.storage.row_group_rows_max,
-    })
-    .unwrap_or_default()
+    }
+}
+
+fn writer_props(cfg: &Config) -> parquet::file::properties::WriterProperties {
+    storage::writer::writer_properties(parquet_options(cfg)).unwrap_or_default()
 }
 
 /// `hexflow lake status`.
@@ -217,7 +225,9 @@ pub fn vacuum(cfg: &Config, now: bool, now_ms: i64) -> Result<String, LakeCliErr
 
 /// `hexflow lake erase --device ID`: flushes the WAL into the table (opening and closing
 /// storage), erases every row of the device from `positions` as one commit, deletes the
-/// old files and the older log at once, and drops the device from the WAL checkpoint.
+/// old files and the older log at once, drops the device from the WAL checkpoint, and
+/// removes it from every silence file (events log, exemptions log, `events` and
+/// `device_status` tables, silence snapshot: [`silence::erase`]).
 ///
 /// # Errors
 /// See [`LakeCliError`].
@@ -236,14 +246,24 @@ pub fn erase(cfg: &Config, device: fix::DeviceId, now_ms: i64) -> Result<String,
     let wal_dir = cfg.server.data_dir.join("wal");
     let forgot = storage::checkpoint::forget_device(&RealFs, &wal_dir, device)
         .map_err(LakeCliError::Checkpoint)?;
+    let s =
+        silence::erase::erase_device(&RealFs, &cfg.server.data_dir, device, parquet_options(cfg))?;
     Ok(format!(
         "positions: {} rows removed from {} of {} files scanned (version {})\n\
-         superseded files deleted: {}\nlog files deleted: {}\nwal checkpoint entry removed: {forgot}\n",
+         superseded files deleted: {}\nlog files deleted: {}\nwal checkpoint entry removed: {forgot}\n\
+         silence: {} event lines, {} exemption lines, {} events rows, {} device_status rows \
+         removed ({} files rewritten); snapshot rewritten: {}\n",
         r.rows_removed,
         r.files_rewritten,
         r.files_scanned,
         r.version.map_or("-".into(), |v| v.to_string()),
         r.vacuum.superseded_deleted,
         r.vacuum.log_files_deleted,
+        s.event_lines,
+        s.exemption_lines,
+        s.event_rows,
+        s.status_rows,
+        s.files_rewritten,
+        s.snapshot,
     ))
 }

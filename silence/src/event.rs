@@ -183,6 +183,23 @@ impl std::fmt::Display for NullIfZero {
     }
 }
 
+/// A `warned` event of `device_id` at `at_s` after 100 s of silence (the fixture the crate's
+/// tests share).
+#[cfg(test)]
+pub(crate) fn warned_at(device_id: u64, at_s: u32) -> SilenceEvent {
+    SilenceEvent {
+        device_id,
+        kind: EventKind::Warned,
+        policy: 0,
+        from: Level::Reporting,
+        to: Level::Warned,
+        last_fix_s: at_s - 100,
+        last_contact_s: 0,
+        at_s,
+        threshold_s: 100,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

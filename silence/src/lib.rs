@@ -31,6 +31,8 @@
 //!
 //! * [`config`]: the `[silence]` section ([`SilenceConfig`]): keys, defaults, bounds,
 //!   validation, and the policy set loaded from the calendar files.
+//! * [`erase`]: removing one device from every silence file of a data directory (logs,
+//!   tables, snapshot), for `hexflow lake erase`.
 //! * [`Silence`] ([`service`]): opens everything at start (snapshot restore, outages,
 //!   exemptions log, events log, Parquet tables, webhook) and runs the [`Scanner`] thread
 //!   ([`scanner`]), which sweeps every `scan_interval_ms` and hands each scan's events to the
@@ -58,6 +60,7 @@
 
 pub mod calendar;
 pub mod config;
+pub mod erase;
 mod event;
 mod explain;
 pub mod log;

@@ -136,22 +136,10 @@ impl SilenceTable {
         let mut devices = 0u64;
         let confirmations = self.export(|r| {
             devices += 1;
-            buf.extend_from_slice(&r.device_id.to_le_bytes());
-            buf.extend_from_slice(&r.last_fix_s.to_le_bytes());
-            buf.extend_from_slice(&r.last_contact_s.to_le_bytes());
-            buf.extend_from_slice(&r.since_s.to_le_bytes());
-            buf.extend_from_slice(&r.state.to_le_bytes());
+            encode_record(&r, buf);
         });
         buf[count_at..count_at + 8].copy_from_slice(&devices.to_le_bytes());
-        buf.extend_from_slice(&(confirmations.len() as u32).to_le_bytes());
-        for (d, at, done) in confirmations {
-            buf.extend_from_slice(&d.to_le_bytes());
-            buf.extend_from_slice(&at.to_le_bytes());
-            buf.extend_from_slice(&u32::from(done).to_le_bytes());
-        }
-        encode_requests(requests, buf);
-        let crc = crc32c::crc32c(buf);
-        buf.extend_from_slice(&crc.to_le_bytes());
+        encode_tail(&confirmations, requests, buf);
     }
 
     /// Verifies `bytes` and restores every device and confirmation in it into this table.
@@ -181,6 +169,83 @@ impl SilenceTable {
             requests: decoded.requests,
         })
     }
+}
+
+/// The snapshot `bytes` without `device_id`: its device record, its pending confirmation
+/// and its outstanding confirm requests are left out, everything else is kept as it was
+/// (re-encoded at [`SNAPSHOT_VERSION`]). The bytes are verified whole first, as by a
+/// restore. `None` when the snapshot does not name the device (nothing to rewrite). This is
+/// how `hexflow lake erase` removes a device from the silence state.
+///
+/// # Errors
+/// [`SnapshotError`]: damaged or foreign bytes.
+pub fn snapshot_without_device(
+    bytes: &[u8],
+    device_id: u64,
+) -> Result<Option<Vec<u8>>, SnapshotError> {
+    let d = decode(bytes)?;
+    let named = d.records.iter().any(|r| r.device_id == device_id)
+        || d.confirmations.iter().any(|c| c.0 == device_id)
+        || d.requests.iter().any(|r| r.device_id.get() == device_id);
+    if !named {
+        return Ok(None);
+    }
+    let mut buf = Vec::with_capacity(bytes.len());
+    buf.extend_from_slice(&SNAPSHOT_MAGIC);
+    buf.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    buf.extend_from_slice(&d.taken_s.to_le_bytes());
+    buf.extend_from_slice(&(d.outages.len() as u32).to_le_bytes());
+    for o in &d.outages {
+        buf.extend_from_slice(&o.down_s.to_le_bytes());
+        buf.extend_from_slice(&o.up_s.to_le_bytes());
+    }
+    let kept: Vec<&SlotRecord> = d
+        .records
+        .iter()
+        .filter(|r| r.device_id != device_id)
+        .collect();
+    buf.extend_from_slice(&(kept.len() as u64).to_le_bytes());
+    for r in kept {
+        encode_record(r, &mut buf);
+    }
+    let confirmations: Vec<(u64, u32, bool)> = d
+        .confirmations
+        .into_iter()
+        .filter(|c| c.0 != device_id)
+        .collect();
+    let requests: Vec<ConfirmRequestRecord> = d
+        .requests
+        .into_iter()
+        .filter(|r| r.device_id.get() != device_id)
+        .collect();
+    encode_tail(&confirmations, &requests, &mut buf);
+    Ok(Some(buf))
+}
+
+/// One `devices` entry.
+fn encode_record(r: &SlotRecord, buf: &mut Vec<u8>) {
+    buf.extend_from_slice(&r.device_id.to_le_bytes());
+    buf.extend_from_slice(&r.last_fix_s.to_le_bytes());
+    buf.extend_from_slice(&r.last_contact_s.to_le_bytes());
+    buf.extend_from_slice(&r.since_s.to_le_bytes());
+    buf.extend_from_slice(&r.state.to_le_bytes());
+}
+
+/// The sections after `devices`, then the checksum of everything in `buf`.
+fn encode_tail(
+    confirmations: &[(u64, u32, bool)],
+    requests: &[ConfirmRequestRecord],
+    buf: &mut Vec<u8>,
+) {
+    buf.extend_from_slice(&(confirmations.len() as u32).to_le_bytes());
+    for &(d, at, done) in confirmations {
+        buf.extend_from_slice(&d.to_le_bytes());
+        buf.extend_from_slice(&at.to_le_bytes());
+        buf.extend_from_slice(&u32::from(done).to_le_bytes());
+    }
+    encode_requests(requests, buf);
+    let crc = crc32c::crc32c(buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
 }
 
 fn encode_requests(requests: &[ConfirmRequestRecord], buf: &mut Vec<u8>) {
@@ -454,6 +519,42 @@ mod tests {
         let n = bytes.len();
         let crc = crc32c::crc32c(&bytes[..n - 4]);
         bytes[n - 4..].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    #[test]
+    fn a_device_is_erased_from_a_snapshot_and_nothing_else_changes() {
+        let t = table_with_state();
+        let outages = [Outage {
+            down_s: 10,
+            up_s: 20,
+        }];
+        let requests = [
+            request(7, 42, "no fix past the warning"),
+            request(5, 43, ""),
+        ];
+        let mut buf = Vec::new();
+        t.encode_snapshot(6_000, &outages, &requests, &mut buf);
+        // Device 7: a record, a pending confirmation and a request.
+        let erased = snapshot_without_device(&buf, 7).unwrap().expect("named");
+        assert!(!erased.windows(8).any(|w| w == 7u64.to_le_bytes()));
+        let u = SilenceTable::with_capacity(100).unwrap();
+        let info = u.restore_snapshot(&erased).unwrap();
+        assert_eq!((info.taken_s, info.devices), (6_000, 2));
+        assert_eq!(info.outages, outages);
+        assert_eq!((info.confirmations, u.get(7)), (0, None));
+        assert_eq!(info.requests, [request(5, 43, "")]);
+        for d in [5, 6] {
+            assert_eq!(u.get(d), t.get(d), "device {d} kept");
+        }
+        // The same as a table that never had device 7, encoded afresh.
+        let mut again = Vec::new();
+        u.encode_snapshot(6_000, &outages, &info.requests, &mut again);
+        assert_eq!(again, erased);
+        // A device it does not name: nothing to rewrite; damaged bytes are refused.
+        assert_eq!(snapshot_without_device(&buf, 8), Ok(None));
+        let mut bad = buf.clone();
+        bad[20] ^= 1;
+        assert!(snapshot_without_device(&bad, 7).is_err());
     }
 
     #[test]

@@ -6,7 +6,6 @@ use sys::fs::RealFs;
 use sys::sim::SimFs;
 
 use super::*;
-use crate::{EventKind, Level};
 
 fn ex(d: u64, reason: &str) -> Exemption {
     Exemption {
@@ -67,17 +66,7 @@ fn exemption_log_records_every_change_once() {
 }
 
 fn event(device_id: u64, at_s: u32) -> SilenceEvent {
-    SilenceEvent {
-        device_id,
-        kind: EventKind::Warned,
-        policy: 0,
-        from: Level::Reporting,
-        to: Level::Warned,
-        last_fix_s: at_s - 100,
-        last_contact_s: 0,
-        at_s,
-        threshold_s: 100,
-    }
+    crate::event::warned_at(device_id, at_s)
 }
 
 #[test]
