@@ -296,6 +296,45 @@ async fn retry_above_threshold() {
     ts.server.shutdown().await.unwrap();
 }
 
+/// A client that connected once holds the server's NEW_TOKEN tokens: its next connection
+/// (same client config, as a `Device` keeps across reconnects) counts as validated and gets
+/// no Retry, even with Retry for everyone. With `validation_tokens_sent = 0` each connection
+/// gets one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_client_skips_the_retry_with_its_token() {
+    tokio::time::timeout(TEST_BOUND, async {
+        for (tokens, retries) in [(2u32, 1u64), (0, 2)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = common::test_config(dir.path());
+            cfg.endpoint.retry_above_handshakes = 0;
+            cfg.endpoint.validation_tokens_sent = tokens;
+            let ts = common::start(&cfg, common::ManualClock::new(common::system_now_ms())).await;
+            let stats = ts.server.endpoint_stats();
+            let client = source("127.0.0.1");
+            let quic = common::raw_client_config(&ts.ca_pem);
+            for _ in 0..2 {
+                let conn = client
+                    .connect_with(quic.clone(), ts.addr, "localhost")
+                    .unwrap()
+                    .await
+                    .unwrap();
+                // The tokens come once the handshake is confirmed.
+                let given = Instant::now() + Duration::from_secs(5);
+                while conn.stats().frame_rx.new_token < u64::from(tokens) {
+                    assert!(Instant::now() < given, "no NEW_TOKEN from the server");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                conn.close(0u32.into(), b"bye");
+                client.wait_idle().await;
+            }
+            assert_eq!(get(&stats.retries_sent), retries, "{tokens} tokens sent");
+            ts.server.shutdown().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_above_zero_handshakes_validates_every_address() {
     tokio::time::timeout(TEST_BOUND, async {

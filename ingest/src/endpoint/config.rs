@@ -52,6 +52,18 @@ pub struct EndpointConfig {
     /// validated yet gets a QUIC Retry (one round trip more for the device, nothing kept for
     /// a spoofed source). 0: always. Default 100.
     pub retry_above_handshakes: usize,
+    /// Address-validation tokens (QUIC NEW_TOKEN) sent to a device once its connection is
+    /// established, `0..=16`; on its next connection the device presents one and counts as
+    /// validated, so it gets no Retry (the round trip a returning device would otherwise pay
+    /// while the server is busy). 0: none sent, none accepted. Default 2.
+    pub validation_tokens_sent: u32,
+    /// Memory of the log that refuses a token's second use (two Bloom filters, allocated as
+    /// tokens are used), bytes, `64 KiB..=256 MiB`. Default 8 MiB: about 800,000 token uses
+    /// per lifetime before false refusals (a refused token only costs a Retry).
+    pub validation_token_log_bytes_max: usize,
+    /// How long a NEW_TOKEN token stays valid, s, `60..=2_592_000` (30 days). Default 604,800
+    /// (7 days).
+    pub validation_token_lifetime_s: u64,
     /// Open connections (handshaking or not) allowed per source (an IPv4 address or an
     /// IPv6 /64; many devices may share one behind a carrier NAT). Default 1 000.
     pub connections_per_source_max: usize,
@@ -161,6 +173,24 @@ impl EndpointConfig {
                 self.handshakes_max as i128,
             ),
             (
+                "endpoint.validation_tokens_sent",
+                self.validation_tokens_sent.into(),
+                0,
+                16,
+            ),
+            (
+                "endpoint.validation_token_log_bytes_max",
+                self.validation_token_log_bytes_max as i128,
+                64 << 10,
+                256 << 20,
+            ),
+            (
+                "endpoint.validation_token_lifetime_s",
+                self.validation_token_lifetime_s.into(),
+                60,
+                30 * 86_400,
+            ),
+            (
                 "endpoint.connections_per_source_max",
                 self.connections_per_source_max as i128,
                 1,
@@ -232,6 +262,9 @@ impl Default for EndpointConfig {
             send_window_bytes: 64 * 1024,
             handshakes_max: 1_000,
             retry_above_handshakes: 100,
+            validation_tokens_sent: 2,
+            validation_token_log_bytes_max: 8 << 20,
+            validation_token_lifetime_s: 7 * 86_400,
             connections_per_source_max: 1_000,
             handshakes_per_source_per_s: 100,
             handshakes_per_source_burst: 500,
@@ -318,6 +351,26 @@ mod tests {
         edge(
             |c| c.retry_above_handshakes = c.handshakes_max + 1,
             "endpoint.retry_above_handshakes",
+        );
+        fine(|c| c.validation_tokens_sent = 0);
+        fine(|c| c.validation_tokens_sent = 16);
+        edge(
+            |c| c.validation_tokens_sent = 17,
+            "endpoint.validation_tokens_sent",
+        );
+        fine(|c| c.validation_token_log_bytes_max = 64 << 10);
+        edge(
+            |c| c.validation_token_log_bytes_max = (64 << 10) - 1,
+            "endpoint.validation_token_log_bytes_max",
+        );
+        edge(
+            |c| c.validation_token_log_bytes_max = (256 << 20) + 1,
+            "endpoint.validation_token_log_bytes_max",
+        );
+        fine(|c| c.validation_token_lifetime_s = 30 * 86_400);
+        edge(
+            |c| c.validation_token_lifetime_s = 59,
+            "endpoint.validation_token_lifetime_s",
         );
         edge(
             |c| c.connections_per_source_max = 0,

@@ -31,7 +31,28 @@ pub fn server_config(
         .map_err(|_| EndpointError::NoQuicCipherSuite)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport_config(cfg)?));
+    server.validation_token_config(validation_tokens(cfg));
     Ok(server)
+}
+
+/// NEW_TOKEN address validation (`endpoint.validation_token*`): tokens sent once a
+/// connection is established, accepted once each (a Bloom-filter log refuses reuse; a false
+/// refusal only costs a Retry). With 0 tokens sent, none is accepted either.
+fn validation_tokens(cfg: &EndpointConfig) -> quinn::ValidationTokenConfig {
+    let mut v = quinn::ValidationTokenConfig::default();
+    v.sent(cfg.validation_tokens_sent)
+        .lifetime(Duration::from_secs(cfg.validation_token_lifetime_s));
+    if cfg.validation_tokens_sent == 0 {
+        v.log(Arc::new(quinn::NoneTokenLog));
+    } else {
+        // Expected uses: one per 10 bytes, the density the quinn default assumes.
+        let bytes = cfg.validation_token_log_bytes_max;
+        v.log(Arc::new(quinn::BloomTokenLog::new_expected_items(
+            bytes,
+            (bytes / 10) as u64,
+        )));
+    }
+    v
 }
 
 fn transport_config(cfg: &EndpointConfig) -> Result<quinn::TransportConfig, EndpointError> {
