@@ -125,30 +125,31 @@ pub fn erase_device(
 }
 
 /// Whether `line` names the device: `key` directly followed by `id` and then a non-digit.
-fn names_device(line: &str, key: &str, id: u64) -> bool {
+fn names_device(line: &[u8], key: &str, id: u64) -> bool {
     let needle = format!("{key}{id}");
-    line.match_indices(&needle)
-        .any(|(at, m)| !line[at + m.len()..].starts_with(|c: char| c.is_ascii_digit()))
+    let needle = needle.as_bytes();
+    line.windows(needle.len())
+        .enumerate()
+        .any(|(at, w)| w == needle && !line.get(at + needle.len()).is_some_and(u8::is_ascii_digit))
 }
 
-/// Rewrites the JSON Lines file at `path` without the lines naming the device; returns how
-/// many went. A missing file has none.
+/// Rewrites the JSON Lines file at `path` without the lines naming the device (every other
+/// byte kept as it was); returns how many went. A missing file has none.
 fn erase_lines(fs: &dyn Fs, path: &Path, key: &str, id: u64) -> Result<usize, EraseError> {
     let Some(bytes) = read_optional(fs, path).map_err(io_at(path))? else {
         return Ok(0);
     };
-    let text = String::from_utf8_lossy(&bytes);
-    let mut kept = String::with_capacity(text.len());
+    let mut kept = Vec::with_capacity(bytes.len());
     let mut removed = 0;
-    for line in text.split_inclusive('\n') {
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
         if names_device(line, key, id) {
             removed += 1;
         } else {
-            kept.push_str(line);
+            kept.extend_from_slice(line);
         }
     }
     if removed > 0 {
-        write_atomic(fs, path, kept.as_bytes()).map_err(io_at(path))?;
+        write_atomic(fs, path, &kept).map_err(io_at(path))?;
     }
     Ok(removed)
 }

@@ -197,6 +197,31 @@ fn a_line_names_a_device_only_by_its_whole_id() {
         (r#"{"device_id":42"#, 42, true),
         (r#"{"at_s":42,"device_id":7}"#, 42, false),
     ] {
-        assert_eq!(names_device(line, "\"device_id\":", id), named, "{line}");
+        assert_eq!(
+            names_device(line.as_bytes(), "\"device_id\":", id),
+            named,
+            "{line}"
+        );
     }
+}
+
+#[test]
+fn lines_of_other_devices_are_kept_byte_for_byte() {
+    let fs = SimFs::new();
+    let data = Path::new(DATA);
+    fs.create_dir_all(&data.join("events")).unwrap();
+    let path = EventLog::path_in(data);
+    // Not UTF-8 in a kept line, and a torn last line naming the device.
+    let mut bytes = b"{\"device_id\":7,\"policy\":\"\xff\"}\n".to_vec();
+    bytes.extend_from_slice(b"{\"device_id\":42,\"kind\":\"warned\"}\n{\"device_id\":42");
+    sys::fs::write_atomic(&fs, &path, &bytes).unwrap();
+    let device = fix::DeviceId::try_from(ERASED).unwrap();
+    assert_eq!(
+        erase_device(&fs, data, device, OPTS).unwrap().event_lines,
+        2
+    );
+    assert_eq!(
+        fs.read(&path).unwrap(),
+        b"{\"device_id\":7,\"policy\":\"\xff\"}\n"
+    );
 }
