@@ -13,7 +13,11 @@
 //!   transparent huge pages, `sys::mem::advise_huge_pages`, so a scattered slot costs no
 //!   TLB miss where the kernel allows them). At most `devices_max`
 //!   devices are ever tracked; a new device
-//!   beyond that gets [`RecordError::TableFull`] while known devices keep updating.
+//!   beyond that gets [`RecordError::TableFull`] while known devices keep updating. Known
+//!   edge: a place is reserved before the probe knows whether another recorder is claiming
+//!   the same device, so when the table is within a few devices of full, recorders racing
+//!   the *first* record of one new device can see `TableFull` for all but one of them
+//!   (the device is then tracked; only those racing updates are not recorded).
 //! * **Record path: lock-free, allocation-free, bounded.** Open addressing with linear probing;
 //!   the home slot is a multiply-shift hash of the device id mapped onto the capacity with
 //!   fastrange (no power-of-two rounding, so memory stays near 32 B/device). A slot is claimed
