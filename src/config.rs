@@ -185,6 +185,15 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The Parquet encoding of `[storage]` (zstd level, row-group size), which the silence
+    /// tables and lake maintenance share with the positions writer.
+    pub fn parquet_options(&self) -> storage::writer::ParquetOptions {
+        storage::writer::ParquetOptions {
+            zstd_level: self.storage.zstd_level,
+            row_group_rows_max: self.storage.row_group_rows_max,
+        }
+    }
+
     /// Loads defaults, then `path` (if any), then `HEXFLOW__…` variables from `env`.
     /// A relative `silence.calendars_dir` given in the file is resolved against the
     /// file's directory (calendars travel with the config); every other path, and a

@@ -58,16 +58,8 @@ pub fn positions(cfg: &Config, now_ms: i64) -> Result<Table, TableError> {
     )
 }
 
-/// The Parquet encoding of `[storage]`, which the silence tables share.
-fn parquet_options(cfg: &Config) -> storage::writer::ParquetOptions {
-    storage::writer::ParquetOptions {
-        zstd_level: cfg.storage.zstd_level,
-        row_group_rows_max: cfg.storage.row_group_rows_max,
-    }
-}
-
 fn writer_props(cfg: &Config) -> parquet::file::properties::WriterProperties {
-    storage::writer::writer_properties(parquet_options(cfg)).unwrap_or_default()
+    storage::writer::writer_properties(cfg.parquet_options()).unwrap_or_default()
 }
 
 /// `hexflow lake status`.
@@ -247,7 +239,7 @@ pub fn erase(cfg: &Config, device: fix::DeviceId, now_ms: i64) -> Result<String,
     let forgot = storage::checkpoint::forget_device(&RealFs, &wal_dir, device)
         .map_err(LakeCliError::Checkpoint)?;
     let s =
-        silence::erase::erase_device(&RealFs, &cfg.server.data_dir, device, parquet_options(cfg))?;
+        silence::erase::erase_device(&RealFs, &cfg.server.data_dir, device, cfg.parquet_options())?;
     Ok(format!(
         "positions: {} rows removed from {} of {} files scanned (version {})\n\
          superseded files deleted: {}\nlog files deleted: {}\nwal checkpoint entry removed: {forgot}\n\

@@ -149,10 +149,7 @@ impl Server {
         let silence = Silence::start(SilenceParts {
             config: &cfg.silence,
             data_dir: &data_dir,
-            parquet: storage::writer::ParquetOptions {
-                zstd_level: cfg.storage.zstd_level,
-                row_group_rows_max: cfg.storage.row_group_rows_max,
-            },
+            parquet: cfg.parquet_options(),
             fs: Arc::new(sys::fs::RealFs),
             clock: clock.clone(),
             confirm: Arc::new(EndpointConfirms(confirmer.clone())),
@@ -392,10 +389,7 @@ fn start_lake(
     clock: Arc<dyn Clock>,
 ) -> Result<Option<lake::maintain::Maintenance>, ServerError> {
     let table = crate::lake_cli::positions(cfg, clock.now_ms())?;
-    let props = storage::writer::writer_properties(storage::writer::ParquetOptions {
-        zstd_level: cfg.storage.zstd_level,
-        row_group_rows_max: cfg.storage.row_group_rows_max,
-    })?;
+    let props = storage::writer::writer_properties(cfg.parquet_options())?;
     let tables = vec![lake::maintain::MaintainedTable {
         table,
         sort_columns: vec!["h3".into(), "time".into()],

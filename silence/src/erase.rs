@@ -101,19 +101,12 @@ pub fn erase_device(
         ..EraseReport::default()
     };
     // Sort orders as the writers declare them (events: at, device_id; status: device_id).
-    for (table, sort, rows) in [("events", &[1, 2][..], 0), ("device_status", &[1][..], 1)] {
-        for path in parquet_files(fs, &data_dir.join(table))? {
-            let removed = erase_rows(fs, data_dir, &path, id, parquet, sort)?;
-            if removed > 0 {
-                report.files_rewritten += 1;
-                if rows == 0 {
-                    report.event_rows += removed;
-                } else {
-                    report.status_rows += removed;
-                }
-            }
-        }
-    }
+    let (event_rows, event_files) = erase_table(fs, data_dir, "events", &[1, 2], id, parquet)?;
+    let (status_rows, status_files) =
+        erase_table(fs, data_dir, "device_status", &[1], id, parquet)?;
+    report.event_rows = event_rows;
+    report.status_rows = status_rows;
+    report.files_rewritten = event_files + status_files;
     let snapshot = SnapshotFile::path_in(data_dir);
     if let Some(bytes) = read_optional(fs, &snapshot).map_err(io_at(&snapshot))?
         && let Some(rewritten) = snapshot_without_device(&bytes, id)?
@@ -124,10 +117,9 @@ pub fn erase_device(
     Ok(report)
 }
 
-/// Whether `line` names the device: `key` directly followed by `id` and then a non-digit.
-fn names_device(line: &[u8], key: &str, id: u64) -> bool {
-    let needle = format!("{key}{id}");
-    let needle = needle.as_bytes();
+/// Whether `line` names the device: `needle` (`key` then the id, [`erase_lines`]) directly
+/// followed by a non-digit.
+fn names_device(line: &[u8], needle: &[u8]) -> bool {
     line.windows(needle.len())
         .enumerate()
         .any(|(at, w)| w == needle && !line.get(at + needle.len()).is_some_and(u8::is_ascii_digit))
@@ -139,10 +131,11 @@ fn erase_lines(fs: &dyn Fs, path: &Path, key: &str, id: u64) -> Result<usize, Er
     let Some(bytes) = read_optional(fs, path).map_err(io_at(path))? else {
         return Ok(0);
     };
+    let needle = format!("{key}{id}");
     let mut kept = Vec::with_capacity(bytes.len());
     let mut removed = 0;
     for line in bytes.split_inclusive(|&b| b == b'\n') {
-        if names_device(line, key, id) {
+        if names_device(line, needle.as_bytes()) {
             removed += 1;
         } else {
             kept.extend_from_slice(line);
@@ -174,6 +167,27 @@ fn parquet_files(fs: &dyn Fs, dir: &Path) -> Result<Vec<PathBuf>, EraseError> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Erases the device from every Parquet file of table `table` (rows sorted by the columns
+/// at `sort`); returns the rows removed and the files rewritten or removed.
+fn erase_table(
+    fs: &dyn Fs,
+    data_dir: &Path,
+    table: &str,
+    sort: &[usize],
+    id: u64,
+    parquet: ParquetOptions,
+) -> Result<(usize, usize), EraseError> {
+    let (mut rows, mut files) = (0, 0);
+    for path in parquet_files(fs, &data_dir.join(table))? {
+        let removed = erase_rows(fs, data_dir, &path, id, parquet, sort)?;
+        if removed > 0 {
+            rows += removed;
+            files += 1;
+        }
+    }
+    Ok((rows, files))
 }
 
 /// Rewrites one table file without the device's rows (removes it when none is left);

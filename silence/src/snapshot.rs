@@ -123,14 +123,7 @@ impl SilenceTable {
         buf: &mut Vec<u8>,
     ) {
         buf.clear();
-        buf.extend_from_slice(&SNAPSHOT_MAGIC);
-        buf.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-        buf.extend_from_slice(&taken_s.to_le_bytes());
-        buf.extend_from_slice(&(outages.len() as u32).to_le_bytes());
-        for o in outages {
-            buf.extend_from_slice(&o.down_s.to_le_bytes());
-            buf.extend_from_slice(&o.up_s.to_le_bytes());
-        }
+        encode_head(taken_s, outages, buf);
         let count_at = buf.len();
         buf.extend_from_slice(&0u64.to_le_bytes());
         let mut devices = 0u64;
@@ -191,14 +184,7 @@ pub fn snapshot_without_device(
         return Ok(None);
     }
     let mut buf = Vec::with_capacity(bytes.len());
-    buf.extend_from_slice(&SNAPSHOT_MAGIC);
-    buf.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-    buf.extend_from_slice(&d.taken_s.to_le_bytes());
-    buf.extend_from_slice(&(d.outages.len() as u32).to_le_bytes());
-    for o in &d.outages {
-        buf.extend_from_slice(&o.down_s.to_le_bytes());
-        buf.extend_from_slice(&o.up_s.to_le_bytes());
-    }
+    encode_head(d.taken_s, &d.outages, &mut buf);
     let kept: Vec<&SlotRecord> = d
         .records
         .iter()
@@ -220,6 +206,18 @@ pub fn snapshot_without_device(
         .collect();
     encode_tail(&confirmations, &requests, &mut buf);
     Ok(Some(buf))
+}
+
+/// Magic, version, `taken_s` and the `outages` section.
+fn encode_head(taken_s: u32, outages: &[Outage], buf: &mut Vec<u8>) {
+    buf.extend_from_slice(&SNAPSHOT_MAGIC);
+    buf.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    buf.extend_from_slice(&taken_s.to_le_bytes());
+    buf.extend_from_slice(&(outages.len() as u32).to_le_bytes());
+    for o in outages {
+        buf.extend_from_slice(&o.down_s.to_le_bytes());
+        buf.extend_from_slice(&o.up_s.to_le_bytes());
+    }
 }
 
 /// One `devices` entry.

@@ -198,7 +198,7 @@ fn a_line_names_a_device_only_by_its_whole_id() {
         (r#"{"at_s":42,"device_id":7}"#, 42, false),
     ] {
         assert_eq!(
-            names_device(line.as_bytes(), "\"device_id\":", id),
+            names_device(line.as_bytes(), format!("\"device_id\":{id}").as_bytes()),
             named,
             "{line}"
         );
