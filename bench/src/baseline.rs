@@ -197,6 +197,19 @@ pub fn client_config(
     ca_pem: &[u8],
     resumption: bool,
 ) -> Result<quinn::ClientConfig, BaselineError> {
+    client_config_for(ca_pem, resumption, ALPN)
+}
+
+/// [`client_config`] with another ALPN: `ingest::wire::ALPN` makes a raw QUIC client of
+/// hexflow itself (the hostile suite's attackers), with the same TLS and transport.
+///
+/// # Errors
+/// [`BaselineError`] for an unusable CA.
+pub fn client_config_for(
+    ca_pem: &[u8],
+    resumption: bool,
+    alpn: &[u8],
+) -> Result<quinn::ClientConfig, BaselineError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
         let cert = cert.map_err(|e| BaselineError::Ca {
@@ -213,7 +226,7 @@ pub fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     if !resumption {
         tls.resumption = rustls::client::Resumption::disabled();
     }

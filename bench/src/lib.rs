@@ -11,6 +11,7 @@
 //! * [`baseline`], [`baseline_client`]: the bare-quinn baseline (server side and load).
 //! * [`compare`]: ratio and scale tables from the JSON reports (pure).
 //! * [`folded`]: `perf script` folded into stacks, top symbols, a flame graph (pure).
+//! * [`hostile`]: `hexflow-hostile`, one attack of issue 11 beside a legit fleet, judged.
 //! * [`lakegen`]: `hexflow-lakegen`, a simulated day of positions written straight into
 //!   the `positions` Delta table (no network), for compaction and query measurements.
 //!
@@ -23,6 +24,7 @@ pub mod baseline_client;
 pub mod cli;
 pub mod compare;
 pub mod folded;
+pub mod hostile;
 pub mod lakegen;
 pub mod procfs;
 pub mod report;
