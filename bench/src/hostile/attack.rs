@@ -289,6 +289,14 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Option<(FrameType, Vec<u8>)
     Some((h.frame_type, body))
 }
 
+/// `ack:<STATUS>` for an ACK body (`ack:?` when it does not decode or the code is unknown).
+fn ack_name(body: &[u8]) -> String {
+    let status = wire::decode_ack(body)
+        .ok()
+        .and_then(|a| Status::from_code(a.status));
+    format!("ack:{}", status.map_or("?", Status::as_str))
+}
+
 /// Opens the stream, sends HELLO with `token` and waits for WELCOME.
 async fn session(
     ctx: &Ctx,
@@ -404,12 +412,7 @@ async fn poison_seq(ctx: &Ctx, conn: &quinn::Connection) {
     }
     if timeout(STEP_TIMEOUT, send.write_all(&frame)).await.is_ok() {
         match read_frame(&mut recv).await {
-            Some((FrameType::Ack, body)) => {
-                let status = wire::decode_ack(&body)
-                    .ok()
-                    .and_then(|a| Status::from_code(a.status));
-                ctx.count(&format!("ack:{}", status.map_or("?", Status::as_str)));
-            }
+            Some((FrameType::Ack, body)) => ctx.count(&ack_name(&body)),
             _ => ctx.count("no_ack"),
         }
     }
@@ -500,12 +503,7 @@ async fn bomb(ctx: &Ctx, conn: &quinn::Connection) {
         }
         ctx.count("bombs_sent");
         match read_frame(&mut recv).await {
-            Some((FrameType::Ack, body)) => {
-                let status = wire::decode_ack(&body)
-                    .ok()
-                    .and_then(|a| Status::from_code(a.status));
-                ctx.count(&format!("ack:{}", status.map_or("?", Status::as_str)));
-            }
+            Some((FrameType::Ack, body)) => ctx.count(&ack_name(&body)),
             Some((t, _)) => {
                 ctx.count(&format!("frame:{}", t.as_str()));
                 break;
