@@ -122,9 +122,9 @@ for name in sorted(os.listdir(out)):
     L, v = r["legit"], r["verdict"]
     pct = lambda ph: f'{L[ph]["connected"]}/{L[ph]["connect_attempts"]}'
     hold = r.get("attack_hold")
-    hold = f'{hold["p50_ms"]:.0f} / {hold["max_ms"]:.0f}' if hold else "–"
+    hold = f'{hold["p50"] / 1000:.0f} / {hold["max"] / 1000:.0f}' if hold else "–"
     print(f'| {name} | {pct("baseline")} / {pct("attack")} / {pct("after")} '
-          f'| {L["baseline"]["ack"]["p99_ms"]:.1f} / {L["attack"]["ack"]["p99_ms"]:.1f} ({v["p99_ratio"]:.2f}) '
+          f'| {L["baseline"]["ack"]["p99"] / 1000:.1f} / {L["attack"]["ack"]["p99"] / 1000:.1f} ({v["p99_ratio"]:.2f}) '
           f'| {v["rss_growth_mib"]:.1f} | {hold} | {"PASS" if v["pass"] else "FAIL"} |')
 for e in extra:
     name, text = e.split("|", 1)

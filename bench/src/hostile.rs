@@ -22,7 +22,6 @@ pub mod legit;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -31,6 +30,9 @@ use ingest::auth::TokenKey;
 use serde::Serialize;
 
 use self::attack::{Attack, AttackParams};
+use crate::procfs::{ServerUsage, ServerWatch};
+use crate::report::{LATENCY_MAX_US, LatencySummary};
+use crate::timeline::{Timeline, TimelineReport};
 
 /// Longest phase, in seconds.
 pub const PHASE_S_MAX: u64 = 600;
@@ -38,8 +40,6 @@ pub const PHASE_S_MAX: u64 = 600;
 pub const LEGIT_DEVICES_MAX: u64 = 100_000;
 /// Most attacker workers (concurrent attack tasks).
 pub const ATTACK_WORKERS_MAX: u64 = 50_000;
-/// How often the server's CPU and memory are sampled.
-const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 /// `hexflow-hostile`: run one attack against a hexflow server beside a legit fleet.
 #[derive(Debug, Clone, clap::Parser, Serialize)]
@@ -137,6 +137,9 @@ pub enum Phase {
 const PHASES: usize = 4;
 
 impl Phase {
+    /// Every phase, in order.
+    pub const ALL: [Phase; PHASES] = [Phase::Warmup, Phase::Baseline, Phase::Attack, Phase::After];
+
     fn index(self) -> usize {
         self as usize
     }
@@ -203,39 +206,11 @@ impl Counts {
     }
 }
 
-/// Latency percentiles, ms.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Latency {
-    /// Samples.
-    pub count: u64,
-    /// Median, ms.
-    pub p50_ms: f64,
-    /// 99th percentile, ms.
-    pub p99_ms: f64,
-    /// 99.9th percentile, ms.
-    pub p999_ms: f64,
-    /// Largest, ms.
-    pub max_ms: f64,
-}
-
-impl Latency {
-    /// The percentiles of a histogram of µs.
-    pub fn of(h: &Histogram<u64>) -> Self {
-        let ms = |us: u64| us as f64 / 1000.0;
-        Latency {
-            count: h.len(),
-            p50_ms: ms(h.value_at_quantile(0.5)),
-            p99_ms: ms(h.value_at_quantile(0.99)),
-            p999_ms: ms(h.value_at_quantile(0.999)),
-            max_ms: ms(h.max()),
-        }
-    }
-}
-
-/// A histogram of µs from 1 µs to 10 min, 3 significant digits.
+/// A histogram of µs with the bounds and precision of the load generator's totals
+/// (`report::Tally`).
 pub fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 600_000_000, 3)
-        .expect("constant bounds 1..=600 s with 3 sigfig are valid")
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
+        .expect("constant bounds 1..=LATENCY_MAX_US with 3 sigfig are valid")
 }
 
 /// The server as /proc saw it during one phase.
@@ -243,7 +218,7 @@ pub fn histogram() -> Histogram<u64> {
 pub struct ServerPhase {
     /// CPU seconds (utime + stime) spent in the phase.
     pub cpu_s: f64,
-    /// Largest RSS sampled in the phase, MiB.
+    /// Largest RSS sampled (at the end of each second) in the phase, MiB.
     pub rss_max_mib: f64,
     /// RSS at the phase's end, MiB.
     pub rss_end_mib: f64,
@@ -264,25 +239,10 @@ pub struct LegitPhase {
     pub acked: u64,
     /// Batches sent in the phase that did not get OK, by name.
     pub batch_failures: BTreeMap<String, u64>,
-    /// Ack latency of the OK batches.
-    pub ack: Latency,
+    /// Ack latency of the OK batches, µs.
+    pub ack: LatencySummary,
     /// The server in the phase (with `--server-pid`).
     pub server: Option<ServerPhase>,
-}
-
-/// The legit acks of one second of the run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Second {
-    /// Seconds since the run's start.
-    pub s: u64,
-    /// The phase the second starts in.
-    pub phase: Option<Phase>,
-    /// OK acks of batches sent in that second.
-    pub acked: u64,
-    /// Median ack latency, ms.
-    pub p50_ms: f64,
-    /// 99th percentile, ms.
-    pub p99_ms: f64,
 }
 
 /// The done-when of issue 11, for this attack.
@@ -314,11 +274,14 @@ pub struct HostileReport {
     /// The attacker's own counters (attempts, how the server answered).
     pub attack_counts: BTreeMap<String, u64>,
     /// How long the server let attack connections live, where the attack measures it.
-    pub attack_hold: Option<Latency>,
+    pub attack_hold: Option<LatencySummary>,
     /// The legit fleet per phase: warmup, baseline, attack, after.
     pub legit: BTreeMap<Phase, LegitPhase>,
-    /// The legit fleet per second of the run (by send time), to see when a stall happened.
-    pub legit_per_second: Vec<Second>,
+    /// The legit fleet per second of the run (acks by completion time, the server's CPU
+    /// and RSS), to see when a stall happened.
+    pub legit_timeline: TimelineReport,
+    /// The server over the whole run, peak RSS included (with `--server-pid`).
+    pub server: Option<ServerUsage>,
     /// The judgement.
     pub verdict: Verdict,
     /// The flags.
@@ -332,7 +295,9 @@ impl HostileReport {
         if let Some(h) = &self.attack_hold {
             s += &format!(
                 "  attack connections held: p50 {:.0} ms, max {:.0} ms ({} closed)\n",
-                h.p50_ms, h.max_ms, h.count
+                ms(h.p50),
+                ms(h.max),
+                h.count
             );
         }
         for (phase, p) in &self.legit {
@@ -348,9 +313,9 @@ impl HostileReport {
                 p.connect_attempts,
                 p.connected_ratio * 100.0,
                 p.acked,
-                p.ack.p50_ms,
-                p.ack.p99_ms,
-                p.ack.p999_ms,
+                ms(p.ack.p50),
+                ms(p.ack.p99),
+                ms(p.ack.p999),
                 p.connect_failures,
                 p.batch_failures,
             );
@@ -368,6 +333,10 @@ impl HostileReport {
         );
         s
     }
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
 }
 
 /// Why a run could not start.
@@ -449,8 +418,8 @@ pub fn verdict(legit: &BTreeMap<Phase, LegitPhase>, args: &HostileArgs) -> Verdi
     let (base, during, after) = (get(Phase::Baseline), get(Phase::Attack), get(Phase::After));
     let connected_during = during.connected_ratio >= args.connected_min;
     let connected_after = after.connected_ratio >= args.connected_min;
-    let p99_ratio = if base.ack.p99_ms > 0.0 {
-        during.ack.p99_ms / base.ack.p99_ms
+    let p99_ratio = if base.ack.p99 > 0 {
+        during.ack.p99 as f64 / base.ack.p99 as f64
     } else {
         f64::INFINITY
     };
@@ -470,35 +439,25 @@ pub fn verdict(legit: &BTreeMap<Phase, LegitPhase>, args: &HostileArgs) -> Verdi
     }
 }
 
-/// The server's CPU and RSS per phase, sampled every [`SAMPLE_EVERY`] on a thread of its
-/// own until the schedule's end.
-fn sample_server(pid: u32, schedule: Schedule) -> std::thread::JoinHandle<[ServerPhase; PHASES]> {
-    std::thread::spawn(move || {
-        let mut out: [ServerPhase; PHASES] = Default::default();
-        let mut cpu_at_start = crate::procfs::sample(pid).map_or(0, |s| s.cpu_us);
-        let mut phase = Phase::Warmup;
-        loop {
-            let now = Instant::now();
-            let Ok(s) = crate::procfs::sample(pid) else {
-                break;
-            };
-            let at = schedule.phase_at(now);
-            let rss_mib = s.rss_kb as f64 / 1024.0;
-            if at != phase || now >= schedule.end() {
-                out[phase.index()].cpu_s = (s.cpu_us - cpu_at_start) as f64 / 1e6;
-                out[phase.index()].rss_end_mib = rss_mib;
-                cpu_at_start = s.cpu_us;
-                phase = at;
-            }
-            if now >= schedule.end() {
-                break;
-            }
-            let slot = &mut out[phase.index()];
-            slot.rss_max_mib = slot.rss_max_mib.max(rss_mib);
-            std::thread::sleep(SAMPLE_EVERY);
+/// The server's CPU and RSS per phase, from the timeline's one-second slots (pure): slot
+/// `k` belongs to the phase second `k` starts in; `None` where no slot of a phase was sampled.
+pub fn server_phases(t: &TimelineReport, schedule: &Schedule) -> [Option<ServerPhase>; PHASES] {
+    let mut out: [Option<ServerPhase>; PHASES] = Default::default();
+    for slot in &t.slots {
+        let (Some(cpu_s), Some(rss_kb)) = (slot.server_cpu_s, slot.server_rss_kb) else {
+            continue;
+        };
+        let at = schedule.start + Duration::from_secs_f64(slot.t_s);
+        if at >= schedule.end() {
+            break;
         }
-        out
-    })
+        let rss_mib = rss_kb as f64 / 1024.0;
+        let p = out[schedule.phase_at(at).index()].get_or_insert_with(ServerPhase::default);
+        p.cpu_s += cpu_s;
+        p.rss_max_mib = p.rss_max_mib.max(rss_mib);
+        p.rss_end_mib = rss_mib;
+    }
+    out
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, HostileError> {
@@ -539,15 +498,21 @@ pub fn run(args: &HostileArgs) -> Result<HostileReport, HostileError> {
         Instant::now(),
         [args.warmup_s, args.baseline_s, args.attack_s, args.after_s],
     );
-    let sampler = args.server_pid.map(|pid| sample_server(pid, schedule));
+    let span = schedule.end() - schedule.start;
+    let timeline = Arc::new(Mutex::new(Timeline::new(
+        (span + legit::DRAIN).as_micros() as u64,
+        span.as_micros() as u64,
+    )));
 
     let legit_rt = runtime(1, 0)?;
-    let fleet = legit::Fleet::new(args, key.clone(), ca_pem.clone(), schedule);
-    let stop = Arc::new(AtomicBool::new(false));
-    let fleet_task = {
-        let fleet = Arc::clone(&fleet);
-        legit_rt.spawn(async move { fleet.run().await })
+    let watch = {
+        // The sampler is a task of the legit runtime.
+        let _guard = legit_rt.enter();
+        args.server_pid
+            .map(|pid| ServerWatch::start(pid, &timeline, schedule.start, schedule.end()))
     };
+    let fleet = legit::Fleet::new(args, key.clone(), ca_pem.clone(), schedule, &timeline);
+    let fleet_task = legit_rt.spawn(Arc::clone(&fleet).run());
 
     std::thread::sleep(
         schedule.ends[Phase::Baseline.index()].saturating_duration_since(Instant::now()),
@@ -566,50 +531,43 @@ pub fn run(args: &HostileArgs) -> Result<HostileReport, HostileError> {
             &ca_pem,
             Arc::clone(&attack_counts),
             Arc::clone(&hold),
-            Arc::clone(&stop),
         )?;
         attack_rt.spawn(attack::run(ctx, args.attack, params.clone()));
     }
     std::thread::sleep(
         schedule.ends[Phase::Attack.index()].saturating_duration_since(Instant::now()),
     );
-    stop.store(true, Ordering::Relaxed);
     // A vanished attacker: its tasks and sockets are dropped, nothing is closed politely.
     attack_rt.shutdown_background();
 
-    let legit = legit_rt
-        .block_on(async {
-            tokio::time::timeout(
-                schedule.end().saturating_duration_since(Instant::now()) + legit::DRAIN,
-                fleet_task,
-            )
-            .await
-        })
-        .ok()
-        .and_then(Result::ok);
+    // Whether the fleet ended in time or not, its tallies are read as they are.
+    // (The timer must be created inside the runtime, hence the async block.)
+    let drain = schedule.end().saturating_duration_since(Instant::now()) + legit::DRAIN;
+    let _ = legit_rt.block_on(async { tokio::time::timeout(drain, fleet_task).await });
+    let server = watch.and_then(ServerWatch::finish);
     legit_rt.shutdown_timeout(Duration::from_secs(1));
-    let mut legit = legit.unwrap_or_else(|| fleet.phases());
-    let legit_per_second = fleet.per_second();
-    if let Some(sampler) = sampler
-        && let Ok(server) = sampler.join()
+    let legit_timeline = timeline
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .report();
+    let mut legit = fleet.phases();
+    for (phase, s) in Phase::ALL
+        .into_iter()
+        .zip(server_phases(&legit_timeline, &schedule))
     {
-        for (phase, s) in [Phase::Warmup, Phase::Baseline, Phase::Attack, Phase::After]
-            .into_iter()
-            .zip(server)
-        {
-            if let Some(p) = legit.get_mut(&phase) {
-                p.server = Some(s);
-            }
+        if let Some(p) = legit.get_mut(&phase) {
+            p.server = s;
         }
     }
     let hold = hold.lock().unwrap_or_else(PoisonError::into_inner);
     Ok(HostileReport {
         attack: args.attack,
         attack_counts: attack_counts.snapshot(),
-        attack_hold: (!hold.is_empty()).then(|| Latency::of(&hold)),
+        attack_hold: (!hold.is_empty()).then(|| LatencySummary::of(&hold)),
         verdict: verdict(&legit, args),
         legit,
-        legit_per_second,
+        legit_timeline,
+        server,
         attack_params: params,
         config: args.clone(),
     })

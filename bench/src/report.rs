@@ -161,8 +161,8 @@ impl Tally {
     }
 }
 
-/// Latency percentiles in µs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Latency percentiles in µs (`Default`: no samples, all zero, as [`LatencySummary::empty`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencySummary {
     /// Median.
     pub p50: u64,

@@ -16,7 +16,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -126,7 +126,6 @@ pub struct Ctx {
     ep: quinn::Endpoint,
     counts: Arc<Counts>,
     hold: Arc<Mutex<Histogram<u64>>>,
-    stop: Arc<AtomicBool>,
     sessions: AtomicU64,
 }
 
@@ -143,7 +142,6 @@ impl Ctx {
         ca_pem: &[u8],
         counts: Arc<Counts>,
         hold: Arc<Mutex<Histogram<u64>>>,
-        stop: Arc<AtomicBool>,
     ) -> Result<Arc<Self>, HostileError> {
         let quic = crate::baseline::client_config_for(ca_pem, false, wire::ALPN)
             .map_err(|e| HostileError::Setup(e.to_string()))?;
@@ -158,17 +156,12 @@ impl Ctx {
             ep,
             counts,
             hold,
-            stop,
             sessions: AtomicU64::new(0),
         }))
     }
 
     fn count(&self, name: &str) {
         self.counts.add(name, 1);
-    }
-
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
     }
 
     /// A token of the next attacker device.
@@ -337,7 +330,7 @@ pub async fn run(ctx: Arc<Ctx>, attack: Attack, params: AttackParams) {
         .map(|_| {
             let ctx = Arc::clone(&ctx);
             tokio::spawn(async move {
-                while !ctx.stopped() {
+                loop {
                     one(&ctx, attack).await;
                 }
             })
@@ -535,7 +528,7 @@ async fn initial_flood(ctx: &Ctx, rate: u32) {
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     let mut buf = vec![0u8; 2048];
     let mut tick = tokio::time::interval(TICK);
-    while !ctx.stopped() {
+    loop {
         tick.tick().await;
         for _ in 0..per_tick {
             if let Ok(c) = ctx

@@ -27,8 +27,10 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::{sleep, sleep_until, timeout};
 
-use super::{Counts, HostileArgs, Latency, LegitPhase, PHASES, Phase, Schedule, Second, histogram};
+use super::{Counts, HostileArgs, LegitPhase, PHASES, Phase, Schedule, histogram};
+use crate::report::LatencySummary;
 use crate::run::{client_error_name, connect_error_name};
+use crate::timeline::{Sample, Timeline};
 
 /// The first legit device id.
 pub const LEGIT_ID_BASE: u64 = 1;
@@ -55,17 +57,12 @@ pub struct Fleet {
     schedule: Schedule,
     attempts: [AtomicU64; PHASES],
     connected: [AtomicU64; PHASES],
-    acked: [AtomicU64; PHASES],
     connect_failures: [Counts; PHASES],
     batch_failures: [Counts; PHASES],
+    /// Ack latency of the OK batches per phase (its length is the phase's OK count).
     latency: [Mutex<Histogram<u64>>; PHASES],
-    per_second: Mutex<Vec<Histogram<u64>>>,
-}
-
-/// A small histogram for one second: 1 µs ..= 60 s, 2 significant digits.
-fn second_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 2)
-        .expect("constant bounds 1..=60 s with 2 sigfig are valid")
+    /// The same acks per second of the run, shared with the server sampler.
+    timeline: Arc<Mutex<Timeline>>,
 }
 
 fn unix_ms() -> i64 {
@@ -94,6 +91,7 @@ impl Fleet {
         key: TokenKey,
         ca_pem: Vec<u8>,
         schedule: Schedule,
+        timeline: &Arc<Mutex<Timeline>>,
     ) -> Arc<Self> {
         let batches_per_s = f64::from(args.legit_rate) / BATCH_FIXES as f64;
         Arc::new(Fleet {
@@ -112,27 +110,22 @@ impl Fleet {
             schedule,
             attempts: Default::default(),
             connected: Default::default(),
-            acked: Default::default(),
             connect_failures: Default::default(),
             batch_failures: Default::default(),
             latency: std::array::from_fn(|_| Mutex::new(histogram())),
-            per_second: Mutex::new(
-                (0..=(schedule.end() - schedule.start).as_secs())
-                    .map(|_| second_histogram())
-                    .collect(),
-            ),
+            timeline: Arc::clone(timeline),
         })
     }
 
-    /// Runs every device to the schedule's end and returns the tallies.
-    pub async fn run(self: Arc<Self>) -> BTreeMap<Phase, LegitPhase> {
+    /// Runs every device to the schedule's end; the tallies are then in [`Fleet::phases`].
+    pub async fn run(self: Arc<Self>) {
         let mut eps = Vec::new();
         for bind in &self.binds {
             match client::client_endpoint(*bind) {
                 Ok(ep) => eps.push(ep),
                 Err(e) => {
                     self.connect_failures[0].add(&format!("ENDPOINT {bind}: {e}"), 1);
-                    return self.phases();
+                    return;
                 }
             }
         }
@@ -148,12 +141,11 @@ impl Fleet {
         for ep in &eps {
             ep.wait_idle().await;
         }
-        self.phases()
     }
 
     /// The tallies so far.
     pub fn phases(&self) -> BTreeMap<Phase, LegitPhase> {
-        [Phase::Warmup, Phase::Baseline, Phase::Attack, Phase::After]
+        Phase::ALL
             .into_iter()
             .map(|p| {
                 let i = p.index();
@@ -171,34 +163,12 @@ impl Fleet {
                         connected as f64 / attempts as f64
                     },
                     connect_failures: self.connect_failures[i].snapshot(),
-                    acked: self.acked[i].load(Ordering::Relaxed),
+                    acked: h.len(),
                     batch_failures: self.batch_failures[i].snapshot(),
-                    ack: Latency::of(&h),
+                    ack: LatencySummary::of(&h),
                     server: None,
                 };
                 (p, phase)
-            })
-            .collect()
-    }
-
-    /// The acks per second of the run.
-    pub fn per_second(&self) -> Vec<Second> {
-        let v = self
-            .per_second
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        v.iter()
-            .enumerate()
-            .map(|(s, h)| {
-                let at = self.schedule.start + Duration::from_secs(s as u64);
-                let l = Latency::of(h);
-                Second {
-                    s: s as u64,
-                    phase: (at < self.schedule.end()).then(|| self.schedule.phase_at(at)),
-                    acked: l.count,
-                    p50_ms: l.p50_ms,
-                    p99_ms: l.p99_ms,
-                }
             })
             .collect()
     }
@@ -268,16 +238,17 @@ impl Fleet {
                     .unwrap_or_else(PoisonError::into_inner);
                 h.saturating_record(us.max(1));
                 drop(h);
-                let second = (sent - self.schedule.start).as_secs() as usize;
-                let mut v = self
-                    .per_second
+                // One ack per device per period (hundreds per second in all): one lock per
+                // ack is cheap enough here, no SampleBuf needed.
+                let at_us = (Instant::now() - self.schedule.start).as_micros() as u64;
+                self.timeline
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if let Some(h) = v.get_mut(second) {
-                    h.saturating_record(us.max(1));
-                }
-                drop(v);
-                self.acked[phase].fetch_add(1, Ordering::Relaxed);
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .record(Sample {
+                        at_us,
+                        latency_us: us.max(1),
+                        fixes: BATCH_FIXES as u32,
+                    });
                 true
             }
             Ok(Ok(ack)) => {

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use super::*;
+use crate::timeline::SlotReport;
 
 fn args(extra: &[&str]) -> HostileArgs {
     let mut argv = vec![
@@ -26,10 +27,10 @@ fn phase(attempts: u64, connected: u64, p99_ms: f64, rss_max_mib: f64) -> LegitP
         connect_attempts: attempts,
         connected,
         connected_ratio: connected as f64 / attempts as f64,
-        ack: Latency {
+        ack: LatencySummary {
             count: 100,
-            p99_ms,
-            ..Latency::default()
+            p99: (p99_ms * 1000.0) as u64,
+            ..LatencySummary::empty()
         },
         server: Some(ServerPhase {
             rss_max_mib,
@@ -174,4 +175,65 @@ fn the_bomb_is_small_on_the_wire_and_huge_inside() {
     assert!(p.len() < 1024, "{} bytes", p.len());
     let inflated = zstd::decode_all(&p[..]).unwrap();
     assert_eq!(inflated.len(), 4_000_005);
+}
+
+fn slot(t_s: f64, cpu_s: Option<f64>, rss_kb: u64) -> SlotReport {
+    SlotReport {
+        t_s,
+        batches: 0,
+        fixes: 0,
+        p50_us: 0,
+        p99_us: 0,
+        p999_us: 0,
+        max_us: 0,
+        server_cpu_s: cpu_s,
+        server_rss_kb: cpu_s.map(|_| rss_kb),
+    }
+}
+
+#[test]
+fn server_phases_add_cpu_and_keep_the_rss_peak_of_their_own_seconds() {
+    let t0 = Instant::now();
+    let schedule = Schedule::new(t0, [1, 2, 1, 1]);
+    let t = TimelineReport {
+        slot_s: 1.0,
+        load_end_s: 5.0,
+        all_connected_at_s: None,
+        all_devices_connected_at_s: None,
+        slots: vec![
+            slot(0.0, Some(0.5), 1024),
+            slot(1.0, Some(0.25), 4096),
+            slot(2.0, Some(0.5), 2048),
+            slot(3.0, None, 0),
+            slot(4.0, Some(1.0), 3072),
+            // The drain after the schedule's end belongs to no phase.
+            slot(5.0, Some(9.0), 99_999),
+        ],
+    };
+    let [warmup, baseline, attack, after] = server_phases(&t, &schedule);
+    assert_eq!(
+        warmup,
+        Some(ServerPhase {
+            cpu_s: 0.5,
+            rss_max_mib: 1.0,
+            rss_end_mib: 1.0
+        })
+    );
+    assert_eq!(
+        baseline,
+        Some(ServerPhase {
+            cpu_s: 0.75,
+            rss_max_mib: 4.0,
+            rss_end_mib: 2.0
+        })
+    );
+    assert_eq!(attack, None, "an unsampled phase has no figures");
+    assert_eq!(
+        after,
+        Some(ServerPhase {
+            cpu_s: 1.0,
+            rss_max_mib: 3.0,
+            rss_end_mib: 3.0
+        })
+    );
 }
